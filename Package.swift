@@ -1,0 +1,100 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// Settings every Swift target shares: Swift 6 language mode is the default for tools 6.x;
+/// `ExistentialAny` keeps `any` explicit, as swift-log and swift-nio do.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "ci-callbackd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ci-callbackd", targets: ["ci-callbackd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+    ],
+    targets: [
+        // MARK: C shims and system libraries
+        .target(name: "CEpoll"),
+        .systemLibrary(
+            name: "CCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+
+        // MARK: Pure code: no sockets, no database
+        .target(name: "HTTPWire", swiftSettings: swiftSettings),
+        .target(name: "CIModel", swiftSettings: swiftSettings),
+        .target(name: "COSSigning", dependencies: ["CCrypto"], swiftSettings: swiftSettings),
+
+        // MARK: I/O at the edges
+        .target(
+            name: "HTTPListener",
+            dependencies: [
+                "HTTPWire", "CEpoll",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PostgresLibPQ",
+            dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "JobStore",
+            dependencies: ["PostgresLibPQ", "CIModel", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CallbackService",
+            dependencies: [
+                "HTTPWire", "HTTPListener", "CIModel", "JobStore", "PostgresLibPQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: The executable: wiring only
+        .executableTarget(
+            name: "ci-callbackd",
+            dependencies: [
+                "CallbackService", "JobStore", "PostgresLibPQ", "HTTPListener",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests
+        .testTarget(name: "HTTPWireTests", dependencies: ["HTTPWire"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CIModelTests",
+            dependencies: ["CIModel"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "HTTPWire", "HTTPListener", "CIModel", "PostgresLibPQ", "JobStore", "CallbackService",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)
