@@ -1,1 +1,294 @@
-// Placeholder: replaced when the JobStore module lands.
+import CIModel
+import Foundation
+import Logging
+import PostgresLibPQ
+
+/// The service's PostgreSQL repository: stores callbacks and answers lookups.
+///
+/// Every operation runs on a pooled connection's own thread (libpq blocks), so callers on Swift's
+/// cooperative pool only await.
+public struct JobStore: Sendable {
+    public let pool: PostgresPool
+    /// Rejected bodies are kept for operators, but only up to this many bytes.
+    public var rejectedBodyLimit: Int
+
+    public init(pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024) {
+        self.pool = pool
+        self.rejectedBodyLimit = rejectedBodyLimit
+    }
+
+    // MARK: Writing
+
+    /// Stores a decoded callback and applies each of its jobs under the precedence rules, in one
+    /// statement (one round trip, one commit). Returns only after the commit.
+    public func ingest(_ envelope: CallbackEnvelope, body: ReceivedBody) async throws -> IngestResult {
+        let jobs = Self.deduplicatedByJobID(envelope.jobs)
+        let record = IngestRecord(
+            body: body.bytes,
+            bodySize: body.bytes.count,
+            truncated: false,
+            format: envelope.format.rawValue,
+            contentType: body.contentType,
+            remoteAddress: body.remoteAddress,
+            eventName: envelope.eventName,
+            outcome: jobs.isEmpty ? "no_jobs" : "accepted",
+            rejectionReason: nil,
+            source: body.source,
+            jobsJSON: Self.jobsJSON(jobs),
+            jobCount: jobs.count,
+            receivedAt: body.receivedAt
+        )
+        return try await write(record, receivedStates: Dictionary(jobs.map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 }))
+    }
+
+    /// Stores a body that could not be accepted, capped at `rejectedBodyLimit`, so an operator can see
+    /// what was sent. Identical rejected bodies are counted, not stored twice.
+    @discardableResult
+    public func recordRejected(_ body: ReceivedBody, format: CallbackFormat?, reason: String) async throws -> Int64 {
+        let kept = Array(body.bytes.prefix(rejectedBodyLimit))
+        let record = IngestRecord(
+            body: kept,
+            bodySize: body.bytes.count,
+            truncated: kept.count < body.bytes.count,
+            format: format?.rawValue,
+            contentType: body.contentType,
+            remoteAddress: body.remoteAddress,
+            eventName: nil,
+            outcome: "rejected",
+            rejectionReason: reason,
+            source: body.source,
+            jobsJSON: "[]",
+            jobCount: 0,
+            receivedAt: body.receivedAt
+        )
+        return try await write(record, receivedStates: [:]).callbackID
+    }
+
+    private func write(_ record: IngestRecord, receivedStates: [String: JobState]) async throws -> IngestResult {
+        let rows = try await pool.withConnection { connection in
+            try connection.query(record.query)
+        }
+        guard let first = rows.first, let callbackID = first["callback_id"].int else {
+            throw JobStoreError("the ingest statement returned no callback row")
+        }
+        let duplicate = first["inserted"].bool == false
+        var receipts: [JobReceipt] = []
+        for row in rows {
+            guard let jobID = row["job_id"].string else { continue }
+            let received = receivedStates[jobID] ?? JobState(rawValue: row["received_state"].string ?? "")
+            let current = row["current_state"].string.map(JobState.init(rawValue:)) ?? received
+            receipts.append(JobReceipt(jobID: jobID, receivedState: received, currentState: current, applied: row["applied"].bool ?? false))
+        }
+        return IngestResult(callbackID: Int64(callbackID), duplicate: duplicate, jobs: receipts)
+    }
+
+    /// A body may name a job twice (CI's list responses can); one statement cannot upsert a row twice,
+    /// so the occurrence with the highest precedence (the later one among equals) is kept. Sorting by
+    /// JobId makes concurrent multi-job callbacks lock rows in one order, which rules out deadlocks.
+    static func deduplicatedByJobID(_ jobs: [JobsDetail]) -> [JobsDetail] {
+        var byID: [String: JobsDetail] = [:]
+        for job in jobs {
+            if let existing = byID[job.jobID], !existing.state.allowsReplacement(by: job.state) { continue }
+            byID[job.jobID] = job
+        }
+        return byID.values.sorted { $0.jobID < $1.jobID }
+    }
+
+    /// The jobs as a JSON array whose keys are the `ci_jobs` column names, read by `jsonb_to_recordset`.
+    /// One parameter carries any number of jobs, and absent keys become NULL.
+    static func jobsJSON(_ jobs: [JobsDetail]) -> String {
+        var json = JSONWriter(reservingCapacity: 1024 * max(jobs.count, 1))
+        json.beginArray()
+        for job in jobs {
+            json.beginObject()
+            json.member("job_id", job.jobID)
+            json.member("state", job.state.rawValue)
+            json.member("state_rank", job.state.precedence)
+            json.member("is_final", job.state.isFinal)
+            json.optionalMember("code", job.code)
+            json.optionalMember("message", job.message)
+            json.optionalMember("tag", job.tag)
+            json.optionalMember("sub_tag", job.subTag)
+            json.optionalMember("queue_id", job.queueID)
+            json.optionalMember("queue_type", job.queueType)
+            if let progress = job.progress { json.member("progress", progress) }
+            json.optionalMember("creation_time", job.creationTime?.rfc3339)
+            json.optionalMember("start_time", job.startTime?.rfc3339)
+            json.optionalMember("end_time", job.endTime?.rfc3339)
+            json.optionalMember("input_bucket", job.input?.bucketID)
+            json.optionalMember("input_object", job.input?.object)
+            json.optionalMember("input_region", job.input?.region)
+            json.optionalMember("user_data", job.userData)
+            if let level = job.jobLevel { json.member("job_level", level) }
+            json.member("has_watermark", job.isWatermarkExtraction)
+            json.optionalMember("watermark_type", job.watermark?.type)
+            json.optionalMember("watermark_version", job.watermark?.version)
+            json.optionalMember("watermark_message", job.watermark?.message)
+            json.optionalMember("workflow_id", job.workflow?.workflowID)
+            json.optionalMember("workflow_run_id", job.workflow?.runID)
+            json.key("detail")
+            json.raw(CINodeJSON.encode(job.normalized).utf8)
+            json.endObject()
+        }
+        json.endArray()
+        return json.string
+    }
+
+    // MARK: Reading
+
+    /// The job with this JobId, or nil.
+    public func job(_ jobID: String) async throws -> StoredJob? {
+        try await pool.withConnection { connection in
+            try connection.query(
+                "SELECT \(unsafeRaw: Self.jobColumns) FROM ci_jobs WHERE job_id = \(jobID)"
+            ).first.map(Self.storedJob)
+        }
+    }
+
+    /// A newest-first page of jobs matching `query`.
+    public func jobs(_ query: JobListQuery) async throws -> JobPage {
+        let limit = min(max(query.limit, 1), JobListQuery.maximumLimit)
+        let state = query.state?.rawValue
+        let since = query.since.map(Self.micros)
+        let until = query.until.map(Self.micros)
+        let cursorMicros = query.cursor?.firstReceivedMicros
+        let cursorJobID = query.cursor?.jobID
+        let tag = query.tag
+        let queueID = query.queueID
+        let rows = try await pool.withConnection { connection in
+            // Each filter is `param IS NULL OR column = param`: one prepared statement serves every
+            // combination, and PostgreSQL's custom plans for the bound values still pick the matching index.
+            try connection.query(
+                """
+                SELECT \(unsafeRaw: Self.jobColumns),
+                       (extract(epoch FROM first_received_at) * 1000000)::bigint AS first_received_micros
+                FROM ci_jobs
+                WHERE (\(state)::text IS NULL OR state = \(state))
+                  AND (\(tag)::text IS NULL OR tag = \(tag))
+                  AND (\(queueID)::text IS NULL OR queue_id = \(queueID))
+                  AND (\(since)::bigint IS NULL OR first_received_at >= 'epoch'::timestamptz + \(since)::bigint * interval '1 microsecond')
+                  AND (\(until)::bigint IS NULL OR first_received_at < 'epoch'::timestamptz + \(until)::bigint * interval '1 microsecond')
+                  AND (\(cursorMicros)::bigint IS NULL
+                       OR (first_received_at, job_id)
+                          < ('epoch'::timestamptz + \(cursorMicros)::bigint * interval '1 microsecond', \(cursorJobID)::text))
+                ORDER BY first_received_at DESC, job_id DESC
+                LIMIT \(limit + 1)
+                """
+            )
+        }
+        let page = rows.prefix(limit)
+        var next: JobListCursor?
+        if rows.count > limit, let last = page.last, let micros = last["first_received_micros"].int, let jobID = last["job_id"].string {
+            next = JobListCursor(firstReceivedMicros: Int64(micros), jobID: jobID)
+        }
+        return JobPage(jobs: page.map(Self.storedJob), nextCursor: next)
+    }
+
+    /// Every callback that mentioned the job, oldest first; nil when the job is unknown.
+    public func callbacks(forJob jobID: String) async throws -> [StoredCallback]? {
+        try await pool.withConnection { connection in
+            let exists = try connection.query("SELECT 1 AS present FROM ci_jobs WHERE job_id = \(jobID)")
+            guard !exists.isEmpty else { return nil }
+            return try connection.query(
+                """
+                SELECT c.callback_id, \(unsafeRaw: Self.rfc3339("c.received_at")) AS received_at,
+                       \(unsafeRaw: Self.rfc3339("c.last_received_at")) AS last_received_at,
+                       c.delivery_count, c.format, c.content_type, c.event_name, c.source, c.body_size,
+                       e.state, e.applied
+                FROM ci_job_events e JOIN ci_callbacks c USING (callback_id)
+                WHERE e.job_id = \(jobID)
+                ORDER BY c.received_at, c.callback_id
+                """
+            ).map { row in
+                StoredCallback(
+                    callbackID: Int64(row["callback_id"].int ?? 0),
+                    receivedAt: row["received_at"].string ?? "",
+                    lastReceivedAt: row["last_received_at"].string ?? "",
+                    deliveryCount: row["delivery_count"].int ?? 1,
+                    format: row["format"].string,
+                    contentType: row["content_type"].string,
+                    eventName: row["event_name"].string,
+                    source: row["source"].string ?? "callback",
+                    bodySize: row["body_size"].int ?? 0,
+                    state: JobState(rawValue: row["state"].string ?? ""),
+                    applied: row["applied"].bool ?? false
+                )
+            }
+        }
+    }
+
+    /// The raw body of one of the job's callbacks; nil unless that callback mentioned that job.
+    public func callbackBody(jobID: String, callbackID: Int64) async throws -> StoredBody? {
+        try await pool.withConnection { connection in
+            try connection.query(
+                """
+                SELECT c.body, c.content_type, c.format, c.body_truncated
+                FROM ci_callbacks c JOIN ci_job_events e USING (callback_id)
+                WHERE e.job_id = \(jobID) AND c.callback_id = \(callbackID)
+                """
+            ).first.map { row in
+                StoredBody(
+                    bytes: row["body"].bytes ?? [],
+                    contentType: row["content_type"].string,
+                    format: row["format"].string,
+                    truncated: row["body_truncated"].bool ?? false
+                )
+            }
+        }
+    }
+
+    /// The schema version the database is at (0 before the first migration).
+    public func schemaVersion() async throws -> Int {
+        try await pool.withConnection { connection in try Migrator.currentVersion(connection) }
+    }
+
+    // MARK: SQL
+
+    private static func rfc3339(_ column: String) -> String {
+        "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    }
+
+    private static let jobColumns = """
+        job_id, state, tag, detail::text AS detail, has_watermark, watermark_type, watermark_version, watermark_message,
+        \(rfc3339("first_received_at")) AS first_received_at, \(rfc3339("last_received_at")) AS last_received_at,
+        \(rfc3339("state_changed_at")) AS state_changed_at, callback_count, state_source
+        """
+
+    private static func storedJob(_ row: PostgresRow) -> StoredJob {
+        StoredJob(
+            jobID: row["job_id"].string ?? "",
+            state: JobState(rawValue: row["state"].string ?? ""),
+            tag: row["tag"].string,
+            detailJSON: row["detail"].string ?? "{}",
+            hasWatermark: row["has_watermark"].bool ?? false,
+            watermarkType: row["watermark_type"].string,
+            watermarkVersion: row["watermark_version"].string,
+            watermarkMessage: row["watermark_message"].string,
+            firstReceivedAt: row["first_received_at"].string ?? "",
+            lastReceivedAt: row["last_received_at"].string ?? "",
+            stateChangedAt: row["state_changed_at"].string ?? "",
+            callbackCount: row["callback_count"].int ?? 0,
+            stateSource: row["state_source"].string ?? "callback"
+        )
+    }
+
+    private static func micros(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+    }
+}
+
+/// A store operation got an answer it cannot use; the database is reachable but disagrees with the code.
+public struct JobStoreError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+
+    init(_ message: String) { self.message = message }
+
+    public var description: String { "JobStoreError: \(message)" }
+}
+
+extension JobsDetail {
+    /// A job that reads a watermark: tagged so, or carrying the extraction's result element.
+    var isWatermarkExtraction: Bool {
+        tag == "ExtractDigitalWatermark" || watermark != nil
+    }
+}

@@ -1,0 +1,65 @@
+import HTTPWire
+
+/// An error the API answers with a specific status and a JSON body
+/// `{"Error":{"Code":…,"Message":…,"RequestId":…}}`, the shape CI itself uses for errors.
+///
+/// `message` is shown to the caller, so it names what is wrong and never carries secrets.
+public struct APIError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var status: HTTPStatus
+    /// A stable, machine-readable code such as `InvalidCallback` or `NoSuchJob`.
+    public var code: String
+    public var message: String
+    /// Extra response headers (`Allow`, `Retry-After`, `WWW-Authenticate`).
+    public var headers: HTTPHeaders
+
+    public init(status: HTTPStatus, code: String, message: String, headers: HTTPHeaders = [:]) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+    }
+
+    public var description: String { "APIError(\(status.code) \(code)): \(message)" }
+
+    /// The body is not a callback we can accept: malformed, or a JobsDetail lacks JobId or State.
+    public static func invalidCallback(_ reason: String) -> APIError {
+        APIError(status: .badRequest, code: "InvalidCallback", message: reason)
+    }
+
+    public static func noSuchJob(_ jobID: String) -> APIError {
+        APIError(status: .notFound, code: "NoSuchJob", message: "no job with JobId \(jobID) has been received")
+    }
+
+    public static func invalidParameter(_ name: String, _ problem: String) -> APIError {
+        APIError(status: .badRequest, code: "InvalidParameter", message: "parameter '\(name)': \(problem)")
+    }
+
+    public static func notFound(path: String) -> APIError {
+        APIError(status: .notFound, code: "NoSuchRoute", message: "no route for \(path)")
+    }
+
+    public static func methodNotAllowed(_ method: HTTPMethod, allowed: [HTTPMethod]) -> APIError {
+        APIError(
+            status: .methodNotAllowed,
+            code: "MethodNotAllowed",
+            message: "\(method.rawValue) is not allowed here; use \(allowed.map(\.rawValue).joined(separator: ", "))",
+            headers: ["Allow": allowed.map(\.rawValue).joined(separator: ", ")]
+        )
+    }
+
+    /// The database cannot be reached: the caller should retry (CI does, for callbacks it may).
+    public static func databaseUnavailable(retryAfterSeconds: Int) -> APIError {
+        APIError(
+            status: .serviceUnavailable,
+            code: "DatabaseUnavailable",
+            message: "the database is unavailable; nothing was stored, retry later",
+            headers: ["Retry-After": String(retryAfterSeconds)]
+        )
+    }
+
+    public static let internalError = APIError(
+        status: .internalServerError,
+        code: "InternalError",
+        message: "the request failed on the server; it has been logged with its request id"
+    )
+}

@@ -1,0 +1,159 @@
+import CIModel
+import Foundation
+import HTTPWire
+import JobStore
+import Logging
+import PostgresLibPQ
+
+/// The HTTP face of ci-callbackd: routes each request, logs one line for it, and turns every error
+/// into a JSON error body. Its `respond(to:)` is what the listener calls.
+public struct CallbackApplication: Sendable {
+    public struct Configuration: Sendable {
+        /// Seconds a client is told to wait (`Retry-After`) when the database is unavailable.
+        public var retryAfterSeconds = 5
+        /// The schema version `/readyz` requires: the newest migration shipped with this build.
+        public var requiredSchemaVersion: Int
+
+        public init(requiredSchemaVersion: Int) {
+            self.requiredSchemaVersion = requiredSchemaVersion
+        }
+    }
+
+    public let store: JobStore
+    public let configuration: Configuration
+    public let logger: Logger
+
+    public init(store: JobStore, configuration: Configuration, logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Handles one request. Never throws: every failure becomes a response.
+    public func respond(to request: HTTPRequest) async -> HTTPResponse {
+        let started = ContinuousClock.now
+        let requestID = RequestID.from(request.headers["X-Request-Id"])
+        var logger = self.logger
+        logger[metadataKey: "request.id"] = "\(requestID)"
+
+        let match = Route.match(method: request.method, segments: request.pathSegments)
+        var response: HTTPResponse
+        do {
+            switch match {
+            case .route(let route):
+                response = try await handle(route, request: request, logger: logger)
+            case .methodNotAllowed(let allowed):
+                throw APIError.methodNotAllowed(request.method, allowed: allowed)
+            case .notFound:
+                throw APIError.notFound(path: request.path)
+            }
+        } catch {
+            response = errorResponse(for: error, requestID: requestID, logger: logger)
+        }
+        response.headers.replaceOrAdd(name: "X-Request-Id", value: requestID)
+
+        let routeName: String = if case .route(let route) = match { route.name } else { "unmatched" }
+        let elapsed = started.duration(to: .now)
+        logger.info(
+            "request",
+            metadata: [
+                "http.method": "\(request.method.rawValue)",
+                "http.path": "\(request.path)",
+                "http.route": "\(routeName)",
+                "http.status": "\(response.status.code)",
+                "http.duration_ms": "\(Self.milliseconds(elapsed))",
+                "net.peer": "\(request.remoteAddress)",
+            ]
+        )
+        return response
+    }
+
+    private func handle(_ route: Route, request: HTTPRequest, logger: Logger) async throws -> HTTPResponse {
+        switch route {
+        case .ingestCallback:
+            return try await ingestCallback(request, logger: logger)
+        case .listJobs:
+            return try await listJobs(request)
+        case .job(let jobID):
+            return try await job(jobID, request: request)
+        case .watermark(let jobID):
+            return try await watermark(jobID)
+        case .jobCallbacks(let jobID):
+            return try await jobCallbacks(jobID)
+        case .callbackBody(let jobID, let callbackID):
+            return try await callbackBody(jobID: jobID, callbackID: callbackID)
+        case .health:
+            return .json { json in json.member("Status", "ok") }
+        case .readiness:
+            return try await readiness()
+        }
+    }
+
+    // MARK: Errors
+
+    private func errorResponse(for error: any Error, requestID: String, logger: Logger) -> HTTPResponse {
+        let apiError: APIError
+        switch error {
+        case let error as APIError:
+            apiError = error
+        case let error as PostgresError where error.isConnectionProblem:
+            logger.warning("database unavailable", metadata: ["error": "\(error)"])
+            apiError = .databaseUnavailable(retryAfterSeconds: configuration.retryAfterSeconds)
+        default:
+            logger.error("request failed", metadata: ["error": "\(error)"])
+            apiError = .internalError
+        }
+        var response = HTTPResponse.json(status: apiError.status) { json in
+            json.key("Error")
+            json.beginObject()
+            json.member("Code", apiError.code)
+            json.member("Message", apiError.message)
+            json.member("RequestId", requestID)
+            json.endObject()
+        }
+        for (name, value) in apiError.headers {
+            response.headers.replaceOrAdd(name: name, value: value)
+        }
+        return response
+    }
+
+    private static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let micros = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        return String(format: "%.3f", Double(micros) / 1000)
+    }
+}
+
+/// Correlates a request across our logs and the caller's: the caller's `X-Request-Id` when it is
+/// reasonable, else a fresh random one.
+enum RequestID {
+    static func from(_ header: String?) -> String {
+        if let header, (1...128).contains(header.utf8.count),
+            header.utf8.allSatisfy({ byte in
+                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: ":")
+            })
+        {
+            return header
+        }
+        return generate()
+    }
+
+    static func generate() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+extension HTTPResponse {
+    /// A JSON response whose body `build` writes into an object.
+    static func json(status: HTTPStatus = .ok, _ build: (inout JSONWriter) -> Void) -> HTTPResponse {
+        var json = JSONWriter()
+        json.beginObject()
+        build(&json)
+        json.endObject()
+        return HTTPResponse(status: status, headers: ["Content-Type": "application/json"], body: json.bytes)
+    }
+}

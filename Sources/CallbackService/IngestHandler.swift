@@ -1,0 +1,64 @@
+import CIModel
+import Foundation
+import HTTPWire
+import JobStore
+import Logging
+
+extension CallbackApplication {
+    /// `POST /v1/callbacks`: decode, store durably, and only then answer 200.
+    ///
+    /// A body we cannot accept is still kept (capped) for operators and answered 400; a well-formed body
+    /// without jobs (`WorkflowFinish`) is stored and answered 200, so CI never retries it forever.
+    func ingestCallback(_ request: HTTPRequest, logger: Logger) async throws -> HTTPResponse {
+        let received = ReceivedBody(
+            bytes: request.body,
+            contentType: request.headers["Content-Type"],
+            remoteAddress: request.remoteAddress
+        )
+        let envelope: CallbackEnvelope
+        do {
+            envelope = try CallbackDecoder.decode(request.body)
+        } catch {
+            do {
+                try await store.recordRejected(received, format: CallbackDecoder.detectFormat(request.body), reason: error.reason)
+            } catch {
+                // The answer is 400 either way: the body is wrong, and a retry of it would be too.
+                logger.error("could not keep a rejected callback", metadata: ["error": "\(error)"])
+            }
+            logger.notice("callback rejected", metadata: ["callback.reason": "\(error.reason)"])
+            throw APIError.invalidCallback(error.reason)
+        }
+
+        let result = try await store.ingest(envelope, body: received)
+        logger.debug(
+            "callback stored",
+            metadata: [
+                "callback.id": "\(result.callbackID)", "callback.format": "\(envelope.format.rawValue)",
+                "callback.duplicate": "\(result.duplicate)", "callback.jobs": "\(result.jobs.count)",
+            ]
+        )
+        return .json { json in
+            if result.jobs.count == 1, let job = result.jobs.first {
+                writeReceipt(job, into: &json)
+            } else {
+                json.key("Jobs")
+                json.beginArray()
+                for job in result.jobs {
+                    json.beginObject()
+                    writeReceipt(job, into: &json)
+                    json.endObject()
+                }
+                json.endArray()
+                json.member("EventName", envelope.eventName)
+            }
+            json.member("Duplicate", result.duplicate)
+            json.member("CallbackId", Int(result.callbackID))
+        }
+    }
+
+    private func writeReceipt(_ job: JobReceipt, into json: inout JSONWriter) {
+        json.member("JobId", job.jobID)
+        json.member("State", job.receivedState.rawValue)
+        json.member("CurrentState", job.currentState.rawValue)
+    }
+}

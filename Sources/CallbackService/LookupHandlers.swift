@@ -1,0 +1,235 @@
+import CIModel
+import Foundation
+import HTTPWire
+import JobStore
+
+extension CallbackApplication {
+    /// `GET /v1/jobs/{JobId}`: the job's normalised JobsDetail with CI's own field names, plus receipt
+    /// metadata; XML (`<Response><JobsDetail>…`) when the client prefers it.
+    func job(_ jobID: String, request: HTTPRequest) async throws -> HTTPResponse {
+        guard let job = try await store.job(jobID) else { throw APIError.noSuchJob(jobID) }
+        if Self.prefersXML(request.headers["Accept"]) {
+            return try xmlResponse(for: job)
+        }
+        return .json { json in writeJob(job, into: &json) }
+    }
+
+    /// `GET /v1/jobs/{JobId}/watermark`: the extracted watermark text of an ExtractDigitalWatermark job.
+    func watermark(_ jobID: String) async throws -> HTTPResponse {
+        guard let job = try await store.job(jobID) else { throw APIError.noSuchJob(jobID) }
+        guard job.hasWatermark else {
+            throw APIError(
+                status: .notFound,
+                code: "NotWatermarkJob",
+                message: "job \(jobID) is a \(job.tag ?? "untagged") job, not an ExtractDigitalWatermark job"
+            )
+        }
+        return .json { json in
+            json.member("JobId", job.jobID)
+            json.member("State", job.state.rawValue)
+            json.member("Type", job.watermarkType)
+            json.member("Version", job.watermarkVersion)
+            json.member("Message", job.watermarkMessage)
+        }
+    }
+
+    /// `GET /v1/jobs?state=&tag=&queueId=&since=&until=&limit=&cursor=`: newest first, keyset-paginated.
+    func listJobs(_ request: HTTPRequest) async throws -> HTTPResponse {
+        let query = try Self.jobListQuery(request.queryItems)
+        let page = try await store.jobs(query)
+        return .json { json in
+            json.key("Jobs")
+            json.beginArray()
+            for job in page.jobs {
+                json.beginObject()
+                writeJob(job, into: &json)
+                json.endObject()
+            }
+            json.endArray()
+            json.member("NextCursor", page.nextCursor?.token)
+        }
+    }
+
+    /// `GET /v1/jobs/{JobId}/callbacks`: the job's history, oldest first.
+    func jobCallbacks(_ jobID: String) async throws -> HTTPResponse {
+        guard let callbacks = try await store.callbacks(forJob: jobID) else { throw APIError.noSuchJob(jobID) }
+        let escapedJobID = Self.percentEncodedSegment(jobID)
+        return .json { json in
+            json.member("JobId", jobID)
+            json.key("Callbacks")
+            json.beginArray()
+            for callback in callbacks {
+                json.beginObject()
+                json.member("CallbackId", Int(callback.callbackID))
+                json.member("ReceivedTime", callback.receivedAt)
+                json.member("LastReceivedTime", callback.lastReceivedAt)
+                json.member("DeliveryCount", callback.deliveryCount)
+                json.member("Source", callback.source)
+                json.member("Format", callback.format)
+                json.member("ContentType", callback.contentType)
+                json.member("EventName", callback.eventName)
+                json.member("State", callback.state.rawValue)
+                json.member("Applied", callback.applied)
+                json.member("BodySize", callback.bodySize)
+                json.member("BodyUrl", "/v1/jobs/\(escapedJobID)/callbacks/\(callback.callbackID)/body")
+                json.endObject()
+            }
+            json.endArray()
+        }
+    }
+
+    /// `GET /v1/jobs/{JobId}/callbacks/{CallbackId}/body`: the body exactly as received.
+    ///
+    /// Served as XML, JSON or octet-stream by its detected format, never with the sender's own
+    /// Content-Type (which could be `text/html`), and with `nosniff`.
+    func callbackBody(jobID: String, callbackID: Int64) async throws -> HTTPResponse {
+        guard let body = try await store.callbackBody(jobID: jobID, callbackID: callbackID) else {
+            throw APIError(
+                status: .notFound,
+                code: "NoSuchCallback",
+                message: "job \(jobID) has no callback \(callbackID)"
+            )
+        }
+        var headers: HTTPHeaders = [
+            "Content-Type": switch body.format {
+            case "XML": "application/xml; charset=utf-8"
+            case "JSON": "application/json; charset=utf-8"
+            default: "application/octet-stream"
+            },
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": "attachment",
+        ]
+        if let original = body.contentType {
+            headers.add(name: "X-Original-Content-Type", value: original)
+        }
+        if body.truncated {
+            headers.add(name: "X-Body-Truncated", value: "true")
+        }
+        return HTTPResponse(status: .ok, headers: headers, body: body.bytes)
+    }
+
+    /// `GET /readyz`: ready when the database answers and its schema is at least this build's.
+    func readiness() async throws -> HTTPResponse {
+        let version: Int
+        do {
+            version = try await store.schemaVersion()
+        } catch {
+            throw APIError(status: .serviceUnavailable, code: "NotReady", message: "the database is unreachable")
+        }
+        guard version >= configuration.requiredSchemaVersion else {
+            throw APIError(
+                status: .serviceUnavailable,
+                code: "NotReady",
+                message: "the database schema is at version \(version); this build needs \(configuration.requiredSchemaVersion) (run `ci-callbackd migrate`)"
+            )
+        }
+        return .json { json in
+            json.member("Status", "ready")
+            json.member("SchemaVersion", version)
+        }
+    }
+
+    // MARK: Rendering
+
+    private func writeJob(_ job: StoredJob, into json: inout JSONWriter) {
+        json.key("JobsDetail")
+        json.raw(job.detailJSON.utf8)
+        json.key("Receipt")
+        json.beginObject()
+        json.member("FirstReceivedTime", job.firstReceivedAt)
+        json.member("LastReceivedTime", job.lastReceivedAt)
+        json.member("StateChangedTime", job.stateChangedAt)
+        json.member("CallbackCount", job.callbackCount)
+        json.member("StateSource", job.stateSource)
+        json.endObject()
+    }
+
+    private func xmlResponse(for job: StoredJob) throws -> HTTPResponse {
+        let detail: CINode
+        do {
+            detail = try CINodeJSON.decode(Array(job.detailJSON.utf8))
+        } catch {
+            throw JobStoreError("stored JobsDetail of \(job.jobID) is not valid JSON: \(error.reason)")
+        }
+        let receipt = CINode.element([
+            CIField(name: "FirstReceivedTime", value: .text(job.firstReceivedAt)),
+            CIField(name: "LastReceivedTime", value: .text(job.lastReceivedAt)),
+            CIField(name: "StateChangedTime", value: .text(job.stateChangedAt)),
+            CIField(name: "CallbackCount", value: .text(String(job.callbackCount))),
+            CIField(name: "StateSource", value: .text(job.stateSource)),
+        ])
+        let document = CINode.element([
+            CIField(name: "JobsDetail", value: detail),
+            CIField(name: "Receipt", value: receipt),
+        ])
+        let xml = #"<?xml version="1.0" encoding="UTF-8"?>"# + CINodeXML.encode(document, rootName: "Response")
+        return HTTPResponse(status: .ok, headers: ["Content-Type": "application/xml; charset=utf-8"], body: Array(xml.utf8))
+    }
+
+    // MARK: Parameters
+
+    /// XML only when the client asks for it and ranks it above JSON; JSON is the default.
+    static func prefersXML(_ accept: String?) -> Bool {
+        guard let accept else { return false }
+        var best: (xml: Double, json: Double) = (0, 0)
+        for part in accept.split(separator: ",") {
+            let fields = part.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            guard let type = fields.first else { continue }
+            let quality = fields.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) } ?? 1
+            switch type {
+            case "application/xml", "text/xml": best.xml = max(best.xml, quality)
+            case "application/json", "*/*", "application/*": best.json = max(best.json, quality)
+            default: break
+            }
+        }
+        return best.xml > best.json
+    }
+
+    static func jobListQuery(_ items: [(name: String, value: String)]) throws -> JobListQuery {
+        var query = JobListQuery()
+        var seen = Set<String>()
+        for (name, value) in items {
+            guard seen.insert(name).inserted else {
+                throw APIError.invalidParameter(name, "given more than once")
+            }
+            switch name {
+            case "state":
+                let state = JobState(rawValue: value)
+                guard JobState.known.contains(state) else {
+                    throw APIError.invalidParameter(name, "'\(value)' is not one of \(JobState.known.map(\.rawValue).joined(separator: ", "))")
+                }
+                query.state = state
+            case "tag":
+                guard !value.isEmpty else { throw APIError.invalidParameter(name, "must not be empty") }
+                query.tag = value
+            case "queueId":
+                guard !value.isEmpty else { throw APIError.invalidParameter(name, "must not be empty") }
+                query.queueID = value
+            case "since", "until":
+                guard let time = CITimestamp(ciText: value) else {
+                    throw APIError.invalidParameter(name, "'\(value)' is not an RFC 3339 time such as 2026-01-31T08:00:00Z")
+                }
+                if name == "since" { query.since = time.date } else { query.until = time.date }
+            case "limit":
+                guard let limit = Int(value), (1...JobListQuery.maximumLimit).contains(limit) else {
+                    throw APIError.invalidParameter(name, "must be a whole number from 1 to \(JobListQuery.maximumLimit)")
+                }
+                query.limit = limit
+            case "cursor":
+                guard let cursor = JobListCursor(token: value) else {
+                    throw APIError.invalidParameter(name, "is not a cursor returned by this API")
+                }
+                query.cursor = cursor
+            default:
+                throw APIError.invalidParameter(name, "unknown; known parameters are state, tag, queueId, since, until, limit, cursor")
+            }
+        }
+        return query
+    }
+
+    /// A JobId made safe for use as one URL path segment.
+    static func percentEncodedSegment(_ text: String) -> String {
+        let allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+}

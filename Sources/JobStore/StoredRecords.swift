@@ -1,0 +1,163 @@
+import CIModel
+import Foundation
+
+/// Where a stored JobsDetail came from: CI calling us, our own submit request, or our reconciler
+/// asking CI about a job.
+public enum CallbackSource: String, Sendable, Hashable {
+    case callback
+    case submit
+    case reconcile
+}
+
+/// A body as it reached the service, before or after decoding.
+public struct ReceivedBody: Sendable {
+    public var bytes: [UInt8]
+    public var contentType: String?
+    public var remoteAddress: String?
+    public var receivedAt: Date
+    public var source: CallbackSource
+
+    public init(bytes: [UInt8], contentType: String?, remoteAddress: String?, receivedAt: Date = Date(), source: CallbackSource = .callback) {
+        self.bytes = bytes
+        self.contentType = contentType
+        self.remoteAddress = remoteAddress
+        self.receivedAt = receivedAt
+        self.source = source
+    }
+}
+
+/// What storing one callback did.
+public struct IngestResult: Sendable, Hashable {
+    /// The row in `ci_callbacks` holding the body (the earlier row for a duplicate).
+    public var callbackID: Int64
+    /// The same bytes had been stored before: nothing but the delivery counter changed.
+    public var duplicate: Bool
+    public var jobs: [JobReceipt]
+}
+
+/// One job of a stored callback.
+public struct JobReceipt: Sendable, Hashable {
+    public var jobID: String
+    /// The state this callback reported.
+    public var receivedState: JobState
+    /// The job's state after the callback: differs from `receivedState` when precedence kept a final state.
+    public var currentState: JobState
+    /// Whether this callback's JobsDetail became the job's current one.
+    public var applied: Bool
+}
+
+/// A job as the lookup API shows it.
+public struct StoredJob: Sendable, Hashable {
+    public var jobID: String
+    public var state: JobState
+    public var tag: String?
+    /// The normalised JobsDetail as JSON text (PostgreSQL's jsonb rendering).
+    public var detailJSON: String
+    public var hasWatermark: Bool
+    public var watermarkType: String?
+    public var watermarkVersion: String?
+    public var watermarkMessage: String?
+    /// RFC 3339 UTC, microsecond precision.
+    public var firstReceivedAt: String
+    public var lastReceivedAt: String
+    public var stateChangedAt: String
+    /// Distinct callbacks (bodies) received for the job.
+    public var callbackCount: Int
+    public var stateSource: String
+}
+
+/// One entry of a job's history.
+public struct StoredCallback: Sendable, Hashable {
+    public var callbackID: Int64
+    public var receivedAt: String
+    public var lastReceivedAt: String
+    public var deliveryCount: Int
+    public var format: String?
+    public var contentType: String?
+    public var eventName: String?
+    public var source: String
+    public var bodySize: Int
+    /// The state this callback reported for the job, and whether it became current.
+    public var state: JobState
+    public var applied: Bool
+}
+
+/// A stored body, byte for byte.
+public struct StoredBody: Sendable, Hashable {
+    public var bytes: [UInt8]
+    public var contentType: String?
+    public var format: String?
+    public var truncated: Bool
+}
+
+/// Filters and page position of a job listing.
+public struct JobListQuery: Sendable, Hashable {
+    public var state: JobState?
+    public var tag: String?
+    public var queueID: String?
+    /// Jobs first received at or after this instant.
+    public var since: Date?
+    /// Jobs first received before this instant.
+    public var until: Date?
+    public var limit: Int
+    public var cursor: JobListCursor?
+
+    public static let defaultLimit = 50
+    public static let maximumLimit = 500
+
+    public init(
+        state: JobState? = nil, tag: String? = nil, queueID: String? = nil, since: Date? = nil, until: Date? = nil,
+        limit: Int = JobListQuery.defaultLimit, cursor: JobListCursor? = nil
+    ) {
+        self.state = state
+        self.tag = tag
+        self.queueID = queueID
+        self.since = since
+        self.until = until
+        self.limit = limit
+        self.cursor = cursor
+    }
+}
+
+/// Where a page of the newest-first job listing ends: the last job's first receipt time and JobId.
+///
+/// Opaque to clients: it travels as base64url text.
+public struct JobListCursor: Sendable, Hashable {
+    /// Microseconds since the Unix epoch: exact, unlike a `Date`'s floating point.
+    public var firstReceivedMicros: Int64
+    public var jobID: String
+
+    public init(firstReceivedMicros: Int64, jobID: String) {
+        self.firstReceivedMicros = firstReceivedMicros
+        self.jobID = jobID
+    }
+
+    /// `base64url("<micros>:<jobID>")`.
+    public var token: String {
+        Data("\(firstReceivedMicros):\(jobID)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Parses a token made by `token`; nil for anything else.
+    public init?(token: String) {
+        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard token.count <= 1024, let data = Data(base64Encoded: base64),
+            let text = String(data: data, encoding: .utf8),
+            let colon = text.firstIndex(of: ":"),
+            let micros = Int64(text[..<colon])
+        else { return nil }
+        let jobID = String(text[text.index(after: colon)...])
+        guard !jobID.isEmpty else { return nil }
+        self.init(firstReceivedMicros: micros, jobID: jobID)
+    }
+}
+
+/// One page of a job listing.
+public struct JobPage: Sendable, Hashable {
+    public var jobs: [StoredJob]
+    /// Present when more jobs follow.
+    public var nextCursor: JobListCursor?
+}

@@ -1,0 +1,187 @@
+import ArgumentParser
+import CallbackService
+import Foundation
+import HTTPListener
+import JobStore
+import Logging
+import PostgresLibPQ
+import ServiceLifecycle
+
+@main
+struct CICallbackd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ci-callbackd",
+        abstract: "Receives Tencent Cloud Infinite job callbacks into PostgreSQL and answers lookups by JobId.",
+        discussion: "Every option can also be set by the environment variable named in its help; a flag wins.",
+        subcommands: [Serve.self, Migrate.self]
+    )
+}
+
+/// Options every subcommand that talks to the database shares.
+struct DatabaseOptions: ParsableArguments {
+    @Option(name: .customLong("database-url"), help: "libpq URI or conninfo. [env: DATABASE_URL]")
+    var databaseURL: String?
+
+    @Option(name: .customLong("migrations-dir"), help: "Folder of NNNN_description.sql files. [env: MIGRATIONS_DIR, default: ./migrations]")
+    var migrationsDirectory: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: LOG_LEVEL, default: info]")
+    var logLevel: String?
+
+    func migrationSet(_ resolver: SettingResolver) throws -> MigrationSet {
+        let explicit = migrationsDirectory ?? resolver.environment["MIGRATIONS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+        return try MigrationSet.load(from: MigrationSet.locateDirectory(explicit: explicit))
+    }
+
+    func makeLogger(_ resolver: SettingResolver) throws -> Logger {
+        let level = try resolver.required(
+            flag: logLevel, flagName: "log-level", env: "LOG_LEVEL", default: .info, parse: SettingParsers.logLevel,
+            expected: "trace, debug, info, notice, warning, error or critical"
+        )
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: "ci-callbackd")
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Applies the database migrations this build ships, then exits.")
+
+    @OptionGroup var database: DatabaseOptions
+
+    func run() async throws {
+        let resolver = SettingResolver()
+        let databaseURL = try resolver.databaseURL(database.databaseURL)
+        let logger = try database.makeLogger(resolver)
+        let migrations = try database.migrationSet(resolver)
+        let pool = PostgresPool(configuration: .init(conninfo: databaseURL, size: 1), logger: logger)
+        do {
+            let applied = try await pool.withConnection { connection in
+                try Migrator(migrations: migrations, logger: logger).migrate(connection)
+            }
+            print(applied.isEmpty ? "schema is up to date (version \(migrations.latestVersion))" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
+            await pool.close()
+        } catch {
+            await pool.close()
+            throw error
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Runs the HTTP service (migrating the database first unless told not to).")
+
+    @OptionGroup var database: DatabaseOptions
+
+    @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or localhost. [env: HOST, default: 0.0.0.0]")
+    var host: String?
+
+    @Option(help: "TCP port. [env: PORT, default: 8080]")
+    var port: String?
+
+    @Option(name: .customLong("pool-size"), help: "PostgreSQL connections. [env: DB_POOL_SIZE, default: 8]")
+    var poolSize: String?
+
+    @Option(name: .customLong("max-header-bytes"), help: "Request line plus headers, e.g. 16k. [env: MAX_HEADER_BYTES, default: 16k]")
+    var maxHeaderBytes: String?
+
+    @Option(name: .customLong("max-body-bytes"), help: "Request body, e.g. 1m. [env: MAX_BODY_BYTES, default: 1m]")
+    var maxBodyBytes: String?
+
+    @Option(name: .customLong("header-timeout"), help: "Time to receive a whole request once it starts, e.g. 10s. [env: HEADER_TIMEOUT, default: 10s]")
+    var headerTimeout: String?
+
+    @Option(name: .customLong("idle-timeout"), help: "Idle keep-alive connections close after this, e.g. 60s. [env: IDLE_TIMEOUT, default: 60s]")
+    var idleTimeout: String?
+
+    @Option(name: .customLong("max-connections"), help: "Open client connections; more get 503. [env: MAX_CONNECTIONS, default: 1024]")
+    var maxConnections: String?
+
+    @Option(name: .customLong("shutdown-grace"), help: "On SIGTERM, time for in-flight requests to finish. [env: SHUTDOWN_GRACE, default: 10s]")
+    var shutdownGrace: String?
+
+    @Option(name: .customLong("auto-migrate"), help: "Apply migrations at start: true or false. [env: AUTO_MIGRATE, default: true]")
+    var autoMigrate: String?
+
+    func run() async throws {
+        let resolver = SettingResolver()
+        let databaseURL = try resolver.databaseURL(database.databaseURL)
+        var server = HTTPServerConfiguration()
+        server.host = try resolver.required(flag: host, flagName: "host", env: "HOST", default: server.host, parse: { $0.isEmpty ? nil : $0 }, expected: "an address")
+        server.port = try resolver.required(flag: port, flagName: "port", env: "PORT", default: 8080, parse: SettingParsers.port, expected: "a port from 0 to 65535")
+        server.limits.parser.maxHeaderBytes = try resolver.required(
+            flag: maxHeaderBytes, flagName: "max-header-bytes", env: "MAX_HEADER_BYTES", default: server.limits.parser.maxHeaderBytes,
+            parse: SettingParsers.byteSize, expected: "a size such as 16k")
+        server.limits.parser.maxBodyBytes = try resolver.required(
+            flag: maxBodyBytes, flagName: "max-body-bytes", env: "MAX_BODY_BYTES", default: server.limits.parser.maxBodyBytes,
+            parse: SettingParsers.byteSize, expected: "a size such as 1m")
+        server.limits.headerReadTimeout = try resolver.required(
+            flag: headerTimeout, flagName: "header-timeout", env: "HEADER_TIMEOUT", default: server.limits.headerReadTimeout,
+            parse: SettingParsers.duration, expected: "a duration such as 10s")
+        server.limits.idleTimeout = try resolver.required(
+            flag: idleTimeout, flagName: "idle-timeout", env: "IDLE_TIMEOUT", default: server.limits.idleTimeout,
+            parse: SettingParsers.duration, expected: "a duration such as 60s")
+        server.limits.maxConnections = try resolver.required(
+            flag: maxConnections, flagName: "max-connections", env: "MAX_CONNECTIONS", default: server.limits.maxConnections,
+            parse: SettingParsers.positiveInt, expected: "a positive whole number")
+        server.shutdownGracePeriod = try resolver.required(
+            flag: shutdownGrace, flagName: "shutdown-grace", env: "SHUTDOWN_GRACE", default: server.shutdownGracePeriod,
+            parse: SettingParsers.duration, expected: "a duration such as 10s")
+        let poolSize = try resolver.required(
+            flag: poolSize, flagName: "pool-size", env: "DB_POOL_SIZE", default: 8, parse: SettingParsers.positiveInt,
+            expected: "a positive whole number")
+        let migrate = try resolver.required(
+            flag: autoMigrate, flagName: "auto-migrate", env: "AUTO_MIGRATE", default: true, parse: SettingParsers.bool,
+            expected: "true or false")
+        let migrations = try database.migrationSet(resolver)
+        let logger = try database.makeLogger(resolver)
+
+        var poolConfiguration = PostgresPool.Configuration(conninfo: databaseURL)
+        poolConfiguration.size = poolSize
+        let pool = PostgresPool(configuration: poolConfiguration, logger: logger)
+        do {
+            if migrate {
+                try await migrateWhenReachable(pool: pool, migrations: migrations, logger: logger)
+            }
+            let application = CallbackApplication(
+                store: JobStore(pool: pool),
+                configuration: .init(requiredSchemaVersion: migrations.latestVersion),
+                logger: logger
+            )
+            let httpServer = HTTPServer(configuration: server, logger: logger, responder: application.respond(to:))
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: httpServer)],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger
+                )
+            )
+            try await group.run()
+        } catch {
+            await pool.close()
+            throw error
+        }
+        await pool.close()
+        logger.info("stopped")
+    }
+
+    /// A service that starts before its database (a container restart, a host boot) waits for it a
+    /// while instead of failing at once; any other migration error is fatal.
+    private func migrateWhenReachable(pool: PostgresPool, migrations: MigrationSet, logger: Logger) async throws {
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while true {
+            do {
+                try await pool.withConnection { connection in
+                    try Migrator(migrations: migrations, logger: logger).migrate(connection)
+                }
+                return
+            } catch let error as PostgresError where error.isConnectionProblem && ContinuousClock.now < deadline {
+                logger.warning("database not reachable yet; retrying migrations", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+}

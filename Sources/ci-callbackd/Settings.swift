@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+/// Resolves a setting from its command-line flag, else its environment variable, else a default, so a
+/// bad value names where it came from.
+struct SettingResolver {
+    var environment: [String: String] = ProcessInfo.processInfo.environment
+
+    func value<T>(
+        flag: String?, flagName: String, env: String, default defaultValue: T?, parse: (String) -> T?, expected: String
+    ) throws -> T? {
+        if let flag {
+            guard let value = parse(flag) else {
+                throw ValidationError("--\(flagName) '\(flag)' is not valid: expected \(expected)")
+            }
+            return value
+        }
+        if let text = environment[env], !text.isEmpty {
+            guard let value = parse(text) else {
+                throw ValidationError("\(env)='\(text)' is not valid: expected \(expected)")
+            }
+            return value
+        }
+        return defaultValue
+    }
+
+    func required<T>(
+        flag: String?, flagName: String, env: String, default defaultValue: T, parse: (String) -> T?, expected: String
+    ) throws -> T {
+        try value(flag: flag, flagName: flagName, env: env, default: defaultValue, parse: parse, expected: expected) ?? defaultValue
+    }
+
+    /// `--database-url` or `DATABASE_URL`; there is no sensible default, so its absence is an error.
+    func databaseURL(_ flag: String?) throws -> String {
+        guard let url = try value(flag: flag, flagName: "database-url", env: "DATABASE_URL", default: nil, parse: { $0 }, expected: "")
+        else {
+            throw ValidationError(
+                "no database configured: pass --database-url or set DATABASE_URL (a libpq URI or conninfo); scripts/run sets up a local cluster for you"
+            )
+        }
+        return url
+    }
+}
+
+/// Parsers for setting values, shared by flags and environment variables.
+enum SettingParsers {
+    static func port(_ text: String) -> Int? {
+        guard let port = Int(text), (0...65_535).contains(port) else { return nil }
+        return port
+    }
+
+    static func positiveInt(_ text: String) -> Int? {
+        guard let value = Int(text), value > 0 else { return nil }
+        return value
+    }
+
+    /// A byte size: `1048576`, `64k`/`64KiB`, `1m`/`1MiB`.
+    static func byteSize(_ text: String) -> Int? {
+        let lower = text.lowercased().replacingOccurrences(of: "ib", with: "").replacingOccurrences(of: "b", with: "")
+        let multipliers: [(String, Int)] = [("k", 1024), ("m", 1024 * 1024), ("g", 1024 * 1024 * 1024)]
+        for (suffix, multiplier) in multipliers where lower.hasSuffix(suffix) {
+            guard let value = Int(lower.dropLast()), value > 0 else { return nil }
+            return value * multiplier
+        }
+        return positiveInt(lower)
+    }
+
+    /// A duration: `10s`, `250ms`, `2m`, or a plain number of seconds.
+    static func duration(_ text: String) -> Duration? {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, seconds) in units where text.hasSuffix(suffix) {
+            guard let value = Double(text.dropLast(suffix.count)), value > 0, value.isFinite else { return nil }
+            return .milliseconds(Int64((value * seconds * 1000).rounded()))
+        }
+        guard let value = Double(text), value > 0, value.isFinite else { return nil }
+        return .milliseconds(Int64((value * 1000).rounded()))
+    }
+
+    static func logLevel(_ text: String) -> Logger.Level? {
+        Logger.Level(rawValue: text.lowercased())
+    }
+
+    static func bool(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": true
+        case "0", "false", "no", "off": false
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,194 @@
+import CallbackService
+import Foundation
+import HTTPListener
+import HTTPWire
+import JobStore
+import Logging
+import PostgresLibPQ
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The repository checkout the tests run from.
+let repositoryRoot: URL = {
+    if let root = ProcessInfo.processInfo.environment["CI_CALLBACKD_REPO"], !root.isEmpty {
+        return URL(fileURLWithPath: root)
+    }
+    // …/Tests/IntegrationTests/ServiceHarness.swift → the repository.
+    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+}()
+
+/// The database the tests use: `DATABASE_URL` (scripts/test sets it), else the project-local cluster.
+let testDatabaseURL: String =
+    ProcessInfo.processInfo.environment["DATABASE_URL"]
+    ?? "postgresql://postgres@/ci_callbackd_test?host=\(repositoryRoot.path)/.pgdata/run&port=54329"
+
+/// Adds a libpq `options` setting to a URI or key/value conninfo.
+func conninfo(_ base: String, searchPath schema: String) -> String {
+    if base.hasPrefix("postgres://") || base.hasPrefix("postgresql://") {
+        return base + (base.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+    }
+    return base + " options='-csearch_path=\(schema)'"
+}
+
+/// A running ci-callbackd (the real application on the real listener, on an ephemeral port) over its own
+/// PostgreSQL schema, so tests run in parallel without seeing each other's jobs.
+final class ServiceHarness: Sendable {
+    let schema: String
+    let pool: PostgresPool
+    let server: HTTPServer
+    let port: Int
+    private let runTask: Task<Void, any Error>
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    private init(schema: String, pool: PostgresPool, server: HTTPServer, port: Int, runTask: Task<Void, any Error>) {
+        self.schema = schema
+        self.pool = pool
+        self.server = server
+        self.port = port
+        self.runTask = runTask
+    }
+
+    /// Starts a service on `schema` (created and migrated when new) against `databaseURL`.
+    static func start(
+        schema: String = "t_" + RequestIDForTests.random(),
+        databaseURL: String = testDatabaseURL,
+        migrate: Bool = true
+    ) async throws -> ServiceHarness {
+        let logger = Logger(label: "test")
+        if migrate {
+            let admin = try PostgresConnection.connect(databaseURL)
+            try admin.execute(simpleSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)")
+            admin.close()
+        }
+        var configuration = PostgresPool.Configuration(conninfo: conninfo(databaseURL, searchPath: schema))
+        configuration.size = 4
+        configuration.connectTimeout = .seconds(2)
+        let pool = PostgresPool(configuration: configuration, logger: logger)
+        let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
+        if migrate {
+            try await pool.withConnection { connection in
+                try Migrator(migrations: migrations, logger: logger).migrate(connection)
+            }
+        }
+        let application = CallbackApplication(
+            store: JobStore(pool: pool),
+            configuration: .init(requiredSchemaVersion: migrations.latestVersion),
+            logger: logger
+        )
+        var serverConfiguration = HTTPServerConfiguration()
+        serverConfiguration.host = "127.0.0.1"
+        serverConfiguration.port = 0
+        serverConfiguration.eventLoopCount = 1
+        let server = HTTPServer(configuration: serverConfiguration, logger: logger, responder: application.respond(to:))
+        let runTask = Task { try await server.run() }
+        let port = try await server.waitUntilListening()
+        return ServiceHarness(schema: schema, pool: pool, server: server, port: port, runTask: runTask)
+    }
+
+    /// Stops the listener and the pool; the schema stays (see `dropSchema`).
+    func stop() async {
+        runTask.cancel()
+        _ = try? await runTask.value
+        await pool.close()
+    }
+
+    func dropSchema(databaseURL: String = testDatabaseURL) throws {
+        let admin = try PostgresConnection.connect(databaseURL)
+        defer { admin.close() }
+        try admin.execute(simpleSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE")
+    }
+
+    /// Runs `body` against a fresh service and schema, cleaning both up afterwards.
+    static func with<T>(_ body: (ServiceHarness) async throws -> T) async throws -> T {
+        let harness = try await start()
+        do {
+            let result = try await body(harness)
+            await harness.stop()
+            try harness.dropSchema()
+            return result
+        } catch {
+            await harness.stop()
+            try? harness.dropSchema()
+            throw error
+        }
+    }
+
+    // MARK: HTTP through URLSession
+
+    struct Reply: Sendable {
+        var status: Int
+        var headers: [String: String]
+        var body: Data
+
+        var text: String { String(decoding: body, as: UTF8.self) }
+
+        /// The body as a JSON object (fails the test when it is not one).
+        func json(sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
+            let object = try JSONSerialization.jsonObject(with: body)
+            return try #require(object as? [String: Any], "not a JSON object: \(text)", sourceLocation: sourceLocation)
+        }
+
+        func header(_ name: String) -> String? {
+            headers.first { $0.key.caseInsensitiveCompare(name) == .orderedSame }?.value
+        }
+    }
+
+    func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [String: String] = [:]) async throws -> Reply {
+        var request = URLRequest(url: URL(string: baseURL + path)!)
+        request.httpMethod = method
+        request.timeoutInterval = 30
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        if let body { request.httpBody = Data(body) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = try #require(response as? HTTPURLResponse)
+        var replyHeaders: [String: String] = [:]
+        for (name, value) in http.allHeaderFields {
+            replyHeaders["\(name)"] = "\(value)"
+        }
+        return Reply(status: http.statusCode, headers: replyHeaders, body: data)
+    }
+
+    func post(_ path: String, _ body: [UInt8], contentType: String? = nil) async throws -> Reply {
+        try await request("POST", path, body: body, headers: contentType.map { ["Content-Type": $0] } ?? [:])
+    }
+
+    func get(_ path: String, headers: [String: String] = [:]) async throws -> Reply {
+        try await request("GET", path, headers: headers)
+    }
+
+    /// A direct query on the harness's schema, for assertions about what is stored.
+    func query(_ sql: SQLQuery) async throws -> PostgresRows {
+        try await pool.withConnection { connection in try connection.query(sql) }
+    }
+}
+
+enum RequestIDForTests {
+    /// 16 lowercase hex characters.
+    static func random() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let hex = String(generator.next() as UInt64, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// A fresh CI-style JobId: `j` + 32 hex.
+    static func jobID() -> String { "j" + random() + random() }
+}
+
+/// The reference callback bodies in `../shared/ci/vectors`, beside the repository.
+enum Vectors {
+    static let directory = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/ci/vectors")
+
+    static func names() throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            .filter { $0.hasSuffix(".xml") || $0.hasSuffix(".json") }
+            .sorted()
+    }
+
+    static func bytes(_ name: String) throws -> [UInt8] {
+        Array(try Data(contentsOf: directory.appendingPathComponent(name)))
+    }
+}
