@@ -101,27 +101,30 @@ public struct COSAuthorization: Sendable, Hashable {
                 throw .malformed("\(name) appears more than once")
             }
         }
-        for name in Self.knownFields where fields[name] == nil {
-            throw .malformed("\(name) is missing")
+        func required(_ name: Substring) throws(COSAuthorizationError) -> Substring {
+            guard let value = fields[name] else { throw .malformed("\(name) is missing") }
+            return value
         }
-        // Every field is present past this point, so the force-unwraps below cannot fail.
-        let algorithm = fields["q-sign-algorithm"]!
+        // Presence of every field is checked first, so a header that is both incomplete and uses another
+        // algorithm is reported as malformed.
+        for name in Self.knownFields { _ = try required(name) }
+        let algorithm = try required("q-sign-algorithm")
         guard algorithm == "sha1" else { throw .unsupportedAlgorithm }
-        let secretID = fields["q-ak"]!
+        let secretID = try required("q-ak")
         guard !secretID.isEmpty else { throw .malformed("q-ak is empty") }
-        guard let signTime = COSTimeWindow(parsing: fields["q-sign-time"]!) else {
+        guard let signTime = COSTimeWindow(parsing: try required("q-sign-time")) else {
             throw .malformed("q-sign-time is not <start>;<end>")
         }
-        guard let keyTime = COSTimeWindow(parsing: fields["q-key-time"]!) else {
+        guard let keyTime = COSTimeWindow(parsing: try required("q-key-time")) else {
             throw .malformed("q-key-time is not <start>;<end>")
         }
-        guard let headerList = Self.parseList(fields["q-header-list"]!) else {
+        guard let headerList = Self.parseList(try required("q-header-list")) else {
             throw .malformed("q-header-list has an empty name")
         }
-        guard let urlParamList = Self.parseList(fields["q-url-param-list"]!) else {
+        guard let urlParamList = Self.parseList(try required("q-url-param-list")) else {
             throw .malformed("q-url-param-list has an empty name")
         }
-        let signature = fields["q-signature"]!
+        let signature = try required("q-signature")
         guard signature.utf8.count == 2 * Digest.sha1Length, Hex.decode(signature) != nil else {
             throw .malformed("q-signature is not 40 hex digits")
         }
@@ -239,8 +242,8 @@ public enum COSSignatureVerifier {
             method: method, path: path, query: signedQuery, headers: signedHeaders,
             secretKey: secretKey, keyTime: authorization.keyTime.description
         )
-        // Hex.decode already accepted the received value, so comparing decoded bytes also accepts uppercase hex.
-        guard Digest.constantTimeEqual(Hex.decode(expected.signature)!, received) else {
+        // Comparing decoded bytes rather than hex text also accepts a client that sends uppercase hex.
+        guard Digest.constantTimeEqual(expected.signatureBytes, received) else {
             return .failure(.signatureMismatch)
         }
         return .success(())
@@ -266,10 +269,11 @@ public enum COSSignatureVerifier {
 }
 
 extension String {
-    /// Without Foundation's `trimmingCharacters(in:)`, which FoundationEssentials does not provide.
+    /// Trims spaces, tabs, CR and LF. Works on UTF-8 bytes because `"\r\n"` is a single `Character`, which a
+    /// per-Character comparison with `"\r"` or `"\n"` would not trim; FoundationEssentials lacks `trimmingCharacters(in:)`.
     fileprivate func trimmingASCIIWhitespace() -> Substring {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D || $0 == 0x0A }
+        guard let first = utf8.firstIndex(where: { !isSpace($0) }), let last = utf8.lastIndex(where: { !isSpace($0) }) else {
             return self[endIndex...]
         }
         return self[first...last]

@@ -203,6 +203,7 @@ struct SignatureComputation {
     var httpString: String
     var sha1OfHTTPString: String
     var stringToSign: String
+    var signatureBytes: [UInt8]
     var signature: String
 
     init(
@@ -220,7 +221,8 @@ struct SignatureComputation {
         sha1OfHTTPString = Hex.encode(Digest.sha1(httpString.utf8))
         stringToSign = "sha1\n\(keyTime)\n\(sha1OfHTTPString)\n"
         // The key is the hex *text* of SignKey, not its 20 raw bytes: that is what the document and every SDK do.
-        signature = Hex.encode(Digest.hmacSHA1(key: Array(signKey.utf8), message: Array(stringToSign.utf8)))
+        signatureBytes = Digest.hmacSHA1(key: Array(signKey.utf8), message: Array(stringToSign.utf8))
+        signature = Hex.encode(signatureBytes)
     }
 
     /// Encodes and lower-cases names, encodes values (case kept), and sorts by name. Pairs with equal names
