@@ -1,0 +1,141 @@
+import CCrypto
+
+/// SHA-1, SHA-256 and HMAC-SHA1 over OpenSSL libcrypto's one-shot APIs.
+///
+/// `EVP_Digest` and `HMAC()` are the non-deprecated OpenSSL 3 entry points, so building against
+/// libcrypto 3.x produces no deprecation warnings. Both only fail on allocation failure inside
+/// libcrypto, which this module treats like any other out-of-memory condition: a trap.
+public enum Digest {
+    /// Length in bytes of a SHA-1 digest (and of an HMAC-SHA1 tag).
+    public static let sha1Length = 20
+    /// Length in bytes of a SHA-256 digest.
+    public static let sha256Length = 32
+
+    /// The SHA-1 digest of `data`.
+    /// - Parameter data: The bytes to hash, for example `string.utf8`.
+    /// - Returns: 20 raw digest bytes.
+    public static func sha1(_ data: some Sequence<UInt8>) -> [UInt8] {
+        digest(data, algorithm: EVP_sha1(), length: sha1Length)
+    }
+
+    /// The SHA-256 digest of `data`.
+    /// - Parameter data: The bytes to hash, for example `string.utf8`.
+    /// - Returns: 32 raw digest bytes.
+    public static func sha256(_ data: some Sequence<UInt8>) -> [UInt8] {
+        digest(data, algorithm: EVP_sha256(), length: sha256Length)
+    }
+
+    /// HMAC-SHA1 of `message` under `key` (RFC 2104).
+    /// - Parameters:
+    ///   - key: The MAC key, any length (keys longer than the block size are hashed, as RFC 2104 says).
+    ///   - message: The bytes to authenticate.
+    /// - Returns: 20 raw tag bytes.
+    public static func hmacSHA1(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        precondition(key.count <= Int(Int32.max), "HMAC key longer than libcrypto accepts")
+        var output = [UInt8](repeating: 0, count: sha1Length)
+        var outputLength: UInt32 = 0
+        let produced = withNonNullBytes(key) { keyPointer, keyCount in
+            withNonNullBytes(message) { messagePointer, messageCount in
+                output.withUnsafeMutableBufferPointer { out in
+                    HMAC(
+                        EVP_sha1(), keyPointer, Int32(keyCount),
+                        messagePointer.assumingMemoryBound(to: UInt8.self), messageCount,
+                        out.baseAddress, &outputLength
+                    ) != nil
+                }
+            }
+        }
+        precondition(produced && outputLength == UInt32(sha1Length), "libcrypto HMAC-SHA1 failed")
+        return output
+    }
+
+    /// Compares two byte strings in time that depends only on their length, never on where they differ.
+    ///
+    /// Used wherever a MAC computed here is compared with one received from outside, so that response
+    /// timing does not reveal how many leading bytes of a forged signature were right.
+    static func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+        // Lengths are public (a SHA-1 tag is always 20 bytes), so an early exit on them leaks nothing.
+        guard lhs.count == rhs.count else { return false }
+        guard !lhs.isEmpty else { return true }
+        return lhs.withUnsafeBytes { l in
+            rhs.withUnsafeBytes { r in CRYPTO_memcmp(l.baseAddress, r.baseAddress, l.count) == 0 }
+        }
+    }
+
+    private static func digest(_ data: some Sequence<UInt8>, algorithm: OpaquePointer?, length: Int) -> [UInt8] {
+        // Contiguous inputs (Array, native String.UTF8View) are hashed in place; anything else is copied once.
+        let result = data.withContiguousStorageIfAvailable { digest(UnsafeRawBufferPointer($0), algorithm: algorithm, length: length) }
+        return result ?? Array(data).withUnsafeBytes { digest($0, algorithm: algorithm, length: length) }
+    }
+
+    private static func digest(_ bytes: UnsafeRawBufferPointer, algorithm: OpaquePointer?, length: Int) -> [UInt8] {
+        var output = [UInt8](repeating: 0, count: length)
+        var outputLength: UInt32 = 0
+        let status = withNonNullBytes(bytes) { pointer, count in
+            output.withUnsafeMutableBufferPointer { out in
+                EVP_Digest(pointer, count, out.baseAddress, &outputLength, algorithm, nil)
+            }
+        }
+        precondition(status == 1 && outputLength == UInt32(length), "libcrypto EVP_Digest failed")
+        return output
+    }
+
+    /// Calls `body` with a pointer that is never NULL, even for empty input: an empty Swift buffer may have a
+    /// nil base address, and libcrypto rejects a NULL data pointer on some paths even when the length is zero.
+    private static func withNonNullBytes<R>(
+        _ bytes: UnsafeRawBufferPointer,
+        _ body: (UnsafeRawPointer, Int) -> R
+    ) -> R {
+        if let base = bytes.baseAddress, !bytes.isEmpty { return body(base, bytes.count) }
+        var placeholder: UInt8 = 0
+        return withUnsafeBytes(of: &placeholder) { body($0.baseAddress!, 0) }
+    }
+
+    private static func withNonNullBytes<R>(_ bytes: [UInt8], _ body: (UnsafeRawPointer, Int) -> R) -> R {
+        bytes.withUnsafeBytes { withNonNullBytes($0, body) }
+    }
+}
+
+/// Lowercase hexadecimal encoding, the form every hex value in the COS signature uses.
+public enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    /// Encodes `bytes` as lowercase hexadecimal, two characters per byte.
+    /// - Parameter bytes: The bytes to encode.
+    /// - Returns: A string of `2 * bytes.count` characters from `0-9a-f`.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        var characters: [UInt8] = []
+        characters.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
+            characters.append(digits[Int(byte >> 4)])
+            characters.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: characters, as: UTF8.self)
+    }
+
+    /// Decodes hexadecimal text (either case).
+    /// - Parameter text: An even number of hex digits, with nothing else.
+    /// - Returns: The decoded bytes, or `nil` if `text` has odd length or a non-hex character.
+    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count.isMultiple(of: 2) else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(utf8.count / 2)
+        var index = 0
+        while index < utf8.count {
+            guard let high = value(of: utf8[index]), let low = value(of: utf8[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        return bytes
+    }
+
+    private static func value(of digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
