@@ -87,6 +87,11 @@ let package = Package(
             dependencies: ["CIModel"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(
+            name: "CallbackServiceTests",
+            dependencies: ["CallbackService", "CIModel", "HTTPWire", "JobStore"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),
         .testTarget(
             name: "IntegrationTests",
