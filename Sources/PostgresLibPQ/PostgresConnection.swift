@@ -311,9 +311,13 @@ public final class PostgresConnection {
 
     private func serverError(_ result: OpaquePointer, operation: String) -> PostgresError {
         let sqlState = optionalString(PQresultErrorField(result, Int32(UInt8(ascii: "C"))))
-        let message =
+        var message =
             optionalString(PQresultErrorField(result, Int32(UInt8(ascii: "M"))))
             ?? optionalString(PQresultErrorMessage(result))
+        // Data exceptions (class 22) quote the offending input, which is a bind value: hide it.
+        if sqlState?.hasPrefix("22") == true {
+            message = message.map(Self.hidingQuotedValues)
+        }
         // Class 08 (connection exception) and 57P01-57P03 (server shutting down) end the session even
         // when libpq has not yet seen the socket close.
         let endsSession =
@@ -323,6 +327,23 @@ public final class PostgresConnection {
             return PostgresError(code: .connectionLost, sqlState: sqlState, serverMessage: message, operation: operation)
         }
         return PostgresError(code: .queryFailed, sqlState: sqlState, serverMessage: message, operation: operation)
+    }
+
+    /// `invalid input syntax for type integer: "abc"` → `invalid input syntax for type integer: "***"`.
+    static func hidingQuotedValues(_ message: String) -> String {
+        var result = ""
+        var inQuotes = false
+        for character in message {
+            if character == "\"" {
+                if inQuotes { result += "***" }
+                inQuotes.toggle()
+                result.append(character)
+            } else if !inQuotes {
+                result.append(character)
+            }
+        }
+        if inQuotes { result += "***" }
+        return result
     }
 
     private static func copyRows(_ result: OpaquePointer) -> PostgresRows {

@@ -51,6 +51,15 @@ public final class PostgresPool: Sendable {
         public var totalWaitSeconds: Double
         /// Jobs that were given a connection since the pool started.
         public var acquired: Int
+
+        public init(size: Int, open: Int, inUse: Int, waiting: Int, totalWaitSeconds: Double, acquired: Int) {
+            self.size = size
+            self.open = open
+            self.inUse = inUse
+            self.waiting = waiting
+            self.totalWaitSeconds = totalWaitSeconds
+            self.acquired = acquired
+        }
     }
 
     private let core: PoolCore
