@@ -384,3 +384,7 @@ public final class PostgresConnection {
         )
     }
 }
+
+/// A `PGconn` must not be used by two threads at once: the type is deliberately not `Sendable`.
+@available(*, unavailable)
+extension PostgresConnection: Sendable {}

@@ -129,7 +129,7 @@ extension PostgresError {
 }
 
 /// Helpers for connection strings (`key=value` lists and `postgresql://` URIs).
-public enum PostgresConnInfo {
+public enum PostgresConnInfo: Sendable {
     /// Returns `text` with every password hidden: `password=…` / `password='…'` key-value pairs, URI
     /// query parameters (`?password=…`) and URI user info (`user:secret@` → `user:***@`).
     ///

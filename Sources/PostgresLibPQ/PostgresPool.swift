@@ -254,8 +254,17 @@ final class PoolCore: @unchecked Sendable {
     func cancelQueued(_ id: UInt64) {
         self.monitor.lock()
         let job = self.queue.remove(id: id)
+        self.queueShrankLocked()
         self.monitor.unlock()
         job?.fail(CancellationError())
+    }
+
+    /// A closing pool's timer may be sleeping until a deadline of a job that has since left the queue;
+    /// wake it once the queue is drained so ``close(notifying:)`` does not wait for that deadline.
+    private func queueShrankLocked() {
+        if self.isClosed && self.queue.isEmpty {
+            self.monitor.signal(Self.timerCondition)
+        }
     }
 
     func statistics() -> PostgresPool.Statistics {
@@ -382,6 +391,7 @@ final class PoolCore: @unchecked Sendable {
         while true {
             if let job = self.queue.popFirst() {
                 self.inUse += 1
+                self.queueShrankLocked()
                 return job
             }
             if self.isClosed { return nil }
@@ -427,7 +437,8 @@ final class PoolCore: @unchecked Sendable {
     }
 
     private func connect(_ worker: inout Worker) throws(PostgresError) {
-        let timeoutSeconds = max(1, Int((self.configuration.connectTimeout / .milliseconds(1)).rounded(.up) / 1000))
+        // libpq takes whole seconds: round up so a sub-second setting never becomes "no timeout" (0).
+        let timeoutSeconds = max(1, Int((self.configuration.connectTimeout / .seconds(1)).rounded(.up)))
         do {
             let connection = try PostgresConnection.connect(
                 self.configuration.conninfo,

@@ -74,7 +74,7 @@ public struct SQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation {
     }
 
     /// Collects literal SQL and turns each interpolated value into the next `$n`.
-    public struct StringInterpolation: StringInterpolationProtocol {
+    public struct StringInterpolation: StringInterpolationProtocol, Sendable {
         public typealias StringLiteralType = String
 
         var sql: String

@@ -210,6 +210,35 @@ struct PostgresPoolTests {
         await pool.close()
     }
 
+    @Test func pool_CloseLetsQueuedWorkFinishAndReturnsPromptly() async throws {
+        let pool = PostgresPool(configuration: makeConfiguration(databaseURL, size: 1), logger: quietLogger)
+        let finished = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<4 {
+                group.addTask {
+                    try await pool.withConnection { connection in
+                        try connection.query("SELECT pg_sleep(0.1)")
+                        return index
+                    }
+                }
+            }
+            var queuedAtClose = 0
+            for _ in 0..<300 {
+                queuedAtClose = pool.statistics.waiting
+                if queuedAtClose >= 3 { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(queuedAtClose >= 3)
+            let started = ContinuousClock.now
+            await pool.close()
+            #expect(ContinuousClock.now - started < .seconds(2))
+            var finished: [Int] = []
+            for try await index in group { finished.append(index) }
+            return finished
+        }
+        #expect(finished.sorted() == [0, 1, 2, 3])
+        #expect(pool.statistics.open == 0)
+    }
+
     @Test func pool_CloseIsIdempotentAndRejectsLaterWork() async throws {
         let pool = PostgresPool(configuration: makeConfiguration(databaseURL, size: 2), logger: quietLogger)
         #expect(try await pool.withConnection { _ in 5 } == 5)
