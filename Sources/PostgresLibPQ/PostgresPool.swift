@@ -408,16 +408,18 @@ final class PoolCore: @unchecked Sendable {
         if let connection = worker.connection, !connection.checkIdleConnection() {
             self.discard(&worker, reason: "connection broke while idle")
         }
-        if worker.connection == nil {
+        let connection: PostgresConnection
+        if let existing = worker.connection {
+            connection = existing
+        } else {
             do {
-                try self.connect(&worker)
+                connection = try self.connect(&worker)
             } catch {
                 self.finishJob()
                 job.fail(error)
                 return
             }
         }
-        guard let connection = worker.connection else { return }
         self.recordAcquired(waited: ContinuousClock.now - job.enqueuedAt)
 
         let outcome = job.execute(connection)
@@ -436,7 +438,7 @@ final class PoolCore: @unchecked Sendable {
         outcome.deliver()
     }
 
-    private func connect(_ worker: inout Worker) throws(PostgresError) {
+    private func connect(_ worker: inout Worker) throws(PostgresError) -> PostgresConnection {
         // libpq takes whole seconds: round up so a sub-second setting never becomes "no timeout" (0).
         let timeoutSeconds = max(1, Int((self.configuration.connectTimeout / .seconds(1)).rounded(.up)))
         do {
@@ -459,6 +461,7 @@ final class PoolCore: @unchecked Sendable {
             }
             worker.hasConnected = true
             worker.lastConnectFailed = false
+            return connection
         } catch {
             let metadata: Logger.Metadata = [
                 "db.conninfo": "\(self.redactedConninfo)",
