@@ -1,0 +1,179 @@
+import CLibPQ
+
+extension PostgresConnection {
+    /// Runs a batch of statements in pipeline mode (libpq ≥ 14) with ONE `PQpipelineSync`: one round trip
+    /// and one implicit transaction, so the whole batch costs one commit (group commit).
+    ///
+    /// Returns one result per query, in order. When a query fails, it gets its error and every later query
+    /// gets ``PostgresError/Code/queryFailed`` (SQLSTATE `nil`, message "pipeline aborted…"); the earlier
+    /// queries show `.success` but were ROLLED BACK with the rest: if any element is a failure, nothing of
+    /// the batch was committed, and the caller may retry the members one by one. Explicit `BEGIN`/`COMMIT`
+    /// inside the batch change that, as in any pipeline.
+    ///
+    /// Deadlock avoidance: the connection is switched to non-blocking mode for the batch; sending, flushing
+    /// and reading are driven by one `poll` loop that reads results whenever the server has some, so a
+    /// large batch never stalls with both sides' socket buffers full. Batch size is therefore bounded only
+    /// by memory.
+    ///
+    /// - Throws: ``PostgresError/Code/connectionLost`` when the connection breaks (the connection is then
+    ///   unusable); ``PostgresError/Code/queryFailed`` (22021) before sending anything when a text parameter
+    ///   holds a NUL byte.
+    public func pipeline(_ queries: [SQLQuery]) throws(PostgresError) -> [Result<PostgresRows, PostgresError>] {
+        guard !queries.isEmpty else { return [] }
+        let operation = "pipeline"
+        let handle = try self.liveHandle(operation: operation)
+        guard PQpipelineStatus(handle) == PQ_PIPELINE_OFF, PQtransactionStatus(handle) != PQTRANS_ACTIVE else {
+            throw .invalidResult("connection is already running a pipeline or a command", operation: operation)
+        }
+        var encoded: [EncodedParameters] = []
+        encoded.reserveCapacity(queries.count)
+        for query in queries {
+            guard !query.sql.utf8.contains(0) else { throw .nulInText(operation: operation) }
+            encoded.append(try EncodedParameters(query.binds, operation: operation))
+        }
+        guard PQsetnonblocking(handle, 1) == 0, PQenterPipelineMode(handle) == 1 else {
+            PQsetnonblocking(handle, 0)
+            throw .invalidResult(optionalString(PQerrorMessage(handle)) ?? "cannot enter pipeline mode", operation: operation)
+        }
+        do throws(PostgresError) {
+            let outcomes = try self.runPipeline(queries, encoded, handle: handle)
+            guard PQexitPipelineMode(handle) == 1, PQsetnonblocking(handle, 0) == 0 else {
+                throw .invalidResult(optionalString(PQerrorMessage(handle)) ?? "cannot leave pipeline mode", operation: operation)
+            }
+            self.trimStatementCache(toAtMost: Self.preparedStatementCapacity)
+            return outcomes
+        } catch {
+            // Half-read pipeline state cannot be recovered reliably: the connection is retired.
+            self.broken = true
+            throw error
+        }
+    }
+
+    private enum SlotKind {
+        case prepare(StatementKey, name: String)
+        case execute
+    }
+
+    private struct Slot {
+        var query: Int
+        var kind: SlotKind
+    }
+
+    private func runPipeline(
+        _ queries: [SQLQuery],
+        _ encoded: [EncodedParameters],
+        handle: OpaquePointer
+    ) throws(PostgresError) -> [Result<PostgresRows, PostgresError>] {
+        let operation = "pipeline"
+        var slots: [Slot] = []
+        slots.reserveCapacity(queries.count * 2)
+        // A statement new to this connection is prepared inside the batch, once even if it repeats.
+        var preparing: [StatementKey: String] = [:]
+        for (index, query) in queries.enumerated() {
+            let parameters = encoded[index]
+            let key = StatementKey(sql: query.sql, types: parameters.types)
+            self.useClock &+= 1
+            let name: String
+            if let cached = self.statements[key]?.name {
+                self.statements[key]?.lastUse = self.useClock
+                name = cached
+            } else if let pending = preparing[key] {
+                name = pending
+            } else {
+                name = self.nextStatementName()
+                preparing[key] = name
+                let sent = name.withCString { namePointer in
+                    parameters.types.withUnsafeBufferPointer { types in
+                        PQsendPrepare(handle, namePointer, query.sql, parameters.count, types.baseAddress)
+                    }
+                }
+                guard sent == 1 else { throw self.sendFailure(handle) }
+                slots.append(Slot(query: index, kind: .prepare(key, name: name)))
+            }
+            let sent = parameters.withPointers { values, lengths, formats in
+                name.withCString { PQsendQueryPrepared(handle, $0, parameters.count, values, lengths, formats, 0) }
+            }
+            guard sent == 1 else { throw self.sendFailure(handle) }
+            slots.append(Slot(query: index, kind: .execute))
+        }
+        guard PQpipelineSync(handle) == 1 else { throw self.sendFailure(handle) }
+
+        var outcomes = [Result<PostgresRows, PostgresError>?](repeating: nil, count: queries.count)
+        for slot in slots {
+            // Each command yields its result(s) then NULL; only the first result decides the outcome.
+            var first: Result<PostgresRows, PostgresError>?
+            while let result = try self.nextPipelineResult(handle) {
+                if first == nil {
+                    first = self.classify(result, operation: operation)
+                }
+                PQclear(result)
+            }
+            guard let first else {
+                throw self.missingResult(handle, "pipeline returned no result for a command")
+            }
+            // A lost connection or a protocol surprise ends the batch; server errors do not.
+            if self.broken, case .failure(let error) = first {
+                throw error
+            }
+            switch slot.kind {
+            case .prepare(let key, let name):
+                if case .failure = first {
+                    outcomes[slot.query] = first
+                } else {
+                    // The server keeps a named statement even when the batch's transaction rolls back.
+                    self.statements[key] = PreparedStatement(name: name, lastUse: self.useClock)
+                }
+            case .execute:
+                if outcomes[slot.query] == nil {
+                    outcomes[slot.query] = first
+                }
+            }
+        }
+        guard let sync = try self.nextPipelineResult(handle) else {
+            throw self.missingResult(handle, "pipeline ended without its sync result")
+        }
+        let status = PQresultStatus(sync)
+        PQclear(sync)
+        guard status == PGRES_PIPELINE_SYNC else {
+            throw .invalidResult("expected the pipeline sync result", operation: operation)
+        }
+        if self.broken {
+            throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
+        }
+        return outcomes.map { $0! }
+    }
+
+    /// The next result of a pipeline without ever blocking inside libpq: flushes pending output, and
+    /// waits for the socket (readable, or writable while output remains) until a result is complete.
+    private func nextPipelineResult(_ handle: OpaquePointer) throws(PostgresError) -> OpaquePointer? {
+        let operation = "pipeline"
+        while true {
+            let flushed = PQflush(handle)
+            guard flushed >= 0 else {
+                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
+            }
+            if PQisBusy(handle) == 0 {
+                return PQgetResult(handle)
+            }
+            let socket = PQsocket(handle)
+            guard socket >= 0 else {
+                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
+            }
+            let readiness = try SocketWait.wait(socket: socket, forWrite: flushed == 1, timeout: nil, operation: operation)
+            if readiness.readable, PQconsumeInput(handle) == 0 {
+                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
+            }
+        }
+    }
+
+    private func missingResult(_ handle: OpaquePointer, _ message: String) -> PostgresError {
+        guard PQstatus(handle) == CONNECTION_OK else {
+            return .connectionLost(optionalString(PQerrorMessage(handle)), operation: "pipeline")
+        }
+        return .invalidResult(message, operation: "pipeline")
+    }
+
+    private func sendFailure(_ handle: OpaquePointer) -> PostgresError {
+        .connectionLost(optionalString(PQerrorMessage(handle)) ?? "could not send the pipeline", operation: "pipeline")
+    }
+}

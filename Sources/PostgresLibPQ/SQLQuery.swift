@@ -1,0 +1,183 @@
+/// A value bound to a `$n` parameter.
+///
+/// Values travel in PostgreSQL's text format with an unspecified type (OID 0), so the server infers the
+/// type from context (`WHERE id = $1`, `$1::int8`) exactly as it would for a quoted literal; `bytea` goes
+/// in binary format, so bytes such as 0x00 need no escaping.
+public enum PostgresValue: Sendable, Hashable {
+    /// SQL `NULL`.
+    case null
+    /// A value in PostgreSQL's text format (any type whose input function accepts it).
+    case text(String)
+    /// Raw bytes for a `bytea` parameter.
+    case bytea([UInt8])
+    /// A one-dimensional `text[]`; sent as a correctly quoted array literal typed `text[]`.
+    case textArray([String])
+
+    /// `pg_type` OIDs this layer sends: unspecified lets the server infer the type from context.
+    static let unspecifiedOID: UInt32 = 0
+    static let byteaOID: UInt32 = 17
+    static let textArrayOID: UInt32 = 1009
+
+    /// The parameter type given to `PQprepare`; part of the prepared-statement cache key.
+    var typeOID: UInt32 {
+        switch self {
+        case .null, .text: return Self.unspecifiedOID
+        case .bytea: return Self.byteaOID
+        case .textArray: return Self.textArrayOID
+        }
+    }
+
+    /// `{"a","b\"c"}`: every element quoted, so commas, braces, spaces, an empty string and the word NULL all
+    /// stay plain data; inside quotes only `"` and `\` need a backslash.
+    static func arrayLiteral(_ elements: [String]) -> String {
+        var literal = "{"
+        for (index, element) in elements.enumerated() {
+            if index > 0 { literal += "," }
+            literal += "\""
+            for character in element.unicodeScalars {
+                if character == "\"" || character == "\\" { literal += "\\" }
+                literal.unicodeScalars.append(character)
+            }
+            literal += "\""
+        }
+        return literal + "}"
+    }
+}
+
+/// A SQL statement with its parameters, built by string interpolation: every interpolated value becomes a
+/// `$n` placeholder plus a bind, never SQL text (the postgres-nio `PostgresQuery` design).
+///
+/// ```swift
+/// let query: SQLQuery = "SELECT body FROM callbacks WHERE job_id = \(jobID) LIMIT \(limit)"
+/// // query.sql == "SELECT body FROM callbacks WHERE job_id = $1 LIMIT $2"
+/// ```
+///
+/// Trusted fragments (identifiers chosen by the program, never by input) go in with `\(unsafeRaw:)`.
+public struct SQLQuery: Sendable, Hashable, ExpressibleByStringInterpolation {
+    /// The SQL text, with `$1`, `$2`, … where values were interpolated.
+    public var sql: String
+    /// The values for `$1`, `$2`, … in order.
+    public var binds: [PostgresValue]
+
+    /// A query from SQL text used as is; the caller vouches that `unsafeSQL` holds no untrusted input.
+    public init(unsafeSQL: String, binds: [PostgresValue] = []) {
+        self.sql = unsafeSQL
+        self.binds = binds
+    }
+
+    public init(stringLiteral value: String) {
+        self.init(unsafeSQL: value)
+    }
+
+    public init(stringInterpolation: StringInterpolation) {
+        self.init(unsafeSQL: stringInterpolation.sql, binds: stringInterpolation.binds)
+    }
+
+    /// Collects literal SQL and turns each interpolated value into the next `$n`.
+    public struct StringInterpolation: StringInterpolationProtocol, Sendable {
+        public typealias StringLiteralType = String
+
+        var sql: String
+        var binds: [PostgresValue]
+
+        public init(literalCapacity: Int, interpolationCount: Int) {
+            self.sql = ""
+            self.sql.reserveCapacity(literalCapacity + interpolationCount * 3)
+            self.binds = []
+            self.binds.reserveCapacity(interpolationCount)
+        }
+
+        public mutating func appendLiteral(_ literal: String) {
+            self.sql += literal
+        }
+
+        /// Binds any ``PostgresValue`` as the next parameter.
+        public mutating func appendInterpolation(_ value: PostgresValue) {
+            self.binds.append(value)
+            self.sql += "$\(self.binds.count)"
+        }
+
+        public mutating func appendInterpolation(_ value: String) {
+            self.appendInterpolation(PostgresValue.text(value))
+        }
+
+        public mutating func appendInterpolation(_ value: String?) {
+            self.appendInterpolation(value.map(PostgresValue.text) ?? .null)
+        }
+
+        public mutating func appendInterpolation(_ value: Int) {
+            self.appendInterpolation(PostgresValue.text(String(value)))
+        }
+
+        public mutating func appendInterpolation(_ value: Int?) {
+            self.appendInterpolation(value.map { PostgresValue.text(String($0)) } ?? .null)
+        }
+
+        public mutating func appendInterpolation(_ value: Int32) {
+            self.appendInterpolation(PostgresValue.text(String(value)))
+        }
+
+        public mutating func appendInterpolation(_ value: Int32?) {
+            self.appendInterpolation(value.map { PostgresValue.text(String($0)) } ?? .null)
+        }
+
+        public mutating func appendInterpolation(_ value: Int64) {
+            self.appendInterpolation(PostgresValue.text(String(value)))
+        }
+
+        public mutating func appendInterpolation(_ value: Int64?) {
+            self.appendInterpolation(value.map { PostgresValue.text(String($0)) } ?? .null)
+        }
+
+        /// Binds `t` / `f`, the text form PostgreSQL's `bool` input and output use.
+        public mutating func appendInterpolation(_ value: Bool) {
+            self.appendInterpolation(PostgresValue.text(value ? "t" : "f"))
+        }
+
+        public mutating func appendInterpolation(_ value: Bool?) {
+            self.appendInterpolation(value.map { PostgresValue.text($0 ? "t" : "f") } ?? .null)
+        }
+
+        /// Binds the shortest text that reads back as the same `Double`; infinities and NaN use the spelling
+        /// `float8in` accepts.
+        public mutating func appendInterpolation(_ value: Double) {
+            self.appendInterpolation(PostgresValue.text(Self.float8Text(value)))
+        }
+
+        public mutating func appendInterpolation(_ value: Double?) {
+            self.appendInterpolation(value.map { PostgresValue.text(Self.float8Text($0)) } ?? .null)
+        }
+
+        /// Binds bytes as `bytea`.
+        public mutating func appendInterpolation(_ value: [UInt8]) {
+            self.appendInterpolation(PostgresValue.bytea(value))
+        }
+
+        public mutating func appendInterpolation(_ value: [UInt8]?) {
+            self.appendInterpolation(value.map(PostgresValue.bytea) ?? .null)
+        }
+
+        /// Binds strings as one `text[]` parameter (use `= ANY(\(list))` rather than `IN (…)`).
+        public mutating func appendInterpolation(_ value: [String]) {
+            self.appendInterpolation(PostgresValue.textArray(value))
+        }
+
+        /// Appends trusted SQL text as is: identifiers and keywords chosen by the program, never input.
+        public mutating func appendInterpolation(unsafeRaw fragment: String) {
+            self.sql += fragment
+        }
+
+        private static func float8Text(_ value: Double) -> String {
+            if value.isNaN { return "NaN" }
+            if value.isInfinite { return value < 0 ? "-Infinity" : "Infinity" }
+            return String(value)
+        }
+    }
+}
+
+extension SQLQuery: CustomStringConvertible {
+    /// The SQL text and the number of binds; bind values are left out so a logged query leaks no data.
+    public var description: String {
+        "SQLQuery(\(String(reflecting: self.sql)), binds: \(self.binds.count))"
+    }
+}
