@@ -16,7 +16,8 @@ public enum CINodeJSON {
     public static func encode(_ node: CINode, arrayNames: Set<String> = defaultArrayNames) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(1024)
-        write(node, arrayNames: arrayNames, to: &out)
+        // An array of a few short names compares faster than hashing every member name.
+        write(node, arrayNames: Array(arrayNames), to: &out)
         return String(decoding: out, as: UTF8.self)
     }
 
@@ -29,59 +30,77 @@ public enum CINodeJSON {
         }
     }
 
-    private static func write(_ node: CINode, arrayNames: Set<String>, to out: inout [UInt8]) {
+    private static func write(_ node: CINode, arrayNames: [String], to out: inout [UInt8]) {
         switch node {
         case .text(let text):
             writeString(text, to: &out)
         case .element(let fields):
             out.append(Ascii.lbrace)
-            var first = true
-            for group in groups(fields) {
-                if !first { out.append(Ascii.comma) }
-                first = false
-                let name = fields[group[0]].name
-                writeString(name, to: &out)
-                out.append(Ascii.colon)
-                if group.count == 1, !arrayNames.contains(name) {
-                    write(fields[group[0]].value, arrayNames: arrayNames, to: &out)
-                } else {
-                    out.append(Ascii.lbracket)
-                    for (k, index) in group.enumerated() {
-                        if k > 0 { out.append(Ascii.comma) }
-                        write(fields[index].value, arrayNames: arrayNames, to: &out)
-                    }
-                    out.append(Ascii.rbracket)
-                }
+            if fields.count <= 32 {
+                writeSmallObject(fields, arrayNames: arrayNames, to: &out)
+            } else {
+                writeLargeObject(fields, arrayNames: arrayNames, to: &out)
             }
             out.append(Ascii.rbrace)
         }
     }
 
-    /// Field indexes grouped by name, groups in first-occurrence order.
-    private static func groups(_ fields: [CIField]) -> [[Int]] {
+    /// Groups by a linear scan: no allocation, and cheaper than hashing for the handful of
+    /// members real CI objects have.
+    private static func writeSmallObject(_ fields: [CIField], arrayNames: [String], to out: inout [UInt8]) {
+        var first = true
+        outer: for (index, field) in fields.enumerated() {
+            for earlier in 0..<index where fields[earlier].name == field.name { continue outer }
+            var repeats = false
+            for later in (index + 1)..<fields.count where fields[later].name == field.name {
+                repeats = true
+                break
+            }
+            if !first { out.append(Ascii.comma) }
+            first = false
+            writeString(field.name, to: &out)
+            out.append(Ascii.colon)
+            if !repeats, !arrayNames.contains(field.name) {
+                write(field.value, arrayNames: arrayNames, to: &out)
+                continue
+            }
+            out.append(Ascii.lbracket)
+            write(field.value, arrayNames: arrayNames, to: &out)
+            for later in (index + 1)..<fields.count where fields[later].name == field.name {
+                out.append(Ascii.comma)
+                write(fields[later].value, arrayNames: arrayNames, to: &out)
+            }
+            out.append(Ascii.rbracket)
+        }
+    }
+
+    private static func writeLargeObject(_ fields: [CIField], arrayNames: [String], to out: inout [UInt8]) {
         var groups: [[Int]] = []
-        groups.reserveCapacity(fields.count)
-        if fields.count <= 32 {
-            // Small objects (all real CI ones): a linear scan beats hashing every name.
-            outer: for (index, field) in fields.enumerated() {
-                for g in groups.indices where fields[groups[g][0]].name == field.name {
-                    groups[g].append(index)
-                    continue outer
-                }
+        var position: [String: Int] = [:]
+        for (index, field) in fields.enumerated() {
+            if let g = position[field.name] {
+                groups[g].append(index)
+            } else {
+                position[field.name] = groups.count
                 groups.append([index])
             }
-        } else {
-            var position: [String: Int] = [:]
-            for (index, field) in fields.enumerated() {
-                if let g = position[field.name] {
-                    groups[g].append(index)
-                } else {
-                    position[field.name] = groups.count
-                    groups.append([index])
-                }
-            }
         }
-        return groups
+        for (g, group) in groups.enumerated() {
+            if g > 0 { out.append(Ascii.comma) }
+            let name = fields[group[0]].name
+            writeString(name, to: &out)
+            out.append(Ascii.colon)
+            if group.count == 1, !arrayNames.contains(name) {
+                write(fields[group[0]].value, arrayNames: arrayNames, to: &out)
+                continue
+            }
+            out.append(Ascii.lbracket)
+            for (k, index) in group.enumerated() {
+                if k > 0 { out.append(Ascii.comma) }
+                write(fields[index].value, arrayNames: arrayNames, to: &out)
+            }
+            out.append(Ascii.rbracket)
+        }
     }
 
     private static func writeString(_ text: String, to out: inout [UInt8]) {

@@ -13,9 +13,9 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
     /// Whole seconds since 1970-01-01T00:00:00Z.
     public var secondsSince1970: Int64
     /// Fraction of the second, 0..<1_000_000_000.
-    public var nanoseconds: Int32
+    public var nanoseconds: Int
     /// The offset from UTC the text was written in, in seconds (`+0800` is 28_800).
-    public var utcOffsetSeconds: Int32
+    public var utcOffsetSeconds: Int
 
     /// The instant.
     public var date: Date {
@@ -23,10 +23,27 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Creates a timestamp from its parts.
-    public init(secondsSince1970: Int64, nanoseconds: Int32 = 0, utcOffsetSeconds: Int32 = 0) {
+    /// - Parameters:
+    ///   - secondsSince1970: whole seconds since the Unix epoch.
+    ///   - nanoseconds: fraction of the second, 0..<1_000_000_000.
+    ///   - utcOffsetSeconds: the offset ``rfc3339`` writes the instant in.
+    public init(secondsSince1970: Int64, nanoseconds: Int = 0, utcOffsetSeconds: Int = 0) {
         self.secondsSince1970 = secondsSince1970
         self.nanoseconds = nanoseconds
         self.utcOffsetSeconds = utcOffsetSeconds
+    }
+
+    /// Creates a timestamp for `date`, to be written in `utcOffsetSeconds` (nanosecond precision).
+    public init(date: Date, utcOffsetSeconds: Int = 0) {
+        let interval = date.timeIntervalSince1970
+        let seconds = interval.rounded(.down)
+        var nanos = Int(((interval - seconds) * 1_000_000_000).rounded())
+        var whole = Int64(seconds)
+        if nanos >= 1_000_000_000 {
+            nanos -= 1_000_000_000
+            whole += 1
+        }
+        self.init(secondsSince1970: whole, nanoseconds: nanos, utcOffsetSeconds: utcOffsetSeconds)
     }
 
     /// Parses CI's time text.
@@ -114,8 +131,8 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
         let local = Int64(days) * 86_400 + Int64(hour * 3600 + minute * 60 + second)
         return CITimestamp(
             secondsSince1970: local - Int64(offset),
-            nanoseconds: Int32(nanos),
-            utcOffsetSeconds: Int32(offset)
+            nanoseconds: nanos,
+            utcOffsetSeconds: offset
         )
     }
 
@@ -156,7 +173,7 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
         append(secondOfDay % 60, width: 2)
         if nanoseconds > 0 {
             out.append(Ascii.dot)
-            var fraction = Int(nanoseconds)
+            var fraction = nanoseconds
             var width = 9
             while fraction % 10 == 0 {
                 fraction /= 10
@@ -167,7 +184,7 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
         if utcOffsetSeconds == 0 {
             out.append(UInt8(ascii: "Z"))
         } else {
-            let magnitude = Int(utcOffsetSeconds.magnitude)
+            let magnitude = abs(utcOffsetSeconds)
             out.append(utcOffsetSeconds < 0 ? Ascii.dash : Ascii.plus)
             append(magnitude / 3600, width: 2)
             out.append(Ascii.colon)
@@ -176,6 +193,7 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// The ``rfc3339`` form.
     public var description: String { rfc3339 }
 
     // MARK: Calendar arithmetic (proleptic Gregorian; H. Hinnant's days_from_civil / civil_from_days)

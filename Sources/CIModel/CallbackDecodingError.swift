@@ -28,6 +28,7 @@ public struct CallbackDecodingError: Error, Sendable, Hashable, CustomStringConv
         /// A JobsDetail lacks its JobId or State.
         public static let missingField = Code(.missingField)
 
+        /// The code's name, such as `malformedXML`.
         public var description: String { base.rawValue }
     }
 
@@ -42,7 +43,9 @@ public struct CallbackDecodingError: Error, Sendable, Hashable, CustomStringConv
         self.reason = reason
     }
 
+    /// `CallbackDecodingError(<code>): <reason>`; holds no field values, so it is safe to log.
     public var description: String { "CallbackDecodingError(\(code)): \(reason)" }
+    /// The same as ``description``: the error keeps no body content to reveal.
     public var debugDescription: String { description }
 }
 

@@ -18,6 +18,9 @@ struct JSONTreeParser {
     private var i = 0
     private var valueCount = 0
     private var scratch: [UInt8] = []
+    /// Members of every open object, innermost last; a closing object takes its own tail.
+    /// One shared array replaces a growing array per object (fewer allocations).
+    private var children: [CIField] = []
 
     /// Parses a body whose top-level value must be an object; returns its members.
     static func parseObject(_ body: UnsafeBufferPointer<UInt8>, limits: CIDecodingLimits) throws(CallbackDecodingError) -> [CIField] {
@@ -38,6 +41,7 @@ struct JSONTreeParser {
         guard buf[i] == Ascii.lbrace else { throw .json("top-level JSON value is not an object at byte \(i)") }
         valueCount = 1
         let fields = try parseObject(depth: 1)
+
         skipWhitespace()
         guard i == buf.count else { throw .json("unexpected data after the JSON value at byte \(i)") }
         return fields
@@ -47,11 +51,11 @@ struct JSONTreeParser {
     private mutating func parseObject(depth: Int) throws(CallbackDecodingError) -> [CIField] {
         guard depth <= limits.maxDepth else { throw .limit("nesting depth exceeds \(limits.maxDepth) at byte \(i)") }
         i += 1
-        var fields: [CIField] = []
+        let firstChild = children.count
         skipWhitespace()
         if i < buf.count, buf[i] == Ascii.rbrace {
             i += 1
-            return fields
+            return []
         }
         while true {
             guard i < buf.count else { throw unexpectedEnd() }
@@ -61,12 +65,14 @@ struct JSONTreeParser {
             guard i < buf.count, buf[i] == Ascii.colon else { throw i < buf.count ? .json("expected ':' at byte \(i)") : unexpectedEnd() }
             i += 1
             skipWhitespace()
-            try parseValue(named: key, into: &fields, depth: depth)
+            try parseValue(named: key, depth: depth)
             skipWhitespace()
             guard i < buf.count else { throw unexpectedEnd() }
             let c = buf[i]
             if c == Ascii.rbrace {
                 i += 1
+                let fields = Array(children[firstChild...])
+                children.removeSubrange(firstChild...)
                 return fields
             }
             guard c == Ascii.comma else { throw .json("expected ',' or '}' at byte \(i)") }
@@ -77,9 +83,9 @@ struct JSONTreeParser {
         }
     }
 
-    /// Parses one value at `i` and appends what it stands for as field(s) named `name`.
-    /// `depth` is the nesting level of the container holding the value.
-    private mutating func parseValue(named name: String, into fields: inout [CIField], depth: Int) throws(CallbackDecodingError) {
+    /// Parses one value at `i` and appends what it stands for to `children` as field(s) named
+    /// `name`. `depth` is the nesting level of the container holding the value.
+    private mutating func parseValue(named name: String, depth: Int) throws(CallbackDecodingError) {
         guard i < buf.count else { throw unexpectedEnd() }
         valueCount += 1
         guard valueCount <= limits.maxElements else {
@@ -87,27 +93,30 @@ struct JSONTreeParser {
         }
         switch buf[i] {
         case Ascii.lbrace:
-            fields.append(CIField(name: name, value: .element(try parseObject(depth: depth + 1))))
+            let object = try parseObject(depth: depth + 1)
+            children.append(CIField(name: name, value: .element(object)))
         case Ascii.lbracket:
-            try parseArray(named: name, into: &fields, depth: depth + 1)
+            try parseArray(named: name, depth: depth + 1)
         case Ascii.quote:
-            fields.append(CIField(name: name, value: .text(try parseString())))
+            let text = try parseString()
+            children.append(CIField(name: name, value: .text(text)))
         case UInt8(ascii: "t"):
             try expectLiteral("true")
-            fields.append(CIField(name: name, value: .text("true")))
+            children.append(CIField(name: name, value: .text("true")))
         case UInt8(ascii: "f"):
             try expectLiteral("false")
-            fields.append(CIField(name: name, value: .text("false")))
+            children.append(CIField(name: name, value: .text("false")))
         case UInt8(ascii: "n"):
             try expectLiteral("null")
         case Ascii.dash, Ascii.zero...Ascii.nine:
-            fields.append(CIField(name: name, value: .text(try parseNumber())))
+            let number = try parseNumber()
+            children.append(CIField(name: name, value: .text(number)))
         default:
             throw .json("unexpected character at byte \(i)")
         }
     }
 
-    private mutating func parseArray(named name: String, into fields: inout [CIField], depth: Int) throws(CallbackDecodingError) {
+    private mutating func parseArray(named name: String, depth: Int) throws(CallbackDecodingError) {
         guard depth <= limits.maxDepth else { throw .limit("nesting depth exceeds \(limits.maxDepth) at byte \(i)") }
         i += 1
         skipWhitespace()
@@ -116,7 +125,7 @@ struct JSONTreeParser {
             return
         }
         while true {
-            try parseValue(named: name, into: &fields, depth: depth)
+            try parseValue(named: name, depth: depth)
             skipWhitespace()
             guard i < buf.count else { throw unexpectedEnd() }
             let c = buf[i]

@@ -8,11 +8,17 @@ public struct JobState: Sendable, Hashable, RawRepresentable, CustomStringConver
         self.rawValue = rawValue
     }
 
+    /// Accepted, waiting in the queue.
     public static let submitted = JobState(rawValue: "Submitted")
+    /// Being processed.
     public static let running = JobState(rawValue: "Running")
+    /// Finished successfully (final).
     public static let success = JobState(rawValue: "Success")
+    /// Finished with an error (final).
     public static let failed = JobState(rawValue: "Failed")
+    /// Paused (not final).
     public static let pause = JobState(rawValue: "Pause")
+    /// Cancelled (final).
     public static let cancel = JobState(rawValue: "Cancel")
 
     /// Whether the job can no longer change: Success, Failed or Cancel.
@@ -36,5 +42,6 @@ public struct JobState: Sendable, Hashable, RawRepresentable, CustomStringConver
         incoming.precedence >= precedence
     }
 
+    /// The raw state text.
     public var description: String { rawValue }
 }

@@ -1,6 +1,8 @@
 /// The body format CI used, decided from the body's first byte.
 public enum CallbackFormat: String, Sendable {
+    /// The body starts with `<` (CI's default, `CallBackFormat=XML`).
     case xml = "XML"
+    /// The body starts with `{` (`CallBackFormat=JSON`).
     case json = "JSON"
 }
 
@@ -101,6 +103,7 @@ public struct JobInput: Sendable, Hashable {
     /// `Region`.
     public var region: String?
 
+    /// Creates an input description.
     public init(bucketID: String? = nil, object: String? = nil, region: String? = nil) {
         self.bucketID = bucketID
         self.object = object
@@ -117,6 +120,7 @@ public struct ExtractedWatermark: Sendable, Hashable {
     /// `Message`: the extracted watermark text (may be Chinese); nil when CI found none.
     public var message: String?
 
+    /// Creates an extraction result.
     public init(type: String? = nil, version: String? = nil, message: String? = nil) {
         self.type = type
         self.version = version
@@ -135,6 +139,7 @@ public struct JobWorkflow: Sendable, Hashable {
     /// `Name`: the workflow node that ran the job.
     public var name: String?
 
+    /// Creates a workflow reference.
     public init(runID: String? = nil, workflowID: String? = nil, workflowName: String? = nil, name: String? = nil) {
         self.runID = runID
         self.workflowID = workflowID
@@ -162,6 +167,7 @@ public struct WorkflowExecution: Sendable, Hashable {
     /// `Tasks`, in document order.
     public var tasks: [WorkflowTask]
 
+    /// Creates a workflow execution.
     public init(
         runID: String? = nil,
         workflowID: String? = nil,
@@ -198,6 +204,7 @@ public struct WorkflowTask: Sendable, Hashable {
     /// `EndTime`.
     public var endTime: CITimestamp?
 
+    /// Creates a task entry.
     public init(
         type: String? = nil,
         jobID: String? = nil,
@@ -232,6 +239,7 @@ public struct CallbackEnvelope: Sendable, Hashable {
     /// comma-separated lists are all accepted).
     public var nonExistJobIDs: [String]
 
+    /// Creates an envelope.
     public init(
         format: CallbackFormat,
         eventName: String? = nil,

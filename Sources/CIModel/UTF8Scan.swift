@@ -7,8 +7,21 @@ enum UTF8Scan {
     /// One up-front pass lets both parsers build `String`s from raw slices without re-checking.
     static func validate(_ bytes: UnsafeBufferPointer<UInt8>, xmlCharsOnly: Bool) throws(CallbackDecodingError) {
         let count = bytes.count
+        guard let base = bytes.baseAddress else { return }
+        let raw = UnsafeRawPointer(base)
+        let highBits: UInt64 = 0x8080_8080_8080_8080
+        let spaces: UInt64 = 0x2020_2020_2020_2020
         var i = 0
         while i < count {
+            // Eight ASCII bytes at a time; a word with a non-ASCII byte (or, for XML, a byte below
+            // 0x20, which includes the common LF and tab) falls through to the byte-wise check.
+            if i + 8 <= count {
+                let word = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                if word & highBits == 0, !xmlCharsOnly || (word &- spaces) & ~word & highBits == 0 {
+                    i += 8
+                    continue
+                }
+            }
             let b0 = bytes[i]
             if b0 < 0x80 {
                 if xmlCharsOnly, b0 < 0x20, b0 != 0x09, b0 != 0x0A, b0 != 0x0D {

@@ -1,7 +1,7 @@
 /// A strict, non-validating XML 1.0 parser for CI bodies, producing a ``CINode`` tree.
 ///
 /// What it accepts: an optional UTF-8 BOM, an optional `<?xml …?>` declaration (skipped: the body
-/// must be UTF-8 whatever it claims), comments, processing instructions, CDATA, empty and
+/// must be UTF-8 whatever it claims; leading whitespace before it is tolerated), comments, processing instructions, CDATA, empty and
 /// self-closing elements, attributes (checked for well-formedness, then ignored), the five
 /// predefined entities and numeric character references to valid XML characters.
 ///
@@ -21,6 +21,9 @@ struct XMLTreeParser {
     private var i = 0
     private var elementCount = 0
     private var stack: [Frame] = []
+    /// Children of every open element, innermost last; a closing element takes its own tail.
+    /// One shared array replaces a growing array per element (fewer allocations).
+    private var children: [CIField] = []
     private var textMode = TextMode.empty
     /// Byte offset of the first non-whitespace character of the pending text, or -1.
     private var textNonWhitespaceAt = -1
@@ -30,7 +33,13 @@ struct XMLTreeParser {
 
     private struct Frame {
         var name: Range<Int>
-        var fields: [CIField] = []
+        /// Index in `children` of this element's first child.
+        var firstChild: Int
+    }
+
+    /// Whether the innermost open element already has a child element.
+    private var topHasChildren: Bool {
+        children.count > stack[stack.count - 1].firstChild
     }
 
     private enum TextMode {
@@ -55,6 +64,8 @@ struct XMLTreeParser {
 
     private mutating func parseDocument() throws(CallbackDecodingError) -> CIField {
         if UTF8Scan.hasBOM(buf) { i = 3 }
+        // XML forbids whitespace before the declaration; a receiver gains nothing by refusing it.
+        skipWhitespace()
         if starts(with: "<?xml"), i + 5 < buf.count, Self.isWhitespace(buf[i + 5]) || buf[i + 5] == Ascii.question {
             try skipProcessingInstruction(allowXMLDeclaration: true)
         }
@@ -153,19 +164,19 @@ struct XMLTreeParser {
         guard stack.count < limits.maxDepth else {
             throw .limit("nesting depth exceeds \(limits.maxDepth) at byte \(open)")
         }
-        if let parent = stack.last, parent.fields.isEmpty, textNonWhitespaceAt >= 0 {
+        if let parent = stack.last, !topHasChildren, textNonWhitespaceAt >= 0 {
             throw mixedContent(parent: parent.name, at: textNonWhitespaceAt)
         }
         resetText()
         if selfClosing {
-            let field = CIField(name: nameText(name), value: .text(""))
+            let field = CIField(name: UTF8Scan.string(buf, name), value: .text(""))
             if stack.isEmpty {
                 root = field
             } else {
-                stack[stack.count - 1].fields.append(field)
+                children.append(field)
             }
         } else {
-            stack.append(Frame(name: name))
+            stack.append(Frame(name: name, firstChild: children.count))
         }
     }
 
@@ -237,14 +248,20 @@ struct XMLTreeParser {
         guard i < buf.count, buf[i] == Ascii.gt else { throw .xml("expected '>' at byte \(i)") }
         i += 1
 
+        let value: CINode
+        if children.count > top.firstChild {
+            value = .element(Array(children[top.firstChild...]))
+            children.removeSubrange(top.firstChild...)
+        } else {
+            value = .text(takeText())
+        }
         stack.removeLast()
-        let value: CINode = top.fields.isEmpty ? .text(takeText()) : .element(top.fields)
         resetText()
-        let field = CIField(name: nameText(top.name), value: value)
+        let field = CIField(name: UTF8Scan.string(buf, top.name), value: value)
         if stack.isEmpty {
             root = field
         } else {
-            stack[stack.count - 1].fields.append(field)
+            children.append(field)
         }
     }
 
@@ -300,8 +317,8 @@ struct XMLTreeParser {
         firstNonWhitespace: Int
     ) throws(CallbackDecodingError) {
         guard !range.isEmpty else { return }
-        let top = stack[stack.count - 1]
-        if !top.fields.isEmpty {
+        if topHasChildren {
+            let top = stack[stack.count - 1]
             // A container: only whitespace may sit between its children, and it is dropped.
             if firstNonWhitespace >= 0 { throw mixedContent(parent: top.name, at: firstNonWhitespace) }
             return
@@ -330,10 +347,9 @@ struct XMLTreeParser {
     }
 
     private mutating func acceptDecodedText(_ scalar: UInt32, at offset: Int) throws(CallbackDecodingError) {
-        let top = stack[stack.count - 1]
         let isWhitespace = scalar == 0x20 || scalar == 0x09 || scalar == 0x0A || scalar == 0x0D
-        if !top.fields.isEmpty {
-            if !isWhitespace { throw mixedContent(parent: top.name, at: offset) }
+        if topHasChildren {
+            if !isWhitespace { throw mixedContent(parent: stack[stack.count - 1].name, at: offset) }
             return
         }
         if !isWhitespace, textNonWhitespaceAt < 0 { textNonWhitespaceAt = offset }

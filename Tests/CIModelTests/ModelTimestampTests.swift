@@ -57,3 +57,11 @@ func timestamp_RejectsAsNil(text: String) {
     #expect(t.rfc3339 == "1969-12-31T23:00:00-01:00")
     #expect(t.description == t.rfc3339)
 }
+
+@Test func timestamp_FromDateKeepsTheInstantAndOffset() {
+    let t = CITimestamp(date: Date(timeIntervalSince1970: 1_656_585_740.5), utcOffsetSeconds: 28_800)
+    #expect(t.secondsSince1970 == 1_656_585_740)
+    #expect(t.nanoseconds == 500_000_000)
+    #expect(t.rfc3339 == "2022-06-30T18:42:20.5+08:00")
+    #expect(CITimestamp(date: Date(timeIntervalSince1970: -0.25)).rfc3339 == "1969-12-31T23:59:59.75Z")
+}

@@ -174,3 +174,19 @@ extension String {
         return result + rest
     }
 }
+
+@Test func xml_LongElementNames_AreKeptWhole() throws {
+    let name = "X" + String(repeating: "LongName", count: 10)
+    let root = try CINodeXML.decode(Array("<R><\(name)>v</\(name)><\(name)/></R>".utf8))
+    #expect(root.value.fields.map(\.name) == [name, name])
+}
+
+@Test func xml_WhitespaceBeforeTheDeclaration_IsTolerated() throws {
+    #expect(try decodeXML("\n  <?xml version=\"1.0\"?>" + job("")).jobs.first?.jobID == "j1")
+}
+
+@Test func xml_MultibyteNamesAndSurrogateFreeReferences_Decode() throws {
+    let root = try CINodeXML.decode(Array("<根><名字>&#x10FFFF;&#xE000;</名字></根>".utf8))
+    #expect(root.name == "根")
+    #expect(root.value["名字"]?.text == "\u{10FFFF}\u{E000}")
+}
