@@ -121,9 +121,12 @@ public enum CallbackDecoder {
         var job = JobsDetail(jobID: jobID, state: JobState(rawValue: state), normalized: node)
         var normalizedFields: [CIField] = []
         normalizedFields.reserveCapacity(node.fields.count)
-        var seen: (code: Bool, message: Bool, tag: Bool, subTag: Bool, queueID: Bool, queueType: Bool, progress: Bool,
-            creation: Bool, start: Bool, end: Bool, input: Bool, operation: Bool, workflow: Bool) =
-            (false, false, false, false, false, false, false, false, false, false, false, false, false)
+        var seen:
+            (
+                code: Bool, message: Bool, tag: Bool, subTag: Bool, queueID: Bool, queueType: Bool, progress: Bool,
+                creation: Bool, start: Bool, end: Bool, input: Bool, operation: Bool, workflow: Bool
+            ) =
+                (false, false, false, false, false, false, false, false, false, false, false, false, false)
 
         // One pass over the children: the first occurrence of each name wins, as node[name] would.
         for field in node.fields {

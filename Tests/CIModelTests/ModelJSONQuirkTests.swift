@@ -71,7 +71,8 @@ private let minimalJob = #"{"JobId":"j1","State":"Success","Code":"Success"}"#
 }
 
 @Test func json_EscapesSurrogatePairsAndLiteralUTF8_Decode() throws {
-    let body = #"{"JobsDetail":{"JobId":"j","State":"Success","Operation":{"UserData":"\"q\" \\ \/ \b\f\n\r\t \u00e9 \u8165\u8baf \uD83D\uDE00 腾讯","ExtractDigitalWatermark":{"Message":"\u817e\u8baf\u4e91"}}}}"#
+    let body =
+        #"{"JobsDetail":{"JobId":"j","State":"Success","Operation":{"UserData":"\"q\" \\ \/ \b\f\n\r\t \u00e9 \u8165\u8baf \uD83D\uDE00 腾讯","ExtractDigitalWatermark":{"Message":"\u817e\u8baf\u4e91"}}}}"#
     let job = try onlyJob(body)
     #expect(job.userData == "\"q\" \\ / \u{08}\u{0C}\n\r\t é \u{8165}\u{8BAF} 😀 腾讯")
     #expect(job.watermark?.message == "腾讯云")
@@ -84,7 +85,9 @@ private let minimalJob = #"{"JobId":"j1","State":"Success","Code":"Success"}"#
 }
 
 @Test func json_DashAndSpaceSeparatedTimes_AreRead() throws {
-    let job = try onlyJob(#"{"JobsDetail":{"JobId":"j","State":"Running","CreationTime":"2022-08-09 14:54:17+0800","StartTime":"2022-08-09T14:54:18+08:00","EndTime":"-"}}"#)
+    let job = try onlyJob(
+        #"{"JobsDetail":{"JobId":"j","State":"Running","CreationTime":"2022-08-09 14:54:17+0800","StartTime":"2022-08-09T14:54:18+08:00","EndTime":"-"}}"#
+    )
     #expect(job.creationTime?.rfc3339 == "2022-08-09T14:54:17+08:00")
     #expect(job.startTime?.rfc3339 == "2022-08-09T14:54:18+08:00")
     #expect(job.endTime == nil)
@@ -105,7 +108,8 @@ private let minimalJob = #"{"JobId":"j1","State":"Success","Code":"Success"}"#
 }
 
 @Test func json_WorkflowFinishInline_HasExecutionAndNoJobs() throws {
-    let body = #"{"EventName":"WorkflowFinish","WorkflowExecution":{"RunId":"r","State":"Success","CreateTime":"2022-08-09 14:54:17+0800","Tasks":{"Type":"Snapshot","JobId":"js","State":"Success"}}}"#
+    let body =
+        #"{"EventName":"WorkflowFinish","WorkflowExecution":{"RunId":"r","State":"Success","CreateTime":"2022-08-09 14:54:17+0800","Tasks":{"Type":"Snapshot","JobId":"js","State":"Success"}}}"#
     let envelope = try decodeJSON(body)
     #expect(envelope.jobs.isEmpty)
     #expect(envelope.workflowExecution?.runID == "r")
@@ -127,7 +131,12 @@ private let minimalJob = #"{"JobId":"j1","State":"Success","Code":"Success"}"#
 }
 
 @Test func json_SameDataAsXML_DecodesToTheSameJob() throws {
-    let xml = try CallbackDecoder.decode(Array("<Response><JobsDetail><JobId>j</JobId><State>Success</State><Input><CosHeaders><Key>k1</Key></CosHeaders><CosHeaders><Key>k2</Key></CosHeaders></Input></JobsDetail></Response>".utf8))
+    let xml = try CallbackDecoder.decode(
+        Array(
+            "<Response><JobsDetail><JobId>j</JobId><State>Success</State><Input><CosHeaders><Key>k1</Key></CosHeaders><CosHeaders><Key>k2</Key></CosHeaders></Input></JobsDetail></Response>"
+                .utf8
+        )
+    )
     let json = try decodeJSON(#"{"JobsDetail":{"JobId":"j","State":"Success","Input":{"CosHeaders":[{"Key":"k1"},{"Key":"k2"}]}}}"#)
     #expect(xml.jobs == json.jobs)
 }

@@ -7,14 +7,14 @@ private let states: [JobState] = [.submitted, .running, .pause, JobState(rawValu
 
 /// allowsReplacement[stored][incoming], rows and columns in the order of `states`.
 private let replacementTable: [[Bool]] = [
-    //            Sub    Run    Pause  Queued Succ   Fail   Cancel      (incoming)
-    /* Sub    */ [true, true, true, true, true, true, true],
-    /* Run    */ [false, true, true, true, true, true, true],
-    /* Pause  */ [false, true, true, true, true, true, true],
-    /* Queued */ [false, true, true, true, true, true, true],
-    /* Succ   */ [false, false, false, false, true, true, true],
-    /* Fail   */ [false, false, false, false, true, true, true],
-    /* Cancel */ [false, false, false, false, true, true, true],
+    // Columns (incoming): Submitted, Running, Pause, Queued, Success, Failed, Cancel.
+    [true, true, true, true, true, true, true],  // stored: Sub
+    [false, true, true, true, true, true, true],  // stored: Run
+    [false, true, true, true, true, true, true],  // stored: Pause
+    [false, true, true, true, true, true, true],  // stored: Queued
+    [false, false, false, false, true, true, true],  // stored: Succ
+    [false, false, false, false, true, true, true],  // stored: Fail
+    [false, false, false, false, true, true, true],  // stored: Cancel
 ]
 
 @Test(arguments: states.indices, states.indices)

@@ -187,13 +187,15 @@ func reject_MalformedJSON(body: String, reason: String) {
 
 // MARK: Invalid UTF-8
 
-@Test(arguments: [
-    ([0xFF], 0),
-    ([0xC0, 0x80], 0),  // overlong NUL
-    ([0xED, 0xA0, 0x80], 0),  // encoded surrogate
-    ([0xF4, 0x90, 0x80, 0x80], 0),  // above U+10FFFF
-    ([0xE8, 0x85], 0),  // truncated
-] as [([UInt8], Int)])
+@Test(
+    arguments: [
+        ([0xFF], 0),
+        ([0xC0, 0x80], 0),  // overlong NUL
+        ([0xED, 0xA0, 0x80], 0),  // encoded surrogate
+        ([0xF4, 0x90, 0x80, 0x80], 0),  // above U+10FFFF
+        ([0xE8, 0x85], 0),  // truncated
+    ] as [([UInt8], Int)]
+)
 func reject_InvalidUTF8InXMLAndJSON(bad: [UInt8], index: Int) {
     let xmlPrefix = Array("<R>".utf8)
     let xml = xmlPrefix + bad + Array("</R>".utf8)

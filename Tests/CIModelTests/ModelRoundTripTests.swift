@@ -43,7 +43,8 @@ private func canonical(_ node: CINode) -> CINode {
 }
 
 private func vector(_ name: String) throws -> [UInt8] {
-    let directory = ProcessInfo.processInfo.environment["CI_VECTORS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+    let directory =
+        ProcessInfo.processInfo.environment["CI_VECTORS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
         ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("shared/ci/vectors").path
     let data = try #require(FileManager.default.contents(atPath: directory + "/" + name), "vector \(directory)/\(name) is missing")
@@ -128,7 +129,8 @@ func roundTrip_NormalizedThroughJSONBAndBackToXML_KeepsEveryField(vectorName: St
         CIField(name: "1 a:b", value: .text("n")),
         CIField(name: "", value: .text("e")),
     ])
-    let expected = "<JobsDetail><Message>a &amp; b &lt;c&gt; &quot;d&quot; &apos;e&apos; 腾讯&#13;\n</Message><Empty/><Obj/>"
+    let expected =
+        "<JobsDetail><Message>a &amp; b &lt;c&gt; &quot;d&quot; &apos;e&apos; 腾讯&#13;\n</Message><Empty/><Obj/>"
         + "<Tag>x</Tag><Tag>y</Tag><Bad_>\u{FFFD}\u{FFFD}ok\u{FFFD}</Bad_><_1_a_b>n</_1_a_b><_>e</_></JobsDetail>"
     #expect(CINodeXML.encode(node, rootName: "JobsDetail") == expected)
 }

@@ -72,7 +72,10 @@ private let queue = "p2242ab62c7c94486915508540933a2c6"
         return
     }
     let vectors = Set(names.filter { $0.hasSuffix(".xml") || $0.hasSuffix(".json") })
-    #expect(vectors == Vectors.covered, "vectors without expectations: \(vectors.subtracting(Vectors.covered)); expected but absent: \(Vectors.covered.subtracting(vectors))")
+    #expect(
+        vectors == Vectors.covered,
+        "vectors without expectations: \(vectors.subtracting(Vectors.covered)); expected but absent: \(Vectors.covered.subtracting(vectors))"
+    )
 }
 
 @Test func vectors_XMLExtractSuccess_DecodesEveryField() throws {
@@ -105,9 +108,11 @@ private let queue = "p2242ab62c7c94486915508540933a2c6"
     #expect(job.workflow == nil)
     #expect(job.normalized["CreationTime"] == .text("2022-06-30T18:42:20+08:00"))
     #expect(job.normalized[path: "Operation", "ExtractDigitalWatermark", "Message"]?.text == "123456789ab")
-    #expect(job.normalized.fields.map(\.name) == [
-        "Code", "CreationTime", "EndTime", "Input", "JobId", "Message", "Operation", "QueueId", "StartTime", "State", "Tag",
-    ])
+    #expect(
+        job.normalized.fields.map(\.name) == [
+            "Code", "CreationTime", "EndTime", "Input", "JobId", "Message", "Operation", "QueueId", "StartTime", "State", "Tag",
+        ]
+    )
 }
 
 @Test func vectors_JSONExtractSuccessObject_EqualsTheXMLRendering() throws {
@@ -260,7 +265,9 @@ private let queue = "p2242ab62c7c94486915508540933a2c6"
     #expect(envelope.jobs.map(\.progress) == [30, 100])
     #expect(envelope.jobs[0].endTime == nil)
     #expect(envelope.jobs[1].endTime?.rfc3339 == "2022-06-27T15:24:33+08:00")
-    #expect(envelope.jobs[1].normalized[path: "Operation", "MediaResult", "OutputFile", "Md5Info", "Md5"] == .text("3df1f845d2ffd20a525a93ec40014d90"))
+    #expect(
+        envelope.jobs[1].normalized[path: "Operation", "MediaResult", "OutputFile", "Md5Info", "Md5"] == .text("3df1f845d2ffd20a525a93ec40014d90")
+    )
 }
 
 @Test func vectors_XMLWorkflowSnapshot_ReadsWorkflowAndRepeatedSiblings() throws {
@@ -268,12 +275,15 @@ private let queue = "p2242ab62c7c94486915508540933a2c6"
     #expect(job.jobID == "j4e431ba0f86711ecb8546d80f2baf56f")
     #expect(job.tag == "Snapshot")
     #expect(job.message == nil)
-    #expect(job.workflow == JobWorkflow(
-        runID: "ic90edd59f84f11ec9d4f525400a3c59f",
-        workflowID: "web6ac56c1ef54dbfa44d7f4103203be9",
-        workflowName: "workflow-test",
-        name: "Snapshot_1581665960537"
-    ))
+    #expect(
+        job.workflow
+            == JobWorkflow(
+                runID: "ic90edd59f84f11ec9d4f525400a3c59f",
+                workflowID: "web6ac56c1ef54dbfa44d7f4103203be9",
+                workflowName: "workflow-test",
+                name: "Snapshot_1581665960537"
+            )
+    )
     #expect(job.normalized["Input"]?.all("CosHeaders").map { $0["Key"]?.text } == ["Content-Type", "x-cos-request-id", "EventName", "Size"])
     let outputFile = try #require(job.normalized[path: "Operation", "MediaResult", "OutputFile"])
     #expect(outputFile.all("ObjectName").compactMap(\.text) == ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "4.jpg", "5.jpg"])

@@ -12,7 +12,8 @@ private func job(_ inner: String, extra: String = "") -> String {
 }
 
 @Test func xml_RepeatedJobsDetailSiblings_DecodeInOrder() throws {
-    let body = "<Response><JobsDetail><JobId>a</JobId><State>Running</State></JobsDetail>"
+    let body =
+        "<Response><JobsDetail><JobId>a</JobId><State>Running</State></JobsDetail>"
         + "<JobsDetail><JobId>b</JobId><State>Success</State></JobsDetail></Response>"
     let envelope = try decodeXML(body)
     #expect(envelope.jobs.map(\.jobID) == ["a", "b"])
@@ -21,7 +22,9 @@ private func job(_ inner: String, extra: String = "") -> String {
 }
 
 @Test func xml_AnyRootName_IsAcceptedLeniently() throws {
-    let envelope = try decodeXML("<Callback><EventName>TaskFinish</EventName><JobsDetail><JobId>j</JobId><State>Failed</State></JobsDetail></Callback>")
+    let envelope = try decodeXML(
+        "<Callback><EventName>TaskFinish</EventName><JobsDetail><JobId>j</JobId><State>Failed</State></JobsDetail></Callback>"
+    )
     #expect(envelope.eventName == "TaskFinish")
     #expect(envelope.jobs.first?.state == .failed)
 }
@@ -48,7 +51,9 @@ private func job(_ inner: String, extra: String = "") -> String {
 }
 
 @Test func xml_PredefinedAndNumericEntities_Decode() throws {
-    let body = job("<Operation><UserData>&lt;a&gt; &amp; &quot;q&quot; &apos;s&apos; &#34;d&#34; &#x22;h&#x22; &#x1F600; &#20013;</UserData></Operation>")
+    let body = job(
+        "<Operation><UserData>&lt;a&gt; &amp; &quot;q&quot; &apos;s&apos; &#34;d&#34; &#x22;h&#x22; &#x1F600; &#20013;</UserData></Operation>"
+    )
     let userData = try decodeXML(body).jobs.first?.userData
     #expect(userData == "<a> & \"q\" 's' \"d\" \"h\" 😀 中")
 }
@@ -71,7 +76,8 @@ private func job(_ inner: String, extra: String = "") -> String {
 }
 
 @Test func xml_AttributesNamespacesAndProcessingInstructions_AreIgnored() throws {
-    let body = "<Response xmlns=\"http://example.invalid/ci\" a='1&amp;2'><?pi data?><JobsDetail id=\"x\"><JobId>j</JobId>"
+    let body =
+        "<Response xmlns=\"http://example.invalid/ci\" a='1&amp;2'><?pi data?><JobsDetail id=\"x\"><JobId>j</JobId>"
         + "<State kind = 'final' >Success</State></JobsDetail></Response>"
     let envelope = try decodeXML(body)
     #expect(envelope.jobs.first?.state == .success)
@@ -79,7 +85,8 @@ private func job(_ inner: String, extra: String = "") -> String {
 }
 
 @Test func xml_WhitespaceBetweenElementsIsDropped_ButKeptInsideALeaf() throws {
-    let body = "<Response>\n  <JobsDetail>\n    <JobId>j</JobId>\n    <State>Success</State>\n    <Operation><UserData>  two  spaces  </UserData></Operation>\n    <Message>   </Message>\n  </JobsDetail>\n</Response>\n"
+    let body =
+        "<Response>\n  <JobsDetail>\n    <JobId>j</JobId>\n    <State>Success</State>\n    <Operation><UserData>  two  spaces  </UserData></Operation>\n    <Message>   </Message>\n  </JobsDetail>\n</Response>\n"
     let job = try #require(try decodeXML(body).jobs.first)
     #expect(job.userData == "  two  spaces  ")
     #expect(job.normalized["Message"] == .text("   "))
@@ -147,7 +154,8 @@ private func job(_ inner: String, extra: String = "") -> String {
 }
 
 @Test func xml_WorkflowFinishInline_HasExecutionAndNoJobs() throws {
-    let body = "<Response><EventName>WorkflowFinish</EventName><WorkflowExecution><RunId>r</RunId><State>Failed</State>"
+    let body =
+        "<Response><EventName>WorkflowFinish</EventName><WorkflowExecution><RunId>r</RunId><State>Failed</State>"
         + "<CreateTime>2022-08-09 14:54:17+0800</CreateTime><Tasks><Type>Transcode</Type><JobId>jt</JobId><State>Failed</State></Tasks>"
         + "</WorkflowExecution></Response>"
     let envelope = try decodeXML(body)
