@@ -1,0 +1,696 @@
+import CEpoll
+import HTTPWire
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One connection, owned by the loop thread that accepted it.
+private final class Connection {
+    enum DeadlineKind {
+        case none
+        /// A request has started but is incomplete: 408 when it passes.
+        case read
+        /// Nothing pending: close silently when it passes.
+        case idle
+        /// Closing: waiting for the peer's FIN after our last response.
+        case linger
+    }
+
+    /// One response position, in request order. Pipelined responses may complete out of order; they are
+    /// written strictly in slot order.
+    struct Slot {
+        enum Payload {
+            case pending
+            case response(HTTPResponse)
+            /// Pre-encoded bytes: 100 Continue and listener-made errors.
+            case encoded([UInt8])
+        }
+
+        /// The request's sequence number; `.max` for slots that answer no dispatched request.
+        var sequence: UInt64
+        var isHead = false
+        var keepAlive = true
+        var countsInFlight = true
+        var closesConnection = false
+        var payload = Payload.pending
+
+        var isReady: Bool {
+            if case .pending = payload { return false }
+            return true
+        }
+    }
+
+    let id: UInt64
+    let fd: Int32
+    let remoteAddress: String
+    /// Counted against `maxConnections`; connections accepted only to be refused with 503 are not.
+    let counted: Bool
+    var parser: HTTPRequestParser
+    var slots: [Slot] = []
+    var output: [UInt8] = []
+    var outputOffset = 0
+    var nextSequence: UInt64 = 0
+    var inFlight = 0
+    var interest: UInt32 = 0
+    var readEOF = false
+    /// No more requests will be read: after a rejection, a `Connection: close` request or shutdown.
+    var stopReading = false
+    /// Parsing stopped at `maxPipelinedRequests` with bytes still buffered in the parser.
+    var parsePaused = false
+    var closeAfterOutput = false
+    var lingering = false
+    var lingerBytes = 0
+    var deadline = UInt64.max
+    var deadlineKind = DeadlineKind.none
+    var isOpen = true
+
+    var hasOutput: Bool { outputOffset < output.count }
+
+    init(id: UInt64, fd: Int32, remoteAddress: String, counted: Bool, limits: HTTPParserLimits) {
+        self.id = id
+        self.fd = fd
+        self.remoteAddress = remoteAddress
+        self.counted = counted
+        parser = HTTPRequestParser(limits: limits)
+    }
+}
+
+/// One epoll event-loop thread with its own listening socket and connections.
+///
+/// `@unchecked Sendable`: every stored property except `inbox` is used only by the loop's own thread once
+/// `start()` has run; `inbox` is the one piece other threads reach (finished responses and the shutdown
+/// request), so it alone is behind a lock, and an eventfd in the epoll set wakes the loop to read it.
+final class EventLoop: @unchecked Sendable {
+    private struct Completion {
+        let connectionID: UInt64
+        let sequence: UInt64
+        let response: HTTPResponse
+    }
+
+    private struct Inbox {
+        var completions: [Completion] = []
+        var shutdownRequested = false
+        /// Set before the eventfd is closed, so a late completion never writes to a reused descriptor.
+        var closed = false
+    }
+
+    private static let listenerToken: UInt64 = 0
+    private static let wakeToken: UInt64 = 1
+    private static let readableEvents = CEPOLL_IN | CEPOLL_RDHUP
+    private static let lingerTimeout: UInt64 = 2_000_000_000
+    private static let maxLingerBytes = 256 * 1024
+    private static let acceptPause: UInt64 = 100_000_000
+    /// Connections held only to send 503; beyond this they are closed without an answer.
+    private static let maxRejectingConnections = 256
+    private static let readBufferSize = 64 * 1024
+    private static let maxEvents: Int32 = 256
+
+    let index: Int
+    private let inbox = Mutex(Inbox())
+    private let context: ServerContext
+    private let logger: Logger
+    private let epollFD: Int32
+    private let wakeFD: Int32
+    private let headerReadTimeout: UInt64
+    private let idleTimeout: UInt64
+    private var listenFD: Int32
+    private var listenerRegistered = true
+    private var acceptResumeAt = UInt64.max
+    private var connections: [UInt64: Connection] = [:]
+    private var nextConnectionID: UInt64 = 2
+    private var rejectingConnections = 0
+    private var shuttingDown = false
+    private var graceDeadline = UInt64.max
+    private var nextSweep = UInt64.max
+    private var dateCache = HTTPDateCache()
+    private let readBuffer: UnsafeMutableRawBufferPointer
+    private var now: UInt64 = 0
+
+    /// Creates the loop's epoll set and eventfd and registers the listening socket. Takes ownership of
+    /// `listenFD` (closed on failure too).
+    init(index: Int, listenFD: Int32, address: String, context: ServerContext) throws(HTTPServerError) {
+        self.index = index
+        self.context = context
+        self.listenFD = listenFD
+        var logger = context.logger
+        logger[metadataKey: "http.loop"] = "\(index)"
+        self.logger = logger
+        headerReadTimeout = context.limits.headerReadTimeout.nanoseconds
+        idleTimeout = context.limits.idleTimeout.nanoseconds
+
+        let epollFD = cepoll_create()
+        guard epollFD >= 0 else {
+            let error = HTTPServerError.systemCall(.eventLoopFailed, address: address)
+            close(listenFD)
+            throw error
+        }
+        let wakeFD = cepoll_eventfd()
+        guard wakeFD >= 0 else {
+            let error = HTTPServerError.systemCall(.eventLoopFailed, address: address)
+            close(epollFD)
+            close(listenFD)
+            throw error
+        }
+        guard cepoll_ctl(epollFD, CEPOLL_CTL_ADD, wakeFD, CEPOLL_IN, Self.wakeToken) == 0,
+            cepoll_ctl(epollFD, CEPOLL_CTL_ADD, listenFD, CEPOLL_IN, Self.listenerToken) == 0
+        else {
+            let error = HTTPServerError.systemCall(.eventLoopFailed, address: address)
+            close(wakeFD)
+            close(epollFD)
+            close(listenFD)
+            throw error
+        }
+        self.epollFD = epollFD
+        self.wakeFD = wakeFD
+        readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
+    }
+
+    // MARK: - Other threads
+
+    /// Starts the loop thread.
+    func start() throws(HTTPServerError) {
+        let retained = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        let result = pthread_create(
+            &thread, nil,
+            { raw in
+                let loop = Unmanaged<EventLoop>.fromOpaque(raw!).takeRetainedValue()
+                loop.run()
+                return nil
+            }, retained.toOpaque())
+        guard result == 0 else {
+            retained.release()
+            throw HTTPServerError(.eventLoopFailed, errno: result, address: "event loop \(index)")
+        }
+        pthread_detach(thread)
+    }
+
+    /// Releases a loop whose thread never started.
+    func abandon() {
+        tearDown()
+    }
+
+    /// Hands a responder's response back to the loop that owns the connection. Any thread.
+    func complete(connectionID: UInt64, sequence: UInt64, response: HTTPResponse) {
+        inbox.withLock { inbox in
+            guard !inbox.closed else { return }
+            inbox.completions.append(Completion(connectionID: connectionID, sequence: sequence, response: response))
+            // One wake-up per batch: the loop drains the eventfd before it takes the batch.
+            if inbox.completions.count == 1 { _ = cepoll_eventfd_signal(wakeFD) }
+        }
+    }
+
+    /// Asks the loop to stop accepting, finish in-flight requests and exit. Any thread; idempotent.
+    func requestShutdown() {
+        inbox.withLock { inbox in
+            guard !inbox.closed, !inbox.shutdownRequested else { return }
+            inbox.shutdownRequested = true
+            _ = cepoll_eventfd_signal(wakeFD)
+        }
+    }
+
+    // MARK: - The loop
+
+    private func run() {
+        cepoll_set_thread_name("http-loop-\(index)")
+        var events = [cepoll_event](repeating: cepoll_event(), count: Int(Self.maxEvents))
+        while true {
+            let timeout = waitTimeout()
+            let count = events.withUnsafeMutableBufferPointer { cepoll_wait(epollFD, $0.baseAddress, Self.maxEvents, timeout) }
+            now = monotonicNanoseconds()
+            if count < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                logger.critical("http event loop wait failed", metadata: ["errno": "\(code)"])
+                forceCloseAll()
+                break
+            }
+            for event in events[0..<Int(count)] {
+                switch event.data {
+                case Self.listenerToken: acceptConnections()
+                case Self.wakeToken:
+                    cepoll_eventfd_drain(wakeFD)
+                    processInbox()
+                default: handle(event)
+                }
+            }
+            if now >= acceptResumeAt { resumeAccepting() }
+            if now >= nextSweep { sweep() }
+            if shuttingDown {
+                if now >= graceDeadline { forceCloseAll() }
+                if connections.isEmpty { break }
+            }
+        }
+        tearDown()
+    }
+
+    private func waitTimeout() -> Int32 {
+        let next = min(nextSweep, acceptResumeAt, graceDeadline)
+        guard next != .max else { return -1 }
+        let current = monotonicNanoseconds()
+        guard next > current else { return 0 }
+        // Round up so the loop does not wake a moment early and spin.
+        let milliseconds = (next - current + 999_999) / 1_000_000
+        return Int32(clamping: milliseconds)
+    }
+
+    private func tearDown() {
+        inbox.withLock { inbox in
+            inbox.closed = true
+            inbox.completions.removeAll()
+        }
+        for connection in Array(connections.values) { closeConnection(connection) }
+        if listenFD >= 0 { close(listenFD) }
+        listenFD = -1
+        close(wakeFD)
+        close(epollFD)
+        readBuffer.deallocate()
+        context.loopExited()
+    }
+
+    // MARK: - Accepting
+
+    private func acceptConnections() {
+        guard !shuttingDown, listenFD >= 0 else { return }
+        for _ in 0..<64 {
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { cepoll_accept(listenFD, $0, &length) }
+            }
+            if fd < 0 {
+                let code = errno
+                switch code {
+                case EAGAIN, EWOULDBLOCK:
+                    return
+                case EINTR, ECONNABORTED, EPROTO:
+                    continue
+                default:
+                    // EMFILE and friends: the level-triggered listener would fire again at once, so back
+                    // off briefly instead of spinning.
+                    logger.warning("http accept failed", metadata: ["errno": "\(code)"])
+                    pauseAccepting()
+                    return
+                }
+            }
+            _ = setOption(fd, CEPOLL_IPPROTO_TCP, CEPOLL_TCP_NODELAY, 1)
+            let remote = SocketText.host(of: storage)
+            if context.openConnections.add(1, ordering: .relaxed).newValue > context.limits.maxConnections {
+                context.openConnections.subtract(1, ordering: .relaxed)
+                refuseOverCapacity(fd: fd, remoteAddress: remote)
+                continue
+            }
+            guard let connection = register(fd: fd, remoteAddress: remote, counted: true) else {
+                context.openConnections.subtract(1, ordering: .relaxed)
+                continue
+            }
+            refreshDeadline(connection)
+        }
+    }
+
+    private func register(fd: Int32, remoteAddress: String, counted: Bool) -> Connection? {
+        let id = nextConnectionID
+        nextConnectionID += 1
+        guard cepoll_ctl(epollFD, CEPOLL_CTL_ADD, fd, Self.readableEvents, id) == 0 else {
+            logger.warning("http connection registration failed", metadata: ["errno": "\(errno)"])
+            close(fd)
+            return nil
+        }
+        let connection = Connection(id: id, fd: fd, remoteAddress: remoteAddress, counted: counted, limits: context.limits.parser)
+        connection.interest = Self.readableEvents
+        connections[id] = connection
+        return connection
+    }
+
+    private func refuseOverCapacity(fd: Int32, remoteAddress: String) {
+        guard rejectingConnections < Self.maxRejectingConnections else {
+            close(fd)
+            return
+        }
+        guard let connection = register(fd: fd, remoteAddress: remoteAddress, counted: false) else { return }
+        rejectingConnections += 1
+        logger.debug("http connection refused", metadata: ["http.remote": "\(remoteAddress)", "http.status": "503"])
+        enqueueError(connection, .serviceUnavailable, reason: "too many open connections", code: "TooManyConnections")
+        flush(connection)
+    }
+
+    private func pauseAccepting() {
+        if listenerRegistered {
+            _ = cepoll_ctl(epollFD, CEPOLL_CTL_DEL, listenFD, 0, Self.listenerToken)
+            listenerRegistered = false
+        }
+        acceptResumeAt = now + Self.acceptPause
+    }
+
+    private func resumeAccepting() {
+        acceptResumeAt = .max
+        guard !shuttingDown, listenFD >= 0, !listenerRegistered else { return }
+        listenerRegistered = cepoll_ctl(epollFD, CEPOLL_CTL_ADD, listenFD, CEPOLL_IN, Self.listenerToken) == 0
+        if !listenerRegistered { pauseAccepting() }
+    }
+
+    // MARK: - Reading and parsing
+
+    private func handle(_ event: cepoll_event) {
+        guard let connection = connections[event.data] else { return }
+        // ERR or HUP: reset, or closed in both directions; nothing written now can reach the peer.
+        if event.events & (CEPOLL_ERR | CEPOLL_HUP) != 0 {
+            closeConnection(connection)
+            return
+        }
+        if event.events & Self.readableEvents != 0 {
+            if connection.lingering {
+                discardLingering(connection)
+            } else {
+                readAvailable(connection)
+            }
+        }
+        if connection.isOpen, event.events & CEPOLL_OUT != 0 {
+            flush(connection)
+        }
+    }
+
+    private func canRead(_ connection: Connection) -> Bool {
+        connection.isOpen && !connection.readEOF && !connection.stopReading && !connection.closeAfterOutput
+            && !connection.lingering && !shuttingDown && connection.inFlight < context.limits.maxPipelinedRequests
+    }
+
+    private func readAvailable(_ connection: Connection) {
+        // A few reads per wake-up, then let other connections run; level-triggered epoll reports the rest.
+        for _ in 0..<4 {
+            guard canRead(connection) else {
+                if connection.isOpen { update(connection) }
+                return
+            }
+            let count = read(connection.fd, readBuffer.baseAddress, readBuffer.count)
+            if count > 0 {
+                processInput(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
+                if count < readBuffer.count { return }
+                continue
+            }
+            if count == 0 {
+                connection.readEOF = true
+                update(connection)
+                return
+            }
+            switch errno {
+            case EAGAIN, EWOULDBLOCK: return
+            case EINTR: continue
+            default:
+                closeConnection(connection)
+                return
+            }
+        }
+    }
+
+    /// Runs the parser over new bytes (or, with `nil`, over what it already buffered) and acts on each action.
+    private func processInput(_ connection: Connection, _ bytes: UnsafeRawBufferPointer?) {
+        var action = bytes.map { connection.parser.feed($0) } ?? connection.parser.next()
+        parsing: while true {
+            switch action {
+            case .needMoreData:
+                break parsing
+            case .sendContinue:
+                connection.slots.append(
+                    Connection.Slot(sequence: .max, countsInFlight: false, payload: .encoded(HTTPResponseEncoder.continueResponse)))
+                action = connection.parser.next()
+            case .request(var request):
+                request.remoteAddress = connection.remoteAddress
+                let keepAlive = request.keepAlive
+                let sequence = connection.nextSequence
+                connection.nextSequence += 1
+                connection.slots.append(Connection.Slot(sequence: sequence, isHead: request.method == .head, keepAlive: keepAlive))
+                connection.inFlight += 1
+                // The next request, if any, starts its own read clock.
+                connection.deadlineKind = .none
+                connection.deadline = .max
+                if !keepAlive { connection.stopReading = true }
+                let job = RequestJob(request: request, loop: self, connectionID: connection.id, sequence: sequence)
+                if !context.queue.enqueue(job) {
+                    let index = connection.slots.count - 1
+                    connection.slots[index].payload = .response(
+                        ListenerResponse.error(.serviceUnavailable, reason: "server is shutting down"))
+                }
+                guard keepAlive else { break parsing }
+                guard connection.inFlight < context.limits.maxPipelinedRequests else {
+                    connection.parsePaused = true
+                    break parsing
+                }
+                action = connection.parser.next()
+            case .reject(let status, let reason):
+                logger.debug(
+                    "http request rejected",
+                    metadata: ["http.remote": "\(connection.remoteAddress)", "http.status": "\(status.code)", "http.reason": "\(reason)"])
+                enqueueError(connection, status, reason: reason)
+                break parsing
+            }
+        }
+        flush(connection)
+    }
+
+    /// Queues a listener-made JSON error that closes the connection once written.
+    private func enqueueError(_ connection: Connection, _ status: HTTPStatus, reason: String, code: String? = nil) {
+        let response = ListenerResponse.error(status, reason: reason, code: code)
+        let bytes = HTTPResponseEncoder.encode(response, keepAlive: false, isHead: false, date: dateCache.current())
+        connection.slots.append(
+            Connection.Slot(sequence: .max, keepAlive: false, countsInFlight: false, closesConnection: true, payload: .encoded(bytes)))
+        connection.stopReading = true
+    }
+
+    // MARK: - Responses
+
+    private func processInbox() {
+        let (completions, shutdownRequested) = inbox.withLock { inbox in
+            defer { inbox.completions.removeAll(keepingCapacity: true) }
+            return (inbox.completions, inbox.shutdownRequested)
+        }
+        if shutdownRequested, !shuttingDown { beginShutdown() }
+        var touched: [Connection] = []
+        for completion in completions {
+            guard let connection = connections[completion.connectionID], connection.isOpen,
+                let index = connection.slots.firstIndex(where: { $0.sequence == completion.sequence && !$0.isReady })
+            else { continue }
+            connection.slots[index].payload = .response(completion.response)
+            if index == 0 { touched.append(connection) }
+        }
+        for connection in touched where connection.isOpen { flush(connection) }
+    }
+
+    /// Moves every ready response at the head of the slot queue into the output buffer (encoding it now,
+    /// when it is known whether more requests will follow on this connection), then sends.
+    private func flush(_ connection: Connection) {
+        while connection.isOpen, let first = connection.slots.first, first.isReady {
+            connection.slots.removeFirst()
+            if first.countsInFlight { connection.inFlight -= 1 }
+            var bytes: [UInt8]
+            var closes = first.closesConnection
+            switch first.payload {
+            case .pending:
+                preconditionFailure("flushing a pending slot")
+            case .encoded(let encoded):
+                bytes = encoded
+            case .response(let response):
+                // `Connection: close` goes on the last response this connection will ever carry: when the
+                // client asked for it, or when nothing more will be read (shutdown, peer half-closed).
+                let moreWillFollow = !connection.slots.isEmpty || (!shuttingDown && (canRead(connection) || connection.parsePaused))
+                let keepAlive = first.keepAlive && moreWillFollow
+                closes = !keepAlive
+                bytes = []
+                HTTPResponseEncoder.encode(response, keepAlive: keepAlive, isHead: first.isHead, date: dateCache.current(), into: &bytes)
+            }
+            if connection.hasOutput {
+                connection.output.append(contentsOf: bytes)
+            } else {
+                connection.output = bytes
+                connection.outputOffset = 0
+            }
+            if closes {
+                connection.closeAfterOutput = true
+                connection.stopReading = true
+                connection.slots.removeAll()
+                connection.inFlight = 0
+                break
+            }
+        }
+        while connection.isOpen, connection.hasOutput {
+            let remaining = connection.output.count - connection.outputOffset
+            let sent = connection.output.withUnsafeBytes { buffer in
+                cepoll_send(connection.fd, buffer.baseAddress! + connection.outputOffset, UInt(remaining))
+            }
+            if sent > 0 {
+                connection.outputOffset += sent
+                continue
+            }
+            let code = errno
+            if sent < 0, code == EINTR { continue }
+            if sent < 0, code == EAGAIN || code == EWOULDBLOCK { break }
+            closeConnection(connection)
+            return
+        }
+        if !connection.hasOutput {
+            connection.output = []
+            connection.outputOffset = 0
+        }
+        update(connection)
+    }
+
+    // MARK: - Connection state
+
+    /// Re-derives what the connection waits for: closes it, resumes parsing, or sets epoll interest and deadline.
+    private func update(_ connection: Connection) {
+        guard connection.isOpen, !connection.lingering else { return }
+        if !connection.hasOutput, connection.slots.isEmpty {
+            if connection.closeAfterOutput {
+                beginLinger(connection)
+                return
+            }
+            if connection.readEOF || shuttingDown {
+                closeConnection(connection)
+                return
+            }
+        }
+        if connection.parsePaused, canRead(connection) {
+            connection.parsePaused = false
+            processInput(connection, nil)
+            return
+        }
+        var interest: UInt32 = 0
+        if canRead(connection) { interest |= Self.readableEvents }
+        if connection.hasOutput { interest |= CEPOLL_OUT }
+        setInterest(connection, interest)
+        refreshDeadline(connection)
+    }
+
+    private func setInterest(_ connection: Connection, _ interest: UInt32) {
+        guard interest != connection.interest else { return }
+        if cepoll_ctl(epollFD, CEPOLL_CTL_MOD, connection.fd, interest, connection.id) == 0 {
+            connection.interest = interest
+        } else {
+            closeConnection(connection)
+        }
+    }
+
+    private func refreshDeadline(_ connection: Connection) {
+        guard connection.isOpen, !connection.lingering else { return }
+        let partial = connection.parser.hasPartialRequest
+        if partial, canRead(connection) {
+            if connection.deadlineKind != .read { setDeadline(connection, .read, now + headerReadTimeout) }
+        } else if !partial, connection.slots.isEmpty, !connection.hasOutput, !connection.closeAfterOutput {
+            if connection.deadlineKind != .idle { setDeadline(connection, .idle, now + idleTimeout) }
+        } else {
+            connection.deadlineKind = .none
+            connection.deadline = .max
+        }
+    }
+
+    private func setDeadline(_ connection: Connection, _ kind: Connection.DeadlineKind, _ deadline: UInt64) {
+        connection.deadlineKind = kind
+        connection.deadline = deadline
+        nextSweep = min(nextSweep, deadline)
+    }
+
+    private func sweep() {
+        nextSweep = .max
+        var expired: [Connection] = []
+        for connection in connections.values {
+            if connection.deadline <= now {
+                expired.append(connection)
+            } else {
+                nextSweep = min(nextSweep, connection.deadline)
+            }
+        }
+        for connection in expired where connection.isOpen {
+            let kind = connection.deadlineKind
+            connection.deadlineKind = .none
+            connection.deadline = .max
+            switch kind {
+            case .read:
+                logger.debug("http request timed out", metadata: ["http.remote": "\(connection.remoteAddress)", "http.status": "408"])
+                enqueueError(connection, .requestTimeout, reason: "request not received in time")
+                flush(connection)
+            case .idle, .linger:
+                closeConnection(connection)
+            case .none:
+                break
+            }
+        }
+    }
+
+    /// Half-closes after the last response and waits briefly for the peer's FIN, discarding what it still
+    /// sends: closing with unread input would make the kernel send RST, which can destroy the response
+    /// (for example a 413 answered while the client is still uploading) before the client reads it.
+    private func beginLinger(_ connection: Connection) {
+        _ = shutdown(connection.fd, Int32(SHUT_WR))
+        guard !connection.readEOF else {
+            closeConnection(connection)
+            return
+        }
+        connection.lingering = true
+        setInterest(connection, Self.readableEvents)
+        setDeadline(connection, .linger, min(now + Self.lingerTimeout, graceDeadline))
+    }
+
+    private func discardLingering(_ connection: Connection) {
+        while true {
+            let count = read(connection.fd, readBuffer.baseAddress, readBuffer.count)
+            if count > 0 {
+                connection.lingerBytes += count
+                if connection.lingerBytes > Self.maxLingerBytes {
+                    closeConnection(connection)
+                    return
+                }
+                continue
+            }
+            if count < 0, errno == EINTR { continue }
+            if count < 0, errno == EAGAIN || errno == EWOULDBLOCK { return }
+            closeConnection(connection)
+            return
+        }
+    }
+
+    private func closeConnection(_ connection: Connection) {
+        guard connection.isOpen else { return }
+        connection.isOpen = false
+        // Closing the only descriptor also removes it from the epoll set.
+        close(connection.fd)
+        connections[connection.id] = nil
+        if connection.counted {
+            context.openConnections.subtract(1, ordering: .relaxed)
+        } else {
+            rejectingConnections -= 1
+        }
+    }
+
+    // MARK: - Shutdown
+
+    private func beginShutdown() {
+        shuttingDown = true
+        graceDeadline = now + context.shutdownGracePeriod.nanoseconds
+        if listenFD >= 0 {
+            close(listenFD)
+            listenFD = -1
+            listenerRegistered = false
+        }
+        acceptResumeAt = .max
+        for connection in Array(connections.values) where connection.isOpen {
+            connection.stopReading = true
+            if connection.lingering {
+                connection.deadline = min(connection.deadline, graceDeadline)
+                nextSweep = min(nextSweep, connection.deadline)
+            } else {
+                update(connection)
+            }
+        }
+    }
+
+    private func forceCloseAll() {
+        let abandoned = connections.values.reduce(0) { $0 + $1.inFlight }
+        if abandoned > 0 {
+            context.gracePeriodExpired.store(true, ordering: .relaxed)
+            logger.warning("http shutdown grace period expired", metadata: ["http.abandoned_requests": "\(abandoned)"])
+        }
+        for connection in Array(connections.values) { closeConnection(connection) }
+    }
+}

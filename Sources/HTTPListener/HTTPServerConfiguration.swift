@@ -1,0 +1,58 @@
+import Foundation
+import HTTPWire
+
+/// Connection-level limits of the listener. Every field has a documented default and can be changed.
+public struct ListenerLimits: Sendable, Hashable {
+    /// Request parser limits (head bytes, body bytes, field count). Default: ``HTTPParserLimits/init(maxHeaderBytes:maxBodyBytes:maxHeaderCount:)`` defaults.
+    public var parser: HTTPParserLimits
+    /// Time from the first byte of a request until it is complete (head and body). Past it the client gets
+    /// 408 and the connection closes. Absolute, not reset by trickling bytes, so a slow-loris client cannot
+    /// hold a connection. Default: 10 s.
+    public var headerReadTimeout: Duration
+    /// Time a keep-alive connection may sit with nothing received, pending or being written before it is
+    /// closed silently. Default: 60 s.
+    public var idleTimeout: Duration
+    /// Open connections across all event loops. A connection beyond it is accepted, answered 503 with a
+    /// JSON body and closed. Default: 1024.
+    public var maxConnections: Int
+    /// Requests one connection may have in flight (pipelining). At the limit the loop stops reading that
+    /// connection until responses go out (backpressure). Default: 16.
+    public var maxPipelinedRequests: Int
+
+    /// Creates limits; every argument has the documented default.
+    public init(
+        parser: HTTPParserLimits = HTTPParserLimits(),
+        headerReadTimeout: Duration = .seconds(10),
+        idleTimeout: Duration = .seconds(60),
+        maxConnections: Int = 1024,
+        maxPipelinedRequests: Int = 16
+    ) {
+        self.parser = parser
+        self.headerReadTimeout = headerReadTimeout
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.maxPipelinedRequests = maxPipelinedRequests
+    }
+}
+
+/// Where and how ``HTTPServer`` listens.
+public struct HTTPServerConfiguration: Sendable {
+    /// An IPv4 or IPv6 literal to bind (`"::"` listens dual-stack; `"[::1]"` brackets are accepted);
+    /// `"localhost"` means `127.0.0.1`. Host names are not resolved. Default: `"0.0.0.0"`.
+    public var host: String = "0.0.0.0"
+    /// The TCP port; 0 binds an ephemeral port (read it with ``HTTPServer/waitUntilListening()``). Default: 8080.
+    public var port: Int = 8080
+    /// Connection-level limits.
+    public var limits = ListenerLimits()
+    /// Event loop threads, each with its own `SO_REUSEPORT` listening socket. Default: active cores, at most 4.
+    public var eventLoopCount: Int = min(ProcessInfo.processInfo.activeProcessorCount, 4)
+    /// Requests being handled by the responder at once, across all connections; further parsed requests
+    /// wait in a queue (bounded by connections × pipelined requests). Default: 512.
+    public var maxConcurrentRequests: Int = 512
+    /// After shutdown starts, how long in-flight requests may take to finish and be written before every
+    /// remaining connection is closed. Default: 10 s.
+    public var shutdownGracePeriod: Duration = .seconds(10)
+
+    /// Creates the default configuration.
+    public init() {}
+}

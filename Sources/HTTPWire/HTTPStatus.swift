@@ -1,0 +1,45 @@
+/// An HTTP response status: a three-digit code and its reason phrase.
+public struct HTTPStatus: Sendable, Hashable, CustomStringConvertible {
+    /// The three-digit status code, for example `404`.
+    public var code: Int
+    /// The reason phrase sent on the status line, for example `"Not Found"`.
+    public var reasonPhrase: String
+
+    /// Creates a status.
+    /// - Parameters:
+    ///   - code: A status code in 100...999.
+    ///   - reasonPhrase: The reason phrase; CR, LF and other control characters are replaced by the encoder.
+    public init(code: Int, reasonPhrase: String) {
+        self.code = code
+        self.reasonPhrase = reasonPhrase
+    }
+
+    public var description: String { "\(code) \(reasonPhrase)" }
+
+    public static let `continue` = HTTPStatus(code: 100, reasonPhrase: "Continue")
+    public static let ok = HTTPStatus(code: 200, reasonPhrase: "OK")
+    public static let created = HTTPStatus(code: 201, reasonPhrase: "Created")
+    public static let accepted = HTTPStatus(code: 202, reasonPhrase: "Accepted")
+    public static let noContent = HTTPStatus(code: 204, reasonPhrase: "No Content")
+    public static let notModified = HTTPStatus(code: 304, reasonPhrase: "Not Modified")
+    public static let badRequest = HTTPStatus(code: 400, reasonPhrase: "Bad Request")
+    public static let unauthorized = HTTPStatus(code: 401, reasonPhrase: "Unauthorized")
+    public static let forbidden = HTTPStatus(code: 403, reasonPhrase: "Forbidden")
+    public static let notFound = HTTPStatus(code: 404, reasonPhrase: "Not Found")
+    public static let methodNotAllowed = HTTPStatus(code: 405, reasonPhrase: "Method Not Allowed")
+    public static let notAcceptable = HTTPStatus(code: 406, reasonPhrase: "Not Acceptable")
+    public static let requestTimeout = HTTPStatus(code: 408, reasonPhrase: "Request Timeout")
+    public static let conflict = HTTPStatus(code: 409, reasonPhrase: "Conflict")
+    public static let payloadTooLarge = HTTPStatus(code: 413, reasonPhrase: "Content Too Large")
+    public static let uriTooLong = HTTPStatus(code: 414, reasonPhrase: "URI Too Long")
+    public static let unsupportedMediaType = HTTPStatus(code: 415, reasonPhrase: "Unsupported Media Type")
+    public static let expectationFailed = HTTPStatus(code: 417, reasonPhrase: "Expectation Failed")
+    public static let unprocessableContent = HTTPStatus(code: 422, reasonPhrase: "Unprocessable Content")
+    public static let tooManyRequests = HTTPStatus(code: 429, reasonPhrase: "Too Many Requests")
+    public static let requestHeaderFieldsTooLarge = HTTPStatus(code: 431, reasonPhrase: "Request Header Fields Too Large")
+    public static let internalServerError = HTTPStatus(code: 500, reasonPhrase: "Internal Server Error")
+    public static let notImplemented = HTTPStatus(code: 501, reasonPhrase: "Not Implemented")
+    public static let badGateway = HTTPStatus(code: 502, reasonPhrase: "Bad Gateway")
+    public static let serviceUnavailable = HTTPStatus(code: 503, reasonPhrase: "Service Unavailable")
+    public static let httpVersionNotSupported = HTTPStatus(code: 505, reasonPhrase: "HTTP Version Not Supported")
+}
