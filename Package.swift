@@ -72,10 +72,11 @@ let package = Package(
         .executableTarget(
             name: "ci-callbackd",
             dependencies: [
-                "CallbackService", "JobStore", "PostgresLibPQ", "HTTPListener",
+                "CallbackService", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

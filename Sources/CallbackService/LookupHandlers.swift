@@ -90,12 +90,14 @@ extension CallbackApplication {
                 message: "job \(jobID) has no callback \(callbackID)"
             )
         }
-        var headers: HTTPHeaders = [
-            "Content-Type": switch body.format {
+        let contentType =
+            switch body.format {
             case "XML": "application/xml; charset=utf-8"
             case "JSON": "application/json; charset=utf-8"
             default: "application/octet-stream"
-            },
+            }
+        var headers: HTTPHeaders = [
+            "Content-Type": contentType,
             "X-Content-Type-Options": "nosniff",
             "Content-Disposition": "attachment",
         ]
@@ -149,7 +151,7 @@ extension CallbackApplication {
         do {
             detail = try CINodeJSON.decode(Array(job.detailJSON.utf8))
         } catch {
-            throw JobStoreError("stored JobsDetail of \(job.jobID) is not valid JSON: \(error.reason)")
+            throw StoredDocumentError(jobID: job.jobID, reason: error.reason)
         }
         let receipt = CINode.element([
             CIField(name: "FirstReceivedTime", value: .text(job.firstReceivedAt)),
@@ -195,8 +197,9 @@ extension CallbackApplication {
             switch name {
             case "state":
                 let state = JobState(rawValue: value)
-                guard JobState.known.contains(state) else {
-                    throw APIError.invalidParameter(name, "'\(value)' is not one of \(JobState.known.map(\.rawValue).joined(separator: ", "))")
+                guard Self.listableStates.contains(state) else {
+                    let names = Self.listableStates.map(\.rawValue).joined(separator: ", ")
+                    throw APIError.invalidParameter(name, "'\(value)' is not one of \(names)")
                 }
                 query.state = state
             case "tag":
@@ -227,9 +230,20 @@ extension CallbackApplication {
         return query
     }
 
+    /// The states CI documents; a filter on anything else is a typo.
+    static let listableStates: [JobState] = [.submitted, .running, .success, .failed, .pause, .cancel]
+
     /// A JobId made safe for use as one URL path segment.
     static func percentEncodedSegment(_ text: String) -> String {
         let allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
         return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
     }
+}
+
+/// A job's stored JobsDetail could not be read back: the row is damaged, which is a server fault (500).
+struct StoredDocumentError: Error, CustomStringConvertible {
+    var jobID: String
+    var reason: String
+
+    var description: String { "stored JobsDetail of \(jobID) is not valid JSON: \(reason)" }
 }

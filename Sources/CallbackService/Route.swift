@@ -24,25 +24,37 @@ public enum Route: Sendable, Hashable {
     private static let readMethods: [HTTPMethod] = [.get, .head]
 
     public static func match(method: HTTPMethod, segments: [String]) -> Match {
-        let (route, allowed): (Route?, [HTTPMethod]) =
-            switch segments {
-            case ["v1", "callbacks"]: (.ingestCallback, [.post])
-            case ["v1", "jobs"]: (.listJobs, readMethods)
-            case let ["v1", "jobs", id]: (.job(jobID: id), readMethods)
-            case let ["v1", "jobs", id, "watermark"]: (.watermark(jobID: id), readMethods)
-            case let ["v1", "jobs", id, "callbacks"]: (.jobCallbacks(jobID: id), readMethods)
-            case let ["v1", "jobs", id, "callbacks", callback, "body"]:
-                if let callbackID = Int64(callback), callbackID > 0 {
-                    (.callbackBody(jobID: id, callbackID: callbackID), readMethods)
-                } else {
-                    (nil, [])
-                }
-            case ["healthz"]: (.health, readMethods)
-            case ["readyz"]: (.readiness, readMethods)
-            default: (nil, [])
-            }
-        guard let route else { return .notFound }
+        guard let (route, allowed) = resolve(segments) else { return .notFound }
         return allowed.contains(method) ? .route(route) : .methodNotAllowed(allowed: allowed)
+    }
+
+    private static func resolve(_ segments: [String]) -> (Route, [HTTPMethod])? {
+        switch segments.count {
+        case 1 where segments[0] == "healthz": return (.health, readMethods)
+        case 1 where segments[0] == "readyz": return (.readiness, readMethods)
+        case 0, 1: return nil
+        default: break
+        }
+        guard segments[0] == "v1" else { return nil }
+        let rest = segments.dropFirst(2)
+        switch segments[1] {
+        case "callbacks" where rest.isEmpty:
+            return (.ingestCallback, [.post])
+        case "jobs":
+            guard let jobID = rest.first else { return (.listJobs, readMethods) }
+            let tail = Array(rest.dropFirst())
+            switch tail.count {
+            case 0: return (.job(jobID: jobID), readMethods)
+            case 1 where tail[0] == "watermark": return (.watermark(jobID: jobID), readMethods)
+            case 1 where tail[0] == "callbacks": return (.jobCallbacks(jobID: jobID), readMethods)
+            case 3 where tail[0] == "callbacks" && tail[2] == "body":
+                guard let callbackID = Int64(tail[1]), callbackID > 0 else { return nil }
+                return (.callbackBody(jobID: jobID, callbackID: callbackID), readMethods)
+            default: return nil
+            }
+        default:
+            return nil
+        }
     }
 
     /// A low-cardinality name for logs and metrics: never contains a JobId.

@@ -73,6 +73,9 @@ public final class PostgresConnection {
             PQfinish(connection)
             throw .connectionFailed(message)
         }
+        // libpq's default prints server NOTICEs ("drop cascades to …") on standard error, where they
+        // would interleave with the service's structured logs. They are informational: drop them.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
         return PostgresConnection(handle: connection)
     }
 
@@ -102,11 +105,21 @@ public final class PostgresConnection {
     func checkIdleConnection() -> Bool {
         guard self.isHealthy, let handle = self.handle else { return false }
         let socket = PQsocket(handle)
-        guard socket >= 0,
-            let readiness = try? SocketWait.wait(socket: socket, forWrite: false, timeout: .zero, operation: "poll")
-        else { return false }
-        if readiness.readable, PQconsumeInput(handle) == 0 {
-            self.broken = true
+        guard socket >= 0 else { return false }
+        // A restarting server sends a FATAL message and then closes: the two may arrive in separate
+        // reads, and only reading the end of file marks the connection bad. So read until nothing is
+        // pending (bounded: an idle connection gets at most a few server messages).
+        for _ in 0..<8 {
+            guard let readiness = try? SocketWait.wait(socket: socket, forWrite: false, timeout: .zero, operation: "poll") else {
+                return false
+            }
+            guard readiness.readable else { break }
+            if PQconsumeInput(handle) == 0 {
+                self.broken = true
+                break
+            }
+            // Parses what arrived; an idle connection has no result to wait for.
+            _ = PQisBusy(handle)
         }
         return self.isHealthy
     }

@@ -2,10 +2,12 @@ import ArgumentParser
 import CallbackService
 import Foundation
 import HTTPListener
+import HTTPWire
 import JobStore
 import Logging
 import PostgresLibPQ
 import ServiceLifecycle
+import UnixSignals
 
 @main
 struct CICallbackd: AsyncParsableCommand {
@@ -57,7 +59,9 @@ struct Migrate: AsyncParsableCommand {
         let databaseURL = try resolver.databaseURL(database.databaseURL)
         let logger = try database.makeLogger(resolver)
         let migrations = try database.migrationSet(resolver)
-        let pool = PostgresPool(configuration: .init(conninfo: databaseURL, size: 1), logger: logger)
+        var configuration = PostgresPool.Configuration(conninfo: databaseURL)
+        configuration.size = 1
+        let pool = PostgresPool(configuration: configuration, logger: logger)
         do {
             let applied = try await pool.withConnection { connection in
                 try Migrator(migrations: migrations, logger: logger).migrate(connection)
@@ -174,7 +178,7 @@ struct Serve: AsyncParsableCommand {
         let deadline = ContinuousClock.now.advanced(by: .seconds(30))
         while true {
             do {
-                try await pool.withConnection { connection in
+                _ = try await pool.withConnection { connection in
                     try Migrator(migrations: migrations, logger: logger).migrate(connection)
                 }
                 return

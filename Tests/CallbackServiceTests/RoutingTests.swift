@@ -1,4 +1,5 @@
 import CIModel
+import Foundation
 import HTTPWire
 import JobStore
 import Testing

@@ -25,6 +25,13 @@ let testDatabaseURL: String =
     ProcessInfo.processInfo.environment["DATABASE_URL"]
     ?? "postgresql://postgres@/ci_callbackd_test?host=\(repositoryRoot.path)/.pgdata/run&port=54329"
 
+/// Tests assert on responses and rows, not on log lines; keep their output readable.
+let serviceTestLogger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    return logger
+}()
+
 /// Adds a libpq `options` setting to a URI or key/value conninfo.
 func conninfo(_ base: String, searchPath schema: String) -> String {
     if base.hasPrefix("postgres://") || base.hasPrefix("postgresql://") {
@@ -58,7 +65,7 @@ final class ServiceHarness: Sendable {
         databaseURL: String = testDatabaseURL,
         migrate: Bool = true
     ) async throws -> ServiceHarness {
-        let logger = Logger(label: "test")
+        let logger = serviceTestLogger
         if migrate {
             let admin = try PostgresConnection.connect(databaseURL)
             try admin.execute(simpleSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)")
@@ -70,7 +77,7 @@ final class ServiceHarness: Sendable {
         let pool = PostgresPool(configuration: configuration, logger: logger)
         let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
         if migrate {
-            try await pool.withConnection { connection in
+            _ = try await pool.withConnection { connection in
                 try Migrator(migrations: migrations, logger: logger).migrate(connection)
             }
         }

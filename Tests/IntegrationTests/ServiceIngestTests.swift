@@ -153,7 +153,7 @@ struct ServiceIngestTests {
     @Test func malformedBodies_get400WithTheReason_andAreKept() async throws {
         try await ServiceHarness.with { service in
             let cases: [(body: String, reason: String)] = [
-                ("<Response><JobsDetail><JobId>j1</JobId></Response>", ""),
+                ("<Response><JobsDetail><JobId>j1</JobId></Response>", "expected </JobsDetail>"),
                 (#"{"JobsDetail":{"State":"Success"}}"#, "JobsDetail[0] has no JobId"),
                 (#"{"JobsDetail":[{"JobId":"j1","State":"Success"},{"JobId":"j2"}]}"#, "JobsDetail[1] has no State"),
                 ("hello", "neither XML nor JSON"),
