@@ -227,7 +227,7 @@ final class EventLoop: @unchecked Sendable {
             if count < 0 {
                 let code = errno
                 if code == EINTR { continue }
-                logger.critical("http event loop wait failed", metadata: ["errno": "\(code)"])
+                logger.critical("http event loop wait failed", metadata: ["error.errno": "\(code)"])
                 forceCloseAll()
                 break
             }
@@ -294,7 +294,7 @@ final class EventLoop: @unchecked Sendable {
                 default:
                     // EMFILE and friends: the level-triggered listener would fire again at once, so back
                     // off briefly instead of spinning.
-                    logger.warning("http accept failed", metadata: ["errno": "\(code)"])
+                    logger.warning("http accept failed", metadata: ["error.errno": "\(code)"])
                     pauseAccepting()
                     return
                 }
@@ -318,7 +318,7 @@ final class EventLoop: @unchecked Sendable {
         let id = nextConnectionID
         nextConnectionID += 1
         guard cepoll_ctl(epollFD, CEPOLL_CTL_ADD, fd, Self.readableEvents, id) == 0 else {
-            logger.warning("http connection registration failed", metadata: ["errno": "\(errno)"])
+            logger.warning("http connection registration failed", metadata: ["error.errno": "\(errno)"])
             close(fd)
             return nil
         }
