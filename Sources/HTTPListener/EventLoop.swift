@@ -16,6 +16,8 @@ private final class Connection {
         case idle
         /// Closing: waiting for the peer's FIN after our last response.
         case linger
+        /// A response is partly written and the peer is not reading: close when no progress by then.
+        case write
     }
 
     /// One response position, in request order. Pipelined responses may complete out of order; they are
@@ -64,6 +66,8 @@ private final class Connection {
     var lingerBytes = 0
     var deadline = UInt64.max
     var deadlineKind = DeadlineKind.none
+    /// The last send made progress: the write-stall deadline starts again.
+    var wroteSinceDeadline = false
     var isOpen = true
 
     var hasOutput: Bool { outputOffset < output.count }
@@ -223,7 +227,7 @@ final class EventLoop: @unchecked Sendable {
             if count < 0 {
                 let code = errno
                 if code == EINTR { continue }
-                logger.critical("http event loop wait failed", metadata: ["errno": "\(code)"])
+                logger.critical("http event loop wait failed", metadata: ["error.errno": "\(code)"])
                 forceCloseAll()
                 break
             }
@@ -290,7 +294,7 @@ final class EventLoop: @unchecked Sendable {
                 default:
                     // EMFILE and friends: the level-triggered listener would fire again at once, so back
                     // off briefly instead of spinning.
-                    logger.warning("http accept failed", metadata: ["errno": "\(code)"])
+                    logger.warning("http accept failed", metadata: ["error.errno": "\(code)"])
                     pauseAccepting()
                     return
                 }
@@ -314,7 +318,7 @@ final class EventLoop: @unchecked Sendable {
         let id = nextConnectionID
         nextConnectionID += 1
         guard cepoll_ctl(epollFD, CEPOLL_CTL_ADD, fd, Self.readableEvents, id) == 0 else {
-            logger.warning("http connection registration failed", metadata: ["errno": "\(errno)"])
+            logger.warning("http connection registration failed", metadata: ["error.errno": "\(errno)"])
             close(fd)
             return nil
         }
@@ -372,9 +376,16 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
-    private func canRead(_ connection: Connection) -> Bool {
+    /// Whether this connection may still carry requests after the ones already received.
+    private func acceptsMoreRequests(_ connection: Connection) -> Bool {
         connection.isOpen && !connection.readEOF && !connection.stopReading && !connection.closeAfterOutput
-            && !connection.lingering && !shuttingDown && connection.inFlight < context.limits.maxPipelinedRequests
+            && !connection.lingering && !shuttingDown
+    }
+
+    /// Whether to read now. Not while `maxPipelinedRequests` are in flight, and not while a response is
+    /// stuck in the output buffer: a client that sends without reading must not grow server memory.
+    private func canRead(_ connection: Connection) -> Bool {
+        acceptsMoreRequests(connection) && connection.inFlight < context.limits.maxPipelinedRequests && !connection.hasOutput
     }
 
     private func readAvailable(_ connection: Connection) {
@@ -494,7 +505,7 @@ final class EventLoop: @unchecked Sendable {
             case .response(let response):
                 // `Connection: close` goes on the last response this connection will ever carry: when the
                 // client asked for it, or when nothing more will be read (shutdown, peer half-closed).
-                let moreWillFollow = !connection.slots.isEmpty || (!shuttingDown && (canRead(connection) || connection.parsePaused))
+                let moreWillFollow = !connection.slots.isEmpty || acceptsMoreRequests(connection)
                 let keepAlive = first.keepAlive && moreWillFollow
                 closes = !keepAlive
                 bytes = []
@@ -521,6 +532,7 @@ final class EventLoop: @unchecked Sendable {
             }
             if sent > 0 {
                 connection.outputOffset += sent
+                connection.wroteSinceDeadline = true
                 continue
             }
             let code = errno
@@ -579,6 +591,12 @@ final class EventLoop: @unchecked Sendable {
             if connection.deadlineKind != .read { setDeadline(connection, .read, now + headerReadTimeout) }
         } else if !partial, connection.slots.isEmpty, !connection.hasOutput, !connection.closeAfterOutput {
             if connection.deadlineKind != .idle { setDeadline(connection, .idle, now + idleTimeout) }
+        } else if connection.hasOutput {
+            // A peer that stops reading gets the idle timeout to make progress again.
+            if connection.deadlineKind != .write || connection.wroteSinceDeadline {
+                connection.wroteSinceDeadline = false
+                setDeadline(connection, .write, now + idleTimeout)
+            }
         } else {
             connection.deadlineKind = .none
             connection.deadline = .max
@@ -610,7 +628,7 @@ final class EventLoop: @unchecked Sendable {
                 logger.debug("http request timed out", metadata: ["http.remote": "\(connection.remoteAddress)", "http.status": "408"])
                 enqueueError(connection, .requestTimeout, reason: "request not received in time")
                 flush(connection)
-            case .idle, .linger:
+            case .idle, .linger, .write:
                 closeConnection(connection)
             case .none:
                 break

@@ -10,7 +10,8 @@ public struct ListenerLimits: Sendable, Hashable {
     /// hold a connection. Default: 10 s.
     public var headerReadTimeout: Duration
     /// Time a keep-alive connection may sit with nothing received, pending or being written before it is
-    /// closed silently. Default: 60 s.
+    /// closed silently; also how long a partly written response may wait for the peer to read before the
+    /// connection is dropped. Default: 60 s.
     public var idleTimeout: Duration
     /// Open connections across all event loops. A connection beyond it is accepted, answered 503 with a
     /// JSON body and closed. Default: 1024.

@@ -364,3 +364,58 @@ func parser_RejectsMalformedChunks(chunks: String) {
     #expect(parser.isFailed)
     #expect(parser.feed(Array("GET / HTTP/1.1\r\nHost: a\r\n\r\n".utf8)) == first)
 }
+
+// MARK: - Randomised robustness
+
+/// SplitMix64: a tiny seeded generator so a failure reproduces.
+private struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Everything the parser says about `chunks`, interim responses left out (they depend on timing by design).
+private func outcome(of chunks: [[UInt8]], limits: HTTPParserLimits) -> [HTTPRequestParser.Action] {
+    actions(for: chunks, limits: limits).filter { $0 != .sendContinue }
+}
+
+@Test func parser_RandomMutationsAreSplitInvariantAndBounded() {
+    let seeds = [
+        "POST /cb HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST /cb HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3;x\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+        "GET /a?b=c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    ].map { Array($0.utf8) }
+    let alphabet = Array("\r\n :;0123456789abcdefABCDEF,\t-/HTTP".utf8) + [0, 0x7F, 0xFF]
+    let limits = HTTPParserLimits(maxHeaderBytes: 256, maxBodyBytes: 64, maxHeaderCount: 8)
+    var random = SplitMix64(state: 0x5EED)
+    for _ in 0..<3000 {
+        var bytes = seeds.randomElement(using: &random)!
+        for _ in 0..<Int.random(in: 1...4, using: &random) {
+            let position = Int.random(in: 0..<bytes.count, using: &random)
+            let byte = alphabet.randomElement(using: &random)!
+            switch Int.random(in: 0..<3, using: &random) {
+            case 0: bytes[position] = byte
+            case 1: bytes.insert(byte, at: position)
+            default: if bytes.count > 1 { bytes.remove(at: position) }
+            }
+        }
+        var chunks: [[UInt8]] = []
+        var start = 0
+        while start < bytes.count {
+            let end = min(bytes.count, start + Int.random(in: 1...16, using: &random))
+            chunks.append(Array(bytes[start..<end]))
+            start = end
+        }
+        let whole = outcome(of: [bytes], limits: limits)
+        #expect(outcome(of: chunks, limits: limits) == whole, "input: \(bytes)")
+        for case .request(let request) in whole {
+            #expect(request.body.count <= limits.maxBodyBytes)
+            #expect(request.target.hasPrefix("/") || request.target == "*")
+        }
+    }
+}

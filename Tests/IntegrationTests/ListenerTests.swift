@@ -651,3 +651,18 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
     run.cancel()
     try await run.value
 }
+
+@Test func listener_PeerThatStopsReadingIsDroppedAfterIdleTimeout() async throws {
+    // Larger than loopback socket buffers can absorb, so the server is left holding unsent output.
+    let payload = [UInt8](repeating: 0x61, count: 32 << 20)
+    let responder: HTTPServer.Responder = { _ in HTTPResponse(status: .ok, body: payload) }
+    try await withListenerServer(configure: { $0.limits.idleTimeout = .milliseconds(300) }, responder: responder) { port in
+        let completed = try await listenerBlocking {
+            let client = try ListenerTestClient(port: port)
+            try client.send(request("/huge"))
+            usleep(1_500_000)
+            return (try? client.readResponse().body.count) == payload.count
+        }
+        #expect(!completed)
+    }
+}
