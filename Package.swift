@@ -100,6 +100,7 @@ let package = Package(
             dependencies: [
                 "HTTPWire", "HTTPListener", "CIModel", "PostgresLibPQ", "JobStore", "CallbackService",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
