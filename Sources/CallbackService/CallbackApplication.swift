@@ -1,5 +1,6 @@
 import CIModel
 import Foundation
+import HTTPListener
 import HTTPWire
 import JobStore
 import Logging
@@ -13,20 +14,31 @@ public struct CallbackApplication: Sendable {
         public var retryAfterSeconds = 5
         /// The schema version `/readyz` requires: the newest migration shipped with this build.
         public var requiredSchemaVersion: Int
+        /// Tokens and address rules; the default lets everyone in.
+        public var accessPolicy = AccessPolicy()
 
-        public init(requiredSchemaVersion: Int) {
+        public init(requiredSchemaVersion: Int, accessPolicy: AccessPolicy = AccessPolicy()) {
             self.requiredSchemaVersion = requiredSchemaVersion
+            self.accessPolicy = accessPolicy
         }
     }
 
     public let store: JobStore
     public let configuration: Configuration
     public let logger: Logger
+    public let metrics: ServiceMetrics
+    /// The listener's live counters, for `/metrics`; nil when the application runs without one.
+    public let listenerStatistics: ListenerStatistics?
 
-    public init(store: JobStore, configuration: Configuration, logger: Logger) {
+    public init(
+        store: JobStore, configuration: Configuration, logger: Logger, metrics: ServiceMetrics = ServiceMetrics(),
+        listenerStatistics: ListenerStatistics? = nil
+    ) {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
+        self.listenerStatistics = listenerStatistics
     }
 
     /// Handles one request. Never throws: every failure becomes a response.
@@ -41,6 +53,7 @@ public struct CallbackApplication: Sendable {
         do {
             switch match {
             case .route(let route):
+                try authorize(route, request: request)
                 response = try await handle(route, request: request, logger: logger)
             case .methodNotAllowed(let allowed):
                 throw APIError.methodNotAllowed(request.method, allowed: allowed)
@@ -54,11 +67,12 @@ public struct CallbackApplication: Sendable {
 
         let routeName: String = if case .route(let route) = match { route.name } else { "unmatched" }
         let elapsed = started.duration(to: .now)
+        metrics.recordRequest(route: routeName, method: request.method.rawValue, status: response.status.code, duration: elapsed)
         logger.info(
             "request",
             metadata: [
                 "http.method": "\(request.method.rawValue)",
-                "http.path": "\(request.path)",
+                "http.path": "\(Route.loggablePath(request.path))",
                 "http.route": "\(routeName)",
                 "http.status": "\(response.status.code)",
                 "http.duration_ms": "\(Self.milliseconds(elapsed))",
@@ -72,6 +86,11 @@ public struct CallbackApplication: Sendable {
         switch route {
         case .ingestCallback:
             return try await ingestCallback(request, logger: logger)
+        case .metrics:
+            let body = metrics.render(pool: store.pool.statistics, listener: listenerStatistics)
+            return HTTPResponse(status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: body)
+        case .openAPI:
+            return HTTPResponse(status: .ok, headers: ["Content-Type": "application/yaml; charset=utf-8"], body: Array(OpenAPIDocument.yaml.utf8))
         case .listJobs:
             return try await listJobs(request)
         case .job(let jobID):
@@ -86,6 +105,38 @@ public struct CallbackApplication: Sendable {
             return .json { json in json.member("Status", "ok") }
         case .readiness:
             return try await readiness()
+        }
+    }
+
+    // MARK: Access
+
+    /// Refuses a request the access policy does not allow: 401 for a missing or wrong token (the same
+    /// answer for both), 403 for a callback from an address outside the allow-list.
+    private func authorize(_ route: Route, request: HTTPRequest) throws {
+        let policy = configuration.accessPolicy
+        switch route.access {
+        case .open:
+            return
+        case .callbackToken:
+            let client = policy.clientAddress(peer: request.remoteAddress, forwardedFor: request.headers.values(for: "X-Forwarded-For"))
+            guard policy.allowsCallback(from: client) else {
+                throw APIError(status: .forbidden, code: "Forbidden", message: "callbacks are not accepted from this address")
+            }
+            var token: String? = nil
+            if case .ingestCallback(let pathToken) = route { token = pathToken }
+            if token == nil { token = request.queryItems.first { $0.name == "token" }?.value }
+            guard policy.acceptsCallbackToken(token) else {
+                throw APIError(status: .unauthorized, code: "Unauthorized", message: "a valid callback token is required in the path or the token parameter")
+            }
+        case .apiToken:
+            guard policy.acceptsAPIAuthorization(request.headers["Authorization"]) else {
+                throw APIError(
+                    status: .unauthorized,
+                    code: "Unauthorized",
+                    message: "a valid bearer token is required",
+                    headers: ["WWW-Authenticate": #"Bearer realm="ci-callbackd""#]
+                )
+            }
         }
     }
 

@@ -26,10 +26,18 @@ extension CallbackApplication {
                 logger.error("could not keep a rejected callback", metadata: ["error": "\(error)"])
             }
             logger.notice("callback rejected", metadata: ["callback.reason": "\(error.reason)"])
+            metrics.recordCallback(format: CallbackDecoder.detectFormat(request.body)?.rawValue, outcome: "rejected")
             throw APIError.invalidCallback(error.reason)
         }
 
+        let writeStarted = ContinuousClock.now
         let result = try await store.ingest(envelope, body: received)
+        metrics.recordCommit(duration: writeStarted.duration(to: .now))
+        let outcome = result.duplicate ? "duplicate" : (result.jobs.isEmpty ? "no_jobs" : "accepted")
+        metrics.recordCallback(format: envelope.format.rawValue, outcome: outcome)
+        if !result.duplicate {
+            for job in result.jobs { metrics.recordJobState(job.receivedState.rawValue) }
+        }
         logger.debug(
             "callback stored",
             metadata: [

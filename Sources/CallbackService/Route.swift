@@ -4,7 +4,8 @@ import HTTPWire
 ///
 /// Pure, so the whole table is unit-tested without sockets.
 public enum Route: Sendable, Hashable {
-    case ingestCallback
+    /// `token` is the path segment of `/v1/callbacks/{token}`; a `?token=` query is read by the handler.
+    case ingestCallback(token: String?)
     case listJobs
     case job(jobID: String)
     case watermark(jobID: String)
@@ -12,6 +13,8 @@ public enum Route: Sendable, Hashable {
     case callbackBody(jobID: String, callbackID: Int64)
     case health
     case readiness
+    case metrics
+    case openAPI
 
     /// What a request resolves to.
     public enum Match: Sendable, Hashable {
@@ -32,14 +35,16 @@ public enum Route: Sendable, Hashable {
         switch segments.count {
         case 1 where segments[0] == "healthz": return (.health, readMethods)
         case 1 where segments[0] == "readyz": return (.readiness, readMethods)
+        case 1 where segments[0] == "metrics": return (.metrics, readMethods)
+        case 1 where segments[0] == "openapi.yaml": return (.openAPI, readMethods)
         case 0, 1: return nil
         default: break
         }
         guard segments[0] == "v1" else { return nil }
         let rest = segments.dropFirst(2)
         switch segments[1] {
-        case "callbacks" where rest.isEmpty:
-            return (.ingestCallback, [.post])
+        case "callbacks" where rest.count <= 1:
+            return (.ingestCallback(token: rest.first), [.post])
         case "jobs":
             guard let jobID = rest.first else { return (.listJobs, readMethods) }
             let tail = Array(rest.dropFirst())
@@ -57,10 +62,35 @@ public enum Route: Sendable, Hashable {
         }
     }
 
+    /// Who may call the route.
+    public enum Access: Sendable, Hashable {
+        /// Liveness, readiness, metrics and the API description: probes and scrapers carry no credentials.
+        case open
+        /// A callback token, when tokens are configured.
+        case callbackToken
+        /// A bearer API token, when tokens are configured.
+        case apiToken
+    }
+
+    public var access: Access {
+        switch self {
+        case .health, .readiness, .metrics, .openAPI: .open
+        case .ingestCallback: .callbackToken
+        case .listJobs, .job, .watermark, .jobCallbacks, .callbackBody: .apiToken
+        }
+    }
+
+    /// The path as it may be logged: whatever follows `/v1/callbacks/` may be a token, matched or not.
+    public static func loggablePath(_ path: String) -> String {
+        path.hasPrefix("/v1/callbacks/") ? "/v1/callbacks/<redacted>" : path
+    }
+
     /// A low-cardinality name for logs and metrics: never contains a JobId.
     public var name: String {
         switch self {
         case .ingestCallback: "ingest_callback"
+        case .metrics: "metrics"
+        case .openAPI: "openapi"
         case .listJobs: "list_jobs"
         case .job: "get_job"
         case .watermark: "get_watermark"

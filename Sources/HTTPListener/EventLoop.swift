@@ -301,13 +301,13 @@ final class EventLoop: @unchecked Sendable {
             }
             _ = setOption(fd, CEPOLL_IPPROTO_TCP, CEPOLL_TCP_NODELAY, 1)
             let remote = SocketText.host(of: storage)
-            if context.openConnections.add(1, ordering: .relaxed).newValue > context.limits.maxConnections {
-                context.openConnections.subtract(1, ordering: .relaxed)
+            if context.statistics.openConnectionsCounter.add(1, ordering: .relaxed).newValue > context.limits.maxConnections {
+                context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
                 refuseOverCapacity(fd: fd, remoteAddress: remote)
                 continue
             }
             guard let connection = register(fd: fd, remoteAddress: remote, counted: true) else {
-                context.openConnections.subtract(1, ordering: .relaxed)
+                context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
                 continue
             }
             refreshDeadline(connection)
@@ -675,7 +675,7 @@ final class EventLoop: @unchecked Sendable {
         close(connection.fd)
         connections[connection.id] = nil
         if connection.counted {
-            context.openConnections.subtract(1, ordering: .relaxed)
+            context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
         } else {
             rejectingConnections -= 1
         }

@@ -37,13 +37,20 @@ public final class HTTPServer: Sendable {
     private let logger: Logger
     private let responder: Responder
     private let state = Mutex(State())
+    /// Connection counts while running, for metrics.
+    public let statistics: ListenerStatistics
 
     /// Creates a server; nothing is bound until ``run()``.
     /// - Parameters:
     ///   - configuration: Address, limits and concurrency.
     ///   - logger: Receives listener events (start, stop, accept failures; rejections at debug level).
+    ///   - statistics: Where the server keeps its live counters; pass one to read them elsewhere.
     ///   - responder: Answers every request the listener does not reject itself.
-    public init(configuration: HTTPServerConfiguration, logger: Logger, responder: @escaping Responder) {
+    public init(
+        configuration: HTTPServerConfiguration, logger: Logger, statistics: ListenerStatistics = ListenerStatistics(),
+        responder: @escaping Responder
+    ) {
+        self.statistics = statistics
         self.configuration = configuration
         self.logger = logger
         self.responder = responder
@@ -142,7 +149,8 @@ public final class HTTPServer: Sendable {
         }
 
         let context = ServerContext(
-            limits: configuration.limits, shutdownGracePeriod: configuration.shutdownGracePeriod, logger: logger, loopCount: loopCount)
+            limits: configuration.limits, shutdownGracePeriod: configuration.shutdownGracePeriod, logger: logger, loopCount: loopCount,
+            statistics: statistics)
         var loops: [EventLoop] = []
         var failure: HTTPServerError?
         for (index, fd) in listeners.enumerated() {

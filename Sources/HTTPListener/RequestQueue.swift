@@ -78,19 +78,31 @@ final class RequestQueue: Sendable {
 }
 
 /// What every event loop of one server shares.
+/// Live figures of a running server, readable from any thread, for metrics.
+public final class ListenerStatistics: Sendable {
+    /// Connections counted against `maxConnections`, across loops.
+    let openConnectionsCounter = Atomic<Int>(0)
+
+    /// Client connections open now (those refused with 503 at the limit are not counted).
+    public var openConnections: Int { openConnectionsCounter.load(ordering: .relaxed) }
+
+    public init() {}
+}
+
 final class ServerContext: Sendable {
     let limits: ListenerLimits
     let shutdownGracePeriod: Duration
     let logger: Logger
     let queue = RequestQueue()
-    /// Connections counted against `maxConnections`, across loops.
-    let openConnections = Atomic<Int>(0)
+    /// Counters shared with ``HTTPServer/statistics``.
+    let statistics: ListenerStatistics
     /// Loops still running; the last to exit finishes the queue.
     private let runningLoops: Atomic<Int>
     /// Set when a loop had to close connections with requests still in flight at the end of the grace period.
     let gracePeriodExpired = Atomic<Bool>(false)
 
-    init(limits: ListenerLimits, shutdownGracePeriod: Duration, logger: Logger, loopCount: Int) {
+    init(limits: ListenerLimits, shutdownGracePeriod: Duration, logger: Logger, loopCount: Int, statistics: ListenerStatistics) {
+        self.statistics = statistics
         self.limits = limits
         self.shutdownGracePeriod = shutdownGracePeriod
         self.logger = logger

@@ -5,6 +5,7 @@ import HTTPListener
 import HTTPWire
 import JobStore
 import Logging
+import Metrics
 import PostgresLibPQ
 import ServiceLifecycle
 import UnixSignals
@@ -15,6 +16,7 @@ struct CICallbackd: AsyncParsableCommand {
         commandName: "ci-callbackd",
         abstract: "Receives Tencent Cloud Infinite job callbacks into PostgreSQL and answers lookups by JobId.",
         discussion: "Every option can also be set by the environment variable named in its help; a flag wins.",
+        version: CallbackServiceVersion.current,
         subcommands: [Serve.self, Migrate.self]
     )
 }
@@ -30,6 +32,9 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: LOG_LEVEL, default: info]")
     var logLevel: String?
 
+    @Option(name: .customLong("log-format"), help: "text (human-readable) or json (one object per line). [env: LOG_FORMAT, default: text]")
+    var logFormat: String?
+
     func migrationSet(_ resolver: SettingResolver) throws -> MigrationSet {
         let explicit = migrationsDirectory ?? resolver.environment["MIGRATIONS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
         return try MigrationSet.load(from: MigrationSet.locateDirectory(explicit: explicit))
@@ -40,8 +45,11 @@ struct DatabaseOptions: ParsableArguments {
             flag: logLevel, flagName: "log-level", env: "LOG_LEVEL", default: .info, parse: SettingParsers.logLevel,
             expected: "trace, debug, info, notice, warning, error or critical"
         )
+        let json = try resolver.required(
+            flag: logFormat, flagName: "log-format", env: "LOG_FORMAT", default: false,
+            parse: { ["json": true, "text": false][$0.lowercased()] }, expected: "text or json")
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
@@ -110,6 +118,18 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("auto-migrate"), help: "Apply migrations at start: true or false. [env: AUTO_MIGRATE, default: true]")
     var autoMigrate: String?
 
+    @Option(name: .customLong("callback-tokens"), help: "Comma-separated tokens a callback URL must carry; unset = open. Prefer the environment: flags show in ps. [env: CALLBACK_TOKENS]")
+    var callbackTokens: String?
+
+    @Option(name: .customLong("api-tokens"), help: "Comma-separated bearer tokens for /v1/jobs; unset = open. Prefer the environment. [env: API_TOKENS]")
+    var apiTokens: String?
+
+    @Option(name: .customLong("callback-allow-cidrs"), help: "Comma-separated CIDR blocks callbacks may come from. [env: CALLBACK_ALLOW_CIDRS, default: anywhere]")
+    var callbackAllowCIDRs: String?
+
+    @Option(name: .customLong("trusted-proxy-cidrs"), help: "Comma-separated CIDR blocks of proxies whose X-Forwarded-For is believed. [env: TRUSTED_PROXY_CIDRS]")
+    var trustedProxyCIDRs: String?
+
     func run() async throws {
         let resolver = SettingResolver()
         let databaseURL = try resolver.databaseURL(database.databaseURL)
@@ -140,8 +160,34 @@ struct Serve: AsyncParsableCommand {
         let migrate = try resolver.required(
             flag: autoMigrate, flagName: "auto-migrate", env: "AUTO_MIGRATE", default: true, parse: SettingParsers.bool,
             expected: "true or false")
+        let tokenList: (String) -> [String]? = { text in
+            let tokens = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            return tokens.isEmpty ? nil : tokens
+        }
+        let cidrList: (String) -> [IPAddressRange]? = { try? IPAddressRange.parseList($0).get() }
+        let accessPolicy = AccessPolicy(
+            callbackTokens: try resolver.required(
+                flag: callbackTokens, flagName: "callback-tokens", env: "CALLBACK_TOKENS", default: [], parse: tokenList,
+                expected: "comma-separated tokens"),
+            apiTokens: try resolver.required(
+                flag: apiTokens, flagName: "api-tokens", env: "API_TOKENS", default: [], parse: tokenList, expected: "comma-separated tokens"),
+            callbackAllowList: try resolver.required(
+                flag: callbackAllowCIDRs, flagName: "callback-allow-cidrs", env: "CALLBACK_ALLOW_CIDRS", default: [], parse: cidrList,
+                expected: "comma-separated CIDR blocks such as 10.0.0.0/8,2001:db8::/32"),
+            trustedProxies: try resolver.required(
+                flag: trustedProxyCIDRs, flagName: "trusted-proxy-cidrs", env: "TRUSTED_PROXY_CIDRS", default: [], parse: cidrList,
+                expected: "comma-separated CIDR blocks")
+        )
         let migrations = try database.migrationSet(resolver)
         let logger = try database.makeLogger(resolver)
+        if accessPolicy.callbackTokens.isEmpty {
+            logger.warning("CALLBACK_TOKENS is not set: anyone who can reach this service can post callbacks")
+        }
+        if accessPolicy.apiTokens.isEmpty {
+            logger.warning("API_TOKENS is not set: anyone who can reach this service can read jobs")
+        }
+        let metrics = ServiceMetrics()
+        MetricsSystem.bootstrap(metrics.metricsFactory)
 
         var poolConfiguration = PostgresPool.Configuration(conninfo: databaseURL)
         poolConfiguration.size = poolSize
@@ -150,12 +196,16 @@ struct Serve: AsyncParsableCommand {
             if migrate {
                 try await migrateWhenReachable(pool: pool, migrations: migrations, logger: logger)
             }
+            let listenerStatistics = ListenerStatistics()
             let application = CallbackApplication(
                 store: JobStore(pool: pool),
-                configuration: .init(requiredSchemaVersion: migrations.latestVersion),
-                logger: logger
+                configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
+                logger: logger,
+                metrics: metrics,
+                listenerStatistics: listenerStatistics
             )
-            let httpServer = HTTPServer(configuration: server, logger: logger, responder: application.respond(to:))
+            let httpServer = HTTPServer(
+                configuration: server, logger: logger, statistics: listenerStatistics, responder: application.respond(to:))
             let group = ServiceGroup(
                 configuration: .init(
                     services: [.init(service: httpServer)],

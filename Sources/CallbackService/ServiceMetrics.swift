@@ -1,0 +1,84 @@
+import CoreMetrics
+import HTTPListener
+import Metrics
+import PostgresLibPQ
+import Prometheus
+import Synchronization
+
+/// The service's metrics, recorded through swift-metrics and exposed by swift-prometheus at `/metrics`.
+///
+/// Metrics are made with an explicit factory rather than the global `MetricsSystem`, so each test can
+/// read its own registry; the executable passes the same factory it bootstraps.
+public final class ServiceMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private let factory: PrometheusMetricsFactory
+    /// Cumulative pool figures seen at the previous scrape, turned into counter increments.
+    private let lastPoolTotals = Mutex((acquired: 0, waitSeconds: 0.0))
+    private let buildVersion: String
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), buildVersion: String = CallbackServiceVersion.current) {
+        self.registry = registry
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let latencyBuckets: [Duration] = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .milliseconds(2500), .seconds(5), .seconds(10),
+        ]
+        factory.defaultDurationHistogramBuckets = latencyBuckets
+        self.factory = factory
+        self.buildVersion = buildVersion
+        Gauge(label: "ci_callbackd_build_info", dimensions: [("version", buildVersion)], factory: factory).record(1)
+    }
+
+    /// The factory to hand to `MetricsSystem.bootstrap`, so libraries' metrics land in the same registry.
+    public var metricsFactory: any MetricsFactory { factory }
+
+    func recordRequest(route: String, method: String, status: Int, duration: Duration) {
+        Counter(label: "http_requests_total", dimensions: [("route", route), ("method", method), ("status", String(status))], factory: factory)
+            .increment()
+        Metrics.Timer(label: "http_request_duration_seconds", dimensions: [("route", route)], factory: factory)
+            .recordNanoseconds(Self.nanoseconds(duration))
+    }
+
+    /// `outcome`: accepted, duplicate, no_jobs or rejected.
+    func recordCallback(format: String?, outcome: String) {
+        Counter(label: "ci_callbacks_total", dimensions: [("format", format ?? "unknown"), ("outcome", outcome)], factory: factory)
+            .increment()
+    }
+
+    func recordJobState(_ state: String) {
+        Counter(label: "ci_callback_jobs_total", dimensions: [("state", state)], factory: factory).increment()
+    }
+
+    func recordCommit(duration: Duration) {
+        Metrics.Timer(label: "db_commit_duration_seconds", factory: factory).recordNanoseconds(Self.nanoseconds(duration))
+    }
+
+    /// Brings the gauges that mirror other components up to date, then renders the Prometheus text.
+    func render(pool: PostgresPool.Statistics, listener: ListenerStatistics?) -> [UInt8] {
+        Gauge(label: "db_pool_connections", dimensions: [("state", "size")], factory: factory).record(pool.size)
+        Gauge(label: "db_pool_connections", dimensions: [("state", "open")], factory: factory).record(pool.open)
+        Gauge(label: "db_pool_connections", dimensions: [("state", "in_use")], factory: factory).record(pool.inUse)
+        Gauge(label: "db_pool_connections", dimensions: [("state", "waiting")], factory: factory).record(pool.waiting)
+        let (acquired, waited) = lastPoolTotals.withLock { last in
+            defer { last = (pool.acquired, pool.totalWaitSeconds) }
+            return (max(0, pool.acquired - last.acquired), max(0, pool.totalWaitSeconds - last.waitSeconds))
+        }
+        Counter(label: "db_pool_acquired_total", factory: factory).increment(by: acquired)
+        FloatingPointCounter(label: "db_pool_wait_seconds_total", factory: factory).increment(by: waited)
+        if let listener {
+            Gauge(label: "http_open_connections", factory: factory).record(listener.openConnections)
+        }
+        return registry.emitToBuffer()
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+/// The version this build reports in `ci_callbackd_build_info` and `--version`.
+public enum CallbackServiceVersion {
+    public static let current = "0.1.0"
+}
