@@ -9,7 +9,10 @@ import Testing
 @Suite("Routing and parameters")
 struct RoutingTests {
     @Test(arguments: [
-        (HTTPMethod.post, ["v1", "callbacks"], Route.Match.route(.ingestCallback)),
+        (HTTPMethod.post, ["v1", "callbacks"], Route.Match.route(.ingestCallback(token: nil))),
+        (.post, ["v1", "callbacks", "t0k"], .route(.ingestCallback(token: "t0k"))),
+        (.get, ["metrics"], .route(.metrics)),
+        (.get, ["openapi.yaml"], .route(.openAPI)),
         (.get, ["v1", "jobs"], .route(.listJobs)),
         (.head, ["v1", "jobs", "j1"], .route(.job(jobID: "j1"))),
         (.get, ["v1", "jobs", "j1", "watermark"], .route(.watermark(jobID: "j1"))),
@@ -24,6 +27,7 @@ struct RoutingTests {
 
     @Test func route_wrongMethod_listsTheAllowedOnes() {
         #expect(Route.match(method: .get, segments: ["v1", "callbacks"]) == .methodNotAllowed(allowed: [.post]))
+        #expect(Route.match(method: .get, segments: ["v1", "callbacks", "t"]) == .methodNotAllowed(allowed: [.post]))
         #expect(Route.match(method: .post, segments: ["v1", "jobs", "j1"]) == .methodNotAllowed(allowed: [.get, .head]))
     }
 
@@ -31,6 +35,21 @@ struct RoutingTests {
         for segments in [["v2"], ["v1", "jobs", "j1", "nope"], ["v1", "jobs", "j1", "callbacks", "x", "body"], ["v1", "jobs", "j1", "callbacks", "0", "body"], []] {
             #expect(Route.match(method: .get, segments: segments) == .notFound, "\(segments)")
         }
+    }
+
+    @Test func loggablePath_hidesAnythingAfterTheCallbacksPrefix() {
+        #expect(Route.loggablePath("/v1/callbacks/s3cret") == "/v1/callbacks/<redacted>")
+        #expect(Route.loggablePath("/v1/callbacks/s3cret/more") == "/v1/callbacks/<redacted>")
+        #expect(Route.loggablePath("/v1/callbacks") == "/v1/callbacks")
+        #expect(Route.loggablePath("/v1/jobs/j1") == "/v1/jobs/j1")
+    }
+
+    @Test func access_probesOpen_callbacksByToken_jobsByBearer() {
+        #expect(Route.health.access == .open)
+        #expect(Route.metrics.access == .open)
+        #expect(Route.ingestCallback(token: nil).access == .callbackToken)
+        #expect(Route.job(jobID: "j").access == .apiToken)
+        #expect(Route.callbackBody(jobID: "j", callbackID: 1).access == .apiToken)
     }
 
     @Test func routeNames_neverContainTheJobID() {

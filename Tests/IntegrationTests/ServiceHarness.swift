@@ -63,7 +63,8 @@ final class ServiceHarness: Sendable {
     static func start(
         schema: String = "t_" + RequestIDForTests.random(),
         databaseURL: String = testDatabaseURL,
-        migrate: Bool = true
+        migrate: Bool = true,
+        accessPolicy: AccessPolicy = AccessPolicy()
     ) async throws -> ServiceHarness {
         let logger = serviceTestLogger
         if migrate {
@@ -81,16 +82,19 @@ final class ServiceHarness: Sendable {
                 try Migrator(migrations: migrations, logger: logger).migrate(connection)
             }
         }
+        let statistics = ListenerStatistics()
         let application = CallbackApplication(
             store: JobStore(pool: pool),
-            configuration: .init(requiredSchemaVersion: migrations.latestVersion),
-            logger: logger
+            configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
+            logger: logger,
+            listenerStatistics: statistics
         )
         var serverConfiguration = HTTPServerConfiguration()
         serverConfiguration.host = "127.0.0.1"
         serverConfiguration.port = 0
         serverConfiguration.eventLoopCount = 1
-        let server = HTTPServer(configuration: serverConfiguration, logger: logger, responder: application.respond(to:))
+        let server = HTTPServer(
+            configuration: serverConfiguration, logger: logger, statistics: statistics, responder: application.respond(to:))
         let runTask = Task { try await server.run() }
         let port = try await server.waitUntilListening()
         return ServiceHarness(schema: schema, pool: pool, server: server, port: port, runTask: runTask)
@@ -110,8 +114,8 @@ final class ServiceHarness: Sendable {
     }
 
     /// Runs `body` against a fresh service and schema, cleaning both up afterwards.
-    static func with<T>(_ body: (ServiceHarness) async throws -> T) async throws -> T {
-        let harness = try await start()
+    static func with<T>(accessPolicy: AccessPolicy = AccessPolicy(), _ body: (ServiceHarness) async throws -> T) async throws -> T {
+        let harness = try await start(accessPolicy: accessPolicy)
         do {
             let result = try await body(harness)
             await harness.stop()
