@@ -77,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "ci-callbackd",
             dependencies: [
-                "CallbackService", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire",
+                "CallbackService", "CIModel", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -134,6 +134,14 @@ public struct JobStore: Sendable {
         return json.string
     }
 
+    /// The statement `ingest` runs, with `$1`…`$13` as documented on `IngestRecord.query`.
+    public static var ingestStatementSQL: String { IngestRecord.sql }
+
+    /// The jobs parameter (`$13`) `ingest` binds for `envelope`.
+    public static func jobsParameter(for envelope: CallbackEnvelope) -> String {
+        jobsJSON(deduplicatedByJobID(envelope.jobs))
+    }
+
     // MARK: Reading
 
     /// The job with this JobId, or nil.

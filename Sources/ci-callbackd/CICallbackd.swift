@@ -1,4 +1,5 @@
 import ArgumentParser
+import CIModel
 import CallbackService
 import Foundation
 import HTTPListener
@@ -17,7 +18,7 @@ struct CICallbackd: AsyncParsableCommand {
         abstract: "Receives Tencent Cloud Infinite job callbacks into PostgreSQL and answers lookups by JobId.",
         discussion: "Every option can also be set by the environment variable named in its help; a flag wins.",
         version: CallbackServiceVersion.current,
-        subcommands: [Serve.self, Migrate.self]
+        subcommands: [Serve.self, Migrate.self, IngestSQL.self]
     )
 }
 
@@ -237,5 +238,24 @@ struct Serve: AsyncParsableCommand {
                 try await Task.sleep(for: .seconds(1))
             }
         }
+    }
+}
+
+/// Prints the ingest statement, so `Benchmarks/bench.py` can measure PostgreSQL's own ceiling with
+/// pgbench on exactly the SQL the service runs. Hidden: it is a benchmark aid, not an operator command.
+struct IngestSQL: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest-sql", abstract: "Prints the SQL statement that stores one callback.", shouldDisplay: false)
+
+    @Option(name: .customLong("jobs-for"), help: "Print instead the jobs parameter ($13) the service binds for this callback body.")
+    var callbackFile: String?
+
+    func run() throws {
+        guard let callbackFile else {
+            print(JobStore.ingestStatementSQL)
+            return
+        }
+        let body = try [UInt8](Data(contentsOf: URL(fileURLWithPath: callbackFile)))
+        print(JobStore.jobsParameter(for: try CallbackDecoder.decode(body)))
     }
 }

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""ci-callbackd benchmark: ingest and lookup throughput, latency, and CPU per request.
+
+One command from a clean checkout:
+
+    Benchmarks/bench.py                 # one round
+    Benchmarks/bench.py --runs 5        # five interleaved rounds, medians reported
+
+Each round starts a throwaway PostgreSQL cluster (.pgdata-bench/, fsync and synchronous_commit on) and
+the release build of ci-callbackd, then measures:
+
+  ingest   wrk posting ~1 KiB CI callbacks (half XML, half JSON, a new JobId each), -c32, 15 s
+  lookup   wrk GETting /v1/jobs/{JobId} over the ingested ids, -c32, 10 s
+  pgbench  the service's own ingest statement under pgbench, -c32, 10 s: PostgreSQL's ceiling
+
+For each phase: requests/s, p50 and p99 latency, non-2xx answers, server CPU ms and PostgreSQL CPU ms
+per request (utime+stime deltas from /proc), and peak RSS (VmHWM). Ingest also checks durability: rows
+stored >= 2xx answers, or the benchmark fails. Every round appends one JSON line to
+Benchmarks/results/results.jsonl. Figures are also printed as ratios to the pgbench ceiling measured
+in the same round, because the machine is shared and absolute numbers drift.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "Benchmarks"
+CLUSTER = REPO / ".pgdata-bench"
+PG_PORT = 54349
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run(command, **kwargs):
+    return subprocess.run(command, check=True, text=True, **kwargs)
+
+
+def ensure_tools():
+    missing = [tool for tool in ("wrk", "pgbench", "psql") if shutil.which(tool) is None]
+    if missing:
+        log(f"installing {' '.join(missing)} from Debian")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        run(sudo + ["apt-get", "update", "-qq"])
+        run(sudo + ["apt-get", "install", "-y", "-qq", "wrk", "postgresql", "postgresql-contrib"],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def build():
+    log("building the release binary")
+    run(["swift", "build", "-c", "release", "--product", "ci-callbackd"], cwd=REPO, stdout=subprocess.DEVNULL)
+    path = run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=REPO, capture_output=True).stdout.strip()
+    return Path(path) / "ci-callbackd"
+
+
+def proc_cpu_ticks(pid, children=False):
+    """utime+stime (and, for a parent, cutime+cstime of reaped children) of one process, in ticks."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
+
+
+def postgres_cpu_ticks():
+    """CPU of the whole cluster: the postmaster, its live children, and the children it has reaped."""
+    postmaster = int((CLUSTER / "data" / "postmaster.pid").read_text().split()[0])
+    total = proc_cpu_ticks(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def peak_rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_cluster():
+    if CLUSTER.exists():
+        subprocess.run([str(REPO / "scripts/pg-cluster"), "stop", str(CLUSTER), str(PG_PORT)], check=False)
+        shutil.rmtree(CLUSTER)
+    url = run([str(REPO / "scripts/pg-cluster"), "start", str(CLUSTER), str(PG_PORT)],
+              capture_output=True, env={**os.environ, "PGCLUSTER_DB": "bench"}).stdout.strip()
+    return url
+
+
+def stop_cluster():
+    subprocess.run([str(REPO / "scripts/pg-cluster"), "stop", str(CLUSTER), str(PG_PORT)], check=False)
+
+
+def psql(url, sql):
+    return run(["psql", url, "-Atqc", sql], capture_output=True).stdout.strip()
+
+
+def wait_ready(port, process, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("bench: ci-callbackd exited during start; see its log")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("bench: ci-callbackd did not become ready")
+
+
+def wrk(script, port, seconds, connections, env):
+    output = run(["wrk", f"-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+                  f"http://127.0.0.1:{port}"], capture_output=True, env={**os.environ, **env}).stdout
+    for line in output.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON "):])
+    raise SystemExit(f"bench: wrk printed no summary:\n{output}")
+
+
+def measured(label, service_pid, action):
+    """Runs `action`, returning its result with CPU deltas of the service and of PostgreSQL."""
+    service_before, pg_before = proc_cpu_ticks(service_pid), postgres_cpu_ticks()
+    result = action()
+    service_after, pg_after = proc_cpu_ticks(service_pid), postgres_cpu_ticks()
+    requests = max(result["requests"], 1)
+    result["server_cpu_ms_per_req"] = (service_after - service_before) * 1000 / TICKS / requests
+    result["pg_cpu_ms_per_req"] = (pg_after - pg_before) * 1000 / TICKS / requests
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    log(f"{label}: {result['rps']:.0f} req/s, p50 {result['p50_us'] / 1000:.2f} ms, p99 {result['p99_us'] / 1000:.2f} ms, "
+        f"non-2xx {result['non2xx']}, server {result['server_cpu_ms_per_req']:.3f} ms CPU/req, "
+        f"PostgreSQL {result['pg_cpu_ms_per_req']:.3f} ms CPU/req")
+    return result
+
+
+def pgbench_ceiling(binary, url, seconds, clients):
+    """The service's ingest statement, one callback per transaction, driven by pgbench."""
+    sql = run([str(binary), "ingest-sql"], capture_output=True).stdout.strip()
+    body = (BENCH / "ingest.lua").read_text().split("[[", 2)[2].split("]]")[0].replace("%s", "JOBID")  # the JSON template
+    # The jobs parameter exactly as the service binds it for this body.
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as sample:
+        sample.write(body)
+    jobs = run([str(binary), "ingest-sql", "--jobs-for", sample.name], capture_output=True).stdout.strip()
+    os.unlink(sample.name)
+    substitutions = {
+        "$13::jsonb": "replace(:jobs, 'JOBID', :jobid)::jsonb",
+        "$12": ":now", "$11": "1", "$10": "'callback'", "$9": "NULL", "$8": "'accepted'", "$7": "'TaskFinish'",
+        "$6": "'127.0.0.1'", "$5": "'application/json'", "$4": "'JSON'", "$3": "false", "$2": str(len(body)),
+        "$1": "convert_to(replace(:body, 'JOBID', :jobid), 'UTF8')",
+    }
+    for placeholder, value in substitutions.items():
+        sql = sql.replace(placeholder, value)
+    # pgbench cannot build strings in \set, so the statement makes each JobId (and so each body's
+    # SHA-256) unique from the client number and a random number.
+    sql = sql.replace(":jobid", "('j' || :client_id || 'x' || :n)")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write("\\set n random(1, 2000000000)\n")
+        script.write(" ".join(sql.split()) + ";\n")
+        path = script.name
+    now = str(int(time.time() * 1_000_000))
+    output = run(["pgbench", "-n", "-M", "prepared", f"-c{clients}", "-j2", f"-T{seconds}", "-f", path,
+                  "-D", f"body={body}", "-D", f"jobs={jobs}", "-D", f"now={now}", url], capture_output=True).stdout
+    os.unlink(path)
+    for line in output.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise SystemExit(f"bench: pgbench printed no tps:\n{output}")
+
+
+def one_round(binary, args, round_index):
+    url = start_cluster()
+    service_log = open(BENCH / "results" / "service.log", "a")
+    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": args.log_level}
+    service = subprocess.Popen([str(binary), "serve", "--port", str(args.port), "--migrations-dir", str(REPO / "migrations"),
+                                "--pool-size", str(args.pool_size)], env=env, stdout=service_log, stderr=service_log)
+    try:
+        wait_ready(args.port, service)
+        run_id = str(int(time.time()) + round_index)
+        ingest = measured("ingest", service.pid, lambda: wrk(BENCH / "ingest.lua", args.port, args.ingest_seconds, args.connections,
+                                                             {"BENCH_RUN_ID": run_id}))
+        stored = int(psql(url, "SELECT count(*) FROM ci_callbacks"))
+        ingest["stored_rows"] = stored
+        if stored < ingest["ok"]:
+            raise SystemExit(f"bench: DURABILITY FAILURE: {ingest['ok']} callbacks answered 2xx but only {stored} rows stored")
+        with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False) as ids:
+            ids.write(psql(url, "SELECT job_id FROM ci_jobs ORDER BY random() LIMIT 20000") + "\n")
+        lookup = measured("lookup", service.pid, lambda: wrk(BENCH / "lookup.lua", args.port, args.lookup_seconds, args.connections,
+                                                             {"BENCH_IDS": ids.name}))
+        os.unlink(ids.name)
+        rss = peak_rss_kib(service.pid)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+        service_log.close()
+    ceiling = pgbench_ceiling(binary, url, args.pgbench_seconds, args.connections)
+    stop_cluster()
+    log(f"pgbench ceiling: {ceiling:.0f} tps; peak RSS {rss / 1024:.1f} MB")
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ingest": ingest, "lookup": lookup,
+            "pgbench_tps": ceiling, "peak_rss_mb": rss / 1024, "connections": args.connections, "pool_size": args.pool_size}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1, help="interleaved rounds; medians are reported (default 1)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--ingest-seconds", type=int, default=15)
+    parser.add_argument("--lookup-seconds", type=int, default=10)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument("--pool-size", type=int, default=8)
+    parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--log-level", default="info", help="the service's LOG_LEVEL (default info: one line per request)")
+    parser.add_argument("--label", default="", help="a note stored with each result line")
+    args = parser.parse_args()
+
+    ensure_tools()
+    binary = build()
+    (BENCH / "results").mkdir(exist_ok=True)
+    rounds = []
+    for index in range(args.runs):
+        log(f"round {index + 1} of {args.runs}")
+        result = one_round(binary, args, index)
+        result["label"] = args.label
+        result["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        with open(BENCH / "results" / "results.jsonl", "a") as results:
+            results.write(json.dumps(result) + "\n")
+        rounds.append(result)
+
+    def median(path):
+        values = []
+        for result in rounds:
+            value = result
+            for key in path:
+                value = value[key]
+            values.append(value)
+        return statistics.median(values)
+
+    ceiling = median(["pgbench_tps"])
+    rows = [
+        ("ingest req/s", median(["ingest", "rps"]), f"{median(['ingest', 'rps']) / ceiling:.2f}x pgbench"),
+        ("ingest p50 ms", median(["ingest", "p50_us"]) / 1000, ""),
+        ("ingest p99 ms", median(["ingest", "p99_us"]) / 1000, ""),
+        ("ingest non-2xx", median(["ingest", "non2xx"]), ""),
+        ("ingest server CPU ms/req", median(["ingest", "server_cpu_ms_per_req"]), ""),
+        ("ingest PostgreSQL CPU ms/req", median(["ingest", "pg_cpu_ms_per_req"]), ""),
+        ("lookup req/s", median(["lookup", "rps"]), f"{median(['lookup', 'rps']) / ceiling:.2f}x pgbench"),
+        ("lookup p50 ms", median(["lookup", "p50_us"]) / 1000, ""),
+        ("lookup p99 ms", median(["lookup", "p99_us"]) / 1000, ""),
+        ("lookup non-2xx", median(["lookup", "non2xx"]), ""),
+        ("lookup server CPU ms/req", median(["lookup", "server_cpu_ms_per_req"]), ""),
+        ("lookup PostgreSQL CPU ms/req", median(["lookup", "pg_cpu_ms_per_req"]), ""),
+        ("pgbench ingest-statement tps", ceiling, "1.00x"),
+        ("peak RSS MB", median(["peak_rss_mb"]), ""),
+    ]
+    print(f"\nmedians of {len(rounds)} round(s), -c{args.connections}, pool {args.pool_size}:")
+    for name, value, ratio in rows:
+        print(f"  {name:32s} {value:12.3f}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()
