@@ -16,6 +16,8 @@ public struct CallbackApplication: Sendable {
         public var requiredSchemaVersion: Int
         /// Tokens and address rules; the default lets everyone in.
         public var accessPolicy = AccessPolicy()
+        /// The longest `?wait=` a lookup may ask for.
+        public var maxWait: Duration = .seconds(60)
 
         public init(requiredSchemaVersion: Int, accessPolicy: AccessPolicy = AccessPolicy()) {
             self.requiredSchemaVersion = requiredSchemaVersion
@@ -29,11 +31,14 @@ public struct CallbackApplication: Sendable {
     public let metrics: ServiceMetrics
     /// The listener's live counters, for `/metrics`; nil when the application runs without one.
     public let listenerStatistics: ListenerStatistics?
+    /// Wakes `?wait=` lookups; without it, `wait` answers at once with the current state.
+    public let completionListener: JobCompletionListener?
 
     public init(
         store: JobStore, configuration: Configuration, logger: Logger, metrics: ServiceMetrics = ServiceMetrics(),
-        listenerStatistics: ListenerStatistics? = nil
+        listenerStatistics: ListenerStatistics? = nil, completionListener: JobCompletionListener? = nil
     ) {
+        self.completionListener = completionListener
         self.store = store
         self.configuration = configuration
         self.logger = logger
@@ -96,7 +101,7 @@ public struct CallbackApplication: Sendable {
         case .job(let jobID):
             return try await job(jobID, request: request)
         case .watermark(let jobID):
-            return try await watermark(jobID)
+            return try await watermark(jobID, request: request)
         case .jobCallbacks(let jobID):
             return try await jobCallbacks(jobID)
         case .callbackBody(let jobID, let callbackID):

@@ -7,7 +7,7 @@ extension CallbackApplication {
     /// `GET /v1/jobs/{JobId}`: the job's normalised JobsDetail with CI's own field names, plus receipt
     /// metadata; XML (`<Response><JobsDetail>…`) when the client prefers it.
     func job(_ jobID: String, request: HTTPRequest) async throws -> HTTPResponse {
-        guard let job = try await store.job(jobID) else { throw APIError.noSuchJob(jobID) }
+        let job = try await jobWaitingIfAsked(jobID, request: request)
         if Self.prefersXML(request.headers["Accept"]) {
             return try xmlResponse(for: job)
         }
@@ -15,8 +15,8 @@ extension CallbackApplication {
     }
 
     /// `GET /v1/jobs/{JobId}/watermark`: the extracted watermark text of an ExtractDigitalWatermark job.
-    func watermark(_ jobID: String) async throws -> HTTPResponse {
-        guard let job = try await store.job(jobID) else { throw APIError.noSuchJob(jobID) }
+    func watermark(_ jobID: String, request: HTTPRequest) async throws -> HTTPResponse {
+        let job = try await jobWaitingIfAsked(jobID, request: request)
         guard job.hasWatermark else {
             throw APIError(
                 status: .notFound,
@@ -129,6 +129,60 @@ extension CallbackApplication {
             json.member("Status", "ready")
             json.member("SchemaVersion", version)
         }
+    }
+
+    // MARK: Waiting
+
+    /// The job, after waiting for a final state when the request says `?wait=30s`: the answer comes as
+    /// soon as the job is final, or with its current state when the wait runs out. An unknown job is
+    /// 404 at once (a job exists from its submit or first callback).
+    private func jobWaitingIfAsked(_ jobID: String, request: HTTPRequest) async throws -> StoredJob {
+        let wait = try Self.waitParameter(request.queryItems, maximum: configuration.maxWait)
+        guard let job = try await store.job(jobID) else { throw APIError.noSuchJob(jobID) }
+        guard let wait, !job.state.isFinal, let completionListener else { return job }
+        do {
+            return try await completionListener.waitForFinal(
+                jobID: jobID, timeout: wait,
+                read: { try await store.job(jobID) ?? job },
+                isFinal: { $0.state.isFinal }
+            )
+        } catch is JobCompletionListener.TooManyWaiters {
+            throw APIError(
+                status: .serviceUnavailable, code: "TooManyWaiters",
+                message: "too many requests are waiting for jobs; retry, or ask without wait",
+                headers: ["Retry-After": "1"])
+        }
+    }
+
+    /// `wait`: a duration such as `30s`, `500ms`, `2m` or plain seconds, up to `maximum`. The only query
+    /// parameter the job routes take.
+    static func waitParameter(_ items: [(name: String, value: String)], maximum: Duration) throws -> Duration? {
+        var wait: Duration?
+        for (name, value) in items {
+            guard name == "wait" else { throw APIError.invalidParameter(name, "unknown; the only parameter here is wait") }
+            guard wait == nil else { throw APIError.invalidParameter(name, "given more than once") }
+            guard let parsed = parseDuration(value), parsed <= maximum else {
+                throw APIError.invalidParameter(name, "must be a duration such as 30s, at most \(maximum.components.seconds)s")
+            }
+            wait = parsed
+        }
+        return wait
+    }
+
+    /// `250ms`, `30s`, `2m`, or a plain number of seconds; nil for anything else or a negative value.
+    static func parseDuration(_ text: String) -> Duration? {
+        let units: [(suffix: String, milliseconds: Double)] = [("ms", 1), ("s", 1000), ("m", 60_000)]
+        var number = Substring(text)
+        var scale = 1000.0
+        for unit in units where text.hasSuffix(unit.suffix) {
+            number = text.dropLast(unit.suffix.count)
+            scale = unit.milliseconds
+            break
+        }
+        guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), let value = Double(number),
+            value.isFinite, value >= 0, value * scale < 86_400_000
+        else { return nil }
+        return .milliseconds(Int64((value * scale).rounded()))
     }
 
     // MARK: Rendering
