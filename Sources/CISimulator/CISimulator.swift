@@ -98,6 +98,10 @@ public final class CISimulator: Sendable {
             return !state.deliveryStreamClaimed
         }
         guard claimed else { throw CISimulatorError(reason: "run() was already called") }
+        defer {
+            deliveryContinuation.finish()
+            deliverySession.invalidateAndCancel()
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.server.run() }
             group.addTask { await self.runDeliveries(self.deliveries) }
@@ -105,7 +109,6 @@ public final class CISimulator: Sendable {
             try await group.next()
             group.cancelAll()
         }
-        deliveryContinuation.finish()
     }
 
     /// The bound port once listening.

@@ -43,7 +43,8 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
             #expect(shapes.contains { $0.contains("\"JobsDetail\":{") } && shapes.contains { $0.contains("\"JobsDetail\":[{") })
             #expect(text(received[2].body).hasPrefix("<Response><EventName>TaskFinish</EventName><JobsDetail><Code>"), "alphabetical fields")
             #expect(received.map(\.contentType) == ["application/json", "application/json", "application/xml"])
-            #expect(harness.simulator.statistics.delivered == 3)
+            let statistics = try await harness.statistics { $0.delivered == 3 }
+            #expect(statistics.delivered == 3)
         }
     }
 }
@@ -72,8 +73,8 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
             #expect(receiver.received.count == 2)
             try #require(received.count == 2)
             #expect(received[0].body == received[1].body)
-            #expect(harness.simulator.statistics.duplicates == 1)
-            #expect(harness.simulator.statistics.delivered == 2)
+            let statistics = try await harness.statistics { $0.delivered == 2 }
+            #expect(statistics.duplicates == 1 && statistics.delivered == 2)
         }
     }
 }
@@ -101,7 +102,7 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
             try await Task.sleep(for: .milliseconds(100))
             #expect(receiver.received.map(\.accepted) == [false, false, true])
             #expect(Set(received.map(\.body)).count == 1, "every attempt carries the same body")
-            let statistics = harness.simulator.statistics
+            let statistics = try await harness.statistics { $0.delivered == 1 }
             #expect(statistics.retries == 2 && statistics.delivered == 1 && statistics.failures == 0)
         }
     }
@@ -114,7 +115,8 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
             _ = try await receiver.waitForRequests(2)
             try await Task.sleep(for: .milliseconds(200))
             #expect(receiver.received.count == 2)
-            #expect(harness.simulator.statistics.failures == 1 && harness.simulator.statistics.delivered == 0)
+            let statistics = try await harness.statistics { $0.failures == 1 }
+            #expect(statistics.failures == 1 && statistics.delivered == 0)
         }
     }
 }

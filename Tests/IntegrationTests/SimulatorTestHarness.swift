@@ -71,6 +71,21 @@ final class CISimulatorTestHarness: Sendable {
         _ = try? await runTask.value
     }
 
+    /// The simulator's counters once `condition` holds for them, or after `timeout` whatever they are: a
+    /// receiver sees a callback before the simulator has read the answer and counted it.
+    func statistics(
+        within timeout: Duration = .seconds(5),
+        where condition: (SimulatorStatistics) -> Bool
+    ) async throws -> SimulatorStatistics {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let current = simulator.statistics
+            if condition(current) { return current }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return simulator.statistics
+    }
+
     /// A client for this simulator; `secretKey` overrides the right one, `configure` adjusts the rest.
     func client(secretKey: String? = nil, _ configure: (inout CIConfiguration) -> Void = { _ in }) -> CIClient {
         var configuration = CIConfiguration(
