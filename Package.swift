@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "ci-callbackd", targets: ["ci-callbackd"]),
+        .executable(name: "ci-simulator", targets: ["ci-simulator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
@@ -73,6 +74,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .target(
+            name: "CIClient",
+            dependencies: ["COSSigning", "CIModel", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CISimulator",
+            dependencies: [
+                "CIClient", "CIModel", "COSSigning", "HTTPListener", "HTTPWire",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: The executable: wiring only
         .executableTarget(
             name: "ci-callbackd",
@@ -83,6 +98,17 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "ci-simulator",
+            dependencies: [
+                "CISimulator",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
@@ -102,9 +128,15 @@ let package = Package(
         ),
         .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "CIClientTests",
+            dependencies: ["CIClient", "CIModel", "COSSigning", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "HTTPWire", "HTTPListener", "CIModel", "PostgresLibPQ", "JobStore", "CallbackService",
+                "CIClient", "CISimulator", "COSSigning",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
