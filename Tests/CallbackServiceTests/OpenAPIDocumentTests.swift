@@ -15,18 +15,26 @@ struct OpenAPIDocumentTests {
             "openapi.yaml not found at the repository root"
         )
         let embedded = Array(OpenAPIDocument.yaml.utf8)
-        #expect(embedded == Array(file), "OpenAPIDocument.swift differs from openapi.yaml: run scripts/embed-openapi")
+        let onDisk = Array(file)
+        // Compared as a Bool with the first differing offset: printing two 50 KB arrays helps nobody.
+        let common = min(embedded.count, onDisk.count)
+        let firstDifference = (0..<common).first { embedded[$0] != onDisk[$0] } ?? common
+        let identical = embedded.count == onDisk.count && firstDifference == embedded.count
+        #expect(
+            identical,
+            "OpenAPIDocument.swift differs from openapi.yaml at byte \(firstDifference) (\(embedded.count) vs \(onDisk.count) bytes): run scripts/embed-openapi"
+        )
     }
 
     @Test func document_isOpenAPI31_andListsOperations() throws {
         let document = try DocumentedOperations(yaml: OpenAPIDocument.yaml)
         #expect(OpenAPIDocument.yaml.hasPrefix("openapi: 3.1.0\n"))
-        #expect(document.operations.count >= RouteSamples.all.count)
+        #expect(document.methodsByPath.count >= RouteSamples.all.count)
     }
 
     @Test func everyDocumentedOperation_resolvesToARoute() throws {
         let document = try DocumentedOperations(yaml: OpenAPIDocument.yaml)
-        for (path, methods) in document.operations {
+        for (path, methods) in document.methodsByPath {
             let segments = RouteSamples.segments(forTemplate: path)
             for method in methods {
                 let match = Route.match(method: method, segments: segments)
@@ -42,7 +50,7 @@ struct OpenAPIDocumentTests {
     /// with the same set in `Allow`, so a client reading the document never meets a surprise 405.
     @Test func documentedMethods_areExactlyTheAllowedOnes() throws {
         let document = try DocumentedOperations(yaml: OpenAPIDocument.yaml)
-        for (path, methods) in document.operations {
+        for (path, methods) in document.methodsByPath {
             let segments = RouteSamples.segments(forTemplate: path)
             let match = Route.match(method: HTTPMethod(rawValue: "PROPFIND"), segments: segments)
             guard case .methodNotAllowed(let allowed) = match else {
@@ -57,7 +65,7 @@ struct OpenAPIDocumentTests {
     func everyRoute_isDocumented(route: Route) throws {
         let document = try DocumentedOperations(yaml: OpenAPIDocument.yaml)
         let template = RouteSamples.template(for: route)
-        let methods = try #require(document.operations[template], "\(route) should be documented as \(template)")
+        let methods = try #require(document.methodsByPath[template], "\(route) should be documented as \(template)")
         let resolved = methods.contains { method in
             Route.match(method: method, segments: RouteSamples.segments(forTemplate: template)) == .route(route)
         }
@@ -84,7 +92,7 @@ struct OpenAPIDocumentTests {
                   type: object
             """
         let document = try DocumentedOperations(yaml: yaml)
-        #expect(document.operations.mapValues { $0.map(\.rawValue) } == ["/a/{id}": ["GET", "HEAD"], "/b": ["POST"]])
+        #expect(document.methodsByPath.mapValues { $0.map(\.rawValue) } == ["/a/{id}": ["GET", "HEAD"], "/b": ["POST"]])
         #expect(throws: (any Error).self) { try DocumentedOperations(yaml: "openapi: 3.1.0\n") }
     }
 }
@@ -146,7 +154,7 @@ private struct DocumentedOperations {
     private static let methods: Set<String> = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
 
     /// Documented methods by path template, each list in document order.
-    var operations: [String: [HTTPMethod]] = [:]
+    var methodsByPath: [String: [HTTPMethod]] = [:]
 
     init(yaml: String) throws {
         var inPaths = false
@@ -165,12 +173,12 @@ private struct DocumentedOperations {
             if indent == 2 {
                 guard key.hasPrefix("/") else { throw MalformedDocument(description: "path key without a leading slash: \(key)") }
                 currentPath = key
-                operations[key] = []
+                methodsByPath[key] = []
             } else if indent == 4, let path = currentPath, Self.methods.contains(key) {
-                operations[path, default: []].append(HTTPMethod(rawValue: key.uppercased()))
+                methodsByPath[path, default: []].append(HTTPMethod(rawValue: key.uppercased()))
             }
         }
-        guard !operations.isEmpty else { throw MalformedDocument(description: "no paths section with operations") }
+        guard !methodsByPath.isEmpty else { throw MalformedDocument(description: "no paths section with methodsByPath") }
     }
 
     private static func unquoted(_ text: Substring) -> String {
