@@ -262,14 +262,14 @@ paths:
               schema:
                 type: string
                 description: '`<?xml version="1.0" encoding="UTF-8"?><Response><JobsDetail>…</JobsDetail><Receipt>…</Receipt></Response>`'
+        '400':
+          $ref: '#/components/responses/BadRequest'
         '401':
           $ref: '#/components/responses/APIUnauthorized'
         '404':
           $ref: '#/components/responses/NoSuchJob'
         '408':
           $ref: '#/components/responses/RequestTimeout'
-        '400':
-          $ref: '#/components/responses/BadRequest'
         '413':
           $ref: '#/components/responses/PayloadTooLarge'
         '414':
