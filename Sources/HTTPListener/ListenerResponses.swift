@@ -6,8 +6,10 @@ import Glibc
 /// Responses the listener makes itself (parse errors, timeouts, connection cap).
 enum ListenerResponse {
     /// A JSON error response in the service's error shape,
-    /// `{"Error":{"Code":"…","Message":"…","RequestId":"…"}}`, with a fresh random request id.
+    /// `{"Error":{"Code":"…","Message":"…","RequestId":"…"}}`, with a fresh random request id that is
+    /// also sent as `X-Request-Id`, as on every application response.
     static func error(_ status: HTTPStatus, reason: String, code: String? = nil) -> HTTPResponse {
+        let requestID = randomRequestID()
         var body: [UInt8] = []
         body.reserveCapacity(96 + reason.utf8.count)
         body.append(contentsOf: #"{"Error":{"Code":""#.utf8)
@@ -15,9 +17,9 @@ enum ListenerResponse {
         body.append(contentsOf: #"","Message":""#.utf8)
         appendJSONEscaped(reason, to: &body)
         body.append(contentsOf: #"","RequestId":""#.utf8)
-        body.append(contentsOf: randomRequestID().utf8)
+        body.append(contentsOf: requestID.utf8)
         body.append(contentsOf: #""}}"#.utf8)
-        return HTTPResponse(status: status, headers: ["Content-Type": "application/json"], body: body)
+        return HTTPResponse(status: status, headers: ["Content-Type": "application/json", "X-Request-Id": requestID], body: body)
     }
 
     static func errorCode(for status: HTTPStatus) -> String {

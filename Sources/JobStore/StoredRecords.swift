@@ -150,9 +150,14 @@ public struct JobListCursor: Sendable, Hashable {
             let micros = Int64(text[..<colon])
         else { return nil }
         let jobID = String(text[text.index(after: colon)...])
-        guard !jobID.isEmpty else { return nil }
+        // Positions this API issues lie in years 1 through 9999; a forged one beyond PostgreSQL's
+        // timestamp range would otherwise fail the query (a 500) instead of being refused.
+        guard !jobID.isEmpty, Self.issuableMicros.contains(micros) else { return nil }
         self.init(firstReceivedMicros: micros, jobID: jobID)
     }
+
+    /// 0001-01-01T00:00:00Z through 9999-12-31T23:59:59.999999Z, in microseconds since the Unix epoch.
+    static let issuableMicros: ClosedRange<Int64> = -62_135_596_800_000_000...253_402_300_799_999_999
 }
 
 /// One page of a job listing.
