@@ -119,6 +119,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("auto-migrate"), help: "Apply migrations at start: true or false. [env: AUTO_MIGRATE, default: true]")
     var autoMigrate: String?
 
+    @Option(name: .customLong("max-wait"), help: "Longest ?wait= a lookup may ask for, e.g. 60s. [env: MAX_WAIT, default: 60s]")
+    var maxWait: String?
+
+    @Option(name: .customLong("max-waiters"), help: "Lookups waiting at once; more get 503. [env: MAX_WAITERS, default: 1000]")
+    var maxWaiters: String?
+
     @Option(name: .customLong("callback-tokens"), help: "Comma-separated tokens a callback URL must carry; unset = open. Prefer the environment: flags show in ps. [env: CALLBACK_TOKENS]")
     var callbackTokens: String?
 
@@ -179,6 +185,12 @@ struct Serve: AsyncParsableCommand {
                 flag: trustedProxyCIDRs, flagName: "trusted-proxy-cidrs", env: "TRUSTED_PROXY_CIDRS", default: [], parse: cidrList,
                 expected: "comma-separated CIDR blocks")
         )
+        let maxWait = try resolver.required(
+            flag: maxWait, flagName: "max-wait", env: "MAX_WAIT", default: .seconds(60), parse: SettingParsers.duration,
+            expected: "a duration such as 60s")
+        let maxWaiters = try resolver.required(
+            flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: 1000, parse: SettingParsers.positiveInt,
+            expected: "a positive whole number")
         let migrations = try database.migrationSet(resolver)
         let logger = try database.makeLogger(resolver)
         if accessPolicy.callbackTokens.isEmpty {
@@ -198,18 +210,28 @@ struct Serve: AsyncParsableCommand {
                 try await migrateWhenReachable(pool: pool, migrations: migrations, logger: logger)
             }
             let listenerStatistics = ListenerStatistics()
+            var listenerConfiguration = JobCompletionListener.Configuration(conninfo: databaseURL)
+            listenerConfiguration.maxWaiters = maxWaiters
+            let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
+            var applicationConfiguration = CallbackApplication.Configuration(
+                requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy)
+            applicationConfiguration.maxWait = maxWait
             let application = CallbackApplication(
                 store: JobStore(pool: pool),
-                configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
+                configuration: applicationConfiguration,
                 logger: logger,
                 metrics: metrics,
-                listenerStatistics: listenerStatistics
+                listenerStatistics: listenerStatistics,
+                completionListener: completionListener
             )
             let httpServer = HTTPServer(
                 configuration: server, logger: logger, statistics: listenerStatistics, responder: application.respond(to:))
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: httpServer)],
+                    services: [
+                        .init(service: httpServer, successTerminationBehavior: .gracefullyShutdownGroup),
+                        .init(service: CompletionListenerService(listener: completionListener)),
+                    ],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )
@@ -257,5 +279,16 @@ struct IngestSQL: ParsableCommand {
         }
         let body = try [UInt8](Data(contentsOf: URL(fileURLWithPath: callbackFile)))
         print(JobStore.jobsParameter(for: try CallbackDecoder.decode(body)))
+    }
+}
+
+/// Runs the job-completion listener under the ServiceGroup, stopping when the group shuts down.
+struct CompletionListenerService: Service {
+    let listener: JobCompletionListener
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await listener.run()
+        }
     }
 }

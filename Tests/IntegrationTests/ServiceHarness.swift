@@ -48,10 +48,14 @@ final class ServiceHarness: Sendable {
     let server: HTTPServer
     let port: Int
     private let runTask: Task<Void, any Error>
+    private let listenerTask: Task<Void, Never>
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    private init(schema: String, pool: PostgresPool, server: HTTPServer, port: Int, runTask: Task<Void, any Error>) {
+    private init(
+        schema: String, pool: PostgresPool, server: HTTPServer, port: Int, runTask: Task<Void, any Error>, listenerTask: Task<Void, Never>
+    ) {
+        self.listenerTask = listenerTask
         self.schema = schema
         self.pool = pool
         self.server = server
@@ -64,7 +68,8 @@ final class ServiceHarness: Sendable {
         schema: String = "t_" + RequestIDForTests.random(),
         databaseURL: String = testDatabaseURL,
         migrate: Bool = true,
-        accessPolicy: AccessPolicy = AccessPolicy()
+        accessPolicy: AccessPolicy = AccessPolicy(),
+        maxWaiters: Int = 1000
     ) async throws -> ServiceHarness {
         let logger = serviceTestLogger
         if migrate {
@@ -83,11 +88,16 @@ final class ServiceHarness: Sendable {
             }
         }
         let statistics = ListenerStatistics()
+        var listenerConfiguration = JobCompletionListener.Configuration(conninfo: conninfo(databaseURL, searchPath: schema))
+        listenerConfiguration.maxWaiters = maxWaiters
+        let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
+        let listenerTask = Task { await completionListener.run() }
         let application = CallbackApplication(
             store: JobStore(pool: pool),
             configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
             logger: logger,
-            listenerStatistics: statistics
+            listenerStatistics: statistics,
+            completionListener: completionListener
         )
         var serverConfiguration = HTTPServerConfiguration()
         serverConfiguration.host = "127.0.0.1"
@@ -97,13 +107,18 @@ final class ServiceHarness: Sendable {
             configuration: serverConfiguration, logger: logger, statistics: statistics, responder: application.respond(to:))
         let runTask = Task { try await server.run() }
         let port = try await server.waitUntilListening()
-        return ServiceHarness(schema: schema, pool: pool, server: server, port: port, runTask: runTask)
+        for _ in 0..<1000 where !completionListener.isListening {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return ServiceHarness(schema: schema, pool: pool, server: server, port: port, runTask: runTask, listenerTask: listenerTask)
     }
 
     /// Stops the listener and the pool; the schema stays (see `dropSchema`).
     func stop() async {
         runTask.cancel()
         _ = try? await runTask.value
+        listenerTask.cancel()
+        await listenerTask.value
         await pool.close()
     }
 
