@@ -233,6 +233,7 @@ paths:
     parameters:
       - $ref: '#/components/parameters/JobId'
       - $ref: '#/components/parameters/RequestIdHeader'
+      - $ref: '#/components/parameters/Wait'
     get:
       tags: [jobs]
       operationId: getJob
@@ -325,6 +326,7 @@ paths:
     parameters:
       - $ref: '#/components/parameters/JobId'
       - $ref: '#/components/parameters/RequestIdHeader'
+      - $ref: '#/components/parameters/Wait'
     get:
       tags: [jobs]
       operationId: getWatermark
@@ -925,6 +927,20 @@ components:
         `CALLBACK_TOKENS` is empty callbacks need no token.
 
   parameters:
+    Wait:
+      name: wait
+      in: query
+      required: false
+      description: |
+        Wait for the job to reach a final state (Success, Failed, Cancel) before answering: the
+        answer comes as soon as it does, or with the current state when the wait runs out. A duration
+        such as `30s`, `500ms`, `2m` or plain seconds, at most `MAX_WAIT` (default 60 s; more is 400).
+        Woken by PostgreSQL NOTIFY, so a callback stored by any replica ends the wait. An unknown job is
+        404 at once. When `MAX_WAITERS` requests already wait, the answer is 503 `TooManyWaiters`.
+      schema:
+        type: string
+        pattern: '^[0-9]+(\.[0-9]+)?(ms|s|m)?$'
+      example: 30s
     RequestIdHeader:
       name: X-Request-Id
       in: header
