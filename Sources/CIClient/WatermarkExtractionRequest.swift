@@ -1,3 +1,4 @@
+import CIModel
 /// The format CI sends a job's callback in (`CallBackFormat`).
 public enum CICallbackFormat: String, Sendable, Hashable, CaseIterable {
     /// `{"EventName":"TaskFinish","JobsDetail":…}`.
@@ -105,16 +106,22 @@ public struct WatermarkExtractionRequest: Sendable, Hashable {
     /// <CallBackFormat>JSON</CallBackFormat></Request>`; optional elements are left out when unset.
     /// - Parameter defaultQueueID: Used when ``queueID`` is `nil`.
     public func xmlBody(defaultQueueID: String?) -> String {
-        var xml = "<Request><Tag>ExtractDigitalWatermark</Tag><Input><Object>"
-        xml += XMLText.escape(objectKey)
-        xml += "</Object></Input><Operation><ExtractDigitalWatermark><Type>Text</Type><Version>V1</Version></ExtractDigitalWatermark>"
-        if let userData { xml += "<UserData>\(XMLText.escape(userData))</UserData>" }
-        if let jobLevel { xml += "<JobLevel>\(jobLevel)</JobLevel>" }
-        xml += "</Operation>"
-        if let queue = queueID ?? defaultQueueID { xml += "<QueueId>\(XMLText.escape(queue))</QueueId>" }
-        if let callbackURL { xml += "<CallBack>\(XMLText.escape(callbackURL))</CallBack>" }
-        xml += "<CallBackFormat>\(callbackFormat.rawValue)</CallBackFormat></Request>"
-        return xml
+        func element(_ name: String, _ text: String) -> CIField { CIField(name: name, value: .text(text)) }
+        var operation = [
+            CIField(name: "ExtractDigitalWatermark", value: .element([element("Type", "Text"), element("Version", "V1")]))
+        ]
+        if let userData { operation.append(element("UserData", userData)) }
+        if let jobLevel { operation.append(element("JobLevel", String(jobLevel))) }
+        var request = [
+            element("Tag", "ExtractDigitalWatermark"),
+            CIField(name: "Input", value: .element([element("Object", objectKey)])),
+            CIField(name: "Operation", value: .element(operation)),
+        ]
+        if let queue = queueID ?? defaultQueueID { request.append(element("QueueId", queue)) }
+        if let callbackURL { request.append(element("CallBack", callbackURL)) }
+        request.append(element("CallBackFormat", callbackFormat.rawValue))
+        // CINodeXML escapes every text value, the same encoder the lookup API uses.
+        return CINodeXML.encode(.element(request), rootName: "Request")
     }
 }
 
@@ -132,28 +139,4 @@ public struct WatermarkRequestError: Error, Sendable, Hashable, CustomStringConv
     }
 
     public var description: String { "\(field) \(reason)" }
-}
-
-/// XML character escaping for element text.
-enum XMLText {
-    /// Escapes `&`, `<`, `>`, `"` and `'`; a CR becomes `&#13;` so that it survives line-end normalisation.
-    static func escape(_ text: String) -> String {
-        guard text.utf8.contains(where: { $0 == UInt8(ascii: "&") || $0 == UInt8(ascii: "<") || $0 == UInt8(ascii: ">")
-            || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "'") || $0 == 0x0D })
-        else { return text }
-        var out = ""
-        out.reserveCapacity(text.utf8.count + 16)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&apos;"
-            case "\r": out += "&#13;"
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
-    }
 }
