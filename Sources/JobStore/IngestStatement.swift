@@ -16,6 +16,9 @@ struct IngestRecord: Sendable {
     var jobsJSON: String
     var jobCount: Int
     var receivedAt: Date
+    /// The smallest JobId among the jobs ("" without jobs): group commit orders a batch by it so that
+    /// concurrent transactions lock rows in one order.
+    var lockKey: String
 
     /// The whole write as ONE statement, so a callback costs one round trip and one commit:
     ///
