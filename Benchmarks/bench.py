@@ -4,7 +4,9 @@
 One command from a clean checkout:
 
     Benchmarks/bench.py                 # one round
-    Benchmarks/bench.py --runs 5        # five interleaved rounds, medians reported
+    Benchmarks/bench.py --runs 5        # five rounds, medians reported
+    Benchmarks/bench.py --runs 5 --baseline-binary /tmp/before/ci-callbackd
+                                        # A/B: each round runs both binaries (order alternating), medians per side
 
 Each round starts a throwaway PostgreSQL cluster (.pgdata-bench/, fsync and synchronous_commit on) and
 the release build of ci-callbackd, then measures:
@@ -191,6 +193,7 @@ def pgbench_ceiling(binary, url, seconds, clients):
 
 
 def one_round(binary, args, round_index):
+    """One full round (fresh cluster, ingest, lookup, pgbench) of one binary."""
     url = start_cluster()
     service_log = open(BENCH / "results" / "service.log", "a")
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": args.log_level}
@@ -236,21 +239,38 @@ def main():
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--log-level", default="info", help="the service's LOG_LEVEL (default info: one line per request)")
     parser.add_argument("--label", default="", help="a note stored with each result line")
+    parser.add_argument("--binary", help="benchmark this ci-callbackd instead of building the checkout's release binary")
+    parser.add_argument("--baseline-binary",
+                        help="A/B mode: a second ci-callbackd (for example the previous release) measured in the same rounds, "
+                             "interleaved with --binary/the checkout, order alternating per round")
     args = parser.parse_args()
 
     ensure_tools()
-    binary = build()
+    binary = Path(args.binary) if args.binary else build()
     (BENCH / "results").mkdir(exist_ok=True)
-    rounds = []
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    sides = [("candidate", binary)]
+    if args.baseline_binary:
+        sides = [("baseline", Path(args.baseline_binary)), ("candidate", binary)]
+    rounds = {name: [] for name, _ in sides}
     for index in range(args.runs):
-        log(f"round {index + 1} of {args.runs}")
-        result = one_round(binary, args, index)
-        result["label"] = args.label
-        result["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        with open(BENCH / "results" / "results.jsonl", "a") as results:
-            results.write(json.dumps(result) + "\n")
-        rounds.append(result)
+        # Alternate which side goes first so neither always meets a warmer (or busier) machine.
+        order = sides if index % 2 == 0 else list(reversed(sides))
+        for name, path in order:
+            log(f"round {index + 1} of {args.runs}: {name} ({path})")
+            result = one_round(path, args, index)
+            result["label"] = args.label
+            result["side"] = name
+            result["binary"] = str(path)
+            result["commit"] = commit if name == "candidate" else ""
+            with open(BENCH / "results" / "results.jsonl", "a") as results:
+                results.write(json.dumps(result) + "\n")
+            rounds[name].append(result)
+    for name, _ in sides:
+        report(name, rounds[name], args)
 
+
+def report(name, rounds, args):
     def median(path):
         values = []
         for result in rounds:
@@ -277,7 +297,7 @@ def main():
         ("pgbench ingest-statement tps", ceiling, "1.00x"),
         ("peak RSS MB", median(["peak_rss_mb"]), ""),
     ]
-    print(f"\nmedians of {len(rounds)} round(s), -c{args.connections}, pool {args.pool_size}:")
+    print(f"\n{name}: medians of {len(rounds)} round(s), -c{args.connections}, pool {args.pool_size}:")
     for name, value, ratio in rows:
         print(f"  {name:32s} {value:12.3f}  {ratio}")
 

@@ -171,6 +171,10 @@ final class EventLoop: @unchecked Sendable {
         readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
     }
 
+    deinit {
+        close(wakeFD)
+    }
+
     // MARK: - Other threads
 
     /// Starts the loop thread.
@@ -198,12 +202,16 @@ final class EventLoop: @unchecked Sendable {
 
     /// Hands a responder's response back to the loop that owns the connection. Any thread.
     func complete(connectionID: UInt64, sequence: UInt64, response: HTTPResponse) {
-        inbox.withLock { inbox in
-            guard !inbox.closed else { return }
+        let wake = inbox.withLock { inbox in
+            guard !inbox.closed else { return false }
             inbox.completions.append(Completion(connectionID: connectionID, sequence: sequence, response: response))
             // One wake-up per batch: the loop drains the eventfd before it takes the batch.
-            if inbox.completions.count == 1 { _ = cepoll_eventfd_signal(wakeFD) }
+            return inbox.completions.count == 1
         }
+        // Signalled after unlocking: a syscall under the lock made every other completing thread (and the
+        // loop) spin on it. Safe even if the loop tears down in between: the eventfd is closed only in
+        // deinit, and this call holds a reference to the loop.
+        if wake { _ = cepoll_eventfd_signal(wakeFD) }
     }
 
     /// Asks the loop to stop accepting, finish in-flight requests and exit. Any thread; idempotent.
@@ -268,7 +276,7 @@ final class EventLoop: @unchecked Sendable {
         for connection in Array(connections.values) { closeConnection(connection) }
         if listenFD >= 0 { close(listenFD) }
         listenFD = -1
-        close(wakeFD)
+        // wakeFD stays open until deinit: a responder finishing late may still signal it.
         close(epollFD)
         readBuffer.deallocate()
         context.loopExited()
@@ -473,9 +481,11 @@ final class EventLoop: @unchecked Sendable {
     // MARK: - Responses
 
     private func processInbox() {
-        let (completions, shutdownRequested) = inbox.withLock { inbox in
-            defer { inbox.completions.removeAll(keepingCapacity: true) }
-            return (inbox.completions, inbox.shutdownRequested)
+        // Swapped out, not copied and cleared: clearing a shared buffer would allocate under the lock.
+        var completions: [Completion] = []
+        let shutdownRequested = inbox.withLock { inbox in
+            swap(&completions, &inbox.completions)
+            return inbox.shutdownRequested
         }
         if shutdownRequested, !shuttingDown { beginShutdown() }
         var touched: [Connection] = []

@@ -16,6 +16,9 @@ struct IngestRecord: Sendable {
     var jobsJSON: String
     var jobCount: Int
     var receivedAt: Date
+    /// The smallest JobId among the jobs ("" without jobs): group commit orders a batch by it so that
+    /// concurrent transactions lock rows in one order.
+    var lockKey: String
 
     /// The whole write as ONE statement, so a callback costs one round trip and one commit:
     ///
@@ -102,12 +105,11 @@ struct IngestRecord: Sendable {
                 WHERE cb.inserted
             )
             SELECT cb.callback_id, cb.inserted, i.job_id, i.state AS received_state,
-                   coalesce(u.state, existing.state) AS current_state,
+                   coalesce(u.state, (SELECT existing.state FROM ci_jobs existing WHERE existing.job_id = i.job_id)) AS current_state,
                    coalesce(u.state_callback_id = cb.callback_id, false) AS applied
             FROM cb
             LEFT JOIN incoming i ON true
             LEFT JOIN upserted u ON u.job_id = i.job_id
-            LEFT JOIN ci_jobs existing ON existing.job_id = i.job_id
             """
     }()
 }

@@ -6,21 +6,25 @@ import PostgresLibPQ
 /// The service's PostgreSQL repository: stores callbacks and answers lookups.
 ///
 /// Every operation runs on a pooled connection's own thread (libpq blocks), so callers on Swift's
-/// cooperative pool only await.
+/// cooperative pool only await. Callbacks are written through an ``IngestBatcher`` (group commit).
 public struct JobStore: Sendable {
     public let pool: PostgresPool
     /// Rejected bodies are kept for operators, but only up to this many bytes.
     public var rejectedBodyLimit: Int
+    /// Writes callbacks that arrive together in one transaction.
+    public let batcher: IngestBatcher
 
-    public init(pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024) {
+    public init(pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024, batching: IngestBatcher.Configuration = IngestBatcher.Configuration()) {
         self.pool = pool
         self.rejectedBodyLimit = rejectedBodyLimit
+        self.batcher = IngestBatcher(pool: pool, configuration: batching)
     }
 
     // MARK: Writing
 
     /// Stores a decoded callback and applies each of its jobs under the precedence rules, in one
-    /// statement (one round trip, one commit). Returns only after the commit.
+    /// statement, committed together with the callbacks that arrive at the same time (group commit).
+    /// Returns only after the commit.
     public func ingest(_ envelope: CallbackEnvelope, body: ReceivedBody) async throws -> IngestResult {
         let jobs = Self.deduplicatedByJobID(envelope.jobs)
         let record = IngestRecord(
@@ -36,7 +40,8 @@ public struct JobStore: Sendable {
             source: body.source,
             jobsJSON: Self.jobsJSON(jobs),
             jobCount: jobs.count,
-            receivedAt: body.receivedAt
+            receivedAt: body.receivedAt,
+            lockKey: jobs.first?.jobID ?? ""
         )
         return try await write(record, receivedStates: Dictionary(jobs.map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 }))
     }
@@ -59,15 +64,14 @@ public struct JobStore: Sendable {
             source: body.source,
             jobsJSON: "[]",
             jobCount: 0,
-            receivedAt: body.receivedAt
+            receivedAt: body.receivedAt,
+            lockKey: ""
         )
         return try await write(record, receivedStates: [:]).callbackID
     }
 
     private func write(_ record: IngestRecord, receivedStates: [String: JobState]) async throws -> IngestResult {
-        let rows = try await pool.withConnection { connection in
-            try connection.query(record.query)
-        }
+        let rows = try await batcher.submit(record)
         guard let first = rows.first, let callbackID = first["callback_id"].int else {
             throw JobStoreError("the ingest statement returned no callback row")
         }

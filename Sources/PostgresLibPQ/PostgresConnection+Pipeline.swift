@@ -27,8 +27,14 @@ extension PostgresConnection {
         }
         var encoded: [EncodedParameters] = []
         encoded.reserveCapacity(queries.count)
+        // A batch usually repeats one statement: scan each distinct text once (comparing a string with
+        // itself is a pointer check), not a few KB of SQL per query.
+        var checkedSQL: String?
         for query in queries {
-            guard !query.sql.utf8.contains(0) else { throw .nulInText(operation: operation) }
+            if query.sql != checkedSQL {
+                guard !query.sql.utf8.contains(0) else { throw .nulInText(operation: operation) }
+                checkedSQL = query.sql
+            }
             encoded.append(try EncodedParameters(query.binds, operation: operation))
         }
         guard PQsetnonblocking(handle, 1) == 0, PQenterPipelineMode(handle) == 1 else {
@@ -69,14 +75,18 @@ extension PostgresConnection {
         slots.reserveCapacity(queries.count * 2)
         // A statement new to this connection is prepared inside the batch, once even if it repeats.
         var preparing: [StatementKey: String] = [:]
+        // The previous query's statement: a batch of one repeated statement hashes its text once.
+        var previous: (key: StatementKey, name: String)?
         for (index, query) in queries.enumerated() {
             let parameters = encoded[index]
             let key = StatementKey(sql: query.sql, types: parameters.types)
             self.useClock &+= 1
             let name: String
-            if let cached = self.statements[key]?.name {
-                self.statements[key]?.lastUse = self.useClock
-                name = cached
+            if let previous, previous.key == key {
+                name = previous.name
+            } else if let cached = self.statements.index(forKey: key) {
+                self.statements.values[cached].lastUse = self.useClock
+                name = self.statements.values[cached].name
             } else if let pending = preparing[key] {
                 name = pending
             } else {
@@ -90,6 +100,7 @@ extension PostgresConnection {
                 guard sent == 1 else { throw self.sendFailure(handle) }
                 slots.append(Slot(query: index, kind: .prepare(key, name: name)))
             }
+            previous = (key, name)
             let sent = parameters.withPointers { values, lengths, formats in
                 name.withCString { PQsendQueryPrepared(handle, $0, parameters.count, values, lengths, formats, 0) }
             }

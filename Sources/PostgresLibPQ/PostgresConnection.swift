@@ -237,9 +237,10 @@ public final class PostgresConnection {
     private func preparedStatementName(sql: String, types: [UInt32], handle: OpaquePointer) throws(PostgresError) -> String {
         let key = StatementKey(sql: sql, types: types)
         self.useClock &+= 1
-        if let name = self.statements[key]?.name {
-            self.statements[key]?.lastUse = self.useClock
-            return name
+        // One hash of the (often multi-KB) SQL text per call, not one per read and write.
+        if let index = self.statements.index(forKey: key) {
+            self.statements.values[index].lastUse = self.useClock
+            return self.statements.values[index].name
         }
         guard !sql.utf8.contains(0) else { throw .nulInText(operation: "PQprepare") }
         self.trimStatementCache(toAtMost: Self.preparedStatementCapacity - 1)

@@ -115,6 +115,32 @@ public final class PostgresPool: Sendable {
         }
     }
 
+    /// Queues `body` to run on one of the pool's threads with a healthy connection, without a caller
+    /// awaiting it: for work that delivers its own results (a group-commit loop resumes each of its
+    /// callers after the commit), so no task has to sit suspended for the whole job.
+    ///
+    /// `body` returns the error that ended it, if any; a connection problem makes the pool discard the
+    /// connection afterwards, as with ``withConnection(_:)``. When the job cannot run (connecting failed,
+    /// or it waited longer than ``Configuration/acquireTimeout``), `onFailure` gets that error instead and
+    /// `body` never runs: exactly one of the two is called. Closing the pool still runs queued jobs.
+    ///
+    /// - Returns: `false`, without calling either closure, when the pool is already closed.
+    public func submit(
+        _ body: @escaping @Sendable (PostgresConnection) -> (any Error)?,
+        onFailure: @escaping @Sendable (any Error) -> Void
+    ) -> Bool {
+        let core = self.core
+        let now = ContinuousClock.now
+        let job = PoolJob(
+            id: core.makeJobID(),
+            enqueuedAt: now,
+            deadline: now + core.configuration.acquireTimeout,
+            execute: { connection in PoolJob.Outcome(failure: body(connection), deliver: {}) },
+            fail: onFailure
+        )
+        return core.enqueue(job)
+    }
+
     /// Current counters.
     public var statistics: Statistics {
         self.core.statistics()
