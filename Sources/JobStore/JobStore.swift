@@ -115,7 +115,9 @@ public struct JobStore: Sendable {
             json.optionalMember("sub_tag", job.subTag)
             json.optionalMember("queue_id", job.queueID)
             json.optionalMember("queue_type", job.queueType)
-            if let progress = job.progress { json.member("progress", progress) }
+            // CI documents Progress 0–100 and JobLevel 0–2; other values stay in `detail` but not in the
+            // integer columns, so an odd number from a sender can never fail the whole callback.
+            if let progress = job.progress, (0...100).contains(progress) { json.member("progress", progress) }
             json.optionalMember("creation_time", job.creationTime?.rfc3339)
             json.optionalMember("start_time", job.startTime?.rfc3339)
             json.optionalMember("end_time", job.endTime?.rfc3339)
@@ -123,7 +125,7 @@ public struct JobStore: Sendable {
             json.optionalMember("input_object", job.input?.object)
             json.optionalMember("input_region", job.input?.region)
             json.optionalMember("user_data", job.userData)
-            if let level = job.jobLevel { json.member("job_level", level) }
+            if let level = job.jobLevel, (0...2).contains(level) { json.member("job_level", level) }
             json.member("has_watermark", job.isWatermarkExtraction)
             json.optionalMember("watermark_type", job.watermark?.type)
             json.optionalMember("watermark_version", job.watermark?.version)

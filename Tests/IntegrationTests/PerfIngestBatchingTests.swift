@@ -69,9 +69,14 @@ struct PerfIngestBatchingTests {
 
     @Test func batch_oneFailingStatement_failsOnlyItself() async throws {
         try await withBatchingStore { store, blocker in
-            // Progress beyond PostgreSQL's integer range: the decoder accepts it, the statement fails (22003).
-            let bad = Array(
-                #"{"JobsDetail":{"JobId":"\#(RequestIDForTests.jobID())","State":"Running","Progress":99999999999}}"#.utf8)
+            // A row PostgreSQL refuses although the decoder accepts it: a CHECK constraint added for this
+            // test only, violated by one JobId (23514).
+            let refusedJobID = RequestIDForTests.jobID()
+            _ = try await store.pool.withConnection { connection in
+                try connection.execute(
+                    simpleSQL: "ALTER TABLE ci_jobs ADD CONSTRAINT test_refuses_one_job CHECK (job_id <> '\(refusedJobID)')")
+            }
+            let bad = Array(#"{"JobsDetail":{"JobId":"\#(refusedJobID)","State":"Running"}}"#.utf8)
             let good = (0..<4).map { _ in callbackBody(jobID: RequestIDForTests.jobID(), state: "Success") }
             let bodies = [good[0], good[1], bad, good[2], good[3]]
             let outcomes = try await blocker.inOneBatchResults(store, count: bodies.count) { index in
@@ -81,10 +86,10 @@ struct PerfIngestBatchingTests {
                 switch (index, outcome) {
                 case (2, .failure(let error)):
                     let postgres = try #require(error as? PostgresError)
-                    #expect(postgres.sqlState == "22003")
+                    #expect(postgres.sqlState == "23514")
                     #expect(!postgres.isConnectionProblem)
                 case (2, .success):
-                    Issue.record("the out-of-range callback must fail")
+                    Issue.record("the refused callback must fail")
                 case (_, .failure(let error)):
                     Issue.record("callback \(index) failed with its batch-mate: \(error)")
                 case (_, .success(let result)):

@@ -224,3 +224,16 @@ struct ServiceIngestTests {
         try first.dropSchema()
     }
 }
+
+extension ServiceIngestTests {
+    @Test func outOfRangeNumbers_areKeptInTheDetail_butNeverFailTheCallback() async throws {
+        try await ServiceHarness.with { service in
+            let jobID = RequestIDForTests.jobID()
+            let body = #"{"JobsDetail":{"JobId":"\#(jobID)","State":"Running","Progress":99999999999,"Operation":{"JobLevel":"7"}}}"#
+            let reply = try await service.post("/v1/callbacks", Array(body.utf8))
+            #expect(reply.status == 200, "\(reply.text)")
+            let detail = try #require(try await service.get("/v1/jobs/\(jobID)").json()["JobsDetail"] as? [String: Any])
+            #expect(detail["Progress"] as? String == "99999999999")
+        }
+    }
+}
