@@ -138,6 +138,7 @@ let package = Package(
                 "HTTPWire", "HTTPListener", "CIModel", "PostgresLibPQ", "JobStore", "CallbackService",
                 "CIClient", "CISimulator", "COSSigning",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
