@@ -13,16 +13,19 @@ extension CallbackApplication {
     /// Every input check happens before CI is called; a 400 names the offending field.
     func submitWatermarkExtraction(_ request: HTTPRequest, logger: Logger) async throws -> HTTPResponse {
         let body = try Self.submissionBody(request.body)
-        guard let submitter else {
-            throw APIError(
-                status: .serviceUnavailable, code: "CINotConfigured",
-                message: "this service has no CI credentials (set CI_SECRET_ID, CI_SECRET_KEY, CI_BUCKET and CI_REGION) and cannot submit jobs")
-        }
-        let ciRequest = submitter.request(object: body.object, userData: body.userData, jobLevel: body.jobLevel, callbackFormat: body.callbackFormat)
+        let ciRequest =
+            submitter?.request(object: body.object, userData: body.userData, jobLevel: body.jobLevel, callbackFormat: body.callbackFormat)
+            ?? WatermarkExtractionRequest(object: body.object, userData: body.userData, jobLevel: body.jobLevel, callbackFormat: body.callbackFormat)
+        // Checked before the configuration, so a bad request is a 400 whatever the deployment.
         do {
             try ciRequest.validate()
         } catch {
             throw APIError.invalidParameter(error.field, error.reason)
+        }
+        guard let submitter else {
+            throw APIError(
+                status: .serviceUnavailable, code: "CINotConfigured",
+                message: "this service has no CI credentials (set CI_SECRET_ID, CI_SECRET_KEY, CI_BUCKET and CI_REGION) and cannot submit jobs")
         }
         let submission: WatermarkSubmitter.Submission
         do {
@@ -56,37 +59,63 @@ extension CallbackApplication {
         var callbackFormat: CICallbackFormat
     }
 
+    /// The body as sent. A member may be absent, but not `null`: a client that sends `null` meant
+    /// something, and silently dropping it would submit a different job than asked for.
     private struct SubmissionJSON: Decodable {
-        var Object: String?
-        var UserData: String?
-        var JobLevel: Int?
-        var CallBackFormat: String?
+        var object: String?
+        var userData: String?
+        var jobLevel: Int?
+        var callbackFormat: String?
+
+        private enum CodingKeys: String, CodingKey {
+            case object = "Object", userData = "UserData", jobLevel = "JobLevel", callbackFormat = "CallBackFormat"
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            func member<T: Decodable>(_ key: CodingKeys, _ type: T.Type) throws -> T? {
+                guard container.contains(key) else { return nil }
+                if try container.decodeNil(forKey: key) { throw APIError.invalidParameter(key.rawValue, "must not be null") }
+                return try container.decode(type, forKey: key)
+            }
+            object = try member(.object, String.self)
+            userData = try member(.userData, String.self)
+            // Read as a number first: Foundation reports 1.5 or 1e30 read as Int as a corrupt document,
+            // which would hide the field's name.
+            if let level = try member(.jobLevel, Double.self) {
+                guard level.rounded() == level, abs(level) < 1e9 else { throw APIError.invalidParameter("JobLevel", "must be 0, 1 or 2") }
+                jobLevel = Int(level)
+            }
+            callbackFormat = try member(.callbackFormat, String.self)
+        }
     }
 
     static func submissionBody(_ bytes: [UInt8]) throws -> SubmissionBody {
         let decoded: SubmissionJSON
         do {
             decoded = try JSONDecoder().decode(SubmissionJSON.self, from: Data(bytes))
+        } catch let error as APIError {
+            throw error
         } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
             throw APIError.invalidParameter(context.codingPath[0].stringValue, "has the wrong type")
-        } catch let DecodingError.valueNotFound(_, context) where !context.codingPath.isEmpty {
-            throw APIError.invalidParameter(context.codingPath[0].stringValue, "must not be null")
+        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            throw APIError.invalidParameter(context.codingPath[0].stringValue, "has the wrong type or is out of range")
         } catch {
             throw APIError(
                 status: .badRequest, code: "InvalidRequestBody",
                 message: #"the body must be a JSON object such as {"Object":"input/demo.mp4","UserData":"…","JobLevel":0}"#)
         }
-        guard let object = decoded.Object else {
+        guard let object = decoded.object else {
             throw APIError.invalidParameter("Object", "is required")
         }
         var format = CICallbackFormat.json
-        if let text = decoded.CallBackFormat {
-            guard let parsed = CICallbackFormat(rawValue: text.uppercased()) else {
+        if let text = decoded.callbackFormat {
+            guard let parsed = CICallbackFormat(rawValue: text) else {
                 throw APIError.invalidParameter("CallBackFormat", "must be JSON or XML")
             }
             format = parsed
         }
-        return SubmissionBody(object: object, userData: decoded.UserData, jobLevel: decoded.JobLevel, callbackFormat: format)
+        return SubmissionBody(object: object, userData: decoded.userData, jobLevel: decoded.jobLevel, callbackFormat: format)
     }
 
     /// CI's refusal or absence, as the caller should see it: 502 with CI's Code, Message and RequestId

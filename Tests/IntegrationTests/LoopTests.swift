@@ -216,6 +216,8 @@ struct LoopTests {
         (#"{"UserData":"x"}"#, "Object"),
         (#"{"Object":""}"#, "Object"),
         (#"{"Object":"input/a.mp4","CallBackFormat":"yaml"}"#, "CallBackFormat"),
+        (#"{"Object":"input/a.mp4","UserData":null}"#, "UserData"),
+        (#"{"Object":"input/a.mp4","JobLevel":1.5}"#, "JobLevel"),
     ])
     func loop_InvalidSubmission_Answers400NamingTheFieldWithoutCallingCI(body: String, field: String) async throws {
         try await LoopRig.with { rig in
