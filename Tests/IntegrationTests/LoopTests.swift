@@ -67,10 +67,19 @@ private struct LoopRig {
         _ body: (LoopRig) async throws -> T
     ) async throws -> T {
         try await CISimulatorTestHarness.with(configure) { simulator in
-            let port = try loopFreePort()
-            let submitter = WatermarkSubmitter(
-                client: simulator.client(secretKey: secretKey), callbackURL: "http://127.0.0.1:\(port)/v1/callbacks")
-            let service = try await ServiceHarness.start(port: port, submitter: submitter)
+            // Another test may take the free port before the service binds it: try a few.
+            var started: ServiceHarness?
+            for attempt in 1...5 where started == nil {
+                let port = try loopFreePort()
+                let submitter = WatermarkSubmitter(
+                    client: simulator.client(secretKey: secretKey), callbackURL: "http://127.0.0.1:\(port)/v1/callbacks")
+                do {
+                    started = try await ServiceHarness.start(port: port, submitter: submitter)
+                } catch where attempt < 5 {
+                    continue
+                }
+            }
+            let service = try #require(started)
             let metrics = ServiceMetrics()
             let reconciler = Reconciler(
                 store: JobStore(pool: service.pool), client: simulator.client(),
@@ -254,7 +263,8 @@ struct LoopTests {
 
     @Test
     func loop_CIUnreachable_Answers502() async throws {
-        let deadPort = try loopFreePort()
+        // Port 1 (tcpmux): nothing listens there, and no unprivileged test can start listening.
+        let deadPort = 1
         var configuration = CIConfiguration(
             credentials: .init(secretID: "AKIDx", secretKey: "k"), bucket: "examplebucket-1250000000", region: "ap-chongqing",
             endpoint: URL(string: "http://127.0.0.1:\(deadPort)"))
