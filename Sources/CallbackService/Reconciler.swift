@@ -142,8 +142,19 @@ public final class Reconciler: Service, Sendable {
             lastHeardBefore: now.addingTimeInterval(-Self.seconds(configuration.age)), firstSeenAfter: windowStart,
             limit: configuration.maxOpenJobsPerSweep)
         let localStates = Dictionary(open.map { ($0.jobID, $0.state) }, uniquingKeysWith: { first, _ in first })
-        for batch in CIClient.describeBatches(open.map(\.jobID)) {
-            let response = try await client.describeJobs(batch)
+        // A JobId CI could not have issued (a forged callback's) would make CI refuse the whole batch.
+        let askable = open.map(\.jobID).filter(Self.isCIJobID)
+        var failedBatches = 0
+        for batch in CIClient.describeBatches(askable) {
+            let response: CIResponse
+            do {
+                response = try await client.describeJobs(batch)
+            } catch let error as CIClientError {
+                // One refused batch must not starve the others, sweep after sweep.
+                logger.warning("describing open jobs failed", metadata: ["ci.error": "\(error)", "job.count": "\(batch.count)"])
+                failedBatches += 1
+                continue
+            }
             report.checked += response.envelope.jobs.count
             if !response.envelope.nonExistJobIDs.isEmpty {
                 report.missing += response.envelope.nonExistJobIDs.count
@@ -154,6 +165,8 @@ public final class Reconciler: Service, Sendable {
             // An unchanged answer is not stored: a long job would otherwise grow its history every sweep.
             report.corrected += try await storeChanged(response, known: localStates, discover: false).corrected
         }
+
+        if failedBatches > 0 { report.result = "error" }
 
         if shouldList() {
             report.listed = true
@@ -196,6 +209,15 @@ public final class Reconciler: Service, Sendable {
             corrected += 1
         }
         return (corrected, discovered)
+    }
+
+    /// Letters, digits, `-` and `_`, at most 64: what CI issues and what DescribeMediaJob accepts.
+    static func isCIJobID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 64
+            && id.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+            }
     }
 
     private func shouldList() -> Bool {

@@ -153,7 +153,14 @@ struct LoopTests {
             let sources = try await rig.sources(jobID)
             #expect(sources.contains("submit") && sources.contains("reconcile") && !sources.contains("callback"))
             #expect(rig.simulator.simulator.statistics.dropped == 1)
-            #expect(rig.metricsText().contains(#"ci_reconcile_jobs_total{outcome="corrected"}"#))
+            // The sweep records its metrics after the commit that woke the lookup.
+            var text = rig.metricsText()
+            for _ in 0..<100 where !text.contains(#"ci_reconcile_jobs_total{outcome="corrected"}"#) {
+                try await Task.sleep(for: .milliseconds(20))
+                text = rig.metricsText()
+            }
+            #expect(text.contains(#"ci_reconcile_jobs_total{outcome="corrected"}"#))
+            #expect(text.contains(#"ci_reconcile_sweeps_total{result="ok"}"#))
         }
     }
 
@@ -203,6 +210,23 @@ struct LoopTests {
             // The second sweep finds nothing new: the job is final locally.
             let again = await rig.reconciler.sweep()
             #expect(again.discovered == 0 && again.corrected == 0)
+        }
+    }
+
+    @Test
+    func loop_OpenJobWithIdCICannotHaveIssued_DoesNotBreakTheSweep() async throws {
+        // No callbacks: the submitted job stays open locally, so the sweep must describe it.
+        try await LoopRig.with(simulator: { $0.dropProbability = 1 }) { rig in
+            let forged = #"{"JobsDetail":{"JobId":"not a ci id","State":"Running","Tag":"ExtractDigitalWatermark"}}"#
+            #expect(try await rig.service.post("/v1/callbacks", Array(forged.utf8), contentType: "application/json").status == 200)
+            let reply = try await rig.submit(#"{"Object":"input/alongside.mp4"}"#)
+            let jobID = try #require(try reply.json()["JobId"] as? String)
+            for _ in 0..<200 where rig.simulator.simulator.job(jobID)?.state(at: Date()).isFinal != true {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let report = await rig.reconciler.sweep()
+            #expect(report.result == "ok")
+            #expect(report.checked == 1)
         }
     }
 
