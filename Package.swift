@@ -65,7 +65,7 @@ let package = Package(
         .target(
             name: "CallbackService",
             dependencies: [
-                "HTTPWire", "HTTPListener", "CIModel", "JobStore", "PostgresLibPQ",
+                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "JobStore", "PostgresLibPQ",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -92,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "ci-callbackd",
             dependencies: [
-                "CallbackService", "CIModel", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire",
+                "CallbackService", "CIClient", "CIModel", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -138,6 +138,7 @@ let package = Package(
                 "HTTPWire", "HTTPListener", "CIModel", "PostgresLibPQ", "JobStore", "CallbackService",
                 "CIClient", "CISimulator", "COSSigning",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

@@ -33,12 +33,16 @@ public struct CallbackApplication: Sendable {
     public let listenerStatistics: ListenerStatistics?
     /// Wakes `?wait=` lookups; without it, `wait` answers at once with the current state.
     public let completionListener: JobCompletionListener?
+    /// Submits jobs to CI; without it, `POST /v1/watermark-extractions` answers 503 `CINotConfigured`.
+    public let submitter: WatermarkSubmitter?
 
     public init(
         store: JobStore, configuration: Configuration, logger: Logger, metrics: ServiceMetrics = ServiceMetrics(),
-        listenerStatistics: ListenerStatistics? = nil, completionListener: JobCompletionListener? = nil
+        listenerStatistics: ListenerStatistics? = nil, completionListener: JobCompletionListener? = nil,
+        submitter: WatermarkSubmitter? = nil
     ) {
         self.completionListener = completionListener
+        self.submitter = submitter
         self.store = store
         self.configuration = configuration
         self.logger = logger
@@ -106,6 +110,8 @@ public struct CallbackApplication: Sendable {
             return try await jobCallbacks(jobID)
         case .callbackBody(let jobID, let callbackID):
             return try await callbackBody(jobID: jobID, callbackID: callbackID)
+        case .submitWatermarkExtraction:
+            return try await submitWatermarkExtraction(request, logger: logger)
         case .health:
             return .json { json in json.member("Status", "ok") }
         case .readiness:

@@ -140,6 +140,128 @@ paths:
         '505':
           $ref: '#/components/responses/HTTPVersionNotSupported'
 
+  /v1/watermark-extractions:
+    parameters:
+      - $ref: '#/components/parameters/RequestIdHeader'
+    post:
+      tags: [jobs]
+      operationId: submitWatermarkExtraction
+      summary: Submit a watermark extraction to CI
+      description: |
+        Submits an `ExtractDigitalWatermark` job (`Type` Text, `Version` V1) for an object of the
+        configured bucket to CI (`POST /jobs`), with `CallBack` set to the service's
+        `PUBLIC_CALLBACK_URL`. CI's answer (`State` Submitted) is stored as the job's first state, with
+        history source `submit`; the callback, or the reconciler when the callback never comes, records
+        the rest. Every field is checked against CI's limits before CI is called, and a 400 names the
+        field. Members may be absent but not `null`; unknown members are ignored.
+      security:
+        - apiBearer: []
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              $ref: '#/components/schemas/WatermarkExtractionRequest'
+            example:
+              Object: input/demo.mp4
+              UserData: order-17
+              JobLevel: 0
+      responses:
+        '201':
+          description: CI accepted the job; it is stored as Submitted.
+          headers:
+            X-Request-Id:
+              $ref: '#/components/headers/X-Request-Id'
+            Location:
+              description: The job's lookup path, the same as `LookupUrl`.
+              schema:
+                type: string
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/WatermarkSubmission'
+              example:
+                JobId: j515a494af86111ecb8546d80f2baf56f
+                State: Submitted
+                LookupUrl: /v1/jobs/j515a494af86111ecb8546d80f2baf56f
+                WatermarkUrl: /v1/jobs/j515a494af86111ecb8546d80f2baf56f/watermark
+        '400':
+          description: |
+            `InvalidParameter`: a field breaks CI's limits; the message names it (`parameter 'JobLevel':
+            must be 0, 1 or 2`). `InvalidRequestBody`: the body is not a JSON object. Also `BadRequest`
+            from the listener.
+          headers:
+            X-Request-Id:
+              $ref: '#/components/headers/X-Request-Id'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+              example:
+                Error:
+                  Code: InvalidParameter
+                  Message: "parameter 'UserData': must be printable ASCII (0x20-0x7E)"
+                  RequestId: 9f86d081884c7d65
+        '401':
+          $ref: '#/components/responses/APIUnauthorized'
+        '408':
+          $ref: '#/components/responses/RequestTimeout'
+        '413':
+          $ref: '#/components/responses/PayloadTooLarge'
+        '414':
+          $ref: '#/components/responses/URITooLong'
+        '417':
+          $ref: '#/components/responses/ExpectationFailed'
+        '431':
+          $ref: '#/components/responses/HeaderFieldsTooLarge'
+        '500':
+          $ref: '#/components/responses/InternalError'
+        '501':
+          $ref: '#/components/responses/NotImplemented'
+        '502':
+          description: |
+            `CIError`: CI refused the job; the message carries CI's HTTP status, `Code`, `Message` and
+            `RequestId`. `CIUnreachable`: CI could not be reached; nothing was submitted.
+          headers:
+            X-Request-Id:
+              $ref: '#/components/headers/X-Request-Id'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+              example:
+                Error:
+                  Code: CIError
+                  Message: 'CI refused the job: HTTP 403: Code AccessDenied: Message "signature mismatch": RequestId NjQ2ZjZhM2Ff'
+                  RequestId: 9f86d081884c7d65
+        '503':
+          description: |
+            `CINotConfigured`: the service has no CI credentials (`CI_SECRET_ID` …). Also
+            `DatabaseUnavailable` and the listener's `TooManyConnections` / `ServiceUnavailable`.
+          headers:
+            X-Request-Id:
+              $ref: '#/components/headers/X-Request-Id'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+              example:
+                Error:
+                  Code: CINotConfigured
+                  Message: this service has no CI credentials (set CI_SECRET_ID, CI_SECRET_KEY, CI_BUCKET and CI_REGION) and cannot submit jobs
+                  RequestId: 9f86d081884c7d65
+        '504':
+          description: '`CITimeout`: CI did not answer in time; the job may exist, and the reconciler records it if so.'
+          headers:
+            X-Request-Id:
+              $ref: '#/components/headers/X-Request-Id'
+          content:
+            application/json:
+              schema:
+                $ref: '#/components/schemas/Error'
+        '505':
+          $ref: '#/components/responses/HTTPVersionNotSupported'
+
   /v1/jobs:
     parameters:
       - $ref: '#/components/parameters/RequestIdHeader'
@@ -1568,6 +1690,47 @@ components:
             RequestId:
               $ref: '#/components/schemas/RequestId'
 
+    WatermarkExtractionRequest:
+      type: object
+      description: An `ExtractDigitalWatermark` job to submit. Limits are CI's own.
+      required: [Object]
+      properties:
+        Object:
+          type: string
+          description: |
+            The input object's key in the configured bucket; one leading `/` is dropped. At most 850
+            UTF-8 bytes, no control characters.
+          minLength: 1
+          maxLength: 850
+          pattern: '^(?!/$)[^\u0000-\u001F\u007F\uFFFE\uFFFF]+$'
+        UserData:
+          type: string
+          description: Text CI echoes back in every JobsDetail.
+          maxLength: 1024
+          pattern: '^[\u0020-\u007E]*$'
+        JobLevel:
+          type: integer
+          description: Priority, 0 (CI's default) to 2.
+          minimum: 0
+          maximum: 2
+        CallBackFormat:
+          type: string
+          description: The format CI sends the callback in. Default JSON.
+          enum: [JSON, XML]
+    WatermarkSubmission:
+      type: object
+      required: [JobId, State, LookupUrl, WatermarkUrl]
+      properties:
+        JobId:
+          type: string
+        State:
+          $ref: '#/components/schemas/JobState'
+        LookupUrl:
+          type: string
+          description: '`/v1/jobs/{JobId}`; add `?wait=30s` to wait for the final state.'
+        WatermarkUrl:
+          type: string
+          description: '`/v1/jobs/{JobId}/watermark`.'
     JobState:
       type: string
       minLength: 1

@@ -11,6 +11,8 @@ public enum Route: Sendable, Hashable {
     case watermark(jobID: String)
     case jobCallbacks(jobID: String)
     case callbackBody(jobID: String, callbackID: Int64)
+    /// `POST /v1/watermark-extractions`: submit an ExtractDigitalWatermark job to CI.
+    case submitWatermarkExtraction
     case health
     case readiness
     case metrics
@@ -45,6 +47,8 @@ public enum Route: Sendable, Hashable {
         switch segments[1] {
         case "callbacks" where rest.count <= 1:
             return (.ingestCallback(token: rest.first), [.post])
+        case "watermark-extractions" where rest.isEmpty:
+            return (.submitWatermarkExtraction, [.post])
         case "jobs":
             guard let jobID = rest.first else { return (.listJobs, readMethods) }
             let tail = Array(rest.dropFirst())
@@ -76,7 +80,7 @@ public enum Route: Sendable, Hashable {
         switch self {
         case .health, .readiness, .metrics, .openAPI: .open
         case .ingestCallback: .callbackToken
-        case .listJobs, .job, .watermark, .jobCallbacks, .callbackBody: .apiToken
+        case .listJobs, .job, .watermark, .jobCallbacks, .callbackBody, .submitWatermarkExtraction: .apiToken
         }
     }
 
@@ -96,6 +100,7 @@ public enum Route: Sendable, Hashable {
         case .watermark: "get_watermark"
         case .jobCallbacks: "list_job_callbacks"
         case .callbackBody: "get_callback_body"
+        case .submitWatermarkExtraction: "submit_watermark_extraction"
         case .health: "healthz"
         case .readiness: "readyz"
         }

@@ -18,7 +18,7 @@ struct CICallbackd: AsyncParsableCommand {
         abstract: "Receives Tencent Cloud Infinite job callbacks into PostgreSQL and answers lookups by JobId.",
         discussion: "Every option can also be set by the environment variable named in its help; a flag wins.",
         version: CallbackServiceVersion.current,
-        subcommands: [Serve.self, Migrate.self, IngestSQL.self]
+        subcommands: [Serve.self, Migrate.self, Submit.self, IngestSQL.self]
     )
 }
 
@@ -191,8 +191,12 @@ struct Serve: AsyncParsableCommand {
         let maxWaiters = try resolver.required(
             flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: 1000, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
+        let ciSettings = try CISettings.resolve(resolver)
         let migrations = try database.migrationSet(resolver)
         let logger = try database.makeLogger(resolver)
+        if ciSettings.configuration == nil {
+            logger.notice("CI_SECRET_ID is not set: submitting jobs and reconciliation are off")
+        }
         if accessPolicy.callbackTokens.isEmpty {
             logger.warning("CALLBACK_TOKENS is not set: anyone who can reach this service can post callbacks")
         }
@@ -216,22 +220,31 @@ struct Serve: AsyncParsableCommand {
             var applicationConfiguration = CallbackApplication.Configuration(
                 requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy)
             applicationConfiguration.maxWait = maxWait
+            let submitter = ciSettings.submitter(logger: logger)
             let application = CallbackApplication(
                 store: JobStore(pool: pool),
                 configuration: applicationConfiguration,
                 logger: logger,
                 metrics: metrics,
                 listenerStatistics: listenerStatistics,
-                completionListener: completionListener
+                completionListener: completionListener,
+                submitter: submitter
             )
             let httpServer = HTTPServer(
                 configuration: server, logger: logger, statistics: listenerStatistics, responder: application.respond(to:))
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(service: httpServer, successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: CompletionListenerService(listener: completionListener)),
+            ]
+            if ciSettings.reconcile, let submitter {
+                let reconciler = Reconciler(
+                    store: JobStore(pool: pool), client: submitter.client, lock: SweepLock(conninfo: databaseURL, logger: logger),
+                    configuration: ciSettings.reconciler, metrics: metrics, logger: logger)
+                services.append(.init(service: reconciler))
+            }
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [
-                        .init(service: httpServer, successTerminationBehavior: .gracefullyShutdownGroup),
-                        .init(service: CompletionListenerService(listener: completionListener)),
-                    ],
+                    services: services,
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )

@@ -116,6 +116,7 @@ private enum RouteSamples {
         .watermark(jobID: jobID),
         .jobCallbacks(jobID: jobID),
         .callbackBody(jobID: jobID, callbackID: 1),
+        .submitWatermarkExtraction,
         .health,
         .readiness,
         .metrics,
@@ -130,6 +131,7 @@ private enum RouteSamples {
         case .watermark: "/v1/jobs/{JobId}/watermark"
         case .jobCallbacks: "/v1/jobs/{JobId}/callbacks"
         case .callbackBody: "/v1/jobs/{JobId}/callbacks/{CallbackId}/body"
+        case .submitWatermarkExtraction: "/v1/watermark-extractions"
         case .health: "/healthz"
         case .readiness: "/readyz"
         case .metrics: "/metrics"

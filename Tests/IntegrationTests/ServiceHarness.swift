@@ -69,7 +69,9 @@ final class ServiceHarness: Sendable {
         databaseURL: String = testDatabaseURL,
         migrate: Bool = true,
         accessPolicy: AccessPolicy = AccessPolicy(),
-        maxWaiters: Int = 1000
+        maxWaiters: Int = 1000,
+        port: Int = 0,
+        submitter: WatermarkSubmitter? = nil
     ) async throws -> ServiceHarness {
         let logger = serviceTestLogger
         if migrate {
@@ -97,11 +99,12 @@ final class ServiceHarness: Sendable {
             configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
             logger: logger,
             listenerStatistics: statistics,
-            completionListener: completionListener
+            completionListener: completionListener,
+            submitter: submitter
         )
         var serverConfiguration = HTTPServerConfiguration()
         serverConfiguration.host = "127.0.0.1"
-        serverConfiguration.port = 0
+        serverConfiguration.port = port
         serverConfiguration.eventLoopCount = 1
         let server = HTTPServer(
             configuration: serverConfiguration, logger: logger, statistics: statistics, responder: application.respond(to:))

@@ -1,0 +1,315 @@
+import CIClient
+import CIModel
+import CISimulator
+import COSSigning
+import CallbackService
+import Foundation
+import JobStore
+import Logging
+import PostgresLibPQ
+import Prometheus
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// Reconciler logs are not asserted on.
+private let loopTestLogger: Logger = {
+    var logger = Logger(label: "loop-test")
+    logger.logLevel = .critical
+    return logger
+}()
+
+/// A free loopback port: the service must know its callback URL (which CI is given) before it listens.
+private func loopFreePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    try #require(fd >= 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    try #require(bound)
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Reconciliation as the tests want it: at once, and often.
+private func fastReconcile() -> ReconcilerConfiguration {
+    var configuration = ReconcilerConfiguration()
+    configuration.interval = .milliseconds(200)
+    configuration.age = .zero
+    configuration.discoveryInterval = .zero
+    return configuration
+}
+
+/// The simulator, the service pointed at it (and it at the service), and optionally a running reconciler.
+private struct LoopRig {
+    var simulator: CISimulatorTestHarness
+    var service: ServiceHarness
+    var metrics: ServiceMetrics
+    var reconciler: Reconciler
+
+    static func with<T>(
+        simulator configure: @escaping (inout SimulatorConfiguration) -> Void = { _ in },
+        reconcile: Bool = false,
+        secretKey: String? = nil,
+        _ body: (LoopRig) async throws -> T
+    ) async throws -> T {
+        try await CISimulatorTestHarness.with(configure) { simulator in
+            // Another test may take the free port before the service binds it: try a few.
+            var started: ServiceHarness?
+            for attempt in 1...5 where started == nil {
+                let port = try loopFreePort()
+                let submitter = WatermarkSubmitter(
+                    client: simulator.client(secretKey: secretKey), callbackURL: "http://127.0.0.1:\(port)/v1/callbacks")
+                do {
+                    started = try await ServiceHarness.start(port: port, submitter: submitter)
+                } catch where attempt < 5 {
+                    continue
+                }
+            }
+            let service = try #require(started)
+            let metrics = ServiceMetrics()
+            let reconciler = Reconciler(
+                store: JobStore(pool: service.pool), client: simulator.client(),
+                lock: SweepLock(conninfo: conninfo(testDatabaseURL, searchPath: service.schema), logger: loopTestLogger),
+                configuration: fastReconcile(), metrics: metrics, logger: loopTestLogger)
+            let reconcileTask: Task<Void, any Error>? = reconcile ? Task { try await reconciler.run() } : nil
+            let rig = LoopRig(simulator: simulator, service: service, metrics: metrics, reconciler: reconciler)
+            do {
+                let result = try await body(rig)
+                reconcileTask?.cancel()
+                _ = try? await reconcileTask?.value
+                await service.stop()
+                try service.dropSchema()
+                return result
+            } catch {
+                reconcileTask?.cancel()
+                _ = try? await reconcileTask?.value
+                await service.stop()
+                try? service.dropSchema()
+                throw error
+            }
+        }
+    }
+
+    func submit(_ json: String) async throws -> ServiceHarness.Reply {
+        try await service.post("/v1/watermark-extractions", Array(json.utf8), contentType: "application/json")
+    }
+
+    func sources(_ jobID: String) async throws -> Set<String> {
+        let reply = try await service.get("/v1/jobs/\(jobID)/callbacks")
+        let callbacks = try #require(try reply.json()["Callbacks"] as? [[String: Any]])
+        return Set(callbacks.compactMap { $0["Source"] as? String })
+    }
+
+    func metricsText() -> String {
+        String(decoding: metrics.registry.emitToBuffer(), as: UTF8.self)
+    }
+}
+
+@Suite("Closing the loop with CI")
+struct LoopTests {
+    @Test
+    func loop_SubmitThenCallbackThenLookup_ReturnsWatermarkText() async throws {
+        try await LoopRig.with { rig in
+            let reply = try await rig.submit(#"{"Object":"input/demo.mp4","UserData":"order-17","JobLevel":1}"#)
+            #expect(reply.status == 201)
+            let body = try reply.json()
+            let jobID = try #require(body["JobId"] as? String)
+            #expect(body["State"] as? String == "Submitted")
+            #expect(body["LookupUrl"] as? String == "/v1/jobs/\(jobID)")
+            #expect(body["WatermarkUrl"] as? String == "/v1/jobs/\(jobID)/watermark")
+
+            let watermark = try await rig.service.get("/v1/jobs/\(jobID)/watermark?wait=20s").json()
+            #expect(watermark["State"] as? String == "Success")
+            #expect(watermark["Message"] as? String == "wm-demo.mp4")
+            #expect(try await rig.sources(jobID) == ["submit", "callback"])
+
+            let simulated = try #require(rig.simulator.simulator.job(jobID))
+            #expect(simulated.callbackURL == "http://127.0.0.1:\(rig.service.port)/v1/callbacks")
+        }
+    }
+
+    @Test
+    func loop_DroppedCallback_ReconcilerBringsJobToSuccess() async throws {
+        try await LoopRig.with(simulator: { $0.dropProbability = 1 }, reconcile: true) { rig in
+            let reply = try await rig.submit(#"{"Object":"input/dropped.mp4"}"#)
+            let jobID = try #require(try reply.json()["JobId"] as? String)
+            let watermark = try await rig.service.get("/v1/jobs/\(jobID)/watermark?wait=20s").json()
+            #expect(watermark["State"] as? String == "Success")
+            #expect(watermark["Message"] as? String == "wm-dropped.mp4")
+            let sources = try await rig.sources(jobID)
+            #expect(sources.contains("submit") && sources.contains("reconcile") && !sources.contains("callback"))
+            #expect(rig.simulator.simulator.statistics.dropped == 1)
+            // The sweep records its metrics after the commit that woke the lookup.
+            var text = rig.metricsText()
+            for _ in 0..<100 where !text.contains(#"ci_reconcile_jobs_total{outcome="corrected"}"#) {
+                try await Task.sleep(for: .milliseconds(20))
+                text = rig.metricsText()
+            }
+            #expect(text.contains(#"ci_reconcile_jobs_total{outcome="corrected"}"#))
+            #expect(text.contains(#"ci_reconcile_sweeps_total{result="ok"}"#))
+        }
+    }
+
+    @Test
+    func loop_TwentyPercentCallbacksDropped_AllJobsReachFinalState() async throws {
+        let jobCount = 20
+        try await LoopRig.with(
+            simulator: { configuration in
+                configuration.dropProbability = 0.2
+                configuration.seed = 42
+            }, reconcile: true
+        ) { rig in
+            let started = ContinuousClock.now
+            var jobIDs: [String] = []
+            for index in 0..<jobCount {
+                let reply = try await rig.submit(#"{"Object":"input/batch-\#(index).mp4"}"#)
+                try #require(reply.status == 201)
+                jobIDs.append(try #require(try reply.json()["JobId"] as? String))
+            }
+            for (index, jobID) in jobIDs.enumerated() {
+                let watermark = try await rig.service.get("/v1/jobs/\(jobID)/watermark?wait=20s").json()
+                #expect(watermark["State"] as? String == "Success", "job \(index)")
+                #expect(watermark["Message"] as? String == "wm-batch-\(index).mp4")
+            }
+            let elapsed = started.duration(to: .now)
+            let dropped = rig.simulator.simulator.statistics.dropped
+            print("loop: \(jobCount) jobs final in \(elapsed) with \(dropped) final callbacks dropped")
+            #expect(dropped > 0, "the seed should drop some callbacks, or this test proves nothing")
+        }
+    }
+
+    @Test
+    func loop_JobNeverHeardOf_IsDiscoveredByListing() async throws {
+        try await LoopRig.with { rig in
+            // Submitted behind the service's back, with no callback: only the listing can find it.
+            let request = WatermarkExtractionRequest(object: "input/unknown.mp4", callbackURL: "no")
+            let jobID = try #require(try await rig.simulator.client().submitWatermarkExtraction(request).envelope.jobs.first?.jobID)
+            for _ in 0..<200 where rig.simulator.simulator.job(jobID)?.state(at: Date()).isFinal != true {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let report = await rig.reconciler.sweep()
+            #expect(report.result == "ok")
+            #expect(report.discovered == 1)
+            let job = try await rig.service.get("/v1/jobs/\(jobID)/watermark").json()
+            #expect(job["State"] as? String == "Success")
+            #expect(try await rig.sources(jobID) == ["reconcile"])
+            // The second sweep finds nothing new: the job is final locally.
+            let again = await rig.reconciler.sweep()
+            #expect(again.discovered == 0 && again.corrected == 0)
+        }
+    }
+
+    @Test
+    func loop_OpenJobWithIdCICannotHaveIssued_DoesNotBreakTheSweep() async throws {
+        // No callbacks: the submitted job stays open locally, so the sweep must describe it.
+        try await LoopRig.with(simulator: { $0.dropProbability = 1 }) { rig in
+            let forged = #"{"JobsDetail":{"JobId":"not a ci id","State":"Running","Tag":"ExtractDigitalWatermark"}}"#
+            #expect(try await rig.service.post("/v1/callbacks", Array(forged.utf8), contentType: "application/json").status == 200)
+            let reply = try await rig.submit(#"{"Object":"input/alongside.mp4"}"#)
+            let jobID = try #require(try reply.json()["JobId"] as? String)
+            for _ in 0..<200 where rig.simulator.simulator.job(jobID)?.state(at: Date()).isFinal != true {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let report = await rig.reconciler.sweep()
+            #expect(report.result == "ok")
+            #expect(report.checked == 1)
+        }
+    }
+
+    @Test
+    func loop_SweepWhileAnotherReplicaHoldsTheLock_IsSkipped() async throws {
+        try await LoopRig.with { rig in
+            let other = SweepLock(conninfo: conninfo(testDatabaseURL, searchPath: rig.service.schema), logger: loopTestLogger)
+            let report = try await other.withLock { await rig.reconciler.sweep() }
+            #expect(report?.result == "skipped")
+            #expect(await rig.reconciler.sweep().result == "ok")
+            await other.close()
+            #expect(rig.metricsText().contains(#"ci_reconcile_sweeps_total{result="skipped"} 1"#))
+        }
+    }
+
+    @Test(arguments: [
+        (#"{"Object":"input/a.mp4","UserData":"caf\u00e9"}"#, "UserData"),
+        (#"{"Object":"input/a.mp4","JobLevel":3}"#, "JobLevel"),
+        (#"{"Object":"input/a.mp4","JobLevel":"high"}"#, "JobLevel"),
+        (#"{"UserData":"x"}"#, "Object"),
+        (#"{"Object":""}"#, "Object"),
+        (#"{"Object":"input/a.mp4","CallBackFormat":"yaml"}"#, "CallBackFormat"),
+        (#"{"Object":"input/a.mp4","UserData":null}"#, "UserData"),
+        (#"{"Object":"input/a.mp4","JobLevel":1.5}"#, "JobLevel"),
+    ])
+    func loop_InvalidSubmission_Answers400NamingTheFieldWithoutCallingCI(body: String, field: String) async throws {
+        try await LoopRig.with { rig in
+            let reply = try await rig.submit(body)
+            #expect(reply.status == 400)
+            let error = try #require(try reply.json()["Error"] as? [String: Any])
+            #expect((error["Message"] as? String)?.contains("'\(field)'") == true, "\(reply.text)")
+            #expect(rig.simulator.simulator.statistics.requests == 0)
+        }
+    }
+
+    @Test
+    func loop_MalformedJSON_Answers400() async throws {
+        try await LoopRig.with { rig in
+            for body in ["{", "[1,2]", "not json", ""] {
+                let reply = try await rig.submit(body)
+                #expect(reply.status == 400, "\(body)")
+            }
+            #expect(rig.simulator.simulator.statistics.requests == 0)
+        }
+    }
+
+    @Test
+    func loop_WrongSecretKey_Answers502CIErrorWithCIsCode() async throws {
+        try await LoopRig.with(secretKey: "not-the-key") { rig in
+            let reply = try await rig.submit(#"{"Object":"input/a.mp4"}"#)
+            #expect(reply.status == 502)
+            let error = try #require(try reply.json()["Error"] as? [String: Any])
+            #expect(error["Code"] as? String == "CIError")
+            let message = try #require(error["Message"] as? String)
+            #expect(message.contains("403") && message.contains("AccessDenied") && message.contains("RequestId"))
+        }
+    }
+
+    @Test
+    func loop_CIUnreachable_Answers502() async throws {
+        // Port 1 (tcpmux): nothing listens there, and no unprivileged test can start listening.
+        let deadPort = 1
+        var configuration = CIConfiguration(
+            credentials: .init(secretID: "AKIDx", secretKey: "k"), bucket: "examplebucket-1250000000", region: "ap-chongqing",
+            endpoint: URL(string: "http://127.0.0.1:\(deadPort)"))
+        configuration.maxAttempts = 1
+        let submitter = WatermarkSubmitter(client: CIClient(configuration: configuration, logger: loopTestLogger), callbackURL: nil)
+        let service = try await ServiceHarness.start(submitter: submitter)
+        let reply = try await service.post("/v1/watermark-extractions", Array(#"{"Object":"input/a.mp4"}"#.utf8))
+        await service.stop()
+        try service.dropSchema()
+        #expect(reply.status == 502)
+        #expect(try (reply.json()["Error"] as? [String: Any])?["Code"] as? String == "CIUnreachable")
+    }
+
+    @Test
+    func loop_CINotConfigured_Answers503() async throws {
+        try await ServiceHarness.with { service in
+            let reply = try await service.post("/v1/watermark-extractions", Array(#"{"Object":"input/a.mp4"}"#.utf8))
+            #expect(reply.status == 503)
+            let error = try #require(try reply.json()["Error"] as? [String: Any])
+            #expect(error["Code"] as? String == "CINotConfigured")
+            #expect((error["Message"] as? String)?.contains("CI_SECRET_ID") == true)
+        }
+    }
+}
