@@ -653,8 +653,9 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
 }
 
 @Test func listener_PeerThatStopsReadingIsDroppedAfterIdleTimeout() async throws {
-    // Larger than loopback socket buffers can absorb, so the server is left holding unsent output.
-    let payload = [UInt8](repeating: 0x61, count: 32 << 20)
+    // Larger than loopback socket buffers can absorb (receive buffers autotune up to tcp_rmem's maximum,
+    // 32 MiB on Debian, plus up to 4 MiB of send buffer), so the server is left holding unsent output.
+    let payload = [UInt8](repeating: 0x61, count: 96 << 20)
     let responder: HTTPServer.Responder = { _ in HTTPResponse(status: .ok, body: payload) }
     try await withListenerServer(configure: { $0.limits.idleTimeout = .milliseconds(300) }, responder: responder) { port in
         let completed = try await listenerBlocking {
