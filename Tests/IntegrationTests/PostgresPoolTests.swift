@@ -151,7 +151,12 @@ struct PostgresPoolTests {
             group.addTask {
                 _ = try await pool.withConnection { try $0.query("SELECT pg_sleep(1.5)") }
             }
-            try await Task.sleep(for: .milliseconds(300))
+            // Until the only connection is busy: a fixed sleep is not enough on a loaded machine.
+            for _ in 0..<500 where pool.statistics.inUse < 1 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            try #require(pool.statistics.inUse == 1)
+            try await Task.sleep(for: .milliseconds(100))
             let started = ContinuousClock.now
             let error = await #expect(throws: PostgresError.self) { try await pool.withConnection { _ in 1 } }
             #expect(error?.code == .timeout)
