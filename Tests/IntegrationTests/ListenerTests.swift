@@ -661,6 +661,15 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
         let completed = try await listenerBlocking {
             let client = try ListenerTestClient(port: port)
             try client.send(request("/huge"))
+            // Wait until the server is visibly sending (bytes queued on our side), not a fixed time: on a
+            // loaded machine building the response can take longer than any sleep. Then stop reading for
+            // well over the idle timeout.
+            var queued: Int32 = 0
+            for _ in 0..<1_000 {
+                _ = ioctl(client.fd, UInt(FIONREAD), &queued)
+                if queued > 0 { break }
+                usleep(10_000)
+            }
             usleep(1_500_000)
             return (try? client.readResponse().body.count) == payload.count
         }
