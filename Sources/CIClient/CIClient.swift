@@ -193,7 +193,9 @@ public final class CIClient: Sendable {
         for header in prepared.headers { request.setValue(header.value, forHTTPHeaderField: header.name) }
         if !prepared.body.isEmpty || prepared.method == "POST" { request.httpBody = Data(prepared.body) }
         let timeout = configuration.requestTimeout
-        // URLSession's own timeout is an inactivity timeout; the race below bounds the whole exchange.
+        // URLSession's timeout restarts with every byte received, so a trickling server could stretch an
+        // attempt; CI answers in one small body, and racing a timer would need URLSessionTask.cancel (see
+        // `exchange`), so the inactivity timeout is the bound.
         request.timeoutInterval = Double(CIRetryPolicy.nanoseconds(timeout)) / 1e9
         let started = ContinuousClock.now
         let urlRequest = request
@@ -201,18 +203,7 @@ public final class CIClient: Sendable {
         let data: Data
         let response: URLResponse
         do {
-            (data, response) = try await withThrowingTaskGroup(of: (Data, URLResponse)?.self) { group in
-                group.addTask { [session] in try await session.data(for: urlRequest) }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let exchange = first else {
-                    throw AttemptFailure(error: CIClientError(code: .timeout, detail: "\(operation): no answer within \(timeout)"), connectionEstablished: true)
-                }
-                return exchange
-            }
+            (data, response) = try await session.exchange(urlRequest)
         } catch let failure as AttemptFailure {
             try Task.checkCancellation()
             throw failure

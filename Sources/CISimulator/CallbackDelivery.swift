@@ -49,7 +49,7 @@ extension CISimulator {
             try Task.checkCancellation()
             var outcome: String
             do {
-                let (_, response) = try await deliverySession.data(for: request)
+                let (_, response) = try await deliverySession.exchange(request)
                 let status = (response as? HTTPURLResponse)?.statusCode ?? 0
                 if (200..<300).contains(status) {
                     updateStatistics { $0.delivered += 1 }
