@@ -1,13 +1,10 @@
 -- wrk script: POSTs realistic ~1 KiB CI callbacks, a new JobId per request, alternating XML and JSON.
+-- setup/response/done and the BENCH_JSON summary line live in wrk-summary.lua, next to this file.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk-summary.lua")
 -- Counts answers by status so the driver can check durability (rows stored >= 2xx answered).
 
 counter = 0
-local threads = {}
 
-function setup(thread)
-    thread:set("thread_id", #threads + 1)
-    table.insert(threads, thread)
-end
 
 local xml_template = [[<?xml version="1.0" encoding="UTF-8"?>
 <Response>
@@ -81,24 +78,4 @@ function request()
     else
         return wrk.format("POST", "/v1/callbacks", { ["Content-Type"] = "application/json" }, string.format(json_template, job_id))
     end
-end
-
--- Globals, not locals: done() reads them from each thread with thread:get().
-ok = 0
-failed = 0
-function response(status, headers, body)
-    if status >= 200 and status < 300 then ok = ok + 1 else failed = failed + 1 end
-end
-
-function done(summary, latency, requests)
-    local total_ok, total_failed = 0, 0
-    for _, thread in ipairs(threads) do
-        total_ok = total_ok + thread:get("ok")
-        total_failed = total_failed + thread:get("failed")
-    end
-    io.write(string.format(
-        "BENCH_JSON {\"requests\":%d,\"ok\":%d,\"non2xx\":%d,\"socket_errors\":%d,\"duration_us\":%d,\"p50_us\":%d,\"p99_us\":%d}\n",
-        summary.requests, total_ok, total_failed,
-        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-        summary.duration, latency:percentile(50), latency:percentile(99)))
 end
