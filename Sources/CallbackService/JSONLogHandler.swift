@@ -1,13 +1,8 @@
 import CIModel
-import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
-import Synchronization
 
-/// A swift-log handler that writes one JSON object per line to standard error, for log shippers:
-/// `{"time":"…","level":"info","label":"…","message":"request","source":"…","http.status":"200",…}`.
+/// A swift-log handler that writes one JSON object per line to standard error (through ``LogOutput``), for
+/// log shippers: `{"time":"…","level":"info","label":"…","message":"request","source":"…","http.status":"200",…}`.
 ///
 /// Metadata keys become top-level fields; the fixed fields win on a clash.
 public struct JSONLogHandler: LogHandler {
@@ -15,22 +10,20 @@ public struct JSONLogHandler: LogHandler {
     public var metadataProvider: Logger.MetadataProvider?
     public var logLevel: Logger.Level = .info
     private let label: String
-    private let write: @Sendable ([UInt8]) -> Void
+    private let write: @Sendable (_ line: [UInt8], _ level: Logger.Level) -> Void
 
-    /// One lock for every handler: lines from different threads must not interleave.
-    private static let output = Mutex(())
-
-    public init(label: String, metadataProvider: Logger.MetadataProvider? = nil) {
-        self.init(label: label, metadataProvider: metadataProvider) { line in
-            JSONLogHandler.output.withLock { _ in
-                // One write(2) per line: whole lines even when several processes share the stream.
-                line.withUnsafeBytes { _ = Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
-            }
+    public init(label: String, metadataProvider: Logger.MetadataProvider? = nil, output: LogOutput = .standardError) {
+        self.init(label: label, metadataProvider: metadataProvider) { line, level in
+            output.write(line, urgent: level >= .warning)
         }
     }
 
     /// For tests: `write` receives each line, newline included.
     public init(label: String, metadataProvider: Logger.MetadataProvider? = nil, write: @escaping @Sendable ([UInt8]) -> Void) {
+        self.init(label: label, metadataProvider: metadataProvider) { line, _ in write(line) }
+    }
+
+    private init(label: String, metadataProvider: Logger.MetadataProvider?, write: @escaping @Sendable (_ line: [UInt8], _ level: Logger.Level) -> Void) {
         self.label = label
         self.metadataProvider = metadataProvider
         self.write = write
@@ -48,7 +41,7 @@ public struct JSONLogHandler: LogHandler {
 
         var json = JSONWriter(reservingCapacity: 256)
         json.beginObject()
-        json.member("time", Date.now.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted)))
+        json.member("time", LogTimestamp.now())
         json.member("level", event.level.rawValue)
         json.member("label", label)
         json.member("message", event.message.description)
@@ -58,7 +51,7 @@ public struct JSONLogHandler: LogHandler {
             Self.append(value, to: &json)
         }
         json.endObject()
-        write(json.bytes + [0x0A])
+        write(json.bytes + [0x0A], event.level)
     }
 
     private static func append(_ value: Logger.Metadata.Value, to json: inout JSONWriter) {

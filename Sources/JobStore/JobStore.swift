@@ -13,11 +13,19 @@ public struct JobStore: Sendable {
     public var rejectedBodyLimit: Int
     /// Writes callbacks that arrive together in one transaction.
     public let batcher: IngestBatcher
+    /// Answers lookups by JobId that arrive together with one query (`job_id = ANY($1)`).
+    private let jobLookups: PoolBatcher<String, StoredJob?>
+
+    /// Most JobIds in one batched lookup query.
+    static let maxLookupBatch = 64
 
     public init(pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024, batching: IngestBatcher.Configuration = IngestBatcher.Configuration()) {
         self.pool = pool
         self.rejectedBodyLimit = rejectedBodyLimit
         self.batcher = IngestBatcher(pool: pool, configuration: batching)
+        // Two lookup batches at once, like ingest: on two cores two busy backends saturate PostgreSQL, and
+        // the rest of the pool stays free for ingest and listings.
+        self.jobLookups = PoolBatcher(pool: pool, maxBatchSize: Self.maxLookupBatch, maxConcurrentBatches: 2, process: Self.lookUpJobs)
     }
 
     // MARK: Writing
@@ -151,12 +159,43 @@ public struct JobStore: Sendable {
     // MARK: Reading
 
     /// The job with this JobId, or nil.
+    ///
+    /// Lookups that arrive together share one query and one pool hand-off (``PoolBatcher``): under load
+    /// that, not the query itself, is most of a lookup's cost.
     public func job(_ jobID: String) async throws -> StoredJob? {
-        try await pool.withConnection { connection in
-            try connection.query(
-                "SELECT \(unsafeRaw: Self.jobColumns) FROM ci_jobs WHERE job_id = \(jobID)"
-            ).first.map(Self.storedJob)
+        try await jobLookups.submit(jobID)
+    }
+
+    /// Answers one batch of lookups with one query. A failed query fails the batch's members (a lost
+    /// connection is left to ``PoolBatcher``, which retries them once on a fresh connection).
+    private static func lookUpJobs(
+        _ batch: [PoolBatcher<String, StoredJob?>.Member], on connection: PostgresConnection
+    ) -> (error: any Error, unfinished: [PoolBatcher<String, StoredJob?>.Member])? {
+        var jobIDs: [String] = []
+        jobIDs.reserveCapacity(batch.count)
+        var seen = Set<String>(minimumCapacity: batch.count)
+        for member in batch where seen.insert(member.item).inserted {
+            jobIDs.append(member.item)
         }
+        let rows: PostgresRows
+        do throws(PostgresError) {
+            rows = try connection.query(
+                "SELECT \(unsafeRaw: Self.jobColumns) FROM ci_jobs WHERE job_id = ANY(\(PostgresValue.textArray(jobIDs))::text[])"
+            )
+        } catch {
+            if error.isConnectionProblem || !connection.isHealthy { return (error, batch) }
+            for member in batch { member.resume(throwing: error) }
+            return nil
+        }
+        var found: [String: StoredJob] = Dictionary(minimumCapacity: rows.count)
+        for row in rows {
+            let job = Self.storedJob(row)
+            found[job.jobID] = job
+        }
+        for member in batch {
+            member.resume(returning: found[member.item])
+        }
+        return nil
     }
 
     /// A newest-first page of jobs matching `query`.
