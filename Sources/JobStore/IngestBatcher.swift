@@ -55,7 +55,7 @@ public final class IngestBatcher: Sendable {
         public var queued: Int
     }
 
-    private typealias Pending = PoolBatcher<IngestRecord, PostgresRows>.Member
+    private typealias Pending = PoolBatcher<IngestRecord, [PostgresRow]>.Member
 
     /// Written by committers on pool threads, read by `/metrics`: shared, hence the lock; a class so the
     /// batcher's process closure can hold it.
@@ -65,7 +65,7 @@ public final class IngestBatcher: Sendable {
 
     public let configuration: Configuration
     private let counters = Counters()
-    private let batcher: PoolBatcher<IngestRecord, PostgresRows>
+    private let batcher: PoolBatcher<IngestRecord, [PostgresRow]>
 
     public init(pool: PostgresPool, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "ci-callbackd.ingest")) {
         self.configuration = configuration
@@ -96,7 +96,7 @@ public final class IngestBatcher: Sendable {
     /// - Throws: the statement's own ``PostgresError``; a connection problem (the pool's
     ///   `connectionFailed`, `connectionLost`, `timeout`, `poolClosed`); `CancellationError` when the task
     ///   is cancelled while the record is still queued (a record already sent is not interrupted).
-    func submit(_ record: IngestRecord) async throws -> PostgresRows {
+    func submit(_ record: IngestRecord) async throws -> [PostgresRow] {
         try await batcher.submit(record)
     }
 
@@ -114,25 +114,30 @@ public final class IngestBatcher: Sendable {
         }
         if !grouped.isEmpty {
             grouped = Self.lockOrdered(grouped)
+            let waves = IngestBatchStatement.waves(of: grouped, record: \.item)
             do throws(PostgresError) {
-                let results = try connection.pipeline(grouped.map(\.item.query))
-                var rows: [PostgresRows] = []
-                rows.reserveCapacity(results.count)
-                for result in results {
-                    guard case .success(let value) = result else { break }
-                    rows.append(value)
+                let results = try connection.pipeline(waves.map { IngestBatchStatement(records: $0.map(\.item)).query })
+                var byMember: [[PostgresRow]] = []
+                byMember.reserveCapacity(grouped.count)
+                var failure: PostgresError?
+                for (wave, result) in zip(waves, results) {
+                    switch result {
+                    case .success(let rows):
+                        byMember.append(contentsOf: Self.split(rows, into: wave.count))
+                    case .failure(let error):
+                        failure = failure ?? error
+                    }
                 }
-                if rows.count == grouped.count {
+                if failure == nil, byMember.count == grouped.count {
                     counters.statistics.withLock { counters in
                         counters.groupCommits += 1
                         counters.groupedCallbacks += grouped.count
                     }
-                    for (pending, value) in zip(grouped, rows) {
-                        pending.resume(returning: value)
+                    for (pending, rows) in zip(waves.joined(), byMember) {
+                        pending.resume(returning: rows)
                     }
                 } else {
                     // The whole batch rolled back: run each member alone so one bad row fails only itself.
-                    let failure = results.lazy.compactMap { if case .failure(let error) = $0 { error } else { nil } }.first
                     logger.debug(
                         "ingest batch failed; retrying its members one by one",
                         metadata: ["ingest.batch_size": "\(grouped.count)", "error": "\(failure.map { "\($0)" } ?? "")"]
@@ -163,12 +168,23 @@ public final class IngestBatcher: Sendable {
 
     /// One statement in its own transaction, tried once more after losing a deadlock or a serialization
     /// conflict to a concurrent batch (the statement itself is safe to repeat).
-    private static func runAlone(_ record: IngestRecord, on connection: PostgresConnection) throws(PostgresError) -> PostgresRows {
+    private static func runAlone(_ record: IngestRecord, on connection: PostgresConnection) throws(PostgresError) -> [PostgresRow] {
         do {
-            return try connection.query(record.query)
+            return Array(try connection.query(record.query))
         } catch where error.sqlState == "40P01" || error.sqlState == "40001" {
-            return try connection.query(record.query)
+            return Array(try connection.query(record.query))
         }
+    }
+
+    /// A batch statement's rows, one group per record: `ord` is the record's 1-based position, and every
+    /// record has at least one row (the callback row, joined to each of its jobs).
+    private static func split(_ rows: PostgresRows, into count: Int) -> [[PostgresRow]] {
+        var groups = [[PostgresRow]](repeating: [], count: count)
+        for row in rows {
+            guard let ord = row["ord"].int, (1...count).contains(ord) else { continue }
+            groups[ord - 1].append(row)
+        }
+        return groups.contains(where: \.isEmpty) ? [] : groups
     }
 
     /// The batch ordered by each record's first JobId, arrival order among equals, so concurrent batches

@@ -1,3 +1,4 @@
+import CIModel
 import Foundation
 import PostgresLibPQ
 
@@ -19,6 +20,8 @@ struct IngestRecord: Sendable {
     /// The smallest JobId among the jobs ("" without jobs): group commit orders a batch by it so that
     /// concurrent transactions lock rows in one order.
     var lockKey: String
+    /// The JobIds of the jobs, each once: one batch statement may not carry two records with a JobId in common.
+    var jobIDs: [String]
 
     /// The whole write as ONE statement, so a callback costs one round trip and one commit:
     ///
@@ -110,6 +113,132 @@ struct IngestRecord: Sendable {
             FROM cb
             LEFT JOIN incoming i ON true
             LEFT JOIN upserted u ON u.job_id = i.job_id
+            """
+    }()
+}
+
+/// Several callbacks written by ONE statement: what group commit sends for a batch, so the per-statement
+/// costs (executor start-up, the plan's joins and hash tables, trigger queues) are paid once per batch
+/// instead of once per callback. Same rules as ``IngestRecord/query``, row for row.
+///
+/// One statement cannot insert-or-update the same row twice, so the records of one statement must have
+/// distinct bodies and distinct JobIds; ``waves(of:)`` splits a batch accordingly (order kept per key).
+struct IngestBatchStatement {
+    /// The records, in statement order; a result row's `ord` is the 1-based position here.
+    var records: [IngestRecord]
+
+    /// `$1` the bodies (`bytea[]`, binary), `$2` each callback's other columns as a JSON array, `$3` a JSON
+    /// array whose element k is the jobs array of callback k.
+    var query: SQLQuery {
+        var callbacks = JSONWriter(reservingCapacity: 256 * records.count)
+        callbacks.beginArray()
+        for (index, record) in records.enumerated() {
+            callbacks.beginObject()
+            callbacks.member("ord", index + 1)
+            callbacks.member("body_size", record.bodySize)
+            callbacks.member("body_truncated", record.truncated)
+            callbacks.optionalMember("format", record.format)
+            callbacks.optionalMember("content_type", record.contentType)
+            callbacks.optionalMember("remote_address", record.remoteAddress)
+            callbacks.optionalMember("event_name", record.eventName)
+            callbacks.member("outcome", record.outcome)
+            callbacks.optionalMember("rejection_reason", record.rejectionReason)
+            callbacks.member("source", record.source.rawValue)
+            callbacks.member("job_count", record.jobCount)
+            callbacks.member("received_us", Int(Int64((record.receivedAt.timeIntervalSince1970 * 1_000_000).rounded())))
+            callbacks.endObject()
+        }
+        callbacks.endArray()
+        var jobs = "["
+        jobs.reserveCapacity(records.reduce(2) { $0 + $1.jobsJSON.utf8.count + 1 })
+        for (index, record) in records.enumerated() {
+            if index > 0 { jobs += "," }
+            jobs += record.jobsJSON
+        }
+        jobs += "]"
+        return SQLQuery(unsafeSQL: Self.sql, binds: [.byteaArray(records.map(\.body)), .text(callbacks.string), .text(jobs)])
+    }
+
+    /// Splits `records` into consecutive statements whose records share no body and no JobId. A record
+    /// goes into the statement after the last one holding any of its keys, so records with a key in common
+    /// keep their order; a batch without such repeats (the usual case) is one statement.
+    static func waves<Element>(of elements: [Element], record: (Element) -> IngestRecord) -> [[Element]] {
+        var waves: [[Element]] = []
+        var lastWaveOfBody: [[UInt8]: Int] = [:]
+        var lastWaveOfJob: [String: Int] = [:]
+        for element in elements {
+            let record = record(element)
+            var wave = lastWaveOfBody[record.body].map { $0 + 1 } ?? 0
+            for jobID in record.jobIDs {
+                if let last = lastWaveOfJob[jobID] { wave = max(wave, last + 1) }
+            }
+            if wave == waves.count { waves.append([]) }
+            waves[wave].append(element)
+            lastWaveOfBody[record.body] = wave
+            for jobID in record.jobIDs { lastWaveOfJob[jobID] = wave }
+        }
+        return waves
+    }
+
+    static let sql: String = {
+        let precedes = "EXCLUDED.state_rank >= j.state_rank"
+        let conditional = (IngestRecord.precedenceColumns + ["state_callback_id", "state_source", "state_changed_at"])
+            .map { "\($0) = CASE WHEN \(precedes) THEN EXCLUDED.\($0) ELSE j.\($0) END" }
+            .joined(separator: ",\n            ")
+        let receivedAt = "('epoch'::timestamptz + o.received_us * interval '1 microsecond')"
+        let insertColumns = (["job_id"] + IngestRecord.precedenceColumns).joined(separator: ", ")
+        let selectColumns = (["job_id"] + IngestRecord.precedenceColumns).map { "i.\($0)" }.joined(separator: ", ")
+        return """
+            WITH input AS (
+                SELECT ord, b.body, sha256(b.body) AS body_sha256, c.body_size, c.body_truncated, c.format, c.content_type,
+                       c.remote_address, c.event_name, c.outcome, c.rejection_reason, c.source, c.job_count, c.received_us
+                FROM unnest($1::bytea[]) WITH ORDINALITY AS b(body, ord)
+                JOIN jsonb_to_recordset($2::jsonb) AS c(ord bigint, body_size integer, body_truncated boolean, format text,
+                     content_type text, remote_address text, event_name text, outcome text, rejection_reason text, source text,
+                     job_count integer, received_us bigint) USING (ord)
+            ), cb AS (
+                INSERT INTO ci_callbacks (body_sha256, body, body_size, body_truncated, format, content_type, remote_address,
+                                          event_name, outcome, rejection_reason, source, job_count, received_at, last_received_at)
+                SELECT body_sha256, body, body_size, body_truncated, format, content_type, remote_address, event_name, outcome,
+                       rejection_reason, source, job_count,
+                       'epoch'::timestamptz + received_us * interval '1 microsecond', 'epoch'::timestamptz + received_us * interval '1 microsecond'
+                FROM input ORDER BY ord
+                ON CONFLICT (body_sha256) DO UPDATE
+                    SET delivery_count = ci_callbacks.delivery_count + 1,
+                        last_received_at = greatest(ci_callbacks.last_received_at, EXCLUDED.last_received_at)
+                RETURNING callback_id, body_sha256, (xmax = 0) AS inserted
+            ), o AS (
+                SELECT input.ord, input.source, input.received_us, cb.callback_id, cb.inserted
+                FROM input JOIN cb USING (body_sha256)
+            ), incoming AS (
+                SELECT e.ord, t.*
+                FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(jobs, ord)
+                CROSS JOIN LATERAL jsonb_to_recordset(e.jobs) AS t(\(IngestRecord.recordTypes.joined(separator: ", ")))
+            ), upserted AS (
+                INSERT INTO ci_jobs AS j (\(insertColumns), state_callback_id, state_source,
+                                          first_received_at, last_received_at, state_changed_at, callback_count)
+                SELECT \(selectColumns), o.callback_id, o.source, \(receivedAt), \(receivedAt), \(receivedAt), 1
+                FROM incoming i JOIN o USING (ord)
+                WHERE o.inserted
+                ORDER BY i.job_id
+                ON CONFLICT (job_id) DO UPDATE SET
+                    \(conditional),
+                    callback_count = j.callback_count + 1,
+                    last_received_at = greatest(j.last_received_at, EXCLUDED.last_received_at)
+                RETURNING j.job_id, j.state, j.state_callback_id
+            ), events AS (
+                INSERT INTO ci_job_events (job_id, callback_id, state, applied, received_at)
+                SELECT i.job_id, o.callback_id, i.state, coalesce(u.state_callback_id = o.callback_id, false), \(receivedAt)
+                FROM incoming i JOIN o USING (ord) LEFT JOIN upserted u ON u.job_id = i.job_id
+                WHERE o.inserted
+            )
+            SELECT o.ord, o.callback_id, o.inserted, i.job_id, i.state AS received_state,
+                   coalesce(u.state, (SELECT existing.state FROM ci_jobs existing WHERE existing.job_id = i.job_id)) AS current_state,
+                   coalesce(u.state_callback_id = o.callback_id, false) AS applied
+            FROM o
+            LEFT JOIN incoming i ON i.ord = o.ord
+            LEFT JOIN upserted u ON u.job_id = i.job_id
+            ORDER BY o.ord
             """
     }()
 }

@@ -16,6 +16,9 @@ public struct JobStore: Sendable {
     /// Answers lookups by JobId that arrive together with one query (`job_id = ANY($1)`).
     private let jobLookups: PoolBatcher<String, StoredJob?>
 
+    /// Lookups by JobId waiting for a batch right now.
+    public var queuedLookups: Int { jobLookups.queued }
+
     /// Most JobIds in one batched lookup query.
     static let maxLookupBatch = 64
 
@@ -49,7 +52,8 @@ public struct JobStore: Sendable {
             jobsJSON: Self.jobsJSON(jobs),
             jobCount: jobs.count,
             receivedAt: body.receivedAt,
-            lockKey: jobs.first?.jobID ?? ""
+            lockKey: jobs.first?.jobID ?? "",
+            jobIDs: jobs.map(\.jobID)
         )
         return try await write(record, receivedStates: Dictionary(jobs.map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 }))
     }
@@ -73,7 +77,8 @@ public struct JobStore: Sendable {
             jobsJSON: "[]",
             jobCount: 0,
             receivedAt: body.receivedAt,
-            lockKey: ""
+            lockKey: "",
+            jobIDs: []
         )
         return try await write(record, receivedStates: [:]).callbackID
     }

@@ -37,8 +37,18 @@ struct EncodedParameters {
                 try self.appendText(text, operation: operation)
             case .textArray(let elements):
                 try self.appendText(PostgresValue.arrayLiteral(elements), operation: operation)
+            case .byteaArray(let elements):
+                guard let bytes = PostgresValue.binaryByteaArray(elements) else {
+                    throw PostgresError(
+                        code: .queryFailed,
+                        sqlState: "54000",
+                        serverMessage: "bytea[] parameter exceeds the 2 GiB protocol limit",
+                        operation: operation
+                    )
+                }
+                self.appendBinary(bytes)
             case .bytea(let bytes):
-                guard let length = Int32(exactly: bytes.count) else {
+                guard Int32(exactly: bytes.count) != nil else {
                     throw PostgresError(
                         code: .queryFailed,
                         sqlState: "54000",
@@ -46,10 +56,7 @@ struct EncodedParameters {
                         operation: operation
                     )
                 }
-                self.offsets.append(self.storage.count)
-                self.storage.append(contentsOf: bytes)
-                self.lengths.append(length)
-                self.formats.append(1)
+                self.appendBinary(bytes)
             }
         }
         // Never empty, so `baseAddress` is never nil and an empty bytea still gets a non-NULL pointer
@@ -58,6 +65,14 @@ struct EncodedParameters {
     }
 
     var count: Int32 { Int32(self.types.count) }
+
+    /// `bytes.count` fits in Int32: callers check.
+    private mutating func appendBinary(_ bytes: [UInt8]) {
+        self.offsets.append(self.storage.count)
+        self.storage.append(contentsOf: bytes)
+        self.lengths.append(Int32(bytes.count))
+        self.formats.append(1)
+    }
 
     private mutating func appendText(_ text: String, operation: String) throws(PostgresError) {
         let utf8 = text.utf8

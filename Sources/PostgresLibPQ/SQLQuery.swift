@@ -12,11 +12,14 @@ public enum PostgresValue: Sendable, Hashable {
     case bytea([UInt8])
     /// A one-dimensional `text[]`; sent as a correctly quoted array literal typed `text[]`.
     case textArray([String])
+    /// A one-dimensional `bytea[]`, in binary format: many byte strings in one parameter, no escaping.
+    case byteaArray([[UInt8]])
 
     /// `pg_type` OIDs this layer sends: unspecified lets the server infer the type from context.
     static let unspecifiedOID: UInt32 = 0
     static let byteaOID: UInt32 = 17
     static let textArrayOID: UInt32 = 1009
+    static let byteaArrayOID: UInt32 = 1001
 
     /// The parameter type given to `PQprepare`; part of the prepared-statement cache key.
     var typeOID: UInt32 {
@@ -24,7 +27,31 @@ public enum PostgresValue: Sendable, Hashable {
         case .null, .text: return Self.unspecifiedOID
         case .bytea: return Self.byteaOID
         case .textArray: return Self.textArrayOID
+        case .byteaArray: return Self.byteaArrayOID
         }
+    }
+
+    /// PostgreSQL's binary array format (`array_recv`): dimensions, flags and element type, then each
+    /// element as a big-endian length and its bytes. Nil when an element or the whole exceeds the
+    /// protocol's 2 GiB.
+    static func binaryByteaArray(_ elements: [[UInt8]]) -> [UInt8]? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(20 + elements.reduce(0) { $0 + 4 + $1.count })
+        func int32(_ value: Int) -> Bool {
+            guard let value = Int32(exactly: value) else { return false }
+            withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
+            return true
+        }
+        // ndim 1 (0 for an empty array), no NULLs, element type bytea, then length and lower bound 1.
+        guard int32(elements.isEmpty ? 0 : 1), int32(0), int32(Int(byteaOID)) else { return nil }
+        if !elements.isEmpty {
+            guard int32(elements.count), int32(1) else { return nil }
+        }
+        for element in elements {
+            guard int32(element.count) else { return nil }
+            bytes.append(contentsOf: element)
+        }
+        return Int32(exactly: bytes.count) == nil ? nil : bytes
     }
 
     /// `{"a","b\"c"}`: every element quoted, so commas, braces, spaces, an empty string and the word NULL all

@@ -154,8 +154,10 @@ struct LoopTests {
             #expect(sources.contains("submit") && sources.contains("reconcile") && !sources.contains("callback"))
             #expect(rig.simulator.simulator.statistics.dropped == 1)
             // The sweep records its metrics after the commit that woke the lookup.
+            // Polled against a generous deadline: on a loaded machine the sweep's tail can take seconds.
             var text = rig.metricsText()
-            for _ in 0..<100 where !text.contains(#"ci_reconcile_jobs_total{outcome="corrected"}"#) {
+            let deadline = ContinuousClock.now + .seconds(15)
+            while !text.contains(#"ci_reconcile_jobs_total{outcome="corrected"}"#), ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
                 text = rig.metricsText()
             }

@@ -104,6 +104,31 @@ struct PerfIngestBatchingTests {
         }
     }
 
+    @Test func lookups_queuedTogether_shareOneQueryAndAnswerEachCaller() async throws {
+        try await withBatchingStore { store, blocker in
+            let known = (0..<3).map { _ in RequestIDForTests.jobID() }
+            for jobID in known {
+                let body = callbackBody(jobID: jobID, state: "Success")
+                _ = try await store.ingest(decode(body), body: received(body))
+            }
+            let asked = known + [known[0], "no-such-job"]
+            let acquiredBefore = store.pool.statistics.acquired
+            var answers: [String?] = []
+            try await blocker.hold(store) { release in
+                let tasks = asked.map { jobID in Task { try await store.job(jobID)?.jobID } }
+                while store.queuedLookups < asked.count {
+                    try await Task.sleep(for: .milliseconds(2))
+                }
+                release()
+                for task in tasks { answers.append(try await task.value) }
+            }
+            #expect(answers == known + [known[0], nil], "each caller gets its own job, a repeated id too, and nil for an unknown one")
+            // The blocker's job, plus the lookup runners started (at most two at once; the first takes all
+            // five queued lookups, a second finds the queue empty): never one job per lookup.
+            #expect(store.pool.statistics.acquired - acquiredBefore <= 3)
+        }
+    }
+
     @Test func batch_cancelledWhileQueued_throwsCancellationAndOthersCommit() async throws {
         try await withBatchingStore { store, blocker in
             let kept = callbackBody(jobID: RequestIDForTests.jobID(), state: "Success")

@@ -164,6 +164,21 @@ struct PostgresConnectionTests {
         #expect(empty.first?["arr"].strings == [])
     }
 
+    @Test func query_ByteaArrayRoundTripsBinaryElementsInOrder() throws {
+        let connection = try connect()
+        let elements: [[UInt8]] = [[0x00, 0x01, 0xFF], [], Array("{\"quoted\",\\}".utf8), [UInt8](repeating: 0x5C, count: 3000)]
+        let rows = try connection.query(
+            """
+            SELECT i, encode(e, 'hex') AS hex, length(e) AS n
+            FROM unnest(\(PostgresValue.byteaArray(elements))::bytea[]) WITH ORDINALITY AS u(e, i) ORDER BY i
+            """
+        )
+        #expect(rows.map { $0["n"].int } == elements.map(\.count))
+        #expect(rows.map { $0["hex"].string } == elements.map { $0.map { String(format: "%02x", $0) }.joined() })
+        let empty = try connection.query("SELECT cardinality(\(PostgresValue.byteaArray([]))::bytea[]) AS n")
+        #expect(empty.first?["n"].int == 0)
+    }
+
     @Test func query_DecodesServerSideTypesAndNullArrayElements() throws {
         let connection = try connect()
         let row = try #require(
