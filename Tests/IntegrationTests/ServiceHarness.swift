@@ -71,7 +71,9 @@ final class ServiceHarness: Sendable {
         accessPolicy: AccessPolicy = AccessPolicy(),
         maxWaiters: Int = 1000,
         port: Int = 0,
-        submitter: WatermarkSubmitter? = nil
+        submitter: WatermarkSubmitter? = nil,
+        verificationSignal: VerificationSignal? = nil,
+        metrics: ServiceMetrics = ServiceMetrics()
     ) async throws -> ServiceHarness {
         let logger = serviceTestLogger
         if migrate {
@@ -95,9 +97,10 @@ final class ServiceHarness: Sendable {
         let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
         let listenerTask = Task { await completionListener.run() }
         let application = CallbackApplication(
-            store: JobStore(pool: pool),
+            store: JobStore(pool: pool, verificationSignal: verificationSignal),
             configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
             logger: logger,
+            metrics: metrics,
             listenerStatistics: statistics,
             completionListener: completionListener,
             submitter: submitter
