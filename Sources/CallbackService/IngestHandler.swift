@@ -64,9 +64,14 @@ extension CallbackApplication {
         }
     }
 
+    /// `Verification: "pending"` marks a final state held until CI confirms it (`VERIFY_CALLBACKS`); its
+    /// `CurrentState` is the state before it, `null` for a job known only from held callbacks.
     private func writeReceipt(_ job: JobReceipt, into json: inout JSONWriter) {
         json.member("JobId", job.jobID)
         json.member("State", job.receivedState.rawValue)
-        json.member("CurrentState", job.currentState.rawValue)
+        json.member("CurrentState", job.currentState?.rawValue)
+        if job.heldForVerification {
+            json.member("Verification", CallbackVerification.pending.rawValue)
+        }
     }
 }

@@ -70,6 +70,10 @@ extension CallbackApplication {
                 json.member("EventName", callback.eventName)
                 json.member("State", callback.state.rawValue)
                 json.member("Applied", callback.applied)
+                if let verification = callback.verification {
+                    json.member("Verification", verification.rawValue)
+                    json.member("VerificationNote", callback.verificationNote)
+                }
                 json.member("BodySize", callback.bodySize)
                 json.member("BodyUrl", "/v1/jobs/\(escapedJobID)/callbacks/\(callback.callbackID)/body")
                 json.endObject()

@@ -66,7 +66,9 @@ paths:
         optional UTF-8 BOM), whatever the `Content-Type` says. The answer is 200 only after the COMMIT
         that stored the body. A body that arrived before, byte for byte, answers `"Duplicate":true`
         and stores nothing new. A body that cannot be accepted is answered 400 and still kept (up to
-        64 KiB) for operators.
+        64 KiB) for operators. With `VERIFY_CALLBACKS` on, a final state (`Success`, `Failed`, `Cancel`)
+        is stored in the job's history but becomes the job's state only once CI's DescribeMediaJob
+        confirms it; its receipt says `"Verification":"pending"`.
       security:
         - callbackToken: []
       requestBody:
@@ -555,7 +557,10 @@ paths:
       summary: Every callback that mentioned the job, oldest first
       description: |
         The job's history, including states that did not become current (`"Applied":false`, for
-        example a late `Running` after `Success`). `BodyUrl` fetches the body byte for byte.
+        example a late `Running` after `Success`). `BodyUrl` fetches the body byte for byte. With
+        `VERIFY_CALLBACKS`, callbacks reporting a final state carry `Verification` (`pending`,
+        `confirmed` or `contradicted`) and `VerificationNote`; a job known only from callbacks still
+        pending or contradicted has a history here but no job at `GET /v1/jobs/{JobId}`.
       security:
         - apiBearer: []
       responses:
@@ -1304,6 +1309,8 @@ components:
         Stored and committed (or recognised as a duplicate). One JobsDetail answers a receipt for that
         job; zero (`WorkflowFinish`) or several answer `Jobs`. `State` is what this callback said,
         `CurrentState` the job's state afterwards: a late `Running` after `Success` leaves `Success`.
+        A final state held for verification (`VERIFY_CALLBACKS`) answers `"Verification":"pending"`
+        and leaves `CurrentState` as it was (`null` for a job not known before).
       headers:
         X-Request-Id:
           $ref: '#/components/headers/X-Request-Id'
@@ -1886,7 +1893,22 @@ components:
         State:
           $ref: '#/components/schemas/JobState'
         CurrentState:
-          $ref: '#/components/schemas/JobState'
+          $ref: '#/components/schemas/CurrentJobState'
+        Verification:
+          $ref: '#/components/schemas/PendingVerification'
+    CurrentJobState:
+      description: |
+        The job's state after this callback; `null` when the job has none yet (its only callbacks
+        await verification).
+      oneOf:
+        - $ref: '#/components/schemas/JobState'
+        - type: 'null'
+    PendingVerification:
+      description: |
+        Present only when `VERIFY_CALLBACKS` held this callback's final state until CI confirms it;
+        `GET /v1/jobs/{JobId}/callbacks` shows the outcome.
+      type: string
+      enum: [pending]
     IngestResult:
       oneOf:
         - title: One job
@@ -1900,8 +1922,9 @@ components:
               description: What this callback said.
               $ref: '#/components/schemas/JobState'
             CurrentState:
-              description: The job's state after this callback.
-              $ref: '#/components/schemas/JobState'
+              $ref: '#/components/schemas/CurrentJobState'
+            Verification:
+              $ref: '#/components/schemas/PendingVerification'
             Duplicate:
               type: boolean
             CallbackId:
@@ -2060,6 +2083,17 @@ components:
         Applied:
           description: Whether this callback's JobsDetail became the job's current one.
           type: boolean
+        Verification:
+          description: |
+            Only for callbacks whose final state was checked with CI (`VERIFY_CALLBACKS`): `pending`
+            (not yet asked, or CI unreachable; not the job's state), `confirmed` (CI agrees; applied
+            under the usual precedence) or `contradicted` (CI reports another state or does not know
+            the job; kept here only).
+          type: string
+          enum: [pending, confirmed, contradicted]
+        VerificationNote:
+          description: With `Verification`, what CI answered when it disagreed (`CI reports Running`).
+          type: [string, 'null']
         BodySize:
           type: integer
           minimum: 0

@@ -21,3 +21,26 @@ extension ServiceMetrics {
         Counter(label: "ci_reconcile_jobs_total", dimensions: [("outcome", outcome)], factory: metricsFactory).increment(by: count)
     }
 }
+
+extension ServiceMetrics {
+    /// Held callbacks settled or tried. `result`: confirmed, contradicted, or error (CI or the database
+    /// failed; the callback stays pending and is tried again).
+    func recordVerifications(result: String, count: Int) {
+        guard count > 0 else { return }
+        Counter(label: "ci_callback_verifications_total", dimensions: [("result", result)], factory: metricsFactory).increment(by: count)
+    }
+
+    /// Time from a held callback's arrival to CI's verdict on it.
+    func recordVerificationDelay(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        Metrics.Timer(label: "ci_callback_verification_delay_seconds", factory: metricsFactory)
+            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
+    /// The verification queue after a pass: callbacks still pending, and the age of the oldest (0 when
+    /// none waits). An age that keeps growing means CI is not being reached.
+    func recordVerificationBacklog(pending: Int, oldestAgeSeconds: Double) {
+        Gauge(label: "ci_callback_verifications_pending", factory: metricsFactory).record(pending)
+        Gauge(label: "ci_callback_verification_oldest_pending_seconds", factory: metricsFactory).record(oldestAgeSeconds)
+    }
+}

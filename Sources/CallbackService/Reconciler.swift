@@ -163,7 +163,7 @@ public final class Reconciler: Service, Sendable {
                     metadata: ["job.ids": "\(response.envelope.nonExistJobIDs.joined(separator: ","))"])
             }
             // An unchanged answer is not stored: a long job would otherwise grow its history every sweep.
-            report.corrected += try await storeChanged(response, known: localStates, discover: false).corrected
+            report.corrected += try await Self.storeChanged(response, known: localStates, discover: false, into: store).corrected
         }
 
         if failedBatches > 0 { report.result = "error" }
@@ -174,7 +174,7 @@ public final class Reconciler: Service, Sendable {
             for page in try await client.listAllJobs(query, maxPages: configuration.maxDiscoveryPages) {
                 let ids = page.envelope.jobs.map(\.jobID)
                 let known = try await store.states(of: ids)
-                let stored = try await storeChanged(page, known: known, discover: true)
+                let stored = try await Self.storeChanged(page, known: known, discover: true, into: store)
                 report.corrected += stored.corrected
                 report.discovered += stored.discovered
             }
@@ -183,9 +183,12 @@ public final class Reconciler: Service, Sendable {
     }
 
     /// Stores the jobs of `response` whose state differs from `known` (and, when `discover`, those the
-    /// store has never seen), with the response body verbatim as the history entry.
-    private func storeChanged(
-        _ response: CIResponse, known: [String: JobState], discover: Bool
+    /// store has never seen), with the response body verbatim as the history entry (source `reconcile`).
+    ///
+    /// The one way CI's own answers are stored: sweeps use it, and so does ``CallbackVerifier`` for CI's
+    /// answer about a job whose callback it contradicted.
+    static func storeChanged(
+        _ response: CIResponse, known: [String: JobState], discover: Bool, into store: JobStore
     ) async throws -> (corrected: Int, discovered: Int) {
         var jobs: [JobsDetail] = []
         var discovered = 0

@@ -29,8 +29,10 @@ struct IngestRecord: Sendable {
     ///    constraint) only bumps its delivery counter; `xmax = 0` tells a fresh insert from that update.
     /// 2. `upserted` applies each job, only for a fresh body. A job's descriptive columns change only when
     ///    the incoming state's precedence is at least the stored one's, so a late `Running` never
-    ///    overwrites `Success`; receipt counters change always.
-    /// 3. `events` records every job's reported state in the history, applied or not.
+    ///    overwrites `Success`; receipt counters change always. A job held for verification (its record's
+    ///    `held`, see ``JobStore/jobsJSON(_:holdingFinalStates:)``) is left out: it does not touch `ci_jobs`.
+    /// 3. `events` records every job's reported state in the history, applied or not; a held job's event
+    ///    is `verification = 'pending'`, for ``JobStore/pendingVerifications(maxJobs:excluding:)``.
     ///
     /// The statement text is a constant built from the column list below; every value is a bind.
     var query: SQLQuery {
@@ -54,34 +56,15 @@ struct IngestRecord: Sendable {
         )
     }
 
-    /// Columns that follow precedence: replaced together, or not at all.
-    static let precedenceColumns = [
-        "state", "state_rank", "is_final", "code", "message", "tag", "sub_tag", "queue_id", "queue_type", "progress",
-        "creation_time", "start_time", "end_time", "input_bucket", "input_object", "input_region", "user_data",
-        "job_level", "has_watermark", "watermark_type", "watermark_version", "watermark_message", "workflow_id",
-        "workflow_run_id", "detail",
-    ]
-
-    static let recordTypes = [
-        "job_id text", "state text", "state_rank smallint", "is_final boolean", "code text", "message text", "tag text",
-        "sub_tag text", "queue_id text", "queue_type text", "progress integer", "creation_time timestamptz",
-        "start_time timestamptz", "end_time timestamptz", "input_bucket text", "input_object text", "input_region text",
-        "user_data text", "job_level integer", "has_watermark boolean", "watermark_type text", "watermark_version text",
-        "watermark_message text", "workflow_id text", "workflow_run_id text", "detail jsonb",
-    ]
-
     static let sql: String = {
-        let precedes = "EXCLUDED.state_rank >= j.state_rank"
-        let conditional = (precedenceColumns + ["state_callback_id", "state_source", "state_changed_at"])
-            .map { "\($0) = CASE WHEN \(precedes) THEN EXCLUDED.\($0) ELSE j.\($0) END" }
-            .joined(separator: ",\n            ")
         // $12 is microseconds since the epoch: exact, where a float seconds value would round.
-        let now = "('epoch'::timestamptz + $12::bigint * interval '1 microsecond')"
-        let insertColumns = (["job_id"] + precedenceColumns).joined(separator: ", ")
-        let selectColumns = (["job_id"] + precedenceColumns).map { "i.\($0)" }.joined(separator: ", ")
+        let now = JobUpsertSQL.instant("$12")
+        let upsert = JobUpsertSQL.upsert(
+            from: "FROM incoming i CROSS JOIN cb WHERE cb.inserted AND NOT coalesce(i.held, false)",
+            callbackID: "cb.callback_id", source: "$10", receivedAt: now, changedAt: now)
         return """
             WITH incoming AS (
-                SELECT * FROM jsonb_to_recordset($13::jsonb) AS t(\(recordTypes.joined(separator: ", ")))
+                SELECT * FROM \(JobUpsertSQL.recordset("$13"))
             ), cb AS (
                 INSERT INTO ci_callbacks (body_sha256, body, body_size, body_truncated, format, content_type, remote_address,
                                           event_name, outcome, rejection_reason, source, job_count, received_at, last_received_at)
@@ -91,25 +74,18 @@ struct IngestRecord: Sendable {
                         last_received_at = greatest(ci_callbacks.last_received_at, EXCLUDED.last_received_at)
                 RETURNING callback_id, (xmax = 0) AS inserted
             ), upserted AS (
-                INSERT INTO ci_jobs AS j (\(insertColumns), state_callback_id, state_source,
-                                          first_received_at, last_received_at, state_changed_at, callback_count)
-                SELECT \(selectColumns), cb.callback_id, $10, \(now), \(now), \(now), 1
-                FROM incoming i CROSS JOIN cb
-                WHERE cb.inserted
-                ON CONFLICT (job_id) DO UPDATE SET
-                    \(conditional),
-                    callback_count = j.callback_count + 1,
-                    last_received_at = greatest(j.last_received_at, EXCLUDED.last_received_at)
-                RETURNING j.job_id, j.state, j.state_callback_id
+                \(upsert)
             ), events AS (
-                INSERT INTO ci_job_events (job_id, callback_id, state, applied, received_at)
-                SELECT i.job_id, cb.callback_id, i.state, coalesce(u.state_callback_id = cb.callback_id, false), \(now)
+                INSERT INTO ci_job_events (job_id, callback_id, state, applied, received_at, verification)
+                SELECT i.job_id, cb.callback_id, i.state, coalesce(u.state_callback_id = cb.callback_id, false), \(now),
+                       CASE WHEN i.held THEN 'pending' END
                 FROM incoming i CROSS JOIN cb LEFT JOIN upserted u ON u.job_id = i.job_id
                 WHERE cb.inserted
             )
             SELECT cb.callback_id, cb.inserted, i.job_id, i.state AS received_state,
                    coalesce(u.state, (SELECT existing.state FROM ci_jobs existing WHERE existing.job_id = i.job_id)) AS current_state,
-                   coalesce(u.state_callback_id = cb.callback_id, false) AS applied
+                   coalesce(u.state_callback_id = cb.callback_id, false) AS applied,
+                   coalesce(i.held, false) AND cb.inserted AS held
             FROM cb
             LEFT JOIN incoming i ON true
             LEFT JOIN upserted u ON u.job_id = i.job_id
@@ -119,10 +95,11 @@ struct IngestRecord: Sendable {
 
 /// Several callbacks written by ONE statement: what group commit sends for a batch, so the per-statement
 /// costs (executor start-up, the plan's joins and hash tables, trigger queues) are paid once per batch
-/// instead of once per callback. Same rules as ``IngestRecord/query``, row for row.
+/// instead of once per callback. Same rules as ``IngestRecord/query``, row for row, including jobs held
+/// for verification.
 ///
 /// One statement cannot insert-or-update the same row twice, so the records of one statement must have
-/// distinct bodies and distinct JobIds; ``waves(of:)`` splits a batch accordingly (order kept per key).
+/// distinct bodies and distinct JobIds; ``waves(of:record:)`` splits a batch accordingly (order kept per key).
 struct IngestBatchStatement {
     /// The records, in statement order; a result row's `ord` is the 1-based position here.
     var records: [IngestRecord]
@@ -159,7 +136,7 @@ struct IngestBatchStatement {
         return SQLQuery(unsafeSQL: Self.sql, binds: [.byteaArray(records.map(\.body)), .text(callbacks.string), .text(jobs)])
     }
 
-    /// Splits `records` into consecutive statements whose records share no body and no JobId. A record
+    /// Splits `elements` into consecutive statements whose records share no body and no JobId. A record
     /// goes into the statement after the last one holding any of its keys, so records with a key in common
     /// keep their order; a batch without such repeats (the usual case) is one statement.
     static func waves<Element>(of elements: [Element], record: (Element) -> IngestRecord) -> [[Element]] {
@@ -181,13 +158,10 @@ struct IngestBatchStatement {
     }
 
     static let sql: String = {
-        let precedes = "EXCLUDED.state_rank >= j.state_rank"
-        let conditional = (IngestRecord.precedenceColumns + ["state_callback_id", "state_source", "state_changed_at"])
-            .map { "\($0) = CASE WHEN \(precedes) THEN EXCLUDED.\($0) ELSE j.\($0) END" }
-            .joined(separator: ",\n            ")
-        let receivedAt = "('epoch'::timestamptz + o.received_us * interval '1 microsecond')"
-        let insertColumns = (["job_id"] + IngestRecord.precedenceColumns).joined(separator: ", ")
-        let selectColumns = (["job_id"] + IngestRecord.precedenceColumns).map { "i.\($0)" }.joined(separator: ", ")
+        let receivedAt = JobUpsertSQL.instant("o.received_us")
+        let upsert = JobUpsertSQL.upsert(
+            from: "FROM incoming i JOIN o USING (ord) WHERE o.inserted AND NOT coalesce(i.held, false) ORDER BY i.job_id",
+            callbackID: "o.callback_id", source: "o.source", receivedAt: receivedAt, changedAt: receivedAt)
         return """
             WITH input AS (
                 SELECT ord, b.body, sha256(b.body) AS body_sha256, c.body_size, c.body_truncated, c.format, c.content_type,
@@ -200,8 +174,7 @@ struct IngestBatchStatement {
                 INSERT INTO ci_callbacks (body_sha256, body, body_size, body_truncated, format, content_type, remote_address,
                                           event_name, outcome, rejection_reason, source, job_count, received_at, last_received_at)
                 SELECT body_sha256, body, body_size, body_truncated, format, content_type, remote_address, event_name, outcome,
-                       rejection_reason, source, job_count,
-                       'epoch'::timestamptz + received_us * interval '1 microsecond', 'epoch'::timestamptz + received_us * interval '1 microsecond'
+                       rejection_reason, source, job_count, \(JobUpsertSQL.instant("received_us")), \(JobUpsertSQL.instant("received_us"))
                 FROM input ORDER BY ord
                 ON CONFLICT (body_sha256) DO UPDATE
                     SET delivery_count = ci_callbacks.delivery_count + 1,
@@ -213,32 +186,80 @@ struct IngestBatchStatement {
             ), incoming AS (
                 SELECT e.ord, t.*
                 FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e(jobs, ord)
-                CROSS JOIN LATERAL jsonb_to_recordset(e.jobs) AS t(\(IngestRecord.recordTypes.joined(separator: ", ")))
+                CROSS JOIN LATERAL \(JobUpsertSQL.recordset("e.jobs"))
             ), upserted AS (
-                INSERT INTO ci_jobs AS j (\(insertColumns), state_callback_id, state_source,
-                                          first_received_at, last_received_at, state_changed_at, callback_count)
-                SELECT \(selectColumns), o.callback_id, o.source, \(receivedAt), \(receivedAt), \(receivedAt), 1
-                FROM incoming i JOIN o USING (ord)
-                WHERE o.inserted
-                ORDER BY i.job_id
-                ON CONFLICT (job_id) DO UPDATE SET
-                    \(conditional),
-                    callback_count = j.callback_count + 1,
-                    last_received_at = greatest(j.last_received_at, EXCLUDED.last_received_at)
-                RETURNING j.job_id, j.state, j.state_callback_id
+                \(upsert)
             ), events AS (
-                INSERT INTO ci_job_events (job_id, callback_id, state, applied, received_at)
-                SELECT i.job_id, o.callback_id, i.state, coalesce(u.state_callback_id = o.callback_id, false), \(receivedAt)
+                INSERT INTO ci_job_events (job_id, callback_id, state, applied, received_at, verification)
+                SELECT i.job_id, o.callback_id, i.state, coalesce(u.state_callback_id = o.callback_id, false), \(receivedAt),
+                       CASE WHEN i.held THEN 'pending' END
                 FROM incoming i JOIN o USING (ord) LEFT JOIN upserted u ON u.job_id = i.job_id
                 WHERE o.inserted
             )
             SELECT o.ord, o.callback_id, o.inserted, i.job_id, i.state AS received_state,
                    coalesce(u.state, (SELECT existing.state FROM ci_jobs existing WHERE existing.job_id = i.job_id)) AS current_state,
-                   coalesce(u.state_callback_id = o.callback_id, false) AS applied
+                   coalesce(u.state_callback_id = o.callback_id, false) AS applied,
+                   coalesce(i.held, false) AND o.inserted AS held
             FROM o
             LEFT JOIN incoming i ON i.ord = o.ord
             LEFT JOIN upserted u ON u.job_id = i.job_id
             ORDER BY o.ord
             """
     }()
+}
+
+/// The `ci_jobs` upsert, shared by the ingest statement and the statement that applies a confirmed
+/// callback (``JobStore/confirmVerification(_:verifiedAt:)``), so both follow exactly one precedence rule.
+enum JobUpsertSQL {
+    /// Columns that follow precedence: replaced together, or not at all.
+    static let precedenceColumns = [
+        "state", "state_rank", "is_final", "code", "message", "tag", "sub_tag", "queue_id", "queue_type", "progress",
+        "creation_time", "start_time", "end_time", "input_bucket", "input_object", "input_region", "user_data",
+        "job_level", "has_watermark", "watermark_type", "watermark_version", "watermark_message", "workflow_id",
+        "workflow_run_id", "detail",
+    ]
+
+    /// The job records' columns as ``JobStore/jobsJSON(_:holdingFinalStates:)`` writes them; `held` is no
+    /// `ci_jobs` column but tells the ingest statement to leave the job for the verifier.
+    static let recordTypes = [
+        "job_id text", "state text", "state_rank smallint", "is_final boolean", "code text", "message text", "tag text",
+        "sub_tag text", "queue_id text", "queue_type text", "progress integer", "creation_time timestamptz",
+        "start_time timestamptz", "end_time timestamptz", "input_bucket text", "input_object text", "input_region text",
+        "user_data text", "job_level integer", "has_watermark boolean", "watermark_type text", "watermark_version text",
+        "watermark_message text", "workflow_id text", "workflow_run_id text", "detail jsonb", "held boolean",
+    ]
+
+    /// The job records of a jobs parameter as a relation `t` with ``recordTypes``' columns.
+    static func recordset(_ parameter: String) -> String {
+        "jsonb_to_recordset(\(parameter)::jsonb) AS t(\(recordTypes.joined(separator: ", ")))"
+    }
+
+    /// A `timestamptz` from a bind holding microseconds since the epoch.
+    static func instant(_ parameter: String) -> String {
+        "('epoch'::timestamptz + \(parameter)::bigint * interval '1 microsecond')"
+    }
+
+    /// `INSERT INTO ci_jobs … ON CONFLICT DO UPDATE`, returning `job_id, state, state_callback_id` of every
+    /// job it wrote. `from` supplies the rows as `i` (``recordTypes``' columns); the other arguments are
+    /// SQL expressions for the columns the records do not carry. The descriptive columns and the state's
+    /// origin change only when the incoming state's precedence is at least the stored one's.
+    static func upsert(from: String, callbackID: String, source: String, receivedAt: String, changedAt: String) -> String {
+        let precedes = "EXCLUDED.state_rank >= j.state_rank"
+        let conditional = (precedenceColumns + ["state_callback_id", "state_source", "state_changed_at"])
+            .map { "\($0) = CASE WHEN \(precedes) THEN EXCLUDED.\($0) ELSE j.\($0) END" }
+            .joined(separator: ",\n            ")
+        let insertColumns = (["job_id"] + precedenceColumns).joined(separator: ", ")
+        let selectColumns = (["job_id"] + precedenceColumns).map { "i.\($0)" }.joined(separator: ", ")
+        return """
+            INSERT INTO ci_jobs AS j (\(insertColumns), state_callback_id, state_source,
+                                      first_received_at, last_received_at, state_changed_at, callback_count)
+            SELECT \(selectColumns), \(callbackID), \(source), \(receivedAt), \(receivedAt), \(changedAt), 1
+            \(from)
+            ON CONFLICT (job_id) DO UPDATE SET
+                \(conditional),
+                callback_count = j.callback_count + 1,
+                last_received_at = greatest(j.last_received_at, EXCLUDED.last_received_at)
+            RETURNING j.job_id, j.state, j.state_callback_id
+            """
+    }
 }

@@ -13,6 +13,10 @@ public struct JobStore: Sendable {
     public var rejectedBodyLimit: Int
     /// Writes callbacks that arrive together in one transaction.
     public let batcher: IngestBatcher
+    /// Set when callbacks are verified (`VERIFY_CALLBACKS`): a final state a callback reports is then held
+    /// for the verifier instead of becoming the job's state, and this is signalled after each commit that
+    /// held one. Answers CI itself gave (submit, reconcile) are never held.
+    public let verificationSignal: VerificationSignal?
     /// Answers lookups by JobId that arrive together with one query (`job_id = ANY($1)`).
     private let jobLookups: PoolBatcher<String, StoredJob?>
 
@@ -22,10 +26,14 @@ public struct JobStore: Sendable {
     /// Most JobIds in one batched lookup query.
     static let maxLookupBatch = 64
 
-    public init(pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024, batching: IngestBatcher.Configuration = IngestBatcher.Configuration()) {
+    public init(
+        pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024, batching: IngestBatcher.Configuration = IngestBatcher.Configuration(),
+        verificationSignal: VerificationSignal? = nil
+    ) {
         self.pool = pool
         self.rejectedBodyLimit = rejectedBodyLimit
         self.batcher = IngestBatcher(pool: pool, configuration: batching)
+        self.verificationSignal = verificationSignal
         // Two lookup batches at once, like ingest: on two cores two busy backends saturate PostgreSQL, and
         // the rest of the pool stays free for ingest and listings.
         self.jobLookups = PoolBatcher(pool: pool, maxBatchSize: Self.maxLookupBatch, maxConcurrentBatches: 2, process: Self.lookUpJobs)
@@ -36,8 +44,12 @@ public struct JobStore: Sendable {
     /// Stores a decoded callback and applies each of its jobs under the precedence rules, in one
     /// statement, committed together with the callbacks that arrive at the same time (group commit).
     /// Returns only after the commit.
+    ///
+    /// With a ``verificationSignal``, the final states of a `callback` body are stored in the history as
+    /// pending instead (``JobReceipt/heldForVerification``), and the signal is raised after the commit.
     public func ingest(_ envelope: CallbackEnvelope, body: ReceivedBody) async throws -> IngestResult {
         let jobs = Self.deduplicatedByJobID(envelope.jobs)
+        let hold = verificationSignal != nil && body.source == .callback
         let record = IngestRecord(
             body: body.bytes,
             bodySize: body.bytes.count,
@@ -49,13 +61,17 @@ public struct JobStore: Sendable {
             outcome: jobs.isEmpty ? "no_jobs" : "accepted",
             rejectionReason: nil,
             source: body.source,
-            jobsJSON: Self.jobsJSON(jobs),
+            jobsJSON: Self.jobsJSON(jobs, holdingFinalStates: hold),
             jobCount: jobs.count,
             receivedAt: body.receivedAt,
             lockKey: jobs.first?.jobID ?? "",
             jobIDs: jobs.map(\.jobID)
         )
-        return try await write(record, receivedStates: Dictionary(jobs.map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 }))
+        let result = try await write(record, receivedStates: Dictionary(jobs.map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 }))
+        if result.jobs.contains(where: \.heldForVerification) {
+            verificationSignal?.signal()
+        }
+        return result
     }
 
     /// Stores a body that could not be accepted, capped at `rejectedBodyLimit`, so an operator can see
@@ -93,8 +109,13 @@ public struct JobStore: Sendable {
         for row in rows {
             guard let jobID = row["job_id"].string else { continue }
             let received = receivedStates[jobID] ?? JobState(rawValue: row["received_state"].string ?? "")
-            let current = row["current_state"].string.map(JobState.init(rawValue:)) ?? received
-            receipts.append(JobReceipt(jobID: jobID, receivedState: received, currentState: current, applied: row["applied"].bool ?? false))
+            let held = row["held"].bool ?? false
+            // A held job the store had never seen has no current state yet.
+            let current = row["current_state"].string.map(JobState.init(rawValue:)) ?? (held ? nil : received)
+            receipts.append(
+                JobReceipt(
+                    jobID: jobID, receivedState: received, currentState: current, applied: row["applied"].bool ?? false,
+                    heldForVerification: held))
         }
         return IngestResult(callbackID: Int64(callbackID), duplicate: duplicate, jobs: receipts)
     }
@@ -113,7 +134,12 @@ public struct JobStore: Sendable {
 
     /// The jobs as a JSON array whose keys are the `ci_jobs` column names, read by `jsonb_to_recordset`.
     /// One parameter carries any number of jobs, and absent keys become NULL.
-    static func jobsJSON(_ jobs: [JobsDetail]) -> String {
+    ///
+    /// With `holdingFinalStates`, each job in a final state also carries `"held":true`, which makes the
+    /// ingest statement record it as pending verification instead of applying it. The flag travels inside
+    /// the record rather than as a bind of its own, so a record retried alone by ``IngestBatcher`` keeps it
+    /// and the statement keeps its parameter list.
+    static func jobsJSON(_ jobs: [JobsDetail], holdingFinalStates: Bool = false) -> String {
         var json = JSONWriter(reservingCapacity: 1024 * max(jobs.count, 1))
         json.beginArray()
         for job in jobs {
@@ -147,6 +173,7 @@ public struct JobStore: Sendable {
             json.optionalMember("workflow_run_id", job.workflow?.runID)
             json.key("detail")
             json.raw(CINodeJSON.encode(job.normalized).utf8)
+            if holdingFinalStates && job.state.isFinal { json.member("held", true) }
             json.endObject()
         }
         json.endArray()
@@ -243,21 +270,29 @@ public struct JobStore: Sendable {
     }
 
     /// Every callback that mentioned the job, oldest first; nil when the job is unknown.
+    ///
+    /// A job whose only callbacks await verification has no `ci_jobs` row yet, but it has a history: the
+    /// history itself decides whether the job is known.
     public func callbacks(forJob jobID: String) async throws -> [StoredCallback]? {
         try await pool.withConnection { connection in
-            let exists = try connection.query("SELECT 1 AS present FROM ci_jobs WHERE job_id = \(jobID)")
-            guard !exists.isEmpty else { return nil }
-            return try connection.query(
+            let rows = try connection.query(
                 """
                 SELECT c.callback_id, \(unsafeRaw: Self.rfc3339("c.received_at")) AS received_at,
                        \(unsafeRaw: Self.rfc3339("c.last_received_at")) AS last_received_at,
                        c.delivery_count, c.format, c.content_type, c.event_name, c.source, c.body_size,
-                       e.state, e.applied
+                       e.state, e.applied, e.verification, e.verification_note
                 FROM ci_job_events e JOIN ci_callbacks c USING (callback_id)
                 WHERE e.job_id = \(jobID)
                 ORDER BY c.received_at, c.callback_id
                 """
-            ).map { row in
+            )
+            if rows.isEmpty {
+                // Every ingest writes an event per job, so a job row without events is not expected; it
+                // is still answered (with an empty history) rather than called unknown.
+                let exists = try connection.query("SELECT 1 AS present FROM ci_jobs WHERE job_id = \(jobID)")
+                return exists.isEmpty ? nil : []
+            }
+            return rows.map { row in
                 StoredCallback(
                     callbackID: Int64(row["callback_id"].int ?? 0),
                     receivedAt: row["received_at"].string ?? "",
@@ -269,7 +304,9 @@ public struct JobStore: Sendable {
                     source: row["source"].string ?? "callback",
                     bodySize: row["body_size"].int ?? 0,
                     state: JobState(rawValue: row["state"].string ?? ""),
-                    applied: row["applied"].bool ?? false
+                    applied: row["applied"].bool ?? false,
+                    verification: row["verification"].string.flatMap(CallbackVerification.init(rawValue:)),
+                    verificationNote: row["verification_note"].string
                 )
             }
         }

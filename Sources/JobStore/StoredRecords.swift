@@ -40,10 +40,22 @@ public struct JobReceipt: Sendable, Hashable {
     public var jobID: String
     /// The state this callback reported.
     public var receivedState: JobState
-    /// The job's state after the callback: differs from `receivedState` when precedence kept a final state.
-    public var currentState: JobState
+    /// The job's state after the callback: differs from `receivedState` when precedence kept a final state
+    /// or the callback was held for verification; nil when the job has no state yet (its only callbacks
+    /// are held).
+    public var currentState: JobState?
     /// Whether this callback's JobsDetail became the job's current one.
     public var applied: Bool
+    /// Whether the reported state (a final one) waits for CI to confirm it (`VERIFY_CALLBACKS`).
+    public var heldForVerification: Bool
+
+    public init(jobID: String, receivedState: JobState, currentState: JobState?, applied: Bool, heldForVerification: Bool = false) {
+        self.jobID = jobID
+        self.receivedState = receivedState
+        self.currentState = currentState
+        self.applied = applied
+        self.heldForVerification = heldForVerification
+    }
 }
 
 /// A job as the lookup API shows it.
@@ -80,6 +92,20 @@ public struct StoredCallback: Sendable, Hashable {
     /// The state this callback reported for the job, and whether it became current.
     public var state: JobState
     public var applied: Bool
+    /// Where CI's confirmation of the reported state stands; nil when it was never asked for.
+    public var verification: CallbackVerification?
+    /// What CI answered when it contradicted the callback (`CI reports Running`).
+    public var verificationNote: String?
+}
+
+/// Where the check of a callback's final state against CI (`VERIFY_CALLBACKS`) stands.
+public enum CallbackVerification: String, Sendable, Hashable {
+    /// Not yet confirmed: the state is in the history but not the job's.
+    case pending
+    /// CI reports the same state; the callback was applied under the usual precedence.
+    case confirmed
+    /// CI reports another state or does not know the job; the callback stays in the history only.
+    case contradicted
 }
 
 /// A stored body, byte for byte.

@@ -137,6 +137,11 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("trusted-proxy-cidrs"), help: "Comma-separated CIDR blocks of proxies whose X-Forwarded-For is believed. [env: TRUSTED_PROXY_CIDRS]")
     var trustedProxyCIDRs: String?
 
+    @Option(
+        name: .customLong("verify-callbacks"),
+        help: "Confirm a callback's final state with CI (DescribeMediaJob) before it becomes the job's: true or false; needs CI credentials. [env: VERIFY_CALLBACKS, default: false]")
+    var verifyCallbacks: String?
+
     func run() async throws {
         let resolver = SettingResolver()
         let databaseURL = try resolver.databaseURL(database.databaseURL)
@@ -192,6 +197,7 @@ struct Serve: AsyncParsableCommand {
             flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: 1000, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
         let ciSettings = try CISettings.resolve(resolver)
+        let verification = try VerificationSettings.resolve(resolver, flag: verifyCallbacks, ciConfigured: ciSettings.configuration != nil)
         let migrations = try database.migrationSet(resolver)
         let logger = try database.makeLogger(resolver)
         if ciSettings.configuration == nil {
@@ -221,8 +227,9 @@ struct Serve: AsyncParsableCommand {
                 requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy)
             applicationConfiguration.maxWait = maxWait
             let submitter = ciSettings.submitter(logger: logger)
+            let verificationSignal = verification.enabled ? VerificationSignal() : nil
             let application = CallbackApplication(
-                store: JobStore(pool: pool),
+                store: JobStore(pool: pool, verificationSignal: verificationSignal),
                 configuration: applicationConfiguration,
                 logger: logger,
                 metrics: metrics,
@@ -241,6 +248,13 @@ struct Serve: AsyncParsableCommand {
                     store: JobStore(pool: pool), client: submitter.client, lock: SweepLock(conninfo: databaseURL, logger: logger),
                     configuration: ciSettings.reconciler, metrics: metrics, logger: logger)
                 services.append(.init(service: reconciler))
+            }
+            if let verificationSignal, let submitter {
+                let verifier = CallbackVerifier(
+                    store: JobStore(pool: pool), client: submitter.client, signal: verificationSignal,
+                    configuration: verification.verifier, metrics: metrics, logger: logger)
+                services.append(.init(service: verifier))
+                logger.info("callbacks' final states are confirmed with CI before they apply (VERIFY_CALLBACKS)")
             }
             let group = ServiceGroup(
                 configuration: .init(
@@ -273,6 +287,30 @@ struct Serve: AsyncParsableCommand {
                 try await Task.sleep(for: .seconds(1))
             }
         }
+    }
+}
+
+/// `VERIFY_CALLBACKS` (`--verify-callbacks`) and `VERIFY_INTERVAL`.
+struct VerificationSettings {
+    /// Whether callbacks' final states wait for CI's confirmation.
+    var enabled: Bool
+    var verifier: CallbackVerifierConfiguration
+
+    /// - Throws: `ValidationError` naming the setting for a bad value, or for verification without CI
+    ///   credentials (it could never confirm anything, so every final callback would stay pending).
+    static func resolve(_ resolver: SettingResolver, flag: String?, ciConfigured: Bool) throws -> VerificationSettings {
+        let enabled = try resolver.required(
+            flag: flag, flagName: "verify-callbacks", env: "VERIFY_CALLBACKS", default: false, parse: SettingParsers.bool,
+            expected: "true or false")
+        if enabled && !ciConfigured {
+            throw ValidationError(
+                "VERIFY_CALLBACKS=true (--verify-callbacks) needs CI credentials to ask CI: set CI_SECRET_ID, CI_SECRET_KEY, CI_BUCKET and CI_REGION")
+        }
+        var verifier = CallbackVerifierConfiguration()
+        verifier.interval = try resolver.required(
+            flag: nil, flagName: "", env: "VERIFY_INTERVAL", default: verifier.interval, parse: SettingParsers.duration,
+            expected: "a duration such as 5s")
+        return VerificationSettings(enabled: enabled, verifier: verifier)
     }
 }
 

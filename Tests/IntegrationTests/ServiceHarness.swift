@@ -71,7 +71,9 @@ final class ServiceHarness: Sendable {
         accessPolicy: AccessPolicy = AccessPolicy(),
         maxWaiters: Int = 1000,
         port: Int = 0,
-        submitter: WatermarkSubmitter? = nil
+        submitter: WatermarkSubmitter? = nil,
+        verificationSignal: VerificationSignal? = nil,
+        metrics: ServiceMetrics = ServiceMetrics()
     ) async throws -> ServiceHarness {
         let logger = serviceTestLogger
         if migrate {
@@ -95,9 +97,10 @@ final class ServiceHarness: Sendable {
         let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
         let listenerTask = Task { await completionListener.run() }
         let application = CallbackApplication(
-            store: JobStore(pool: pool),
+            store: JobStore(pool: pool, verificationSignal: verificationSignal),
             configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
             logger: logger,
+            metrics: metrics,
             listenerStatistics: statistics,
             completionListener: completionListener,
             submitter: submitter
@@ -207,9 +210,15 @@ enum RequestIDForTests {
     static func jobID() -> String { "j" + random() + random() }
 }
 
-/// The reference callback bodies in `../shared/ci/vectors`, beside the repository.
+/// The reference callback bodies in `../shared/ci/vectors`, beside the repository, or in `CI_VECTORS_DIR`
+/// (a git worktree elsewhere points there, as the CIModelTests do).
 enum Vectors {
-    static let directory = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/ci/vectors")
+    static let directory: URL = {
+        if let override = ProcessInfo.processInfo.environment["CI_VECTORS_DIR"], !override.isEmpty {
+            return URL(fileURLWithPath: override)
+        }
+        return repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/ci/vectors")
+    }()
 
     static func names() throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: directory.path)
