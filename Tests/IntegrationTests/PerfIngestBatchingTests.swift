@@ -104,6 +104,26 @@ struct PerfIngestBatchingTests {
         }
     }
 
+    @Test func batch_withVerification_holdsFinalStatesAndAppliesTheRest() async throws {
+        try await withBatchingStore(verifying: true) { store, blocker in
+            let held = RequestIDForTests.jobID()
+            let running = RequestIDForTests.jobID()
+            let bodies = [callbackBody(jobID: held, state: "Success"), callbackBody(jobID: running, state: "Running")]
+            let results = try await blocker.inOneBatch(store, count: bodies.count, sequential: true) { index in
+                try await store.ingest(decode(bodies[index]), body: received(bodies[index]))
+            }
+            #expect(store.batcher.statistics.groupCommits == 1, "both went through the batch statement")
+            #expect(results[0].jobs[0].heldForVerification && !results[0].jobs[0].applied)
+            #expect(!results[1].jobs[0].heldForVerification && results[1].jobs[0].applied)
+            #expect(try await store.job(held) == nil, "a held final state does not create the job")
+            #expect(try await store.job(running)?.state == .running)
+            let pending = try await store.pool.withConnection { connection in
+                try connection.query("SELECT job_id FROM ci_job_events WHERE verification = 'pending'")
+            }
+            #expect(pending.map { $0["job_id"].string } == [held])
+        }
+    }
+
     @Test func lookups_queuedTogether_shareOneQueryAndAnswerEachCaller() async throws {
         try await withBatchingStore { store, blocker in
             let known = (0..<3).map { _ in RequestIDForTests.jobID() }
@@ -244,7 +264,7 @@ private func waitUntilQueued(_ store: JobStore, count: Int) async throws {
 }
 
 /// A JobStore on a fresh schema whose pool has ONE connection, so a test can hold it.
-private func withBatchingStore(_ body: (JobStore, PoolBlocker) async throws -> Void) async throws {
+private func withBatchingStore(verifying: Bool = false, _ body: (JobStore, PoolBlocker) async throws -> Void) async throws {
     let schema = "t_" + RequestIDForTests.random()
     let admin = try PostgresConnection.connect(testDatabaseURL)
     try admin.execute(simpleSQL: "CREATE SCHEMA \(schema)")
@@ -257,7 +277,9 @@ private func withBatchingStore(_ body: (JobStore, PoolBlocker) async throws -> V
         _ = try await pool.withConnection { connection in
             try Migrator(migrations: migrations, logger: serviceTestLogger).migrate(connection)
         }
-        try await body(JobStore(pool: pool, batching: .init(maxBatchSize: 64, maxConcurrentBatches: 1)), PoolBlocker())
+        let store = JobStore(
+            pool: pool, batching: .init(maxBatchSize: 64, maxConcurrentBatches: 1), verificationSignal: verifying ? VerificationSignal() : nil)
+        try await body(store, PoolBlocker())
     } catch {
         await pool.close()
         try? dropSchema(schema)
