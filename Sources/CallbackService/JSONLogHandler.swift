@@ -35,10 +35,6 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-
         var json = JSONWriter(reservingCapacity: 256)
         json.beginObject()
         json.member("time", LogTimestamp.now())
@@ -46,13 +42,18 @@ public struct JSONLogHandler: LogHandler {
         json.member("label", label)
         json.member("message", event.message.description)
         json.member("source", event.source)
-        for (key, value) in merged.sorted(by: { $0.key < $1.key }) where !["time", "level", "label", "message", "source"].contains(key) {
+        for (key, value) in LogMetadata.sortedFields(handler: metadata, provider: metadataProvider, event: event.metadata)
+        where !Self.fixedFields.contains(key) {
             json.key(key)
             Self.append(value, to: &json)
         }
         json.endObject()
-        write(json.bytes + [0x0A], event.level)
+        var line = json.bytes
+        line.append(0x0A)
+        write(line, event.level)
     }
+
+    private static let fixedFields: Set<String> = ["time", "level", "label", "message", "source"]
 
     private static func append(_ value: Logger.Metadata.Value, to json: inout JSONWriter) {
         switch value {

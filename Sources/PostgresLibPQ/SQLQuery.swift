@@ -57,17 +57,20 @@ public enum PostgresValue: Sendable, Hashable {
     /// `{"a","b\"c"}`: every element quoted, so commas, braces, spaces, an empty string and the word NULL all
     /// stay plain data; inside quotes only `"` and `\` need a backslash.
     static func arrayLiteral(_ elements: [String]) -> String {
-        var literal = "{"
+        // Built as UTF-8 bytes: `"` and `\` are ASCII, so no multi-byte sequence can contain them.
+        var literal: [UInt8] = [UInt8(ascii: "{")]
+        literal.reserveCapacity(elements.reduce(2) { $0 + $1.utf8.count + 3 })
         for (index, element) in elements.enumerated() {
-            if index > 0 { literal += "," }
-            literal += "\""
-            for character in element.unicodeScalars {
-                if character == "\"" || character == "\\" { literal += "\\" }
-                literal.unicodeScalars.append(character)
+            if index > 0 { literal.append(UInt8(ascii: ",")) }
+            literal.append(UInt8(ascii: "\""))
+            for byte in element.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { literal.append(UInt8(ascii: "\\")) }
+                literal.append(byte)
             }
-            literal += "\""
+            literal.append(UInt8(ascii: "\""))
         }
-        return literal + "}"
+        literal.append(UInt8(ascii: "}"))
+        return String(decoding: literal, as: UTF8.self)
     }
 }
 

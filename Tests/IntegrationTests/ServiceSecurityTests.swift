@@ -79,6 +79,18 @@ struct ServiceSecurityTests {
         }
     }
 
+    @Test func metrics_unknownMethodTokensShareOneLabel() async throws {
+        try await ServiceHarness.with { service in
+            for method in ["BREW", "X-ANYTHING-1", "X-ANYTHING-2"] {
+                let reply = try await service.request(method, "/v1/jobs/j1")
+                #expect(reply.status >= 400)
+            }
+            let text = try await service.get("/metrics").text
+            #expect(text.contains(#"method="OTHER""#))
+            #expect(!text.contains("BREW") && !text.contains("X-ANYTHING"), "a client's method token must not become a label value")
+        }
+    }
+
     @Test func metrics_countRequestsCallbacksAndCommits_afterTraffic() async throws {
         try await ServiceHarness.with { service in
             let jobID = RequestIDForTests.jobID()
