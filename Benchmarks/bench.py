@@ -205,12 +205,12 @@ def pgbench_ceiling(binary, url, seconds, clients):
     raise SystemExit(f"bench: pgbench printed no tps:\n{output}")
 
 
-def one_round(binary, args, round_index):
-    """One full round (fresh cluster, ingest, lookup, pgbench) of one binary."""
+def one_round(binary, migrations, args, round_index):
+    """One full round (fresh cluster, ingest, lookup, pgbench) of one binary on the schema in `migrations`."""
     url = start_cluster()
     service_log = open(BENCH / "results" / "service.log", "a")
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": args.log_level}
-    service = subprocess.Popen([str(binary), "serve", "--port", str(args.port), "--migrations-dir", str(REPO / "migrations"),
+    service = subprocess.Popen([str(binary), "serve", "--port", str(args.port), "--migrations-dir", str(migrations),
                                 "--pool-size", str(args.pool_size)], env=env, stdout=service_log, stderr=service_log)
     try:
         wait_ready(args.port, service)
@@ -256,30 +256,36 @@ def main():
     parser.add_argument("--baseline-binary",
                         help="A/B mode: a second ci-callbackd (for example the previous release) measured in the same rounds, "
                              "interleaved with --binary/the checkout, order alternating per round")
+    parser.add_argument("--migrations", default=str(REPO / "migrations"),
+                        help="the migrations directory the candidate runs (default: the checkout's)")
+    parser.add_argument("--baseline-migrations",
+                        help="A/B mode: the baseline's migrations directory (default: --migrations), to compare schema changes")
     args = parser.parse_args()
 
     ensure_tools()
     binary = Path(args.binary) if args.binary else build()
     (BENCH / "results").mkdir(exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    sides = [("candidate", binary)]
-    if args.baseline_binary:
-        sides = [("baseline", Path(args.baseline_binary)), ("candidate", binary)]
-    rounds = {name: [] for name, _ in sides}
+    sides = [("candidate", binary, Path(args.migrations))]
+    if args.baseline_binary or args.baseline_migrations:
+        sides = [("baseline", Path(args.baseline_binary or binary), Path(args.baseline_migrations or args.migrations)),
+                 ("candidate", binary, Path(args.migrations))]
+    rounds = {name: [] for name, _, _ in sides}
     for index in range(args.runs):
         # Alternate which side goes first so neither always meets a warmer (or busier) machine.
         order = sides if index % 2 == 0 else list(reversed(sides))
-        for name, path in order:
-            log(f"round {index + 1} of {args.runs}: {name} ({path})")
-            result = one_round(path, args, index)
+        for name, path, migrations in order:
+            log(f"round {index + 1} of {args.runs}: {name} ({path}, {migrations})")
+            result = one_round(path, migrations, args, index)
             result["label"] = args.label
             result["side"] = name
             result["binary"] = str(path)
+            result["migrations"] = str(migrations)
             result["commit"] = commit if name == "candidate" else ""
             with open(BENCH / "results" / "results.jsonl", "a") as results:
                 results.write(json.dumps(result) + "\n")
             rounds[name].append(result)
-    for name, _ in sides:
+    for name, _, _ in sides:
         report(name, rounds[name], args)
 
 
