@@ -5,6 +5,7 @@ import HTTPWire
 import JobStore
 import Logging
 import PostgresLibPQ
+import Synchronization
 
 /// The HTTP face of ci-callbackd: routes each request, logs one line for it, and turns every error
 /// into a JSON error body. Its `respond(to:)` is what the listener calls.
@@ -204,12 +205,23 @@ enum RequestID {
         return generate()
     }
 
+    /// 16 hex digits: a process-wide random seed plus a counter, mixed by SplitMix64's finaliser (a
+    /// bijection, so no two ids of one process collide) to look random. Not a secret, so not worth a
+    /// `getrandom(2)` per request, which the system generator costs.
     static func generate() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt64
+        var value = seed &+ counter.wrappingAdd(1, ordering: .relaxed).newValue &* 0x9E37_79B9_7F4A_7C15
+        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
+        value ^= value >> 31
         let hex = String(value, radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex
     }
+
+    private static let seed: UInt64 = {
+        var generator = SystemRandomNumberGenerator()
+        return generator.next()
+    }()
+    private static let counter = Atomic<UInt64>(0)
 }
 
 extension HTTPResponse {

@@ -107,6 +107,12 @@ struct RoutingTests {
         #expect(RequestID.from(nil) != RequestID.from(nil))
     }
 
+    @Test func requestID_generatedIDsAreDistinctSixteenHexDigits() {
+        let ids = (0..<20_000).map { _ in RequestID.generate() }
+        #expect(Set(ids).count == ids.count)
+        #expect(ids.allSatisfy { $0.utf8.count == 16 && $0.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) } })
+    }
+
     @Test func jobIDSegments_arePercentEncoded() {
         #expect(CallbackApplication.percentEncodedSegment("j1") == "j1")
         #expect(CallbackApplication.percentEncodedSegment("a/b c") == "a%2Fb%20c")
