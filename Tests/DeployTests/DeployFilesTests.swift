@@ -413,7 +413,8 @@ private enum ExportedMetrics {
     static let names: Set<String> = [
         "http_requests_total", "http_request_duration_seconds_bucket", "ci_callbacks_total", "ci_callback_jobs_total",
         "db_commit_duration_seconds_bucket", "db_pool_connections", "db_pool_wait_seconds_total", "db_pool_acquired_total", "http_open_connections",
-        "ci_reconcile_sweeps_total", "ci_callbackd_build_info",
+        "ci_reconcile_sweeps_total", "ci_callbackd_build_info", "ci_callback_verifications_total", "ci_callback_verifications_pending",
+        "ci_callback_verification_oldest_pending_seconds",
     ]
 }
 

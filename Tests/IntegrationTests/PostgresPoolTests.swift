@@ -182,17 +182,25 @@ struct PostgresPoolTests {
     @Test func pool_CancelledQueuedJobNeverRuns() async throws {
         let pool = PostgresPool(configuration: makeConfiguration(databaseURL, size: 1), logger: quietLogger)
         let ran = RanFlag()
-        let blocker = Task { try await pool.withConnection { try $0.query("SELECT pg_sleep(0.8)") } }
-        try await Task.sleep(for: .milliseconds(200))
+        // The only connection is held until the test lets go, so the second job surely queues behind it
+        // (waiting for states, not sleeping a fixed time: the machine may be loaded).
+        let release = DispatchSemaphore(value: 0)
+        let blocker = Task { try await pool.withConnection { _ in release.wait() } }
+        for _ in 0..<1000 where pool.statistics.inUse < 1 {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         let queued = Task {
             try await pool.withConnection { _ in ran.set() }
         }
-        try await Task.sleep(for: .milliseconds(100))
+        for _ in 0..<1000 where pool.statistics.waiting < 1 {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         #expect(pool.statistics.waiting == 1)
         queued.cancel()
         let outcome = await queued.result
         #expect(throws: CancellationError.self) { try outcome.get() }
         #expect(pool.statistics.waiting == 0)
+        release.signal()
         _ = try await blocker.value
         #expect(!ran.isSet)
         await pool.close()
