@@ -50,7 +50,7 @@ struct DatabaseOptions: ParsableArguments {
             flag: logFormat, flagName: "log-format", env: "LOG_FORMAT", default: false,
             parse: { ["json": true, "text": false][$0.lowercased()] }, expected: "text or json")
         LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = json ? JSONLogHandler(label: label) : TextLogHandler(label: label)
+            var handler = ServiceLogHandler(label: label, format: json ? .json : .text)
             handler.logLevel = level
             return handler
         }

@@ -27,23 +27,6 @@ private let loopTestLogger: Logger = {
     return logger
 }()
 
-/// A free loopback port: the service must know its callback URL (which CI is given) before it listens.
-private func loopFreePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    try #require(fd >= 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    try #require(bound)
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
 /// Reconciliation as the tests want it: at once, and often.
 private func fastReconcile() -> ReconcilerConfiguration {
     var configuration = ReconcilerConfiguration()
@@ -70,7 +53,7 @@ private struct LoopRig {
             // Another test may take the free port before the service binds it: try a few.
             var started: ServiceHarness?
             for attempt in 1...5 where started == nil {
-                let port = try loopFreePort()
+                let port = try freeLoopbackPort()
                 let submitter = WatermarkSubmitter(
                     client: simulator.client(secretKey: secretKey), callbackURL: "http://127.0.0.1:\(port)/v1/callbacks")
                 do {

@@ -26,23 +26,6 @@ private let verifyTestLogger: Logger = {
     return logger
 }()
 
-/// A free loopback port: the service must know its callback URL (which CI is given) before it listens.
-private func verifyFreePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    try #require(fd >= 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    try #require(bound)
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held. Never a fixed sleep as
 /// an assertion: the caller `#expect`s the result.
 private func verifyEventually(
@@ -85,7 +68,7 @@ private struct VerifyRig {
             // Another test may take the free port before the service binds it: try a few.
             var started: ServiceHarness?
             for attempt in 1...5 where started == nil {
-                let port = try verifyFreePort()
+                let port = try freeLoopbackPort()
                 let submitter = WatermarkSubmitter(client: simulator.client(), callbackURL: "http://127.0.0.1:\(port)/v1/callbacks")
                 do {
                     started = try await ServiceHarness.start(port: port, submitter: submitter, verificationSignal: signal, metrics: metrics)

@@ -6,11 +6,11 @@ import Testing
 @testable import CallbackService
 
 @Suite("JSON logs")
-struct JSONLogHandlerTests {
+struct ServiceLogHandlerJSONTests {
     @Test func eachEvent_isOneJSONObjectLine_withMetadataAsFields() throws {
         let lines = Mutex<[[UInt8]]>([])
         var logger = Logger(label: "test") { label in
-            JSONLogHandler(label: label) { line in lines.withLock { $0.append(line) } }
+            ServiceLogHandler(label: label, format: .json) { line in lines.withLock { $0.append(line) } }
         }
         logger[metadataKey: "request.id"] = "r1"
         logger.info("request", metadata: ["http.status": "200", "list": ["a", "b"], "message": "spoof"])

@@ -5,11 +5,11 @@ import Testing
 @testable import CallbackService
 
 @Suite("Text logs")
-struct TextLogHandlerTests {
+struct ServiceLogHandlerTextTests {
     @Test func eachEvent_isOneLineInStreamLogHandlerLayout_withSortedFieldsAndUTCTime() throws {
         let lines = Mutex<[String]>([])
         var logger = Logger(label: "test") { label in
-            TextLogHandler(label: label) { line in lines.withLock { $0.append(String(decoding: line, as: UTF8.self)) } }
+            ServiceLogHandler(label: label, format: .text) { line in lines.withLock { $0.append(String(decoding: line, as: UTF8.self)) } }
         }
         logger[metadataKey: "request.id"] = "r1"
         logger[metadataKey: "shadowed"] = "handler"
