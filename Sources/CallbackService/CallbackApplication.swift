@@ -55,8 +55,14 @@ public struct CallbackApplication: Sendable {
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
         let started = ContinuousClock.now
         let requestID = RequestID.from(request.headers["X-Request-Id"])
-        var logger = self.logger
-        logger[metadataKey: "request.id"] = "\(requestID)"
+        // The request's own logger (its lines carry the request id) is made only on the paths that log
+        // through it: on a lookup, the access line below is the only line, and making the logger cost
+        // a metadata dictionary per request.
+        let requestLogger = { [logger] in
+            var logger = logger
+            logger[metadataKey: "request.id"] = "\(requestID)"
+            return logger
+        }
 
         let match = Route.match(method: request.method, segments: request.pathSegments)
         var response: HTTPResponse
@@ -64,14 +70,14 @@ public struct CallbackApplication: Sendable {
             switch match {
             case .route(let route):
                 try authorize(route, request: request)
-                response = try await handle(route, request: request, logger: logger)
+                response = try await handle(route, request: request, logger: requestLogger)
             case .methodNotAllowed(let allowed):
                 throw APIError.methodNotAllowed(request.method, allowed: allowed)
             case .notFound:
                 throw APIError.notFound(path: request.path)
             }
         } catch {
-            response = errorResponse(for: error, requestID: requestID, logger: logger)
+            response = errorResponse(for: error, requestID: requestID, logger: requestLogger())
         }
         response.headers.replaceOrAdd(name: "X-Request-Id", value: requestID)
 
@@ -81,6 +87,7 @@ public struct CallbackApplication: Sendable {
         logger.info(
             "request",
             metadata: [
+                "request.id": "\(requestID)",
                 "http.method": "\(request.method.rawValue)",
                 "http.path": "\(Route.loggablePath(request.path))",
                 "http.route": "\(routeName)",
@@ -92,10 +99,10 @@ public struct CallbackApplication: Sendable {
         return response
     }
 
-    private func handle(_ route: Route, request: HTTPRequest, logger: Logger) async throws -> HTTPResponse {
+    private func handle(_ route: Route, request: HTTPRequest, logger: () -> Logger) async throws -> HTTPResponse {
         switch route {
         case .ingestCallback:
-            return try await ingestCallback(request, logger: logger)
+            return try await ingestCallback(request, logger: logger())
         case .metrics:
             let body = metrics.render(pool: store.pool.statistics, listener: listenerStatistics)
             return HTTPResponse(status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: body)
@@ -112,7 +119,7 @@ public struct CallbackApplication: Sendable {
         case .callbackBody(let jobID, let callbackID):
             return try await callbackBody(jobID: jobID, callbackID: callbackID)
         case .submitWatermarkExtraction:
-            return try await submitWatermarkExtraction(request, logger: logger)
+            return try await submitWatermarkExtraction(request, logger: logger())
         case .health:
             return .json { json in json.member("Status", "ok") }
         case .readiness:
