@@ -34,9 +34,11 @@ public struct JobStore: Sendable {
         self.rejectedBodyLimit = rejectedBodyLimit
         self.batcher = IngestBatcher(pool: pool, configuration: batching)
         self.verificationSignal = verificationSignal
-        // Two lookup batches at once, like ingest: on two cores two busy backends saturate PostgreSQL, and
-        // the rest of the pool stays free for ingest and listings.
-        self.jobLookups = PoolBatcher(pool: pool, maxBatchSize: Self.maxLookupBatch, maxConcurrentBatches: 2, process: Self.lookUpJobs)
+        // One lookup batch at a time: a primary-key query for 64 ids costs PostgreSQL little more than for
+        // one, so a single runner keeps batches large (measured: 0.029 against 0.032 ms service CPU and
+        // 0.011 against 0.014 ms PostgreSQL CPU per lookup with two, at equal latency), and the rest of
+        // the pool stays free for ingest and listings.
+        self.jobLookups = PoolBatcher(pool: pool, maxBatchSize: Self.maxLookupBatch, maxConcurrentBatches: 1, process: Self.lookUpJobs)
     }
 
     // MARK: Writing
