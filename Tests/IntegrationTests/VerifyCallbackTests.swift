@@ -163,11 +163,16 @@ struct VerifyCallbackTests {
             let entry = try #require(try await rig.callbackEntries(jobID).first)
             #expect(entry["VerificationNote"] as? String == "CI reports Running")
             #expect(entry["Applied"] as? Bool == false)
-            // CI's own answer is stored as a reconcile sweep would: the job moves to Running, never Success.
-            #expect(try await rig.state(jobID) == "Running")
+            // CI's own answer is stored as a reconcile sweep would, right after the flag (same pass): the
+            // job moves to Running, never Success.
+            #expect(try await verifyEventually { try await rig.state(jobID) == "Running" })
             #expect(try await rig.history(jobID).contains { $0["Source"] as? String == "reconcile" })
+            // Counted when the batch ends, a moment after the flag is visible: polled, not assumed.
+            let counted = try await verifyEventually {
+                try await rig.metricsText().contains(#"ci_callback_verifications_total{result="contradicted"} 1"#)
+            }
+            #expect(counted)
             let text = try await rig.metricsText()
-            #expect(text.contains(#"ci_callback_verifications_total{result="contradicted"} 1"#), "\(text)")
             #expect(!text.contains(#"ci_callback_verifications_total{result="confirmed"}"#))
         }
     }
@@ -190,8 +195,10 @@ struct VerifyCallbackTests {
                 #expect(try await rig.callbackEntries(jobID).first?["VerificationNote"] as? String == note)
                 #expect(try await rig.service.get("/v1/jobs/\(jobID)").status == 404, "a contradicted callback must not create the job")
             }
-            let text = try await rig.metricsText()
-            #expect(text.contains(#"ci_callback_verifications_total{result="contradicted"} 2"#), "\(text)")
+            let counted = try await verifyEventually {
+                try await rig.metricsText().contains(#"ci_callback_verifications_total{result="contradicted"} 2"#)
+            }
+            #expect(counted)
         }
     }
 
@@ -235,9 +242,13 @@ struct VerifyCallbackTests {
             }
             #expect(delays.count == jobCount)
             print("verify: callback received → confirmed and applied in \(delays.map { String(format: "%.1f ms", $0 * 1000) })")
-            let text = try await rig.metricsText()
-            #expect(text.contains(#"ci_callback_verifications_total{result="confirmed"} \#(jobCount)"#), "\(text)")
-            #expect(text.contains("ci_callback_verifications_pending 0"))
+            // Counted, and the backlog gauge refreshed, when the batch ends: polled, not assumed.
+            let counted = try await verifyEventually {
+                let text = try await rig.metricsText()
+                return text.contains(#"ci_callback_verifications_total{result="confirmed"} \#(jobCount)"#)
+                    && text.contains("ci_callback_verifications_pending 0")
+            }
+            #expect(counted)
         }
     }
 
