@@ -5,16 +5,17 @@ import Synchronization
 /// Group commit for ingest: callbacks that arrive together share one transaction, one round trip and one
 /// WAL flush, and each caller is resumed with its own result only after that commit.
 ///
-/// The queueing is ``PoolBatcher``'s: a caller queues its prepared statement and suspends; up to
+/// The queueing is ``PoolBatcher``'s: a caller queues its record and suspends; up to
 /// ``Configuration/maxConcurrentBatches`` committers, each a job on a pooled connection's thread, take
-/// everything queued (up to ``Configuration/maxBatchSize``) and send it as one pipeline with one Sync (one
-/// implicit transaction). So a batch never waits to fill: under light load it is one callback, committed at
-/// once; under a burst, the callbacks that arrive while a batch commits form the next one.
+/// everything queued (up to ``Configuration/maxBatchSize``) and write it with ONE multi-row statement
+/// (``IngestBatchStatement``; a few in one pipeline only where a body or JobId repeats), under one Sync: one
+/// implicit transaction. So a batch never waits to fill: under light load it is one callback, committed
+/// at once with the single-callback statement; under a burst, the callbacks that arrive while a batch
+/// commits form the next one.
 ///
 /// Failures never spread to batch-mates:
-/// - a failed statement (any failure element in the pipeline results: the whole batch rolled back) →
-///   every member is run again alone, in its own transaction, on the same connection, and gets its own
-///   outcome;
+/// - a failed statement (the whole batch rolled back) → every member is run again alone, in its own
+///   transaction, on the same connection, and gets its own outcome;
 /// - a lost connection → the batch's members go back to the head of the queue, marked to run alone, and
 ///   a new committer takes them on a fresh connection; a member that loses its connection a second time
 ///   fails with that error (``PostgresError/isConnectionProblem``, which the service answers 503). The
@@ -23,9 +24,9 @@ import Synchronization
 /// - a committer that cannot get a connection at all fails what is queued with that error, unless another
 ///   committer is still running and will take it.
 ///
-/// Deadlocks: statements in one batch are ordered by their first JobId (arrival order among equals), so
-/// concurrent batches lock jobs in one order; a deadlock that still happens fails a batch, whose members
-/// then run alone.
+/// Deadlocks: a batch's records are ordered by their first JobId (arrival order among equals) and its
+/// statement upserts jobs in JobId order, so concurrent batches lock jobs in one order; a deadlock that
+/// still happens fails a batch, whose members then run alone.
 public final class IngestBatcher: Sendable {
     /// Batching limits.
     public struct Configuration: Sendable, Hashable {
@@ -108,7 +109,8 @@ public final class IngestBatcher: Sendable {
         var alone = batch.filter(\.retried)
         var grouped = batch.filter { !$0.retried }
         if grouped.count == 1 {
-            // A pipeline of one costs the same round trip as a plain statement, with more bookkeeping.
+            // A batch of one takes the single-callback statement: the same round trip, less for PostgreSQL
+            // to set up than the multi-row statement.
             alone.append(contentsOf: grouped)
             grouped.removeAll()
         }
