@@ -66,13 +66,9 @@ struct IngestRecord: Sendable {
             WITH incoming AS (
                 SELECT * FROM \(JobUpsertSQL.recordset("$13"))
             ), cb AS (
-                INSERT INTO ci_callbacks (body_sha256, body, body_size, body_truncated, format, content_type, remote_address,
-                                          event_name, outcome, rejection_reason, source, job_count, received_at, last_received_at)
-                VALUES (sha256($1), $1, $2::integer, $3::boolean, $4, $5, $6, $7, $8, $9, $10, $11::integer, \(now), \(now))
-                ON CONFLICT (body_sha256) DO UPDATE
-                    SET delivery_count = ci_callbacks.delivery_count + 1,
-                        last_received_at = greatest(ci_callbacks.last_received_at, EXCLUDED.last_received_at)
-                RETURNING callback_id, (xmax = 0) AS inserted
+                \(CallbackInsertSQL.insert(
+                    rows: "VALUES (sha256($1), $1, $2::integer, $3::boolean, $4, $5, $6, $7, $8, $9, $10, $11::integer, \(now), \(now))",
+                    returning: "callback_id"))
             ), upserted AS (
                 \(upsert)
             ), events AS (
@@ -159,6 +155,11 @@ struct IngestBatchStatement {
 
     static let sql: String = {
         let receivedAt = JobUpsertSQL.instant("o.received_us")
+        let callbackRows = """
+            SELECT body_sha256, body, body_size, body_truncated, format, content_type, remote_address, event_name, outcome,
+                   rejection_reason, source, job_count, \(JobUpsertSQL.instant("received_us")), \(JobUpsertSQL.instant("received_us"))
+            FROM input ORDER BY ord
+            """
         let upsert = JobUpsertSQL.upsert(
             from: "FROM incoming i JOIN o USING (ord) WHERE o.inserted AND NOT coalesce(i.held, false) ORDER BY i.job_id",
             callbackID: "o.callback_id", source: "o.source", receivedAt: receivedAt, changedAt: receivedAt)
@@ -171,15 +172,7 @@ struct IngestBatchStatement {
                      content_type text, remote_address text, event_name text, outcome text, rejection_reason text, source text,
                      job_count integer, received_us bigint) USING (ord)
             ), cb AS (
-                INSERT INTO ci_callbacks (body_sha256, body, body_size, body_truncated, format, content_type, remote_address,
-                                          event_name, outcome, rejection_reason, source, job_count, received_at, last_received_at)
-                SELECT body_sha256, body, body_size, body_truncated, format, content_type, remote_address, event_name, outcome,
-                       rejection_reason, source, job_count, \(JobUpsertSQL.instant("received_us")), \(JobUpsertSQL.instant("received_us"))
-                FROM input ORDER BY ord
-                ON CONFLICT (body_sha256) DO UPDATE
-                    SET delivery_count = ci_callbacks.delivery_count + 1,
-                        last_received_at = greatest(ci_callbacks.last_received_at, EXCLUDED.last_received_at)
-                RETURNING callback_id, body_sha256, (xmax = 0) AS inserted
+                \(CallbackInsertSQL.insert(rows: callbackRows, returning: "callback_id, body_sha256"))
             ), o AS (
                 SELECT input.ord, input.source, input.received_us, cb.callback_id, cb.inserted
                 FROM input JOIN cb USING (body_sha256)
@@ -206,6 +199,27 @@ struct IngestBatchStatement {
             ORDER BY o.ord
             """
     }()
+}
+
+/// The `ci_callbacks` insert, shared by the single-callback and the batch statement, so both follow one
+/// deduplication rule: a body already stored (same SHA-256, a UNIQUE constraint) only counts one more
+/// delivery, and `xmax = 0` in the result tells a fresh insert from that update.
+enum CallbackInsertSQL {
+    /// `INSERT INTO ci_callbacks … ON CONFLICT … RETURNING <returning>, inserted`. `rows` is a `VALUES` list
+    /// or a `SELECT` giving the columns in this order: body_sha256, body, body_size, body_truncated, format,
+    /// content_type, remote_address, event_name, outcome, rejection_reason, source, job_count, received_at,
+    /// last_received_at.
+    static func insert(rows: String, returning: String) -> String {
+        """
+        INSERT INTO ci_callbacks (body_sha256, body, body_size, body_truncated, format, content_type, remote_address,
+                                  event_name, outcome, rejection_reason, source, job_count, received_at, last_received_at)
+        \(rows)
+        ON CONFLICT (body_sha256) DO UPDATE
+            SET delivery_count = ci_callbacks.delivery_count + 1,
+                last_received_at = greatest(ci_callbacks.last_received_at, EXCLUDED.last_received_at)
+        RETURNING \(returning), (xmax = 0) AS inserted
+        """
+    }
 }
 
 /// The `ci_jobs` upsert, shared by the ingest statement and the statement that applies a confirmed
