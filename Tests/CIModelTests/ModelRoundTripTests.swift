@@ -43,10 +43,8 @@ private func canonical(_ node: CINode) -> CINode {
 }
 
 private func vector(_ name: String) throws -> [UInt8] {
-    let directory =
-        ProcessInfo.processInfo.environment["CI_VECTORS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
-        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("shared/ci/vectors").path
+    let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/ci-vectors").path
     let data = try #require(FileManager.default.contents(atPath: directory + "/" + name), "vector \(directory)/\(name) is missing")
     return [UInt8](data)
 }

@@ -2,21 +2,13 @@ import CIModel
 import Foundation
 import Testing
 
-// Every file in shared/ci/vectors, decoded with field-by-field expectations.
-//
-// The vectors live beside the repository (`<repo>/../shared/ci/vectors`), which is where CI's
-// clone finds them; a git worktree elsewhere can point at them with CI_VECTORS_DIR. A missing
-// folder fails the tests: it must never look like a pass.
+// Every file in Tests/Fixtures/ci-vectors, decoded with field-by-field expectations. The fixtures are part
+// of the repository (their README says where each comes from); a missing file fails the tests.
 
 private enum Vectors {
-    static var directory: String {
-        if let override = ProcessInfo.processInfo.environment["CI_VECTORS_DIR"], !override.isEmpty {
-            return override
-        }
-        // #filePath = <repo>/Tests/CIModelTests/ModelVectorTests.swift; up three is <repo>.
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        return repo.deletingLastPathComponent().appendingPathComponent("shared/ci/vectors").path
-    }
+    /// `#filePath` is `<repo>/Tests/CIModelTests/ModelVectorTests.swift`.
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/ci-vectors").path
 
     struct Missing: Error, CustomStringConvertible {
         var description: String
@@ -25,7 +17,7 @@ private enum Vectors {
     static func bytes(_ name: String) throws -> [UInt8] {
         let path = directory + "/" + name
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw Missing(description: "test vector \(path) is missing: shared/ci/vectors must sit beside the repository (or set CI_VECTORS_DIR)")
+            throw Missing(description: "test vector \(path) is missing from the repository")
         }
         return [UInt8](data)
     }
@@ -68,7 +60,7 @@ private let queue = "p2242ab62c7c94486915508540933a2c6"
     do {
         names = try FileManager.default.contentsOfDirectory(atPath: Vectors.directory)
     } catch {
-        Issue.record("vector folder \(Vectors.directory) is missing: shared/ci/vectors must sit beside the repository (or set CI_VECTORS_DIR)")
+        Issue.record("vector folder \(Vectors.directory) is missing from the repository")
         return
     }
     let vectors = Set(names.filter { $0.hasSuffix(".xml") || $0.hasSuffix(".json") })

@@ -1,8 +1,12 @@
 import COSSigning
 import Testing
 
-// The four golden vectors of /work/shared/ci/SIGNATURE.md: every intermediate value and the final
-// signature / Authorization, each pinned by its own test so a failure names the step that diverged.
+// Four golden vectors of the COS/CI request signature (q-sign-algorithm=sha1). Where they come from:
+// vectors 1 and 2 are printed in Tencent's public COS docs ("Uploading an object", "Downloading an object"),
+// vector 3 in the Go SDK's unit test (tencentyun/cos-go-sdk-v5, auth_test.go TestNewAuthorization); vector 4
+// (DescribeMediaJob) is printed nowhere and was computed by Python's hmac/hashlib and by the Go SDK's signing
+// functions, which agree byte for byte. Every intermediate value and the final signature / Authorization is
+// pinned by its own test, so a failure names the step that diverged.
 
 private let docCredentials = COSCredentials(
     secretID: "AKIDQjz3ltompVjBni5LitkWHFlFpwkn9U5q",

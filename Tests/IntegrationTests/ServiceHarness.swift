@@ -210,15 +210,9 @@ enum RequestIDForTests {
     static func jobID() -> String { "j" + random() + random() }
 }
 
-/// The reference callback bodies in `../shared/ci/vectors`, beside the repository, or in `CI_VECTORS_DIR`
-/// (a git worktree elsewhere points there, as the CIModelTests do).
+/// The reference callback bodies, kept in the repository (`Tests/Fixtures/ci-vectors`, with their provenance).
 enum Vectors {
-    static let directory: URL = {
-        if let override = ProcessInfo.processInfo.environment["CI_VECTORS_DIR"], !override.isEmpty {
-            return URL(fileURLWithPath: override)
-        }
-        return repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/ci/vectors")
-    }()
+    static let directory = repositoryRoot.appendingPathComponent("Tests/Fixtures/ci-vectors")
 
     static func names() throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: directory.path)
