@@ -11,7 +11,11 @@ import Testing
 @Suite("Database outage")
 struct ServiceOutageTests {
     private static let directory = repositoryRoot.appendingPathComponent(".pgdata-outage").path
-    private static let port = "54339"
+    /// Picked once per test process, so several checkouts can run the suite at the same time.
+    private static let port: String = {
+        guard let port = try? freeLoopbackPort() else { return "54339" }
+        return String(port)
+    }()
 
     /// Runs `scripts/pg-cluster COMMAND DIR PORT` and returns what it printed.
     ///
