@@ -41,6 +41,11 @@ public struct CIClientError: Error, Sendable, CustomStringConvertible {
     public var ciMessage: String?
     /// `x-ci-request-id`, or the error body's `<RequestId>`: what Tencent support asks for.
     public var requestID: String?
+    /// CI's `<Error><TraceId>`, which Tencent support asks for along with the request id.
+    public var traceID: String?
+    /// CI's `<Error><Resource>`: the host and path CI understood the request to address
+    /// (`examplebucket-1250000000.ci.ap-chongqing.myqcloud.com/jobs`), which shows a wrong bucket or region.
+    public var resource: String?
     /// The server's `Retry-After`, when it sent one.
     public var retryAfter: Duration?
     /// What went wrong in this client's words (the failing operation, the underlying error's kind).
@@ -55,6 +60,8 @@ public struct CIClientError: Error, Sendable, CustomStringConvertible {
         ciCode: String? = nil,
         ciMessage: String? = nil,
         requestID: String? = nil,
+        traceID: String? = nil,
+        resource: String? = nil,
         retryAfter: Duration? = nil,
         detail: String = ""
     ) {
@@ -63,6 +70,8 @@ public struct CIClientError: Error, Sendable, CustomStringConvertible {
         self.ciCode = ciCode
         self.ciMessage = ciMessage
         self.requestID = requestID
+        self.traceID = traceID
+        self.resource = resource
         self.retryAfter = retryAfter
         self.detail = detail
         switch code {
@@ -76,7 +85,8 @@ public struct CIClientError: Error, Sendable, CustomStringConvertible {
         CIClientError(code: .invalidRequest, detail: detail)
     }
 
-    /// Builds a ``Code/ciError`` from a non-2xx answer, reading CI's `<Error>` body when there is one.
+    /// Builds a ``Code/ciError`` from a non-2xx answer, reading CI's `<Error>` body when there is one:
+    /// `<Code>`, `<Message>`, `<Resource>`, `<RequestId>` and `<TraceId>`, each optional.
     ///
     /// Bodies that are not XML (a proxy's HTML page) leave the CI fields `nil`; the status still tells.
     /// - Parameters:
@@ -88,12 +98,16 @@ public struct CIClientError: Error, Sendable, CustomStringConvertible {
         var ciCode: String?
         var ciMessage: String?
         var bodyRequestID: String?
+        var traceID: String?
+        var resource: String?
         if CallbackDecoder.detectFormat(body) == .xml, let root = try? CINodeXML.decode(body, limits: CIDecodingLimits(maxDepth: 8, maxElements: 256)),
             root.name == "Error"
         {
             ciCode = nonEmpty(root.value["Code"]?.text)
             ciMessage = nonEmpty(root.value["Message"]?.text)
             bodyRequestID = nonEmpty(root.value["RequestId"]?.text)
+            traceID = nonEmpty(root.value["TraceId"]?.text)
+            resource = nonEmpty(root.value["Resource"]?.text)
         }
         return CIClientError(
             code: .ciError,
@@ -101,6 +115,8 @@ public struct CIClientError: Error, Sendable, CustomStringConvertible {
             ciCode: ciCode,
             ciMessage: ciMessage,
             requestID: nonEmpty(requestIDHeader) ?? bodyRequestID,
+            traceID: traceID,
+            resource: resource,
             retryAfter: retryAfter
         )
     }
@@ -111,6 +127,7 @@ public struct CIClientError: Error, Sendable, CustomStringConvertible {
         if let ciCode { parts.append(ciCode) }
         if let ciMessage { parts.append("\"\(ciMessage.prefix(200))\"") }
         if let requestID { parts.append("request id \(requestID)") }
+        if let traceID { parts.append("trace id \(traceID)") }
         if !detail.isEmpty { parts.append(detail) }
         return parts.joined(separator: ": ")
     }

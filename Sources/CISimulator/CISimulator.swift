@@ -18,7 +18,8 @@ import Synchronization
 /// the COS signature of the configured key. Jobs go Submitted → Running → Success (or Failed for keys
 /// containing `missing`) on a timeline fixed at submission, and their TaskFinish callbacks are posted to
 /// the job's `CallBack` with CI's quirks and configurable faults: delay, duplicates, a late `Running`
-/// callback, drops, and retries on non-2xx answers.
+/// callback, drops, and retries on non-2xx answers. Refusals are CI's `<Error>` documents with CI's codes
+/// and statuses (`SignatureDoesNotMatch` for a wrong SecretKey), readable by Tencent's own SDKs.
 public final class CISimulator: Sendable {
     /// A callback body due at some time, with the bodies that follow it.
     struct ScheduledDelivery: Sendable {
@@ -149,7 +150,7 @@ public final class CISimulator: Sendable {
     // MARK: - API
 
     func respond(to request: HTTPRequest) async -> HTTPResponse {
-        let requestID = Self.makeRequestID()
+        let context = RequestContext.make(for: request, defaultHost: "\(configuration.bucket).ci.\(configuration.region).myqcloud.com")
         let fault: Fault? = state.withLock { state in
             state.statistics.requests += 1
             guard var fault = state.fault else { return nil }
@@ -162,81 +163,87 @@ public final class CISimulator: Sendable {
         if let fault {
             var headers: HTTPHeaders = [:]
             if let retryAfter = fault.retryAfter { headers.add(name: "Retry-After", value: String(retryAfter)) }
-            let code = fault.status == 429 ? "TooManyRequests" : "ServiceUnavailable"
-            response = Self.error(status: fault.status, code: code, message: "injected fault", requestID: requestID, headers: headers)
+            response = Self.error(.injected(status: fault.status), message: "injected fault", context: context, headers: headers)
         } else {
-            response = route(request, requestID: requestID)
+            response = route(request, context: context)
         }
         logger.debug(
             "ci simulator request",
             metadata: [
                 "http.method": "\(request.method)", "http.path": "\(request.path)", "http.status": "\(response.status.code)",
-                "ci.request_id": "\(requestID)",
+                "ci.request_id": "\(context.requestID)",
             ])
         return response
     }
 
-    private func route(_ request: HTTPRequest, requestID: String) -> HTTPResponse {
+    private func route(_ request: HTTPRequest, context: RequestContext) -> HTTPResponse {
         guard let path = SimulatorPath.decode(request.path) else {
-            return Self.error(status: 400, code: "InvalidArgument", message: "the path has an invalid percent escape", requestID: requestID)
+            return Self.error(.invalidArgument, message: "the path has an invalid percent escape", context: context)
         }
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
         guard segments.first == "jobs", segments.count <= 2 else {
-            return Self.error(status: 404, code: "NoSuchResource", message: "no such resource", requestID: requestID)
+            return Self.error(.noSuchResource, message: "no such resource", context: context)
         }
-        if let denied = authenticate(request, decodedPath: path, requestID: requestID) { return denied }
+        if let denied = authenticate(request, decodedPath: path, context: context) { return denied }
         switch (request.method, segments.count) {
-        case (.post, 1): return submit(request, requestID: requestID)
-        case (.get, 1): return list(request, requestID: requestID)
-        case (.get, 2): return describe(ids: String(segments[1]), requestID: requestID)
+        case (.post, 1): return submit(request, context: context)
+        case (.get, 1): return list(request, context: context)
+        case (.get, 2): return describe(ids: String(segments[1]), context: context)
         default:
-            return Self.error(status: 405, code: "MethodNotAllowed", message: "method not allowed here", requestID: requestID)
+            return Self.error(.methodNotAllowed, message: "method not allowed here", context: context)
         }
     }
 
     /// Checks the `Authorization` header as CI does; `nil` when the request may proceed.
-    private func authenticate(_ request: HTTPRequest, decodedPath: String, requestID: String) -> HTTPResponse? {
-        func deny(_ message: String, _ reason: String) -> HTTPResponse {
+    private func authenticate(_ request: HTTPRequest, decodedPath: String, context: RequestContext) -> HTTPResponse? {
+        func deny(_ code: CIErrorCode, _ message: String, _ reason: String) -> HTTPResponse {
             state.withLock { $0.statistics.authenticationFailures += 1 }
-            logger.info("ci simulator denied request", metadata: ["sim.reason": "\(reason)", "ci.request_id": "\(requestID)"])
-            return Self.error(status: 403, code: "AccessDenied", message: message, requestID: requestID)
+            logger.info("ci simulator denied request", metadata: ["sim.reason": "\(reason)", "ci.request_id": "\(context.requestID)"])
+            return Self.error(code, message: message, context: context)
         }
         guard let header = request.headers["Authorization"] else {
-            return deny("Authorization header is missing", "missing")
+            return deny(.accessDenied, "Access Denied.", "missing")
         }
         let authorization: COSAuthorization
         do {
             authorization = try COSAuthorization(parsing: header)
         } catch {
-            return deny("Authorization header is malformed", "\(error)")
+            return deny(.accessDenied, "The Authorization header is malformed.", "\(error)")
         }
         guard authorization.secretID == configuration.secretID else {
-            return deny("the SecretId is not recognised", "unknown secret id")
+            return deny(.invalidAccessKeyID, "The Access Key Id you provided does not exist in our records.", "unknown secret id")
         }
-        let verdict = COSSignatureVerifier.verify(
-            authorization,
-            method: request.method.rawValue,
-            path: decodedPath,
-            query: request.queryItems,
-            headers: Array(request.headers),
-            secretKey: configuration.secretKey,
-            now: Date()
-        )
+        func verify(_ headers: [(name: String, value: String)]) -> Result<Void, COSAuthorizationError> {
+            COSSignatureVerifier.verify(
+                authorization, method: request.method.rawValue, path: decodedPath, query: request.queryItems, headers: headers,
+                secretKey: configuration.secretKey, now: Date())
+        }
+        let headers = Array(request.headers)
+        var verdict = verify(headers)
+        // Tencent's Python SDK signs `host` as the URL's host name without the port it sends in `Host`. CI
+        // listens on the default port, where the two agree; a simulator on another port accepts both forms.
+        if case .failure(let error) = verdict, error == .signatureMismatch,
+            let portless = request.headers["Host"].flatMap(SimulatorHost.withoutPort)
+        {
+            verdict = verify(headers.map { $0.name.lowercased() == "host" ? (name: $0.name, value: portless) : $0 })
+        }
         switch verdict {
         case .success: return nil
-        case .failure(let error) where error == .expired: return deny("the request signature has expired", "\(error)")
-        case .failure(let error): return deny("the request signature does not match", "\(error)")
+        case .failure(let error) where error == .expired: return deny(.accessDenied, "Request has expired", "\(error)")
+        case .failure(let error) where error == .malformed || error == .unsupportedAlgorithm:
+            return deny(.accessDenied, "The Authorization header is malformed.", "\(error)")
+        case .failure(let error): return deny(.signatureDoesNotMatch, "The Signature you specified is invalid.", "\(error)")
         }
     }
 
     // MARK: POST /jobs
 
-    private func submit(_ request: HTTPRequest, requestID: String) -> HTTPResponse {
+    private func submit(_ request: HTTPRequest, context: RequestContext) -> HTTPResponse {
         let parsed: SubmitRequest
         switch SubmitRequest.parse(request.body, configuration: configuration) {
         case .success(let value): parsed = value
         case .failure(let problem):
-            return Self.error(status: 400, code: "InvalidArgument", message: problem.message, requestID: requestID)
+            return Self.error(.invalidArgument, message: problem.message, context: context)
         }
         let now = Date()
         let startTime = now.addingTimeInterval(Self.seconds(configuration.runningAfter))
@@ -304,19 +311,18 @@ public final class CISimulator: Sendable {
                 "sim.duplicate": "\(job.duplicatesCallbacks)", "sim.out_of_order": "\(job.sendsLateRunningCallback)",
             ])
         let body = SimulatorDocuments.response(jobs: [job.jobsDetail(in: .submitted, utcOffsetSeconds: configuration.utcOffsetSeconds)])
-        return Self.xml(status: .ok, body: body, requestID: requestID)
+        return Self.xml(status: .ok, body: body, requestID: context.requestID)
     }
 
     // MARK: GET /jobs/<ids>
 
-    private func describe(ids text: String, requestID: String) -> HTTPResponse {
+    private func describe(ids text: String, context: RequestContext) -> HTTPResponse {
         let ids = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         guard !ids.contains(where: \.isEmpty) else {
-            return Self.error(status: 400, code: "InvalidArgument", message: "a job id is empty", requestID: requestID)
+            return Self.error(.invalidArgument, message: "a job id is empty", context: context)
         }
         guard ids.count <= configuration.maxJobIDsPerDescribe else {
-            return Self.error(
-                status: 400, code: "InvalidArgument", message: "at most \(configuration.maxJobIDsPerDescribe) job ids", requestID: requestID)
+            return Self.error(.invalidArgument, message: "at most \(configuration.maxJobIDsPerDescribe) job ids", context: context)
         }
         let now = Date()
         let found = state.withLock { state in ids.map { state.jobs[$0] } }
@@ -329,17 +335,17 @@ public final class CISimulator: Sendable {
                 missing.append(CIField(name: "NonExistJobIds", value: .text(id)))
             }
         }
-        return Self.xml(status: .ok, body: SimulatorDocuments.response(jobs: details, trailing: missing), requestID: requestID)
+        return Self.xml(status: .ok, body: SimulatorDocuments.response(jobs: details, trailing: missing), requestID: context.requestID)
     }
 
     // MARK: GET /jobs?…
 
-    private func list(_ request: HTTPRequest, requestID: String) -> HTTPResponse {
+    private func list(_ request: HTTPRequest, context: RequestContext) -> HTTPResponse {
         let query: ListQuery
         switch ListQuery.parse(request.queryItems, configuration: configuration) {
         case .success(let value): query = value
         case .failure(let problem):
-            return Self.error(status: 400, code: "InvalidArgument", message: problem.message, requestID: requestID)
+            return Self.error(.invalidArgument, message: problem.message, context: context)
         }
         let now = Date()
         let all = jobs
@@ -361,7 +367,7 @@ public final class CISimulator: Sendable {
         let token = more ? page.last.map { ListQuery.token(for: $0.sequence) } ?? "" : ""
         let details = page.map { $0.jobsDetail(in: $0.state(at: now), utcOffsetSeconds: configuration.utcOffsetSeconds) }
         let body = SimulatorDocuments.response(jobs: Array(details), trailing: [CIField(name: "NextToken", value: .text(token))])
-        return Self.xml(status: .ok, body: body, requestID: requestID)
+        return Self.xml(status: .ok, body: body, requestID: context.requestID)
     }
 
     // MARK: Helpers
@@ -372,33 +378,10 @@ public final class CISimulator: Sendable {
         return HTTPResponse(status: status, headers: headers, body: body)
     }
 
-    static func error(status: Int, code: String, message: String, requestID: String, headers: HTTPHeaders = [:]) -> HTTPResponse {
+    static func error(_ code: CIErrorCode, message: String, context: RequestContext, headers: HTTPHeaders = [:]) -> HTTPResponse {
         xml(
-            status: HTTPStatus(code: status, reasonPhrase: reasonPhrase(status)),
-            body: SimulatorDocuments.error(code: code, message: message, requestID: requestID),
-            requestID: requestID,
-            headers: headers
-        )
-    }
-
-    private static func reasonPhrase(_ status: Int) -> String {
-        switch status {
-        case 400: "Bad Request"
-        case 403: "Forbidden"
-        case 404: "Not Found"
-        case 405: "Method Not Allowed"
-        case 429: "Too Many Requests"
-        case 500: "Internal Server Error"
-        case 503: "Service Unavailable"
-        default: "Error"
-        }
-    }
-
-    /// Request ids need not be reproducible, so they do not consume the seeded generator.
-    private static func makeRequestID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt64
-        return "sim" + String(value, radix: 16)
+            status: code.status, body: SimulatorDocuments.error(code: code, message: message, context: context), requestID: context.requestID,
+            headers: headers)
     }
 
     static func seconds(_ duration: Duration) -> TimeInterval {

@@ -96,16 +96,6 @@ enum SimulatorDocuments {
         return Array(CINodeXML.encode(.element(fields), rootName: "Response").utf8)
     }
 
-    /// `<Error><Code>…</Code><Message>…</Message><RequestId>…</RequestId></Error>`.
-    static func error(code: String, message: String, requestID: String) -> [UInt8] {
-        let node = CINode.element([
-            CIField(name: "Code", value: .text(code)),
-            CIField(name: "Message", value: .text(message)),
-            CIField(name: "RequestId", value: .text(requestID)),
-        ])
-        return Array(CINodeXML.encode(node, rootName: "Error").utf8)
-    }
-
     /// A TaskFinish callback as CI sends it (REFERENCE §2): fields in alphabetical order; XML wrapped in
     /// `<Response>` with `EventName`; JSON without the wrapper, `JobsDetail` an object or a one-element array.
     static func callback(jobsDetail: CINode, format: CICallbackFormat, jobsDetailAsArray: Bool) -> [UInt8] {

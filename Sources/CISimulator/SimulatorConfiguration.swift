@@ -11,7 +11,7 @@ public struct SimulatorConfiguration: Sendable {
 
     // MARK: Identity
 
-    /// The only SecretId accepted; requests signed with another get 403 `AccessDenied`.
+    /// The only SecretId accepted; requests signed with another get 403 `InvalidAccessKeyId`.
     /// Default: `AKIDsimulator`.
     public var secretID: String = "AKIDsimulator"
     /// The SecretKey signatures are checked against. Default: `simulator-secret-key`.

@@ -35,6 +35,21 @@ enum SimulatorPath {
     }
 }
 
+/// The `Host` header's forms.
+enum SimulatorHost {
+    /// The host name of a `Host` value without its port, lower-cased and without IPv6 brackets, as Python's
+    /// `urlparse(url).hostname` gives it (`127.0.0.1:8090` → `127.0.0.1`, `[::1]:8090` → `::1`); `nil` when
+    /// the value has no port.
+    static func withoutPort(_ host: String) -> String? {
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]"), host[host.index(after: close)...].hasPrefix(":") else { return nil }
+            return host[host.index(after: host.startIndex)..<close].lowercased()
+        }
+        guard let colon = host.lastIndex(of: ":"), host.firstIndex(of: ":") == colon else { return nil }
+        return host[..<colon].lowercased()
+    }
+}
+
 /// A `POST /jobs` body, read as CI would: the simulator checks the request itself rather than trusting
 /// the client's validation, so client bugs show up as 400s.
 struct SubmitRequest {

@@ -104,7 +104,7 @@ private func waitUntilFinal(_ harness: CISimulatorTestHarness, _ ids: [String]) 
     }
 }
 
-@Test func clientSimulator_WrongSecretKeyIsAccessDeniedAndNotRetried() async throws {
+@Test func clientSimulator_WrongSecretKeyIsSignatureDoesNotMatchAndNotRetried() async throws {
     try await CISimulatorTestHarness.with { harness in
         let client = harness.client(secretKey: "not-the-right-key")
         do {
@@ -113,7 +113,7 @@ private func waitUntilFinal(_ harness: CISimulatorTestHarness, _ ids: [String]) 
         } catch let error as CIClientError {
             #expect(error.code == .ciError)
             #expect(error.httpStatus == 403)
-            #expect(error.ciCode == "AccessDenied")
+            #expect(error.ciCode == "SignatureDoesNotMatch")
             #expect(error.requestID != nil)
             #expect(!error.isRetryable)
             #expect(!error.description.contains("not-the-right-key"))

@@ -266,7 +266,7 @@ struct LoopTests {
             let error = try #require(try reply.json()["Error"] as? [String: Any])
             #expect(error["Code"] as? String == "CIError")
             let message = try #require(error["Message"] as? String)
-            #expect(message.contains("403") && message.contains("AccessDenied") && message.contains("RequestId"))
+            #expect(message.contains("403") && message.contains("SignatureDoesNotMatch") && message.contains("RequestId"))
         }
     }
 
