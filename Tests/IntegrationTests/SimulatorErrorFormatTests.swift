@@ -25,15 +25,17 @@ private struct RawAnswer {
 }
 
 /// GETs `path` from the simulator, signing `host` with the value `signedHost` (default: the `Host` the
-/// request really carries, `127.0.0.1:<port>`).
+/// request really carries, `127.0.0.1:<port>`) for a window that starts `validFrom` seconds from now.
 private func get(
-    _ harness: CISimulatorTestHarness, _ path: String, secretID: String? = nil, secretKey: String? = nil, signedHost: String? = nil
+    _ harness: CISimulatorTestHarness, _ path: String, secretID: String? = nil, secretKey: String? = nil, signedHost: String? = nil,
+    validFrom: Int = 0
 ) async throws -> RawAnswer {
     let credentials = COSCredentials(
         secretID: secretID ?? harness.configuration.secretID, secretKey: secretKey ?? harness.configuration.secretKey)
+    let start = Int(Date().timeIntervalSince1970) + validFrom
     let signature = COSSigner.sign(
         COSSigningRequest(method: "GET", path: path, query: [], headers: [(name: "host", value: signedHost ?? "127.0.0.1:\(harness.port)")]),
-        credentials: credentials, now: Date())
+        credentials: credentials, start: start, end: start + 600)
     var request = URLRequest(url: harness.endpoint.appendingPathComponent(String(path.dropFirst())))
     request.setValue(signature.authorization, forHTTPHeaderField: "Authorization")
     let (data, response) = try await URLSession.shared.data(for: request)
@@ -67,7 +69,11 @@ private func get(
         let (body, response) = try await URLSession.shared.data(from: harness.endpoint.appendingPathComponent("jobs/j1"))
         #expect((response as? HTTPURLResponse)?.statusCode == 403)
         #expect(try RawAnswer(status: 403, body: [UInt8](body)).errorFields().first?.text == "AccessDenied")
-        #expect(harness.simulator.statistics.authenticationFailures == 2)
+
+        let expired = try await get(harness, "/jobs/j1", validFrom: -3600)
+        #expect(expired.status == 403)
+        #expect(try expired.errorFields().prefix(2).map(\.text) == ["AccessDenied", "Request has expired"])
+        #expect(harness.simulator.statistics.authenticationFailures == 3)
     }
 }
 
