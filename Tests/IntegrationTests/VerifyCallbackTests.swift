@@ -26,19 +26,6 @@ private let verifyTestLogger: Logger = {
     return logger
 }()
 
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held. Never a fixed sleep as
-/// an assertion: the caller `#expect`s the result.
-private func verifyEventually(
-    within timeout: Duration = .seconds(20), _ condition: () async throws -> Bool
-) async throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    return try await condition()
-}
-
 /// A CI client nothing answers: port 1 (tcpmux), where no unprivileged test can listen.
 private func unreachableCIClient() -> CIClient {
     var configuration = CIConfiguration(
@@ -156,7 +143,7 @@ struct VerifyCallbackTests {
             #expect(answer["State"] as? String == "Success")
             #expect(answer["CurrentState"] as? String == "Submitted")
 
-            let flagged = try await verifyEventually {
+            let flagged = try await eventually {
                 try await rig.callbackEntries(jobID).first?["Verification"] as? String == "contradicted"
             }
             #expect(flagged)
@@ -165,10 +152,10 @@ struct VerifyCallbackTests {
             #expect(entry["Applied"] as? Bool == false)
             // CI's own answer is stored as a reconcile sweep would, right after the flag (same pass): the
             // job moves to Running, never Success.
-            #expect(try await verifyEventually { try await rig.state(jobID) == "Running" })
+            #expect(try await eventually { try await rig.state(jobID) == "Running" })
             #expect(try await rig.history(jobID).contains { $0["Source"] as? String == "reconcile" })
             // Counted when the batch ends, a moment after the flag is visible: polled, not assumed.
-            let counted = try await verifyEventually {
+            let counted = try await eventually {
                 try await rig.metricsText().contains(#"ci_callback_verifications_total{result="contradicted"} 1"#)
             }
             #expect(counted)
@@ -188,14 +175,14 @@ struct VerifyCallbackTests {
                 #expect(answer["CurrentState"] is NSNull, "a job known only from held callbacks has no state yet")
             }
             for (jobID, note) in [(unknown, VerificationVerdict.unknownJobNote), (impossible, VerificationVerdict.impossibleJobIDNote)] {
-                let flagged = try await verifyEventually {
+                let flagged = try await eventually {
                     try await rig.callbackEntries(jobID).first?["Verification"] as? String == "contradicted"
                 }
                 #expect(flagged, "\(jobID)")
                 #expect(try await rig.callbackEntries(jobID).first?["VerificationNote"] as? String == note)
                 #expect(try await rig.service.get("/v1/jobs/\(jobID)").status == 404, "a contradicted callback must not create the job")
             }
-            let counted = try await verifyEventually {
+            let counted = try await eventually {
                 try await rig.metricsText().contains(#"ci_callback_verifications_total{result="contradicted"} 2"#)
             }
             #expect(counted)
@@ -243,7 +230,7 @@ struct VerifyCallbackTests {
             #expect(delays.count == jobCount)
             print("verify: callback received → confirmed and applied in \(delays.map { String(format: "%.1f ms", $0 * 1000) })")
             // Counted, and the backlog gauge refreshed, when the batch ends: polled, not assumed.
-            let counted = try await verifyEventually {
+            let counted = try await eventually {
                 let text = try await rig.metricsText()
                 return text.contains(#"ci_callback_verifications_total{result="confirmed"} \#(jobCount)"#)
                     && text.contains("ci_callback_verifications_pending 0")
@@ -261,7 +248,7 @@ struct VerifyCallbackTests {
             }, runVerifier: false
         ) { rig in
             let jobID = try await rig.submit("input/outage.mp4")
-            let held = try await verifyEventually {
+            let held = try await eventually {
                 try await rig.callbackEntries(jobID).first?["Verification"] as? String == "pending"
             }
             try #require(held, "the simulator's Success callback should arrive and be held")
@@ -293,7 +280,7 @@ struct VerifyCallbackTests {
             }, runVerifier: false
         ) { rig in
             let jobID = try await rig.submit("input/replicas.mp4")
-            let held = try await verifyEventually {
+            let held = try await eventually {
                 try await rig.callbackEntries(jobID).first?["Verification"] as? String == "pending"
             }
             try #require(held)
