@@ -47,6 +47,13 @@ public final class JobCompletionListener: Sendable {
     /// Whether the LISTEN connection is up (for readiness and tests).
     public var isListening: Bool { state.withLock { $0.listening } }
 
+    /// How many waits for `jobID` are asleep, to be woken by its notification, a listener restart or
+    /// their deadline. For diagnostics and tests: a test must know that a wait has begun before it
+    /// stores the state that ends it, or it never exercises the notification.
+    public func sleepingWaiters(for jobID: String) -> Int {
+        state.withLock { state in state.byJob[jobID]?.count { state.sleeping[$0] != nil } ?? 0 }
+    }
+
     /// Reads a job with `read` until `isFinal` says so or `timeout` passes, sleeping between reads
     /// until a notification for `jobID` (or a listener restart) wakes it. Returns the last value read.
     ///

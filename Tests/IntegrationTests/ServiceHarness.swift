@@ -47,14 +47,18 @@ final class ServiceHarness: Sendable {
     let pool: PostgresPool
     let server: HTTPServer
     let port: Int
+    /// The service's `?wait=` machinery, so a test can see a wait asleep before it ends it.
+    let completionListener: JobCompletionListener
     private let runTask: Task<Void, any Error>
     private let listenerTask: Task<Void, Never>
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     private init(
-        schema: String, pool: PostgresPool, server: HTTPServer, port: Int, runTask: Task<Void, any Error>, listenerTask: Task<Void, Never>
+        schema: String, pool: PostgresPool, server: HTTPServer, port: Int, completionListener: JobCompletionListener,
+        runTask: Task<Void, any Error>, listenerTask: Task<Void, Never>
     ) {
+        self.completionListener = completionListener
         self.listenerTask = listenerTask
         self.schema = schema
         self.pool = pool
@@ -116,7 +120,9 @@ final class ServiceHarness: Sendable {
         for _ in 0..<1000 where !completionListener.isListening {
             try await Task.sleep(for: .milliseconds(10))
         }
-        return ServiceHarness(schema: schema, pool: pool, server: server, port: port, runTask: runTask, listenerTask: listenerTask)
+        return ServiceHarness(
+            schema: schema, pool: pool, server: server, port: port, completionListener: completionListener, runTask: runTask,
+            listenerTask: listenerTask)
     }
 
     /// Stops the listener and the pool; the schema stays (see `dropSchema`).

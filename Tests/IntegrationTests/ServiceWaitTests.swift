@@ -1,4 +1,5 @@
 import Foundation
+import JobStore
 import Testing
 
 /// `?wait=` lookups, woken by PostgreSQL NOTIFY.
@@ -15,16 +16,20 @@ struct ServiceWaitTests {
         try await ServiceHarness.with { service in
             let jobID = RequestIDForTests.jobID()
             #expect(try await service.post("/v1/callbacks", Self.callback(jobID, state: "Running")).status == 200)
-            async let waited = service.get("/v1/jobs/\(jobID)/watermark?wait=20s")
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(try await service.post("/v1/callbacks", Self.callback(jobID, state: "Success", message: "found")).status == 200)
             let started = ContinuousClock.now
+            async let waited = service.get("/v1/jobs/\(jobID)/watermark?wait=25s")
+            // The lookup has read `Running` and sleeps: only what the Success callback sets off can end it
+            // before its deadline (a GET that started after the callback would prove nothing).
+            let asleep = try await eventually { service.completionListener.sleepingWaiters(for: jobID) == 1 }
+            try #require(asleep, "the lookup never began to wait")
+            #expect(try await service.post("/v1/callbacks", Self.callback(jobID, state: "Success", message: "found")).status == 200)
             let reply = try await waited
             #expect(reply.status == 200)
             #expect(try reply.json()["State"] as? String == "Success")
             #expect(try reply.json()["Message"] as? String == "found")
-            // Woken by the notification, not by the 20 s timeout (a generous bound, not a speed check).
-            #expect(ContinuousClock.now - started < .seconds(15))
+            // Woken by the notification, not by the 25 s deadline (a generous bound, not a speed check).
+            #expect(ContinuousClock.now - started < .seconds(20))
+            #expect(service.completionListener.sleepingWaiters(for: jobID) == 0)
         }
     }
 
@@ -64,12 +69,18 @@ struct ServiceWaitTests {
         do {
             let jobID = RequestIDForTests.jobID()
             _ = try await service.post("/v1/callbacks", Self.callback(jobID, state: "Running"))
-            async let first = service.get("/v1/jobs/\(jobID)?wait=3s")
-            try await Task.sleep(for: .milliseconds(500))
+            async let first = service.get("/v1/jobs/\(jobID)?wait=25s")
+            // The first lookup holds the only waiter slot (it is asleep) before the second asks.
+            let asleep = try await eventually { service.completionListener.sleepingWaiters(for: jobID) == 1 }
+            try #require(asleep, "the first lookup never began to wait")
             let second = try await service.get("/v1/jobs/\(jobID)?wait=3s")
             #expect(second.status == 503)
             #expect(try (second.json()["Error"] as? [String: Any])?["Code"] as? String == "TooManyWaiters")
-            #expect(try await first.status == 200)
+            // The final state ends the first wait long before its deadline.
+            _ = try await service.post("/v1/callbacks", Self.callback(jobID, state: "Success"))
+            let firstReply = try await first
+            #expect(firstReply.status == 200)
+            #expect(try (firstReply.json()["JobsDetail"] as? [String: Any])?["State"] as? String == "Success")
         } catch {
             await service.stop()
             try? service.dropSchema()
