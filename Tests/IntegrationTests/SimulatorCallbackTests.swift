@@ -51,12 +51,20 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
 
 @Test func simulatorCallbacks_DropProbabilityOneSendsNoFinalCallback() async throws {
     try await CISimulatorCallbackReceiver.with { receiver in
-        try await CISimulatorTestHarness.with({ $0.dropProbability = 1 }) { harness in
+        // The late `Running` follows the final callback's turn in the job's one ordered delivery: once it
+        // arrives, the final callback had its chance and was not sent (no sleep could prove that).
+        try await CISimulatorTestHarness.with({
+            $0.dropProbability = 1
+            $0.outOfOrderProbability = 1
+        }) { harness in
             let id = try await submit(harness, to: receiver)
-            try await Task.sleep(for: .milliseconds(400))
-            #expect(receiver.received.isEmpty)
-            #expect(harness.simulator.statistics.dropped == 1)
-            #expect(harness.simulator.statistics.delivered == 0)
+            let received = try await receiver.waitForRequests(1)
+            try #require(received.count == 1, "the late Running callback never came")
+            let jobs = try received.map { try CallbackDecoder.decode($0.body).jobs[0] }
+            #expect(jobs.map(\.jobID) == [id])
+            #expect(jobs.map(\.state) == [.running], "only the late Running, never the final state")
+            let statistics = try await harness.statistics { $0.delivered == 1 }
+            #expect(statistics.dropped == 1 && statistics.outOfOrder == 1 && statistics.delivered == 1)
             // The job still finished: only reconciliation can learn it.
             let described = try await harness.client().describeJobs([id])
             #expect(described.envelope.jobs.first?.state == .success)
@@ -66,15 +74,20 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
 
 @Test func simulatorCallbacks_DuplicateProbabilityOneSendsSameBodyTwice() async throws {
     try await CISimulatorCallbackReceiver.with { receiver in
-        try await CISimulatorTestHarness.with({ $0.duplicateProbability = 1 }) { harness in
+        // The late `Running` comes after the final body and its copies in the job's one ordered delivery:
+        // when it arrives, every copy that was going to be sent has been.
+        try await CISimulatorTestHarness.with({
+            $0.duplicateProbability = 1
+            $0.outOfOrderProbability = 1
+        }) { harness in
             _ = try await submit(harness, to: receiver, format: .xml)
-            let received = try await receiver.waitForRequests(2)
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(receiver.received.count == 2)
-            try #require(received.count == 2)
+            let received = try await receiver.waitForRequests(3)
+            try #require(received.count == 3)
             #expect(received[0].body == received[1].body)
-            let statistics = try await harness.statistics { $0.delivered == 2 }
-            #expect(statistics.duplicates == 1 && statistics.delivered == 2)
+            let states = try received.map { try CallbackDecoder.decode($0.body).jobs[0].state }
+            #expect(states == [.success, .success, .running], "the final body exactly twice, then the late Running")
+            let statistics = try await harness.statistics { $0.delivered == 3 }
+            #expect(statistics.duplicates == 1 && statistics.delivered == 3)
         }
     }
 }
@@ -98,12 +111,12 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
     try await CISimulatorCallbackReceiver.with(failFirst: 2) { receiver in
         try await CISimulatorTestHarness.with { harness in
             _ = try await submit(harness, to: receiver)
-            let received = try await receiver.waitForRequests(3)
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(receiver.received.map(\.accepted) == [false, false, true])
-            #expect(Set(received.map(\.body)).count == 1, "every attempt carries the same body")
+            // Counted once the receiver's 2xx came back: the delivery is over, nothing more will be sent.
             let statistics = try await harness.statistics { $0.delivered == 1 }
             #expect(statistics.retries == 2 && statistics.delivered == 1 && statistics.failures == 0)
+            let received = receiver.received
+            #expect(received.map(\.accepted) == [false, false, true])
+            #expect(Set(received.map(\.body)).count == 1, "every attempt carries the same body")
         }
     }
 }
@@ -112,11 +125,10 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
     try await CISimulatorCallbackReceiver.with(failFirst: 100) { receiver in
         try await CISimulatorTestHarness.with({ $0.maxDeliveryAttempts = 2 }) { harness in
             _ = try await submit(harness, to: receiver)
-            _ = try await receiver.waitForRequests(2)
-            try await Task.sleep(for: .milliseconds(200))
-            #expect(receiver.received.count == 2)
+            // Counted when the simulator gives up: the delivery is over, nothing more will be sent.
             let statistics = try await harness.statistics { $0.failures == 1 }
-            #expect(statistics.failures == 1 && statistics.delivered == 0)
+            #expect(statistics.failures == 1 && statistics.delivered == 0 && statistics.retries == 1)
+            #expect(receiver.received.count == 2)
         }
     }
 }
