@@ -34,11 +34,15 @@ fileprivate final class ListenerTestClient: @unchecked Sendable {
     let fd: Int32
     private var buffer: [UInt8] = []
 
-    init(port: Int, receiveTimeout: Int = 5) throws {
+    /// `receiveBuffer` caps the socket's receive buffer (set before connecting, so the window stays small).
+    init(port: Int, receiveTimeout: Int = 5, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ListenerTestClientError(operation: "socket", errno: errno) }
         var timeout = timeval(tv_sec: receiveTimeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -158,6 +162,52 @@ fileprivate final class ListenerTestGate: Sendable {
     }
 }
 
+/// Requests inside a responder: how many now, the most at once, and how many have left.
+fileprivate final class ListenerTestInFlight: Sendable {
+    /// `fills` counts the moments `limit` requests were inside at once: a request that saw one while it
+    /// was inside may leave, even if the others left before it looked.
+    private let state = Mutex<(current: Int, peak: Int, done: Int, fills: Int)>((0, 0, 0, 0))
+
+    var peak: Int { state.withLock { $0.peak } }
+
+    /// Enters, holds until `limit` requests have been inside at once (or every one of `total` has
+    /// entered), then leaves. So whenever the server lets `limit` requests run together they do, however
+    /// long each takes, and a server that let more in would gather them here too. Bounded, so a server
+    /// that never reaches `limit` fails the caller's check instead of hanging the test.
+    func pass(limit: Int, of total: Int) async {
+        let fillsBefore = state.withLock { state in
+            let before = state.fills
+            state.current += 1
+            state.peak = max(state.peak, state.current)
+            if state.current >= limit { state.fills += 1 }
+            return before
+        }
+        _ = try? await eventually(within: .seconds(10), every: .milliseconds(2)) {
+            state.withLock { $0.fills > fillsBefore || $0.done + $0.current >= total }
+        }
+        state.withLock { state in
+            state.current -= 1
+            state.done += 1
+        }
+    }
+}
+
+/// Whether this machine can listen on the dual-stack address `::` (IPv6, IPv4-mapped peers accepted).
+/// Containers without IPv6 cannot; the dual-stack test is then reported as skipped, with this reason.
+fileprivate let listenerDualStackAvailable: Bool = {
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var off: Int32 = 0
+    guard setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, socklen_t(MemoryLayout<Int32>.size)) == 0 else { return false }
+    var address = sockaddr_in6()
+    address.sin6_family = sa_family_t(AF_INET6)
+    address.sin6_addr = in6addr_any
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) == 0 }
+    }
+}()
+
 /// Polls (up to about 2 s) until connecting to `port` is refused.
 fileprivate func listenerPortRefusesConnections(_ port: Int) async -> Bool {
     for _ in 0..<100 {
@@ -176,6 +226,7 @@ fileprivate let listenerEchoResponder: HTTPServer.Responder = { request in
 /// Runs a server on an ephemeral loopback port for the duration of `body`, then cancels it and waits for `run()`.
 fileprivate func withListenerServer(
     configure: (inout HTTPServerConfiguration) -> Void = { _ in },
+    statistics: ListenerStatistics = ListenerStatistics(),
     responder: @escaping HTTPServer.Responder = listenerEchoResponder,
     _ body: (Int) async throws -> Void
 ) async throws {
@@ -186,7 +237,8 @@ fileprivate func withListenerServer(
     configuration.shutdownGracePeriod = .seconds(2)
     configure(&configuration)
     let server = HTTPServer(
-        configuration: configuration, logger: Logger(label: "listener-test") { _ in SwiftLogNoOpLogHandler() }, responder: responder)
+        configuration: configuration, logger: Logger(label: "listener-test") { _ in SwiftLogNoOpLogHandler() }, statistics: statistics,
+        responder: responder)
     let run = Task { try await server.run() }
     do {
         let port = try await server.waitUntilListening()
@@ -241,15 +293,21 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
 @Test func listener_PipelinedResponsesKeepRequestOrderWhenFinishedOutOfOrder() async throws {
     let finished = Mutex<[String]>([])
     let responder: HTTPServer.Responder = { request in
-        // The first request takes longest, so completions arrive in reverse order.
-        let delay = 4 - (Int(request.pathSegments.last ?? "") ?? 0)
-        try? await Task.sleep(for: .milliseconds(100 * delay))
+        // Each request finishes only after the one behind it has, so completions come in reverse order
+        // however long each takes. Bounded: a server that ran them one at a time fails the order check
+        // below instead of hanging.
+        let index = Int(request.pathSegments.last ?? "") ?? 0
+        if index < 3 {
+            _ = try? await eventually(within: .seconds(5), every: .milliseconds(2)) {
+                finished.withLock { $0.contains("/p/\(index + 1)") }
+            }
+        }
         finished.withLock { $0.append(request.path) }
         return HTTPResponse(status: .ok, body: Array(request.path.utf8))
     }
     try await withListenerServer(responder: responder) { port in
         let bodies = try await listenerBlocking {
-            let client = try ListenerTestClient(port: port)
+            let client = try ListenerTestClient(port: port, receiveTimeout: 30)
             try client.send(request("/p/1") + request("/p/2") + request("/p/3"))
             return try (0..<3).map { _ in try client.readResponse().bodyText }
         }
@@ -427,7 +485,7 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
             return client
         }
         let fast = try await listenerBlocking {
-            let client = try ListenerTestClient(port: port, receiveTimeout: 2)
+            let client = try ListenerTestClient(port: port, receiveTimeout: 10)
             try client.send(request("/fast"))
             return try client.readResponse().bodyText
         }
@@ -554,36 +612,33 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
 }
 
 @Test func listener_PipelineBeyondInFlightLimitIsAnsweredInOrder() async throws {
-    let inFlight = Mutex<(current: Int, peak: Int)>((0, 0))
+    let paths = (1...9).map { "/q/\($0)" }
+    let inFlight = ListenerTestInFlight()
     let responder: HTTPServer.Responder = { request in
-        inFlight.withLock { $0.current += 1; $0.peak = max($0.peak, $0.current) }
-        try? await Task.sleep(for: .milliseconds(20))
-        inFlight.withLock { $0.current -= 1 }
+        await inFlight.pass(limit: 2, of: paths.count)
         return HTTPResponse(status: .ok, body: Array(request.path.utf8))
     }
     try await withListenerServer(configure: { $0.limits.maxPipelinedRequests = 2 }, responder: responder) { port in
-        let paths = (1...9).map { "/q/\($0)" }
         let bodies = try await listenerBlocking {
-            let client = try ListenerTestClient(port: port)
+            let client = try ListenerTestClient(port: port, receiveTimeout: 30)
             try client.send(paths.map { request($0) }.joined())
             return try paths.map { _ in try client.readResponse().bodyText }
         }
         #expect(bodies == paths)
-        #expect(inFlight.withLock { $0.peak } <= 2)
+        #expect(inFlight.peak == 2)
     }
 }
 
 @Test func listener_ConcurrentRequestsAreCappedAcrossConnections() async throws {
-    let inFlight = Mutex<(current: Int, peak: Int)>((0, 0))
-    let responder: HTTPServer.Responder = { request in
-        inFlight.withLock { $0.current += 1; $0.peak = max($0.peak, $0.current) }
-        try? await Task.sleep(for: .milliseconds(50))
-        inFlight.withLock { $0.current -= 1 }
+    let clients = 5
+    let inFlight = ListenerTestInFlight()
+    let responder: HTTPServer.Responder = { _ in
+        await inFlight.pass(limit: 2, of: clients)
         return HTTPResponse(status: .ok)
     }
     try await withListenerServer(configure: { $0.maxConcurrentRequests = 2 }, responder: responder) { port in
         try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<5 {
+            for _ in 0..<clients {
                 group.addTask {
                     try await listenerBlocking {
                         let client = try ListenerTestClient(port: port)
@@ -594,7 +649,7 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
             }
             for try await status in group { #expect(status == 200) }
         }
-        #expect(inFlight.withLock { $0.peak } == 2)
+        #expect(inFlight.peak == 2)
     }
 }
 
@@ -603,10 +658,10 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
     let responder: HTTPServer.Responder = { _ in HTTPResponse(status: .ok, body: payload) }
     try await withListenerServer(responder: responder) { port in
         let received = try await listenerBlocking {
-            let client = try ListenerTestClient(port: port)
+            // 16 MiB through a 64 KiB receive window and a send buffer of at most tcp_wmem's 4 MiB: the
+            // server's writes are partial and it must wait for EPOLLOUT, however fast this client reads.
+            let client = try ListenerTestClient(port: port, receiveTimeout: 30, receiveBuffer: 64 << 10)
             try client.send(request("/big") + request("/big"))
-            // Let the server fill the socket buffers and park on EPOLLOUT before reading.
-            usleep(200_000)
             return try [client.readResponse().body, client.readResponse().body]
         }
         #expect(received[0] == payload)
@@ -628,8 +683,8 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
     }
 }
 
-@Test func listener_DualStackListenerReportsUnmappedIPv4Peer() async throws {
-    // Skipped silently on machines without IPv6: binding "::" then fails with an HTTPServerError.
+@Test(.enabled(if: listenerDualStackAvailable, "this machine has no IPv6: a socket cannot listen on the dual-stack address ::"))
+func listener_DualStackListenerReportsUnmappedIPv4Peer() async throws {
     var configuration = HTTPServerConfiguration()
     configuration.host = "::"
     configuration.port = 0
@@ -638,10 +693,7 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
         configuration: configuration, logger: Logger(label: "listener-test") { _ in SwiftLogNoOpLogHandler() },
         responder: listenerEchoResponder)
     let run = Task { try await server.run() }
-    guard let port = try? await server.waitUntilListening() else {
-        _ = try? await run.value
-        return
-    }
+    let port = try await server.waitUntilListening()
     let response = try await listenerBlocking {
         let client = try ListenerTestClient(port: port)
         try client.send(request("/v4"))
@@ -656,23 +708,24 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
     // Larger than loopback socket buffers can absorb (receive buffers autotune up to tcp_rmem's maximum,
     // 32 MiB on Debian, plus up to 4 MiB of send buffer), so the server is left holding unsent output.
     let payload = [UInt8](repeating: 0x61, count: 96 << 20)
-    let responder: HTTPServer.Responder = { _ in HTTPResponse(status: .ok, body: payload) }
-    try await withListenerServer(configure: { $0.limits.idleTimeout = .milliseconds(300) }, responder: responder) { port in
-        let completed = try await listenerBlocking {
+    let answered = ListenerTestGate()
+    let responder: HTTPServer.Responder = { _ in
+        answered.open()
+        return HTTPResponse(status: .ok, body: payload)
+    }
+    let statistics = ListenerStatistics()
+    try await withListenerServer(configure: { $0.limits.idleTimeout = .milliseconds(300) }, statistics: statistics, responder: responder) { port in
+        let client = try await listenerBlocking {
             let client = try ListenerTestClient(port: port)
             try client.send(request("/huge"))
-            // Wait until the server is visibly sending (bytes queued on our side), not a fixed time: on a
-            // loaded machine building the response can take longer than any sleep. Then stop reading for
-            // well over the idle timeout.
-            var queued: Int32 = 0
-            for _ in 0..<1_000 {
-                _ = ioctl(client.fd, UInt(FIONREAD), &queued)
-                if queued > 0 { break }
-                usleep(10_000)
-            }
-            usleep(1_500_000)
-            return (try? client.readResponse().body.count) == payload.count
+            return client
         }
+        // Not reading until the server has given up: the connection was counted before the responder
+        // ran, so a count of zero after it means the server closed it, however long that took.
+        await answered.wait()
+        let closed = try await eventually(within: .seconds(30)) { statistics.openConnections == 0 }
+        #expect(closed, "the server kept a connection whose peer stopped reading")
+        let completed = try await listenerBlocking { (try? client.readResponse().body.count) == payload.count }
         #expect(!completed)
     }
 }
