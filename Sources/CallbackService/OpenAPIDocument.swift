@@ -170,7 +170,10 @@ paths:
               JobLevel: 0
       responses:
         '201':
-          description: CI accepted the job; it is stored as Submitted.
+          description: |
+            CI accepted the job and its answer is stored. `State` is the job's stored state at that moment:
+            `Submitted`, or a later state (such as `Success`) when CI's callback or a reconcile sweep was
+            stored before CI's answer to the submit.
           headers:
             X-Request-Id:
               $ref: '#/components/headers/X-Request-Id'
