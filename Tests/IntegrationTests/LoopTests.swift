@@ -36,6 +36,16 @@ private func fastReconcile() -> ReconcilerConfiguration {
     return configuration
 }
 
+/// A submitter to a CI on loopback `ciPort` (one of the test's own, or none at all) that sends each
+/// request once, and gives CI no callback URL.
+func singleAttemptSubmitter(ciPort: Int) -> WatermarkSubmitter {
+    var configuration = CIConfiguration(
+        credentials: .init(secretID: "AKIDx", secretKey: "k"), bucket: "examplebucket-1250000000", region: "ap-chongqing",
+        endpoint: URL(string: "http://127.0.0.1:\(ciPort)"))
+    configuration.maxAttempts = 1
+    return WatermarkSubmitter(client: CIClient(configuration: configuration, logger: loopTestLogger), callbackURL: nil)
+}
+
 /// The simulator, the service pointed at it (and it at the service), and optionally a running reconciler.
 private struct LoopRig {
     var simulator: CISimulatorTestHarness
@@ -227,7 +237,8 @@ struct LoopTests {
         // No callbacks: the submitted job stays open locally, so the sweep must describe it.
         try await LoopRig.with(simulator: { $0.dropProbability = 1 }) { rig in
             let forged = #"{"JobsDetail":{"JobId":"not a ci id","State":"Running","Tag":"ExtractDigitalWatermark"}}"#
-            #expect(try await rig.service.post("/v1/callbacks", Array(forged.utf8), contentType: "application/json").status == 200)
+            let stored = try await rig.service.post("/v1/callbacks", Array(forged.utf8), contentType: "application/json")
+            #expect(stored.status == 200, "\(stored.text)")
             let reply = try await rig.submit(#"{"Object":"input/alongside.mp4"}"#)
             let jobID = try #require(try reply.json()["JobId"] as? String)
             for _ in 0..<200 where rig.simulator.simulator.job(jobID)?.state(at: Date()).isFinal != true {
@@ -297,13 +308,7 @@ struct LoopTests {
     @Test
     func loop_CIUnreachable_Answers502() async throws {
         // Port 1 (tcpmux): nothing listens there, and no unprivileged test can start listening.
-        let deadPort = 1
-        var configuration = CIConfiguration(
-            credentials: .init(secretID: "AKIDx", secretKey: "k"), bucket: "examplebucket-1250000000", region: "ap-chongqing",
-            endpoint: URL(string: "http://127.0.0.1:\(deadPort)"))
-        configuration.maxAttempts = 1
-        let submitter = WatermarkSubmitter(client: CIClient(configuration: configuration, logger: loopTestLogger), callbackURL: nil)
-        let service = try await ServiceHarness.start(submitter: submitter)
+        let service = try await ServiceHarness.start(submitter: singleAttemptSubmitter(ciPort: 1))
         let reply = try await service.post("/v1/watermark-extractions", Array(#"{"Object":"input/a.mp4"}"#.utf8))
         await service.stop()
         try service.dropSchema()

@@ -111,12 +111,23 @@ final class ServiceHarness: Sendable {
         )
         var serverConfiguration = HTTPServerConfiguration()
         serverConfiguration.host = "127.0.0.1"
+        let requestedPort = port
         serverConfiguration.port = port
         serverConfiguration.eventLoopCount = 1
         let server = HTTPServer(
             configuration: serverConfiguration, logger: logger, statistics: statistics, responder: application.respond(to:))
         let runTask = Task { try await server.run() }
         let port = try await server.waitUntilListening()
+        // A port chosen in advance (freeLoopbackPort) was free when chosen; meanwhile another listener of
+        // this process may have been given it, and SO_REUSEPORT lets ours join that one's: the kernel
+        // would then hand some of our connections to a stranger. The caller picks another port.
+        if requestedPort != 0, loopbackListeners(on: port) > 1 {
+            runTask.cancel()
+            _ = try? await runTask.value
+            listenerTask.cancel()
+            await pool.close()
+            throw PortSharedError(port: port)
+        }
         for _ in 0..<1000 where !completionListener.isListening {
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -202,6 +213,23 @@ final class ServiceHarness: Sendable {
     func query(_ sql: SQLQuery) async throws -> PostgresRows {
         try await pool.withConnection { connection in try connection.query(sql) }
     }
+}
+
+/// A service's port turned out to be shared with another listener (see ``ServiceHarness/start``).
+struct PortSharedError: Error, CustomStringConvertible {
+    var port: Int
+    var description: String { "port \(port) is shared with another listener of this process" }
+}
+
+/// How many TCP sockets listen on `port` (IPv4, any address), from /proc/net/tcp; 0 where it cannot be read.
+func loopbackListeners(on port: Int) -> Int {
+    guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return 0 }
+    let wanted = String(format: "%04X", port)
+    return table.split(separator: "\n").dropFirst().filter { line in
+        let fields = line.split(separator: " ")
+        // local_address is HEXADDR:HEXPORT; st 0A is LISTEN.
+        return fields.count > 3 && fields[1].hasSuffix(":" + wanted) && fields[3] == "0A"
+    }.count
 }
 
 enum RequestIDForTests {

@@ -45,12 +45,7 @@ struct SubmitRaceTests {
         let ciRun = Task { try await ci.run() }
         let ciPort = try await ci.waitUntilListening()
 
-        var configuration = CIConfiguration(
-            credentials: .init(secretID: "AKIDx", secretKey: "k"), bucket: "examplebucket-1250000000", region: "ap-chongqing",
-            endpoint: URL(string: "http://127.0.0.1:\(ciPort)"))
-        configuration.maxAttempts = 1
-        let submitter = WatermarkSubmitter(client: CIClient(configuration: configuration, logger: serviceTestLogger), callbackURL: nil)
-        let service = try await ServiceHarness.start(submitter: submitter)
+        let service = try await ServiceHarness.start(submitter: singleAttemptSubmitter(ciPort: ciPort))
         serviceURL.withLock { $0 = service.baseURL }
         do {
             let reply = try await service.post(
