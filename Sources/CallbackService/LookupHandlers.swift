@@ -50,15 +50,16 @@ extension CallbackApplication {
         }
     }
 
-    /// `GET /v1/jobs/{JobId}/callbacks`: the job's history, oldest first.
-    func jobCallbacks(_ jobID: String) async throws -> HTTPResponse {
-        guard let callbacks = try await store.callbacks(forJob: jobID) else { throw APIError.noSuchJob(jobID) }
+    /// `GET /v1/jobs/{JobId}/callbacks?limit=&cursor=`: the job's history, oldest first, keyset-paginated.
+    func jobCallbacks(_ jobID: String, request: HTTPRequest) async throws -> HTTPResponse {
+        let query = try Self.callbackHistoryQuery(request.queryItems)
+        guard let page = try await store.callbacks(forJob: jobID, page: query) else { throw APIError.noSuchJob(jobID) }
         let escapedJobID = Self.percentEncodedSegment(jobID)
         return .json { json in
             json.member("JobId", jobID)
             json.key("Callbacks")
             json.beginArray()
-            for callback in callbacks {
+            for callback in page.callbacks {
                 json.beginObject()
                 json.member("CallbackId", Int(callback.callbackID))
                 json.member("ReceivedTime", callback.receivedAt)
@@ -79,6 +80,7 @@ extension CallbackApplication {
                 json.endObject()
             }
             json.endArray()
+            json.member("NextCursor", page.nextCursor?.token)
         }
     }
 
@@ -283,6 +285,31 @@ extension CallbackApplication {
                 query.cursor = cursor
             default:
                 throw APIError.invalidParameter(name, "unknown; known parameters are state, tag, queueId, since, until, limit, cursor")
+            }
+        }
+        return query
+    }
+
+    static func callbackHistoryQuery(_ items: [(name: String, value: String)]) throws -> CallbackHistoryQuery {
+        var query = CallbackHistoryQuery()
+        var seen = Set<String>()
+        for (name, value) in items {
+            guard seen.insert(name).inserted else {
+                throw APIError.invalidParameter(name, "given more than once")
+            }
+            switch name {
+            case "limit":
+                guard let limit = Int(value), (1...CallbackHistoryQuery.maximumLimit).contains(limit) else {
+                    throw APIError.invalidParameter(name, "must be a whole number from 1 to \(CallbackHistoryQuery.maximumLimit)")
+                }
+                query.limit = limit
+            case "cursor":
+                guard let cursor = CallbackHistoryCursor(token: value) else {
+                    throw APIError.invalidParameter(name, "is not a cursor returned by this API")
+                }
+                query.cursor = cursor
+            default:
+                throw APIError.invalidParameter(name, "unknown; known parameters are limit, cursor")
             }
         }
         return query
