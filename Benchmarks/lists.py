@@ -29,7 +29,6 @@ import base64
 import http.client
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import BENCH, REPO, build, ensure_tools, log, run, wait_ready, wrk  # noqa: E402
+from bench import BENCH, REPO, build, ensure_tools, log, run, stop_service, wait_ready, wrk  # noqa: E402
 
 DATABASE = "ci_lists_bench"
 SCHEMA = "lists_bench"
@@ -303,11 +302,7 @@ def main():
         histories = measure_lists(args.port, history, args.samples)
         ingest = None if args.skip_ingest else interference(args.port, paths, args.rounds, args.ingest_seconds, str(int(time.time())))
     finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop_service(service)
         service_log.close()
     worst = max(lists.values(), key=lambda figures: figures["p99_ms"])
     log(f"worst list p99: {worst['p99_ms']:.2f} ms ({worst['path']})")

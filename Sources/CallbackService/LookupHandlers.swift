@@ -274,10 +274,7 @@ extension CallbackApplication {
                 }
                 if name == "since" { query.since = time.date } else { query.until = time.date }
             case "limit":
-                guard let limit = Int(value), (1...JobListQuery.maximumLimit).contains(limit) else {
-                    throw APIError.invalidParameter(name, "must be a whole number from 1 to \(JobListQuery.maximumLimit)")
-                }
-                query.limit = limit
+                query.limit = try Self.pageLimit(name, value, maximum: JobListQuery.maximumLimit)
             case "cursor":
                 guard let cursor = JobListCursor(token: value) else {
                     throw APIError.invalidParameter(name, "is not a cursor returned by this API")
@@ -299,10 +296,7 @@ extension CallbackApplication {
             }
             switch name {
             case "limit":
-                guard let limit = Int(value), (1...CallbackHistoryQuery.maximumLimit).contains(limit) else {
-                    throw APIError.invalidParameter(name, "must be a whole number from 1 to \(CallbackHistoryQuery.maximumLimit)")
-                }
-                query.limit = limit
+                query.limit = try Self.pageLimit(name, value, maximum: CallbackHistoryQuery.maximumLimit)
             case "cursor":
                 guard let cursor = CallbackHistoryCursor(token: value) else {
                     throw APIError.invalidParameter(name, "is not a cursor returned by this API")
@@ -313,6 +307,14 @@ extension CallbackApplication {
             }
         }
         return query
+    }
+
+    /// A page size: a whole number from 1 to `maximum`.
+    static func pageLimit(_ name: String, _ value: String, maximum: Int) throws -> Int {
+        guard let limit = Int(value), (1...maximum).contains(limit) else {
+            throw APIError.invalidParameter(name, "must be a whole number from 1 to \(maximum)")
+        }
+        return limit
     }
 
     /// The states CI documents; a filter on anything else is a typo.
