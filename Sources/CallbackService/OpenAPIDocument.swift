@@ -552,7 +552,7 @@ paths:
       - $ref: '#/components/parameters/JobId'
       - $ref: '#/components/parameters/RequestIdHeader'
       - $ref: '#/components/parameters/HistoryLimit'
-      - $ref: '#/components/parameters/Cursor'
+      - $ref: '#/components/parameters/HistoryCursor'
     get:
       tags: [jobs]
       operationId: listJobCallbacks
@@ -1185,6 +1185,16 @@ components:
         maximum: 1000
         default: 100
       example: 100
+    HistoryCursor:
+      name: cursor
+      in: query
+      required: false
+      description: |
+        The previous page's `NextCursor` of this job's history, verbatim. Opaque (base64url); anything
+        this API did not issue, a job list cursor included, answers 400 `InvalidParameter`.
+      schema:
+        $ref: '#/components/schemas/Cursor'
+      example: Yzox
     Cursor:
       name: cursor
       in: query
