@@ -127,6 +127,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),
+        .testTarget(name: "JobStoreTests", dependencies: ["JobStore", "PostgresLibPQ", "CIModel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CIClientTests",
             dependencies: ["CIClient", "CIModel", "COSSigning", .product(name: "Logging", package: "swift-log")],

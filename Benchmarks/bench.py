@@ -147,6 +147,15 @@ def wait_ready(port, process, timeout=60):
     raise SystemExit("bench: ci-callbackd did not become ready")
 
 
+def stop_service(service):
+    """SIGTERM, then SIGKILL when the service has not exited within 30 s."""
+    service.send_signal(signal.SIGTERM)
+    try:
+        service.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        service.kill()
+
+
 def wrk(script, port, seconds, connections, env):
     output = run(["wrk", f"-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
                   f"http://127.0.0.1:{port}"], capture_output=True, env={**os.environ, **env}).stdout
@@ -228,11 +237,7 @@ def one_round(binary, migrations, args, round_index):
         os.unlink(ids.name)
         rss = peak_rss_kib(service.pid)
     finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop_service(service)
         service_log.close()
     ceiling = pgbench_ceiling(binary, url, args.pgbench_seconds, args.connections)
     stop_cluster()

@@ -115,7 +115,7 @@ public struct CallbackApplication: Sendable {
         case .watermark(let jobID):
             return try await watermark(jobID, request: request)
         case .jobCallbacks(let jobID):
-            return try await jobCallbacks(jobID)
+            return try await jobCallbacks(jobID, request: request)
         case .callbackBody(let jobID, let callbackID):
             return try await callbackBody(jobID: jobID, callbackID: callbackID)
         case .submitWatermarkExtraction:
@@ -166,6 +166,11 @@ public struct CallbackApplication: Sendable {
         switch error {
         case let error as APIError:
             apiError = error
+        case let error as StoredRowError:
+            // The database's schema is not the one this build migrates to: every read of that column fails
+            // the same way until an operator repairs it, and the line names the column to look at.
+            logger.error("stored row does not decode", metadata: ["error": "\(error)", "read": "\(error.read)", "column": "\(error.column)"])
+            apiError = .internalError
         case let error as PostgresError where error.isConnectionProblem:
             logger.warning("database unavailable", metadata: ["error": "\(error)"])
             apiError = .databaseUnavailable(retryAfterSeconds: configuration.retryAfterSeconds)

@@ -50,15 +50,16 @@ extension CallbackApplication {
         }
     }
 
-    /// `GET /v1/jobs/{JobId}/callbacks`: the job's history, oldest first.
-    func jobCallbacks(_ jobID: String) async throws -> HTTPResponse {
-        guard let callbacks = try await store.callbacks(forJob: jobID) else { throw APIError.noSuchJob(jobID) }
+    /// `GET /v1/jobs/{JobId}/callbacks?limit=&cursor=`: the job's history, oldest first, keyset-paginated.
+    func jobCallbacks(_ jobID: String, request: HTTPRequest) async throws -> HTTPResponse {
+        let query = try Self.callbackHistoryQuery(request.queryItems)
+        guard let page = try await store.callbacks(forJob: jobID, page: query) else { throw APIError.noSuchJob(jobID) }
         let escapedJobID = Self.percentEncodedSegment(jobID)
         return .json { json in
             json.member("JobId", jobID)
             json.key("Callbacks")
             json.beginArray()
-            for callback in callbacks {
+            for callback in page.callbacks {
                 json.beginObject()
                 json.member("CallbackId", Int(callback.callbackID))
                 json.member("ReceivedTime", callback.receivedAt)
@@ -79,6 +80,7 @@ extension CallbackApplication {
                 json.endObject()
             }
             json.endArray()
+            json.member("NextCursor", page.nextCursor?.token)
         }
     }
 
@@ -272,10 +274,7 @@ extension CallbackApplication {
                 }
                 if name == "since" { query.since = time.date } else { query.until = time.date }
             case "limit":
-                guard let limit = Int(value), (1...JobListQuery.maximumLimit).contains(limit) else {
-                    throw APIError.invalidParameter(name, "must be a whole number from 1 to \(JobListQuery.maximumLimit)")
-                }
-                query.limit = limit
+                query.limit = try Self.pageLimit(name, value, maximum: JobListQuery.maximumLimit)
             case "cursor":
                 guard let cursor = JobListCursor(token: value) else {
                     throw APIError.invalidParameter(name, "is not a cursor returned by this API")
@@ -286,6 +285,36 @@ extension CallbackApplication {
             }
         }
         return query
+    }
+
+    static func callbackHistoryQuery(_ items: [(name: String, value: String)]) throws -> CallbackHistoryQuery {
+        var query = CallbackHistoryQuery()
+        var seen = Set<String>()
+        for (name, value) in items {
+            guard seen.insert(name).inserted else {
+                throw APIError.invalidParameter(name, "given more than once")
+            }
+            switch name {
+            case "limit":
+                query.limit = try Self.pageLimit(name, value, maximum: CallbackHistoryQuery.maximumLimit)
+            case "cursor":
+                guard let cursor = CallbackHistoryCursor(token: value) else {
+                    throw APIError.invalidParameter(name, "is not a cursor returned by this API")
+                }
+                query.cursor = cursor
+            default:
+                throw APIError.invalidParameter(name, "unknown; known parameters are limit, cursor")
+            }
+        }
+        return query
+    }
+
+    /// A page size: a whole number from 1 to `maximum`.
+    static func pageLimit(_ name: String, _ value: String, maximum: Int) throws -> Int {
+        guard let limit = Int(value), (1...maximum).contains(limit) else {
+            throw APIError.invalidParameter(name, "must be a whole number from 1 to \(maximum)")
+        }
+        return limit
     }
 
     /// The states CI documents; a filter on anything else is a typo.

@@ -554,13 +554,19 @@ paths:
     parameters:
       - $ref: '#/components/parameters/JobId'
       - $ref: '#/components/parameters/RequestIdHeader'
+      - $ref: '#/components/parameters/HistoryLimit'
+      - $ref: '#/components/parameters/HistoryCursor'
     get:
       tags: [jobs]
       operationId: listJobCallbacks
       summary: Every callback that mentioned the job, oldest first
       description: |
         The job's history, including states that did not become current (`"Applied":false`, for
-        example a late `Running` after `Success`). `BodyUrl` fetches the body byte for byte. With
+        example a late `Running` after `Success`), oldest first in the order the callbacks were stored,
+        keyset-paginated: up to `limit` callbacks (default 100, which holds an ordinary job's whole
+        history), and `NextCursor` to pass as `cursor` for the next page (`null` on the last page). Past
+        the last page a known job answers an empty page; a repeated, unknown or malformed parameter
+        answers 400 `InvalidParameter`. `BodyUrl` fetches the body byte for byte. With
         `VERIFY_CALLBACKS`, callbacks reporting a final state carry `Verification` (`pending`,
         `confirmed` or `contradicted`) and `VerificationNote`; a job known only from callbacks still
         pending or contradicted has a history here but no job at `GET /v1/jobs/{JobId}`.
@@ -580,7 +586,7 @@ paths:
                 history:
                   $ref: '#/components/examples/CallbackHistory'
         '400':
-          $ref: '#/components/responses/BadRequest'
+          $ref: '#/components/responses/InvalidParameter'
         '401':
           $ref: '#/components/responses/APIUnauthorized'
         '404':
@@ -1171,6 +1177,27 @@ components:
         maximum: 500
         default: 50
       example: 20
+    HistoryLimit:
+      name: limit
+      in: query
+      required: false
+      description: Page size of a job's history.
+      schema:
+        type: integer
+        minimum: 1
+        maximum: 1000
+        default: 100
+      example: 100
+    HistoryCursor:
+      name: cursor
+      in: query
+      required: false
+      description: |
+        The previous page's `NextCursor` of this job's history, verbatim. Opaque (base64url); anything
+        this API did not issue, a job list cursor included, answers 400 `InvalidParameter`.
+      schema:
+        $ref: '#/components/schemas/Cursor'
+      example: Yzox
     Cursor:
       name: cursor
       in: query
@@ -2029,15 +2056,21 @@ components:
           type: [string, 'null']
     CallbackHistory:
       type: object
-      required: [JobId, Callbacks]
+      required: [JobId, Callbacks, NextCursor]
       properties:
         JobId:
           type: string
           minLength: 1
         Callbacks:
           type: array
+          maxItems: 1000
           items:
             $ref: '#/components/schemas/CallbackRecord'
+        NextCursor:
+          description: The `cursor` for the next page; `null` on the last page.
+          oneOf:
+            - $ref: '#/components/schemas/Cursor'
+            - type: 'null'
     CallbackRecord:
       type: object
       required:
@@ -2209,6 +2242,7 @@ components:
             Applied: true
             BodySize: 214
             BodyUrl: /v1/jobs/j515a494af86111ecb8546d80f2baf56f/callbacks/1/body
+        NextCursor: null
 
 """#
 }

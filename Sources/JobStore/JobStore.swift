@@ -103,23 +103,25 @@ public struct JobStore: Sendable {
 
     private func write(_ record: IngestRecord, receivedStates: [String: JobState]) async throws -> IngestResult {
         let rows = try await batcher.submit(record)
-        guard let first = rows.first, let callbackID = first["callback_id"].int else {
+        guard let first = rows.first else {
             throw JobStoreError("the ingest statement returned no callback row")
         }
-        let duplicate = first["inserted"].bool == false
+        let head = StrictRow(first, read: "ingest result")
+        let callbackID = try head.int64("callback_id")
+        let duplicate = try !head.bool("inserted")
         var receipts: [JobReceipt] = []
         for row in rows {
-            guard let jobID = row["job_id"].string else { continue }
-            let received = receivedStates[jobID] ?? JobState(rawValue: row["received_state"].string ?? "")
-            let held = row["held"].bool ?? false
+            let row = StrictRow(row, read: "ingest result")
+            // NULL for a body without jobs: the statement's one row then carries only the callback.
+            guard let jobID = try row.optionalString("job_id") else { continue }
+            let received = try receivedStates[jobID] ?? JobState(rawValue: row.string("received_state"))
+            let held = try row.bool("held")
             // A held job the store had never seen has no current state yet.
-            let current = row["current_state"].string.map(JobState.init(rawValue:)) ?? (held ? nil : received)
+            let current = try row.optionalString("current_state").map(JobState.init(rawValue:)) ?? (held ? nil : received)
             receipts.append(
-                JobReceipt(
-                    jobID: jobID, receivedState: received, currentState: current, applied: row["applied"].bool ?? false,
-                    heldForVerification: held))
+                JobReceipt(jobID: jobID, receivedState: received, currentState: current, applied: try row.bool("applied"), heldForVerification: held))
         }
-        return IngestResult(callbackID: Int64(callbackID), duplicate: duplicate, jobs: receipts)
+        return IngestResult(callbackID: callbackID, duplicate: duplicate, jobs: receipts)
     }
 
     /// A body may name a job twice (CI's list responses can); one statement cannot upsert a row twice,
@@ -221,97 +223,27 @@ public struct JobStore: Sendable {
             for member in batch { member.resume(throwing: error) }
             return nil
         }
-        var found: [String: StoredJob] = Dictionary(minimumCapacity: rows.count)
+        var found: [String: Result<StoredJob, StoredRowError>] = Dictionary(minimumCapacity: rows.count)
         for row in rows {
-            let job = Self.storedJob(row)
-            found[job.jobID] = job
+            let strict = StrictRow(row, read: "job lookup")
+            let jobID: String
+            do throws(StoredRowError) {
+                jobID = try strict.string("job_id")
+            } catch {
+                // Without its JobId the row cannot be matched to a member: the whole batch fails.
+                for member in batch { member.resume(throwing: error) }
+                return nil
+            }
+            found[jobID] = Result { () throws(StoredRowError) in try Self.storedJob(strict) }
         }
         for member in batch {
-            member.resume(returning: found[member.item])
+            switch found[member.item] {
+            case nil: member.resume(returning: nil)
+            case .success(let job): member.resume(returning: job)
+            case .failure(let error): member.resume(throwing: error)
+            }
         }
         return nil
-    }
-
-    /// A newest-first page of jobs matching `query`.
-    public func jobs(_ query: JobListQuery) async throws -> JobPage {
-        let limit = min(max(query.limit, 1), JobListQuery.maximumLimit)
-        let state = query.state?.rawValue
-        let since = query.since.map(Self.micros)
-        let until = query.until.map(Self.micros)
-        let cursorMicros = query.cursor?.firstReceivedMicros
-        let cursorJobID = query.cursor?.jobID
-        let tag = query.tag
-        let queueID = query.queueID
-        let rows = try await pool.withConnection { connection in
-            // Each filter is `param IS NULL OR column = param`: one prepared statement serves every
-            // combination, and PostgreSQL's custom plans for the bound values still pick the matching index.
-            try connection.query(
-                """
-                SELECT \(unsafeRaw: Self.jobColumns),
-                       (extract(epoch FROM first_received_at) * 1000000)::bigint AS first_received_micros
-                FROM ci_jobs
-                WHERE (\(state)::text IS NULL OR state = \(state))
-                  AND (\(tag)::text IS NULL OR tag = \(tag))
-                  AND (\(queueID)::text IS NULL OR queue_id = \(queueID))
-                  AND (\(since)::bigint IS NULL OR first_received_at >= 'epoch'::timestamptz + \(since)::bigint * interval '1 microsecond')
-                  AND (\(until)::bigint IS NULL OR first_received_at < 'epoch'::timestamptz + \(until)::bigint * interval '1 microsecond')
-                  AND (\(cursorMicros)::bigint IS NULL
-                       OR (first_received_at, job_id)
-                          < ('epoch'::timestamptz + \(cursorMicros)::bigint * interval '1 microsecond', \(cursorJobID)::text))
-                ORDER BY first_received_at DESC, job_id DESC
-                LIMIT \(limit + 1)
-                """
-            )
-        }
-        let page = rows.prefix(limit)
-        var next: JobListCursor?
-        if rows.count > limit, let last = page.last, let micros = last["first_received_micros"].int, let jobID = last["job_id"].string {
-            next = JobListCursor(firstReceivedMicros: Int64(micros), jobID: jobID)
-        }
-        return JobPage(jobs: page.map(Self.storedJob), nextCursor: next)
-    }
-
-    /// Every callback that mentioned the job, oldest first; nil when the job is unknown.
-    ///
-    /// A job whose only callbacks await verification has no `ci_jobs` row yet, but it has a history: the
-    /// history itself decides whether the job is known.
-    public func callbacks(forJob jobID: String) async throws -> [StoredCallback]? {
-        try await pool.withConnection { connection in
-            let rows = try connection.query(
-                """
-                SELECT c.callback_id, \(unsafeRaw: Self.rfc3339("c.received_at")) AS received_at,
-                       \(unsafeRaw: Self.rfc3339("c.last_received_at")) AS last_received_at,
-                       c.delivery_count, c.format, c.content_type, c.event_name, c.source, c.body_size,
-                       e.state, e.applied, e.verification, e.verification_note
-                FROM ci_job_events e JOIN ci_callbacks c USING (callback_id)
-                WHERE e.job_id = \(jobID)
-                ORDER BY c.received_at, c.callback_id
-                """
-            )
-            if rows.isEmpty {
-                // Every ingest writes an event per job, so a job row without events is not expected; it
-                // is still answered (with an empty history) rather than called unknown.
-                let exists = try connection.query("SELECT 1 AS present FROM ci_jobs WHERE job_id = \(jobID)")
-                return exists.isEmpty ? nil : []
-            }
-            return rows.map { row in
-                StoredCallback(
-                    callbackID: Int64(row["callback_id"].int ?? 0),
-                    receivedAt: row["received_at"].string ?? "",
-                    lastReceivedAt: row["last_received_at"].string ?? "",
-                    deliveryCount: row["delivery_count"].int ?? 1,
-                    format: row["format"].string,
-                    contentType: row["content_type"].string,
-                    eventName: row["event_name"].string,
-                    source: row["source"].string ?? "callback",
-                    bodySize: row["body_size"].int ?? 0,
-                    state: JobState(rawValue: row["state"].string ?? ""),
-                    applied: row["applied"].bool ?? false,
-                    verification: row["verification"].string.flatMap(CallbackVerification.init(rawValue:)),
-                    verificationNote: row["verification_note"].string
-                )
-            }
-        }
     }
 
     /// The raw body of one of the job's callbacks; nil unless that callback mentioned that job.
@@ -323,12 +255,13 @@ public struct JobStore: Sendable {
                 FROM ci_callbacks c JOIN ci_job_events e USING (callback_id)
                 WHERE e.job_id = \(jobID) AND c.callback_id = \(callbackID)
                 """
-            ).first.map { row in
-                StoredBody(
-                    bytes: row["body"].bytes ?? [],
-                    contentType: row["content_type"].string,
-                    format: row["format"].string,
-                    truncated: row["body_truncated"].bool ?? false
+            ).first.map { row throws(StoredRowError) in
+                let row = StrictRow(row, read: "callback body")
+                return StoredBody(
+                    bytes: try row.bytes("body"),
+                    contentType: try row.optionalString("content_type"),
+                    format: try row.optionalString("format"),
+                    truncated: try row.bool("body_truncated")
                 )
             }
         }
@@ -341,37 +274,35 @@ public struct JobStore: Sendable {
 
     // MARK: SQL
 
-    private static func rfc3339(_ column: String) -> String {
+    static func rfc3339(_ column: String) -> String {
         "to_char(\(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
     }
 
-    private static let jobColumns = """
+    static let jobColumns = """
         job_id, state, tag, detail::text AS detail, has_watermark, watermark_type, watermark_version, watermark_message,
         \(rfc3339("first_received_at")) AS first_received_at, \(rfc3339("last_received_at")) AS last_received_at,
         \(rfc3339("state_changed_at")) AS state_changed_at, callback_count, state_source
         """
 
-    private static func storedJob(_ row: PostgresRow) -> StoredJob {
+    /// A row of ``jobColumns``; every column the schema declares NOT NULL must be present and non-NULL.
+    static func storedJob(_ row: StrictRow) throws(StoredRowError) -> StoredJob {
         StoredJob(
-            jobID: row["job_id"].string ?? "",
-            state: JobState(rawValue: row["state"].string ?? ""),
-            tag: row["tag"].string,
-            detailJSON: row["detail"].string ?? "{}",
-            hasWatermark: row["has_watermark"].bool ?? false,
-            watermarkType: row["watermark_type"].string,
-            watermarkVersion: row["watermark_version"].string,
-            watermarkMessage: row["watermark_message"].string,
-            firstReceivedAt: row["first_received_at"].string ?? "",
-            lastReceivedAt: row["last_received_at"].string ?? "",
-            stateChangedAt: row["state_changed_at"].string ?? "",
-            callbackCount: row["callback_count"].int ?? 0,
-            stateSource: row["state_source"].string ?? "callback"
+            jobID: try row.string("job_id"),
+            state: JobState(rawValue: try row.string("state")),
+            tag: try row.optionalString("tag"),
+            detailJSON: try row.string("detail"),
+            hasWatermark: try row.bool("has_watermark"),
+            watermarkType: try row.optionalString("watermark_type"),
+            watermarkVersion: try row.optionalString("watermark_version"),
+            watermarkMessage: try row.optionalString("watermark_message"),
+            firstReceivedAt: try row.string("first_received_at"),
+            lastReceivedAt: try row.string("last_received_at"),
+            stateChangedAt: try row.string("state_changed_at"),
+            callbackCount: try row.int("callback_count"),
+            stateSource: try row.string("state_source")
         )
     }
 
-    private static func micros(_ date: Date) -> Int64 {
-        Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
-    }
 }
 
 /// A store operation got an answer it cannot use; the database is reachable but disagrees with the code.

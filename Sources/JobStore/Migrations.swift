@@ -128,16 +128,15 @@ public struct Migrator: Sendable {
         )
         var applied: [Int: String] = [:]
         for row in try connection.query("SELECT version, checksum FROM schema_migrations") {
-            if let version = row["version"].int, let checksum = row["checksum"].string {
-                applied[version] = checksum
-            }
+            let row = StrictRow(row, read: "applied migrations")
+            applied[try row.int("version")] = try row.string("checksum")
         }
 
         var appliedNow: [Int] = []
         for migration in migrations.migrations {
-            let checksum = try connection.query(
-                "SELECT encode(sha256(convert_to(\(migration.sql), 'UTF8')), 'hex') AS checksum"
-            )[0]["checksum"].string ?? ""
+            let checksum = try StrictRow(
+                connection.query("SELECT encode(sha256(convert_to(\(migration.sql), 'UTF8')), 'hex') AS checksum")[0], read: "migration checksum"
+            ).string("checksum")
             if let recorded = applied[migration.version] {
                 guard recorded == checksum else {
                     throw MigrationError(
@@ -162,7 +161,9 @@ public struct Migrator: Sendable {
     public static func currentVersion(_ connection: PostgresConnection) throws -> Int {
         // The table name is resolved when a statement is planned, so its existence is checked first.
         let exists = try connection.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")
-        guard exists.first?["present"].bool == true else { return 0 }
-        return try connection.query("SELECT coalesce(max(version), 0) AS version FROM schema_migrations").first?["version"].int ?? 0
+        guard try StrictRow(exists[0], read: "schema version").bool("present") else { return 0 }
+        return try StrictRow(
+            connection.query("SELECT coalesce(max(version), 0) AS version FROM schema_migrations")[0], read: "schema version"
+        ).int("version")
     }
 }

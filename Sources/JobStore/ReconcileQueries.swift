@@ -35,9 +35,8 @@ extension JobStore {
                 ORDER BY last_received_at
                 LIMIT \(limit)
                 """
-            ).compactMap { row in
-                guard let jobID = row["job_id"].string, let state = row["state"].string else { return nil }
-                return OpenJob(jobID: jobID, state: JobState(rawValue: state))
+            ).strict("open jobs") { row throws(StoredRowError) in
+                OpenJob(jobID: try row.string("job_id"), state: JobState(rawValue: try row.string("state")))
             }
         }
     }
@@ -52,9 +51,8 @@ extension JobStore {
             for row in try connection.query(
                 "SELECT job_id, state FROM ci_jobs WHERE job_id = ANY (string_to_array(\(joined)::text, ','))"
             ) {
-                if let jobID = row["job_id"].string, let state = row["state"].string {
-                    states[jobID] = JobState(rawValue: state)
-                }
+                let row = StrictRow(row, read: "job states")
+                states[try row.string("job_id")] = JobState(rawValue: try row.string("state"))
             }
             return states
         }

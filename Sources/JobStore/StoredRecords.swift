@@ -159,22 +159,11 @@ public struct JobListCursor: Sendable, Hashable {
     }
 
     /// `base64url("<micros>:<jobID>")`.
-    public var token: String {
-        Data("\(firstReceivedMicros):\(jobID)".utf8).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
+    public var token: String { Base64URL.encode("\(firstReceivedMicros):\(jobID)") }
 
     /// Parses a token made by `token`; nil for anything else.
     public init?(token: String) {
-        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        guard token.count <= 1024, let data = Data(base64Encoded: base64),
-            let text = String(data: data, encoding: .utf8),
-            let colon = text.firstIndex(of: ":"),
-            let micros = Int64(text[..<colon])
-        else { return nil }
+        guard let text = Base64URL.decode(token), let colon = text.firstIndex(of: ":"), let micros = Int64(text[..<colon]) else { return nil }
         let jobID = String(text[text.index(after: colon)...])
         // Positions this API issues lie in years 1 through 9999; a forged one beyond PostgreSQL's
         // timestamp range would otherwise fail the query (a 500) instead of being refused.
@@ -191,4 +180,67 @@ public struct JobPage: Sendable, Hashable {
     public var jobs: [StoredJob]
     /// Present when more jobs follow.
     public var nextCursor: JobListCursor?
+}
+
+/// Which page of a job's history to read.
+public struct CallbackHistoryQuery: Sendable, Hashable {
+    public var limit: Int
+    /// Where the previous page ended; nil for the first page.
+    public var cursor: CallbackHistoryCursor?
+
+    /// Larger than any ordinary job's history (a handful of callbacks), so a client that never pages still
+    /// sees every callback of such a job, as before paging existed.
+    public static let defaultLimit = 100
+    public static let maximumLimit = 1000
+
+    public init(limit: Int = CallbackHistoryQuery.defaultLimit, cursor: CallbackHistoryCursor? = nil) {
+        self.limit = limit
+        self.cursor = cursor
+    }
+}
+
+/// Where a page of a job's history ends: the last callback's id (the history is in `callback_id` order).
+///
+/// Opaque to clients: it travels as base64url text.
+public struct CallbackHistoryCursor: Sendable, Hashable {
+    public var callbackID: Int64
+
+    public init(callbackID: Int64) {
+        self.callbackID = callbackID
+    }
+
+    /// `base64url("c:<callbackID>")`.
+    public var token: String { Base64URL.encode("c:\(callbackID)") }
+
+    /// Parses a token made by `token`; nil for anything else.
+    public init?(token: String) {
+        guard let text = Base64URL.decode(token), text.hasPrefix("c:"), let id = Int64(text.dropFirst(2)), id >= 0 else { return nil }
+        self.init(callbackID: id)
+    }
+}
+
+/// One page of a job's history.
+public struct CallbackPage: Sendable, Hashable {
+    public var callbacks: [StoredCallback]
+    /// Present when more callbacks follow.
+    public var nextCursor: CallbackHistoryCursor?
+}
+
+/// The unpadded URL-safe base64 that page cursors travel in.
+enum Base64URL {
+    static func encode(_ text: String) -> String {
+        Data(text.utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// The UTF-8 text of a token of at most 1 KiB; nil for anything else.
+    static func decode(_ token: String) -> String? {
+        guard token.utf8.count <= 1024 else { return nil }
+        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64) else { return nil }
+        return String(data: data, encoding: .utf8)
+    }
 }

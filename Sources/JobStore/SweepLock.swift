@@ -74,7 +74,7 @@ public final class SweepLock: Sendable {
                 do {
                     let rows = try live.query(
                         "SELECT pg_try_advisory_lock(\(self.classID)::int4, hashtext(current_schema())) AS locked")
-                    return rows.first?["locked"].bool ?? false
+                    return try StrictRow(rows[0], read: "sweep lock").bool("locked")
                 } catch {
                     live.close()
                     current = nil

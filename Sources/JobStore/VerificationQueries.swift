@@ -91,13 +91,11 @@ extension JobStore {
                 JOIN ci_callbacks c ON c.callback_id = e.callback_id
                 ORDER BY o.first_pending, e.job_id, e.received_at, e.callback_id
                 """
-            ).compactMap { row in
-                guard let jobID = row["job_id"].string, let callbackID = row["callback_id"].int, let state = row["state"].string else {
-                    return nil
-                }
-                return PendingVerification(
-                    jobID: jobID, callbackID: Int64(callbackID), claimedState: JobState(rawValue: state),
-                    remoteAddress: row["remote_address"].string, receivedMicros: Int64(row["received_micros"].int ?? 0))
+            ).strict("pending verifications") { row throws(StoredRowError) in
+                PendingVerification(
+                    jobID: try row.string("job_id"), callbackID: try row.int64("callback_id"),
+                    claimedState: JobState(rawValue: try row.string("state")),
+                    remoteAddress: try row.optionalString("remote_address"), receivedMicros: try row.int64("received_micros"))
             }
         }
     }
@@ -119,7 +117,8 @@ extension JobStore {
         let verifiedMicros = Self.epochMicros(verifiedAt)
         return try await pool.withConnection { connection -> ConfirmedVerification? in
             let stored = try connection.query("SELECT body FROM ci_callbacks WHERE callback_id = \(pending.callbackID)")
-            guard let body = stored.first?["body"].bytes else { return nil }
+            guard let stored = stored.first else { return nil }
+            let body = try StrictRow(stored, read: "held callback body").bytes("body")
             let envelope: CallbackEnvelope
             do throws(CallbackDecodingError) {
                 envelope = try CallbackDecoder.decode(body)
@@ -136,8 +135,9 @@ extension JobStore {
                         .text(String(pending.callbackID)), .text(pending.jobID), .text(Self.jobsJSON([job])), .text(String(verifiedMicros)),
                     ]))
             guard let row = rows.first else { return nil }
+            let strict = StrictRow(row, read: "confirmed verification")
             return ConfirmedVerification(
-                applied: row["applied"].bool ?? false, currentState: row["current_state"].string.map(JobState.init(rawValue:)))
+                applied: try strict.bool("applied"), currentState: try strict.optionalString("current_state").map(JobState.init(rawValue:)))
         }
     }
 
@@ -164,14 +164,16 @@ extension JobStore {
     /// How many callbacks wait for verification, and since when.
     public func verificationBacklog() async throws -> VerificationBacklog {
         try await pool.withConnection { connection in
-            let row = try connection.query(
-                """
-                SELECT count(*) AS pending, (extract(epoch FROM min(received_at)) * 1000000)::bigint AS oldest_micros
-                FROM ci_job_events
-                WHERE verification = 'pending'
-                """
-            ).first
-            return VerificationBacklog(pending: row?["pending"].int ?? 0, oldestReceivedMicros: row?["oldest_micros"].int.map(Int64.init))
+            // An aggregate without GROUP BY answers exactly one row.
+            let row = StrictRow(
+                try connection.query(
+                    """
+                    SELECT count(*) AS pending, (extract(epoch FROM min(received_at)) * 1000000)::bigint AS oldest_micros
+                    FROM ci_job_events
+                    WHERE verification = 'pending'
+                    """
+                )[0], read: "verification backlog")
+            return VerificationBacklog(pending: try row.int("pending"), oldestReceivedMicros: try row.optionalInt("oldest_micros").map(Int64.init))
         }
     }
 }

@@ -60,7 +60,7 @@ struct PerfIngestBatchingTests {
                 let job = try #require(try await store.job(jobID))
                 #expect(job.state == .success, "\(jobID)")
                 #expect(job.callbackCount == 2)
-                let history = try #require(try await store.callbacks(forJob: jobID))
+                let history = try #require(try await store.callbacks(forJob: jobID)).callbacks
                 #expect(history.count == 2)
                 #expect(history.filter(\.applied).count == (jobID == late ? 1 : 2))
             }
