@@ -270,6 +270,8 @@ private func withBatchingStore(verifying: Bool = false, _ body: (JobStore, PoolB
     admin.close()
     var configuration = PostgresPool.Configuration(conninfo: conninfo(testDatabaseURL, searchPath: schema))
     configuration.size = 1
+    // The migrations below wait for other tests' migrations on this pool's only connection.
+    configuration.connection = PostgresConnectionSettings().forMigrations()
     let pool = PostgresPool(configuration: configuration, logger: serviceTestLogger)
     let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
     do {

@@ -95,11 +95,21 @@ final class ServiceHarness: Sendable {
         let pool = PostgresPool(configuration: configuration, logger: logger)
         let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
         if migrate {
-            // As the service does: on a connection of its own, without the pool's statement timeout.
-            let migrator = try PostgresConnection.connect(
-                conninfo(databaseURL, searchPath: schema), settings: (connection ?? PostgresConnectionSettings()).forMigrations())
-            defer { migrator.close() }
-            try Migrator(migrations: migrations, logger: logger).migrate(migrator)
+            // As the service does: on a connection of its own, without the pool's statement timeout (the
+            // advisory lock waits for other tests' migrations), and on a pool thread, not a cooperative one.
+            var migration = configuration
+            migration.size = 1
+            migration.connection = configuration.connection.forMigrations()
+            let migrationPool = PostgresPool(configuration: migration, logger: logger)
+            do {
+                _ = try await migrationPool.withConnection { connection in
+                    try Migrator(migrations: migrations, logger: logger).migrate(connection)
+                }
+            } catch {
+                await migrationPool.close()
+                throw error
+            }
+            await migrationPool.close()
         }
         let statistics = ListenerStatistics()
         var listenerConfiguration = JobCompletionListener.Configuration(conninfo: conninfo(databaseURL, searchPath: schema))
