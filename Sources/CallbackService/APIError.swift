@@ -1,4 +1,5 @@
 import HTTPWire
+import JobStore
 
 /// An error the API answers with a specific status and a JSON body
 /// `{"Error":{"Code":…,"Message":…,"RequestId":…}}`, the shape CI itself uses for errors.
@@ -47,12 +48,28 @@ public struct APIError: Error, Sendable, Hashable, CustomStringConvertible {
         )
     }
 
-    /// The database cannot be reached: the caller should retry (CI does, for callbacks it may).
-    public static func databaseUnavailable(retryAfterSeconds: Int) -> APIError {
-        APIError(
+    /// The database cannot be reached, or did not answer in time: the caller should retry (CI does, for
+    /// callbacks it may). `nothingStored` is for a callback known not to have been committed.
+    public static func databaseUnavailable(_ reason: StoreUnavailableError.Reason = .unreachable, nothingStored: Bool = false, retryAfterSeconds: Int)
+        -> APIError
+    {
+        let what = reason == .overloaded ? "the database did not answer in time" : "the database is unavailable"
+        return APIError(
             status: .serviceUnavailable,
             code: "DatabaseUnavailable",
-            message: "the database is unavailable; nothing was stored, retry later",
+            message: nothingStored ? "\(what); nothing was stored, retry later" : "\(what); retry later",
+            headers: ["Retry-After": String(retryAfterSeconds)]
+        )
+    }
+
+    /// The connection to the database broke after the callback's commit was sent, and the service could
+    /// not find out whether it landed: say so, rather than "nothing was stored". A retry is safe.
+    public static func outcomeUnknown(retryAfterSeconds: Int) -> APIError {
+        APIError(
+            status: .serviceUnavailable,
+            code: "OutcomeUnknown",
+            message:
+                "the database connection broke after the callback was sent to be committed; it may or may not be stored. Retrying is safe: a stored callback answers Duplicate:true",
             headers: ["Retry-After": String(retryAfterSeconds)]
         )
     }

@@ -171,9 +171,13 @@ public struct CallbackApplication: Sendable {
             // the same way until an operator repairs it, and the line names the column to look at.
             logger.error("stored row does not decode", metadata: ["error": "\(error)", "read": "\(error.read)", "column": "\(error.column)"])
             apiError = .internalError
-        case let error as PostgresError where error.isConnectionProblem:
+        case let error as StoreUnavailableError:
             logger.warning("database unavailable", metadata: ["error": "\(error)"])
-            apiError = .databaseUnavailable(retryAfterSeconds: configuration.retryAfterSeconds)
+            apiError = .databaseUnavailable(error.reason, retryAfterSeconds: configuration.retryAfterSeconds)
+        case let error as PostgresError where error.isConnectionProblem || error.isStatementTimeout:
+            // Store operations outside JobStore's translation (reconcile and verification queries).
+            logger.warning("database unavailable", metadata: ["error": "\(error)"])
+            apiError = .databaseUnavailable(error.isStatementTimeout ? .overloaded : .unreachable, retryAfterSeconds: configuration.retryAfterSeconds)
         default:
             logger.error("request failed", metadata: ["error": "\(error)"])
             apiError = .internalError

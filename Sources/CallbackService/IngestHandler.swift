@@ -31,7 +31,17 @@ extension CallbackApplication {
         }
 
         let writeStarted = ContinuousClock.now
-        let result = try await store.ingest(envelope, body: received)
+        let result: IngestResult
+        do {
+            result = try await store.ingest(envelope, body: received)
+        } catch let error as StoreUnavailableError {
+            // Say only what is known: "nothing was stored" holds unless a commit was sent and its answer lost.
+            logger.warning("database unavailable", metadata: ["error": "\(error)"])
+            if error.reason == .outcomeUnknown {
+                throw APIError.outcomeUnknown(retryAfterSeconds: configuration.retryAfterSeconds)
+            }
+            throw APIError.databaseUnavailable(error.reason, nothingStored: true, retryAfterSeconds: configuration.retryAfterSeconds)
+        }
         metrics.recordCommit(duration: writeStarted.duration(to: .now))
         let outcome = result.duplicate ? "duplicate" : (result.jobs.isEmpty ? "no_jobs" : "accepted")
         metrics.recordCallback(format: envelope.format.rawValue, outcome: outcome)

@@ -97,7 +97,7 @@ paths:
         '501':
           $ref: '#/components/responses/NotImplemented'
         '503':
-          $ref: '#/components/responses/ServiceUnavailable'
+          $ref: '#/components/responses/CallbackServiceUnavailable'
         '505':
           $ref: '#/components/responses/HTTPVersionNotSupported'
 
@@ -138,7 +138,7 @@ paths:
         '501':
           $ref: '#/components/responses/NotImplemented'
         '503':
-          $ref: '#/components/responses/ServiceUnavailable'
+          $ref: '#/components/responses/CallbackServiceUnavailable'
         '505':
           $ref: '#/components/responses/HTTPVersionNotSupported'
 
@@ -1582,9 +1582,10 @@ components:
             $ref: '#/components/schemas/Error'
     ServiceUnavailable:
       description: |
-        `DatabaseUnavailable`: PostgreSQL cannot be reached; nothing was stored, retry after
-        `Retry-After` seconds (the service reconnects by itself). From the listener:
-        `TooManyConnections` (over `MAX_CONNECTIONS`) or `ServiceUnavailable` (shutting down).
+        `DatabaseUnavailable`: PostgreSQL cannot be reached, or did not answer within
+        `DB_STATEMENT_TIMEOUT` / `DB_IO_TIMEOUT`; retry after `Retry-After` seconds (the service
+        reconnects by itself). From the listener: `TooManyConnections` (over `MAX_CONNECTIONS`) or
+        `ServiceUnavailable` (shutting down).
       headers:
         X-Request-Id:
           $ref: '#/components/headers/X-Request-Id'
@@ -1597,8 +1598,40 @@ components:
           example:
             Error:
               Code: DatabaseUnavailable
-              Message: the database is unavailable; nothing was stored, retry later
+              Message: the database is unavailable; retry later
               RequestId: 9f86d081884c7d65
+    CallbackServiceUnavailable:
+      description: |
+        The callback's answer says only what the service knows; retry after `Retry-After` seconds
+        either way (a stored callback answers `"Duplicate":true`, so a retry never stores it twice).
+        - `DatabaseUnavailable`: PostgreSQL could not be reached, or did not answer in time, before the
+          commit was sent: nothing was stored.
+        - `OutcomeUnknown`: the connection broke after the commit was sent, and the service could not
+          find out on a fresh connection whether it landed: the callback may or may not be stored.
+        - From the listener: `TooManyConnections` (over `MAX_CONNECTIONS`) or `ServiceUnavailable`
+          (shutting down).
+      headers:
+        X-Request-Id:
+          $ref: '#/components/headers/X-Request-Id'
+        Retry-After:
+          $ref: '#/components/headers/Retry-After'
+      content:
+        application/json:
+          schema:
+            $ref: '#/components/schemas/Error'
+          examples:
+            nothingStored:
+              value:
+                Error:
+                  Code: DatabaseUnavailable
+                  Message: the database is unavailable; nothing was stored, retry later
+                  RequestId: 9f86d081884c7d65
+            outcomeUnknown:
+              value:
+                Error:
+                  Code: OutcomeUnknown
+                  Message: 'the database connection broke after the callback was sent to be committed; it may or may not be stored. Retrying is safe: a stored callback answers Duplicate:true'
+                  RequestId: 9f86d081884c7d65
     NotReady:
       description: |
         `NotReady`: PostgreSQL does not answer, or its schema is older than this build needs. Also the

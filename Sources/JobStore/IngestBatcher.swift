@@ -18,9 +18,15 @@ import Synchronization
 ///   transaction, on the same connection, and gets its own outcome;
 /// - a lost connection → the batch's members go back to the head of the queue, marked to run alone, and
 ///   a new committer takes them on a fresh connection; a member that loses its connection a second time
-///   fails with that error (``PostgresError/isConnectionProblem``, which the service answers 503). The
+///   fails with that error (``PostgresError/isConnectionProblem``, which the service answers 503), as does
+///   a member whose connection went silent past its I/O deadline (no second wait). The
 ///   statement is idempotent per body (UNIQUE SHA-256), so running it again after an unknown outcome
 ///   cannot store a callback twice.
+/// - a lost connection after the commit was sent (``PostgresError/outcomeUnknown``: the commit may have
+///   landed and only its answer was lost) → the retry first reads the record's own earlier write back
+///   (``IngestRecord/earlierWriteQuery``) and answers from it, so the caller hears `Duplicate:false` and
+///   the delivery counter is not bumped by our own retry; when nothing settles the doubt, the error keeps
+///   `outcomeUnknown`, and the service says so instead of "nothing was stored".
 /// - a committer that cannot get a connection at all fails what is queued with that error, unless another
 ///   committer is still running and will take it.
 ///
@@ -148,24 +154,45 @@ public final class IngestBatcher: Sendable {
                     alone.append(contentsOf: grouped)
                 }
             } catch {
-                guard connection.isHealthy else { return (error, grouped + alone) }
+                guard connection.isHealthy else { return (error, Self.marking(grouped, after: error) + alone) }
                 counters.statistics.withLock { $0.failedBatches += 1 }
                 alone.append(contentsOf: grouped)
             }
         }
         for (index, pending) in alone.enumerated() {
             do throws(PostgresError) {
+                if pending.mayHaveTakenEffect, let rows = try Self.earlierWrite(of: pending.item, on: connection) {
+                    pending.resume(returning: rows)
+                    continue
+                }
                 let rows = try Self.runAlone(pending.item, on: connection)
                 counters.statistics.withLock { $0.singleCommits += 1 }
                 pending.resume(returning: rows)
             } catch {
                 if error.isConnectionProblem || !connection.isHealthy {
-                    return (error, Array(alone[index...]))
+                    return (error, Self.marking([pending], after: error) + alone[(index + 1)...])
                 }
-                pending.resume(throwing: error)
+                pending.resume(throwing: error.withOutcomeUnknown(pending.mayHaveTakenEffect))
             }
         }
         return nil
+    }
+
+    /// The members that were sent when `error` broke the connection, marked when it may have committed them.
+    private static func marking(_ members: [Pending], after error: PostgresError) -> [Pending] {
+        guard error.outcomeUnknown else { return members }
+        return members.map { member in
+            var member = member
+            member.mayHaveTakenEffect = true
+            return member
+        }
+    }
+
+    /// The rows of the record's own earlier write, if an attempt whose answer was lost committed it; nil
+    /// when it did not (then the statement runs as usual).
+    private static func earlierWrite(of record: IngestRecord, on connection: PostgresConnection) throws(PostgresError) -> [PostgresRow]? {
+        let rows = try connection.query(record.earlierWriteQuery)
+        return rows.isEmpty ? nil : Array(rows)
     }
 
     /// One statement in its own transaction, tried once more after losing a deadlock or a serialization

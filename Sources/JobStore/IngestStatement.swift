@@ -56,6 +56,27 @@ struct IngestRecord: Sendable {
         )
     }
 
+    /// Reads back what ``query`` wrote for this very record, in the rows ``query`` returns: for a retry
+    /// after the connection broke with the commit's outcome unknown. The callback row counts as this
+    /// record's only when its first receipt is this record's receive instant (taken when the request
+    /// arrived, to the microsecond); an earlier delivery of the same body returns no rows.
+    var earlierWriteQuery: SQLQuery {
+        SQLQuery(
+            unsafeSQL: Self.earlierWriteSQL,
+            binds: [.bytea(body), .text(String(Int64((receivedAt.timeIntervalSince1970 * 1_000_000).rounded())))]
+        )
+    }
+
+    static let earlierWriteSQL = """
+        SELECT c.callback_id, true AS inserted, e.job_id, e.state AS received_state, j.state AS current_state,
+               coalesce(e.applied, false) AS applied, coalesce(e.verification = 'pending', false) AS held
+        FROM ci_callbacks c
+        LEFT JOIN ci_job_events e ON e.callback_id = c.callback_id
+        LEFT JOIN ci_jobs j ON j.job_id = e.job_id
+        WHERE c.body_sha256 = sha256($1) AND c.received_at = \(JobUpsertSQL.instant("$2"))
+        ORDER BY e.job_id
+        """
+
     static let sql: String = {
         // $12 is microseconds since the epoch: exact, where a float seconds value would round.
         let now = JobUpsertSQL.instant("$12")

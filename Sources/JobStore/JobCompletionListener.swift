@@ -9,6 +9,10 @@ import Synchronization
 /// One dedicated connection on its own thread runs `LISTEN ci_job_final`. Waiters register per JobId;
 /// the number of waiters is bounded. When the listening connection breaks, every waiter is woken to
 /// re-read the job (a notification may have been missed), and the listener reconnects with backoff.
+///
+/// A LISTEN connection only reads, so a half-open one would look idle forever and notifications would
+/// silently stop: after ``Configuration/heartbeatInterval`` without traffic the listener runs `SELECT 1`,
+/// bounded by the connection's I/O deadline, and reconnects when it gets no answer.
 public final class JobCompletionListener: Sendable {
     public static let channel = "ci_job_final"
 
@@ -16,6 +20,12 @@ public final class JobCompletionListener: Sendable {
         public var conninfo: String
         /// Waiters across all jobs; more are refused (the API answers 503).
         public var maxWaiters: Int = 1000
+        /// Connect timeout, I/O deadline and keepalives of the LISTEN connection.
+        public var connection = PostgresConnectionSettings()
+        /// Silence after which the LISTEN connection is checked with `SELECT 1`. Default 5 s.
+        public var heartbeatInterval: Duration = .seconds(5)
+        /// Longest pause between reconnect attempts (they start at 100 ms and double). Default 2 s.
+        public var maxReconnectDelay: Duration = .seconds(2)
         public init(conninfo: String) { self.conninfo = conninfo }
     }
 
@@ -148,21 +158,28 @@ public final class JobCompletionListener: Sendable {
         while !stop.load(ordering: .relaxed) {
             let connection: PostgresConnection
             do {
-                connection = try PostgresConnection.connect(configuration.conninfo)
+                connection = try PostgresConnection.connect(configuration.conninfo, settings: configuration.connection)
                 try connection.listen(Self.channel)
             } catch {
                 logger.warning("job notifications unavailable; retrying", metadata: ["error": "\(error)"])
                 Thread.sleep(forTimeInterval: Double(backoff.components.seconds) + Double(backoff.components.attoseconds) / 1e18)
-                backoff = min(backoff * 2, .seconds(5))
+                backoff = min(backoff * 2, configuration.maxReconnectDelay)
                 continue
             }
             backoff = .milliseconds(100)
             state.withLock { $0.listening = true }
             // Anything announced while we were not listening was missed: let every waiter re-read.
             wakeAll()
+            var lastHeard = ContinuousClock.now
             while !stop.load(ordering: .relaxed) {
                 do {
                     let notifications = try connection.waitForNotifications(timeout: .milliseconds(250))
+                    if !notifications.isEmpty {
+                        lastHeard = .now
+                    } else if lastHeard.duration(to: .now) >= configuration.heartbeatInterval {
+                        try connection.query("SELECT 1")
+                        lastHeard = .now
+                    }
                     let ids = state.withLock { state in
                         notifications.flatMap { state.byJob[$0.payload].map(Array.init) ?? [] }
                     }

@@ -102,7 +102,7 @@ public struct JobStore: Sendable {
     }
 
     private func write(_ record: IngestRecord, receivedStates: [String: JobState]) async throws -> IngestResult {
-        let rows = try await batcher.submit(record)
+        let rows = try await translatingErrors { try await batcher.submit(record) }
         guard let first = rows.first else {
             throw JobStoreError("the ingest statement returned no callback row")
         }
@@ -199,7 +199,7 @@ public struct JobStore: Sendable {
     /// Lookups that arrive together share one query and one pool hand-off (``PoolBatcher``): under load
     /// that, not the query itself, is most of a lookup's cost.
     public func job(_ jobID: String) async throws -> StoredJob? {
-        try await jobLookups.submit(jobID)
+        try await translatingErrors { try await jobLookups.submit(jobID) }
     }
 
     /// Answers one batch of lookups with one query. A failed query fails the batch's members (a lost
@@ -248,7 +248,7 @@ public struct JobStore: Sendable {
 
     /// The raw body of one of the job's callbacks; nil unless that callback mentioned that job.
     public func callbackBody(jobID: String, callbackID: Int64) async throws -> StoredBody? {
-        try await pool.withConnection { connection in
+        try await withConnection { connection in
             try connection.query(
                 """
                 SELECT c.body, c.content_type, c.format, c.body_truncated
@@ -269,7 +269,7 @@ public struct JobStore: Sendable {
 
     /// The schema version the database is at (0 before the first migration).
     public func schemaVersion() async throws -> Int {
-        try await pool.withConnection { connection in try Migrator.currentVersion(connection) }
+        try await withConnection { connection in try Migrator.currentVersion(connection) }
     }
 
     // MARK: SQL

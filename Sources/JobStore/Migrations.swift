@@ -111,8 +111,15 @@ public struct Migrator: Sendable {
     }
 
     /// Applies every migration the database lacks; returns the versions applied now.
+    ///
+    /// The connection's `statement_timeout` is off while migrating (a migration may rewrite a large table,
+    /// and the lock waits for other replicas' migrations) and restored afterwards; its I/O deadline still
+    /// applies, so give it a long one (``PostgresConnectionSettings/forMigrations(ioTimeout:)``).
     @discardableResult
     public func migrate(_ connection: PostgresConnection) throws -> [Int] {
+        let statementTimeout = try connection.query("SELECT current_setting('statement_timeout') AS value").first?["value"].string ?? "0"
+        try connection.execute(simpleSQL: "SET statement_timeout = 0")
+        defer { _ = try? connection.query("SELECT set_config('statement_timeout', \(statementTimeout), false)") }
         try connection.query("SELECT pg_advisory_lock(\(Self.advisoryLockKey))")
         defer { _ = try? connection.query("SELECT pg_advisory_unlock(\(Self.advisoryLockKey))") }
 

@@ -25,7 +25,7 @@ extension JobStore {
         let before = Self.epochMicros(lastHeardBefore)
         let after = Self.epochMicros(firstSeenAfter)
         let limit = max(limit, 1)
-        return try await pool.withConnection { connection in
+        return try await withConnection { connection in
             try connection.query(
                 """
                 SELECT job_id, state FROM ci_jobs
@@ -46,7 +46,7 @@ extension JobStore {
         guard !jobIDs.isEmpty else { return [:] }
         // One text parameter, split server-side: a JobId holds only letters, digits, '-' and '_'.
         let joined = jobIDs.joined(separator: ",")
-        return try await pool.withConnection { connection in
+        return try await withConnection { connection in
             var states: [String: JobState] = [:]
             for row in try connection.query(
                 "SELECT job_id, state FROM ci_jobs WHERE job_id = ANY (string_to_array(\(joined)::text, ','))"

@@ -20,6 +20,7 @@ public final class SweepLock: Sendable {
     public static let defaultClassID: Int32 = 0x6369_5263
 
     private let conninfo: String
+    private let settings: PostgresConnectionSettings
     private let classID: Int32
     private let logger: Logger
     /// libpq blocks; its calls run here, one at a time, off Swift's cooperative pool.
@@ -30,9 +31,14 @@ public final class SweepLock: Sendable {
     /// Creates a lock; nothing connects until ``withLock(_:)``.
     /// - Parameters:
     ///   - conninfo: The database (and search path) the service uses.
+    ///   - settings: Connect timeout, I/O deadline and keepalives of the lock's connection.
     ///   - classID: The first half of the key; replicas of one service must agree on it.
-    public init(conninfo: String, classID: Int32 = SweepLock.defaultClassID, logger: Logger) {
+    public init(
+        conninfo: String, settings: PostgresConnectionSettings = PostgresConnectionSettings(), classID: Int32 = SweepLock.defaultClassID,
+        logger: Logger
+    ) {
         self.conninfo = conninfo
+        self.settings = settings
         self.classID = classID
         self.logger = logger
     }
@@ -69,7 +75,7 @@ public final class SweepLock: Sendable {
                     existing.close()
                     current = nil
                 }
-                let live = try current ?? PostgresConnection.connect(self.conninfo)
+                let live = try current ?? PostgresConnection.connect(self.conninfo, settings: self.settings)
                 current = live
                 do {
                     let rows = try live.query(

@@ -73,7 +73,7 @@ extension JobStore {
     ///   keeps refusing cannot hold up the jobs behind it.
     public func pendingVerifications(maxJobs: Int, excluding: [String] = []) async throws -> [PendingVerification] {
         let limit = max(maxJobs, 1)
-        return try await pool.withConnection { connection in
+        return try await withConnection { connection in
             try connection.query(
                 """
                 WITH oldest AS (
@@ -115,7 +115,7 @@ extension JobStore {
     /// - Returns: nil when the event is no longer pending (another replica settled it).
     public func confirmVerification(_ pending: PendingVerification, verifiedAt: Date = Date()) async throws -> ConfirmedVerification? {
         let verifiedMicros = Self.epochMicros(verifiedAt)
-        return try await pool.withConnection { connection -> ConfirmedVerification? in
+        return try await withConnection { connection -> ConfirmedVerification? in
             let stored = try connection.query("SELECT body FROM ci_callbacks WHERE callback_id = \(pending.callbackID)")
             guard let stored = stored.first else { return nil }
             let body = try StrictRow(stored, read: "held callback body").bytes("body")
@@ -147,7 +147,7 @@ extension JobStore {
     ///   replica counts and logs each contradiction.
     public func contradictVerification(_ pending: PendingVerification, note: String, verifiedAt: Date = Date()) async throws -> Bool {
         let verifiedMicros = Self.epochMicros(verifiedAt)
-        return try await pool.withConnection { connection in
+        return try await withConnection { connection in
             let marked = try connection.query(
                 """
                 UPDATE ci_job_events
@@ -163,7 +163,7 @@ extension JobStore {
 
     /// How many callbacks wait for verification, and since when.
     public func verificationBacklog() async throws -> VerificationBacklog {
-        try await pool.withConnection { connection in
+        try await withConnection { connection in
             // An aggregate without GROUP BY answers exactly one row.
             let row = StrictRow(
                 try connection.query(

@@ -13,8 +13,11 @@ import Synchronization
 /// When the connection breaks under it, it returns the error and the members it has not answered: those
 /// go back to the head of the queue marked ``Member/retried`` (the process closure may run them alone), a
 /// replacement runner takes them on a fresh connection, and a member that loses its connection a second
-/// time fails with that error. A runner that cannot get a connection at all fails what is queued, unless
-/// another runner is still active and will take it.
+/// time fails with that error. A connection that went silent (``PostgresError/Code/serverTimeout``) fails
+/// its members at once, and everything queued behind them: the database is not answering, and another
+/// wait of a whole I/O deadline would double the callers'; they get their error (503) now instead. A
+/// runner that cannot get a connection at all fails what is queued, unless another runner is still active
+/// and will take it.
 ///
 /// Why pool jobs rather than a long-lived task or thread: the pool already owns one thread per connection
 /// and a clear shutdown (``PostgresPool/close()`` runs queued jobs, then joins its threads), a runner only
@@ -27,6 +30,10 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
         public let item: Item
         /// True once a batch carrying this member lost its connection.
         public fileprivate(set) var retried = false
+        /// Set by `process` on a member it returns unfinished when the lost connection may already have
+        /// done its work (a commit was sent, ``PostgresError/outcomeUnknown``). A later attempt should look
+        /// for that work before repeating it; a final connection failure carries `outcomeUnknown`.
+        public var mayHaveTakenEffect = false
         fileprivate let id: UInt64
         fileprivate let continuation: CheckedContinuation<Output, any Error>
 
@@ -35,6 +42,16 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
 
         /// Fails the caller. Call exactly once per member, unless the member is returned as unfinished.
         public func resume(throwing error: any Error) { continuation.resume(throwing: error) }
+
+        /// Fails the caller with a connection failure, marked `outcomeUnknown` when an earlier attempt may
+        /// have done the work.
+        fileprivate func fail(_ error: any Error) {
+            guard mayHaveTakenEffect, let error = error as? PostgresError else {
+                continuation.resume(throwing: error)
+                return
+            }
+            continuation.resume(throwing: error.withOutcomeUnknown(true))
+        }
     }
 
     /// Runs one batch on `connection`. Returns nil when every member was answered, or the error that made the
@@ -134,7 +151,7 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
             return state.queue
         }
         for member in orphans {
-            member.continuation.resume(throwing: error)
+            member.fail(error)
         }
     }
 
@@ -159,13 +176,15 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
     }
 
     /// The connection broke under `unfinished`: first-timers go back to the head of the queue; repeaters
-    /// fail. This runner ends; a replacement takes its slot when work remains.
+    /// fail, and so does everyone, queue included, after a silent connection. This runner ends; a
+    /// replacement takes its slot when work remains.
     private func connectionLost(_ error: any Error, unfinished: [Member]) {
+        let worthRetrying = (error as? PostgresError)?.code != .serverTimeout
         let (failed, restart): ([Member], Bool) = state.withLock { state in
             var failed: [Member] = []
             var retry: [Member] = []
             for var member in unfinished {
-                if member.retried {
+                if member.retried || !worthRetrying {
                     failed.append(member)
                 } else {
                     member.retried = true
@@ -173,6 +192,10 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
                 }
             }
             state.queue.insert(contentsOf: retry, at: 0)
+            if !worthRetrying {
+                failed.append(contentsOf: state.queue)
+                state.queue.removeAll()
+            }
             if state.queue.isEmpty {
                 state.runners -= 1
                 return (failed, false)
@@ -181,7 +204,7 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
         }
         onConnectionLost(error, unfinished.count, failed.count)
         for member in failed {
-            member.continuation.resume(throwing: error)
+            member.fail(error)
         }
         if restart { startRunner() }
     }

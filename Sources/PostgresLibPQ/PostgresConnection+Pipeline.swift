@@ -10,14 +10,16 @@ extension PostgresConnection {
     /// the batch was committed, and the caller may retry the members one by one. Explicit `BEGIN`/`COMMIT`
     /// inside the batch change that, as in any pipeline.
     ///
-    /// Deadlock avoidance: the connection is switched to non-blocking mode for the batch; sending, flushing
-    /// and reading are driven by one `poll` loop that reads results whenever the server has some, so a
-    /// large batch never stalls with both sides' socket buffers full. Batch size is therefore bounded only
-    /// by memory.
+    /// Deadlock avoidance: the connection is non-blocking; sending, flushing and reading are driven by one
+    /// `poll` loop that reads results whenever the server has some, so a large batch never stalls with both
+    /// sides' socket buffers full. Batch size is therefore bounded only by memory. The whole batch must be
+    /// answered within the connection's I/O deadline (``PostgresConnectionSettings/ioTimeout``).
     ///
-    /// - Throws: ``PostgresError/Code/connectionLost`` when the connection breaks (the connection is then
-    ///   unusable); ``PostgresError/Code/queryFailed`` (22021) before sending anything when a text parameter
-    ///   holds a NUL byte.
+    /// - Throws: ``PostgresError/Code/connectionLost`` when the connection breaks, or
+    ///   ``PostgresError/Code/serverTimeout`` when the deadline passes (the connection is then unusable;
+    ///   once the Sync was handed to the socket the error carries ``PostgresError/outcomeUnknown``, since
+    ///   the batch may have committed); ``PostgresError/Code/queryFailed`` (22021) before sending anything
+    ///   when a text parameter holds a NUL byte.
     public func pipeline(_ queries: [SQLQuery]) throws(PostgresError) -> [Result<PostgresRows, PostgresError>] {
         guard !queries.isEmpty else { return [] }
         let operation = "pipeline"
@@ -37,13 +39,15 @@ extension PostgresConnection {
             }
             encoded.append(try EncodedParameters(query.binds, operation: operation))
         }
-        guard PQsetnonblocking(handle, 1) == 0, PQenterPipelineMode(handle) == 1 else {
-            PQsetnonblocking(handle, 0)
+        // An implicit transaction commits at the Sync; inside an explicit block nothing commits here.
+        let commits = PQtransactionStatus(handle) == PQTRANS_IDLE
+        guard PQenterPipelineMode(handle) == 1 else {
             throw .invalidResult(optionalString(PQerrorMessage(handle)) ?? "cannot enter pipeline mode", operation: operation)
         }
+        var syncSent = false
         do throws(PostgresError) {
-            let outcomes = try self.runPipeline(queries, encoded, handle: handle)
-            guard PQexitPipelineMode(handle) == 1, PQsetnonblocking(handle, 0) == 0 else {
+            let outcomes = try self.runPipeline(queries, encoded, handle: handle, syncSent: &syncSent)
+            guard PQexitPipelineMode(handle) == 1 else {
                 throw .invalidResult(optionalString(PQerrorMessage(handle)) ?? "cannot leave pipeline mode", operation: operation)
             }
             self.trimStatementCache(toAtMost: Self.preparedStatementCapacity)
@@ -51,7 +55,7 @@ extension PostgresConnection {
         } catch {
             // Half-read pipeline state cannot be recovered reliably: the connection is retired.
             self.broken = true
-            throw error
+            throw error.withOutcomeUnknown(commits && syncSent && error.isConnectionProblem)
         }
     }
 
@@ -68,9 +72,11 @@ extension PostgresConnection {
     private func runPipeline(
         _ queries: [SQLQuery],
         _ encoded: [EncodedParameters],
-        handle: OpaquePointer
+        handle: OpaquePointer,
+        syncSent: inout Bool
     ) throws(PostgresError) -> [Result<PostgresRows, PostgresError>] {
         let operation = "pipeline"
+        let deadline = ContinuousClock.now + self.ioTimeout
         var slots: [Slot] = []
         slots.reserveCapacity(queries.count * 2)
         // A statement new to this connection is prepared inside the batch, once even if it repeats.
@@ -97,23 +103,25 @@ extension PostgresConnection {
                         PQsendPrepare(handle, namePointer, query.sql, parameters.count, types.baseAddress)
                     }
                 }
-                guard sent == 1 else { throw self.sendFailure(handle) }
+                guard sent == 1 else { throw self.sendFailure(handle, operation: operation) }
                 slots.append(Slot(query: index, kind: .prepare(key, name: name)))
             }
             previous = (key, name)
             let sent = parameters.withPointers { values, lengths, formats in
                 name.withCString { PQsendQueryPrepared(handle, $0, parameters.count, values, lengths, formats, 0) }
             }
-            guard sent == 1 else { throw self.sendFailure(handle) }
+            guard sent == 1 else { throw self.sendFailure(handle, operation: operation) }
             slots.append(Slot(query: index, kind: .execute))
         }
-        guard PQpipelineSync(handle) == 1 else { throw self.sendFailure(handle) }
+        // From here on the server may commit the batch, whatever happens to its answers.
+        syncSent = true
+        guard PQpipelineSync(handle) == 1 else { throw self.sendFailure(handle, operation: operation) }
 
         var outcomes = [Result<PostgresRows, PostgresError>?](repeating: nil, count: queries.count)
         for slot in slots {
             // Each command yields its result(s) then NULL; only the first result decides the outcome.
             var first: Result<PostgresRows, PostgresError>?
-            while let result = try self.nextPipelineResult(handle) {
+            while let result = try self.nextResult(handle, deadline: deadline, operation: operation) {
                 if first == nil {
                     first = self.classify(result, operation: operation)
                 }
@@ -140,7 +148,7 @@ extension PostgresConnection {
                 }
             }
         }
-        guard let sync = try self.nextPipelineResult(handle) else {
+        guard let sync = try self.nextResult(handle, deadline: deadline, operation: operation) else {
             throw self.missingResult(handle, "pipeline ended without its sync result")
         }
         let status = PQresultStatus(sync)
@@ -154,37 +162,10 @@ extension PostgresConnection {
         return outcomes.map { $0! }
     }
 
-    /// The next result of a pipeline without ever blocking inside libpq: flushes pending output, and
-    /// waits for the socket (readable, or writable while output remains) until a result is complete.
-    private func nextPipelineResult(_ handle: OpaquePointer) throws(PostgresError) -> OpaquePointer? {
-        let operation = "pipeline"
-        while true {
-            let flushed = PQflush(handle)
-            guard flushed >= 0 else {
-                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
-            }
-            if PQisBusy(handle) == 0 {
-                return PQgetResult(handle)
-            }
-            let socket = PQsocket(handle)
-            guard socket >= 0 else {
-                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
-            }
-            let readiness = try SocketWait.wait(socket: socket, forWrite: flushed == 1, timeout: nil, operation: operation)
-            if readiness.readable, PQconsumeInput(handle) == 0 {
-                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
-            }
-        }
-    }
-
     private func missingResult(_ handle: OpaquePointer, _ message: String) -> PostgresError {
         guard PQstatus(handle) == CONNECTION_OK else {
             return .connectionLost(optionalString(PQerrorMessage(handle)), operation: "pipeline")
         }
         return .invalidResult(message, operation: "pipeline")
-    }
-
-    private func sendFailure(_ handle: OpaquePointer) -> PostgresError {
-        .connectionLost(optionalString(PQerrorMessage(handle)) ?? "could not send the pipeline", operation: "pipeline")
     }
 }

@@ -12,6 +12,12 @@ import CLibPQ
 /// text. The cache holds at most ``preparedStatementCapacity`` statements (least recently used are
 /// deallocated). Do not run `DEALLOCATE` or `DISCARD ALL` through ``execute(simpleSQL:)``: the cache would
 /// still name the dropped statements.
+///
+/// Every wait for the server is bounded (``PostgresConnectionSettings``): the socket is non-blocking, and each
+/// command's answers are awaited with `poll` until ``PostgresConnectionSettings/ioTimeout``; when that passes
+/// the connection is marked broken (so the pool closes and replaces it) and the call throws
+/// ``PostgresError/Code/serverTimeout``. A blocking libpq call (`PQexec`) would instead wait as long as the
+/// kernel keeps a half-open connection.
 public final class PostgresConnection {
     /// How many prepared statements one connection keeps before deallocating the least recently used.
     public static let preparedStatementCapacity = 256
@@ -24,6 +30,8 @@ public final class PostgresConnection {
     private var statementCounter = 0
     var useClock: UInt64 = 0
     private var savepointDepth = 0
+    /// The deadline for each command's answers (``PostgresConnectionSettings/ioTimeout``).
+    let ioTimeout: Duration
 
     struct StatementKey: Hashable {
         var sql: String
@@ -35,8 +43,9 @@ public final class PostgresConnection {
         var lastUse: UInt64
     }
 
-    private init(handle: OpaquePointer) {
+    private init(handle: OpaquePointer, ioTimeout: Duration) {
         self.handle = handle
+        self.ioTimeout = ioTimeout
     }
 
     deinit {
@@ -45,21 +54,26 @@ public final class PostgresConnection {
 
     /// Opens a connection from a URI (`postgresql://user@host:port/db?…`) or a `key=value` string.
     ///
-    /// The connection always uses UTF-8 (`client_encoding`). On failure the half-open `PGconn` is freed
-    /// and the error's message (redacted) says why.
+    /// The connection always uses UTF-8 (`client_encoding`). `settings` bound the connect, every later wait
+    /// for the server, and each statement (`statement_timeout`); its libpq keys (`connect_timeout`,
+    /// `keepalives…`, `tcp_user_timeout`) override the same keys in `conninfo`. On failure the half-open
+    /// `PGconn` is freed and the error's message (redacted) says why.
     /// - Throws: ``PostgresError/Code/connectionFailed``.
-    public static func connect(_ conninfo: String) throws(PostgresError) -> PostgresConnection {
-        try Self.connect(conninfo, defaults: [], overrides: [])
+    public static func connect(
+        _ conninfo: String, settings: PostgresConnectionSettings = PostgresConnectionSettings()
+    ) throws(PostgresError) -> PostgresConnection {
+        try Self.connect(conninfo, settings: settings, defaults: [])
     }
 
-    /// `defaults` come before the expanded connection string, so the string may override them; `overrides`
-    /// come after it, so they win (libpq processes `PQconnectdbParams` arrays in order).
+    /// `defaults` come before the expanded connection string, so the string may override them; the
+    /// settings' keys come after it, so they win (libpq processes `PQconnectdbParams` arrays in order).
     static func connect(
         _ conninfo: String,
-        defaults: [(key: String, value: String)],
-        overrides: [(key: String, value: String)]
+        settings: PostgresConnectionSettings,
+        defaults: [(key: String, value: String)]
     ) throws(PostgresError) -> PostgresConnection {
-        let pairs = defaults + [(key: "dbname", value: conninfo)] + overrides + [(key: "client_encoding", value: "UTF8")]
+        let pairs =
+            defaults + [(key: "dbname", value: conninfo)] + settings.libpqParameters + [(key: "client_encoding", value: "UTF8")]
         let connection = withCStringArray(pairs.map(\.key)) { keys in
             withCStringArray(pairs.map(\.value)) { values in
                 PQconnectdbParams(keys, values, 1)
@@ -76,7 +90,22 @@ public final class PostgresConnection {
         // libpq's default prints server NOTICEs ("drop cascades to …") on standard error, where they
         // would interleave with the service's structured logs. They are informational: drop them.
         PQsetNoticeProcessor(connection, { _, _ in }, nil)
-        return PostgresConnection(handle: connection)
+        // Non-blocking for good: sends only queue and flush what the socket takes, and every wait is this
+        // layer's `poll` with a deadline (also PQfinish's farewell message, which would otherwise block on
+        // a full socket).
+        guard PQsetnonblocking(connection, 1) == 0 else {
+            let message = optionalString(PQerrorMessage(connection))
+            PQfinish(connection)
+            throw .connectionFailed(message ?? "cannot switch the connection to non-blocking mode")
+        }
+        let wrapped = PostgresConnection(handle: connection, ioTimeout: settings.ioTimeout)
+        do {
+            try wrapped.execute(simpleSQL: settings.statementTimeoutSQL)
+        } catch {
+            wrapped.close()
+            throw .connectionFailed(error.serverMessage)
+        }
+        return wrapped
     }
 
     // MARK: State
@@ -138,17 +167,22 @@ public final class PostgresConnection {
     /// Runs one statement with the extended protocol (prepared once per connection, then executed).
     /// - Returns: the rows (empty for commands) and the affected-row count.
     /// - Throws: ``PostgresError/Code/queryFailed`` with the SQLSTATE for a server error,
-    ///   ``PostgresError/Code/connectionLost`` when the connection breaks.
+    ///   ``PostgresError/Code/connectionLost`` when the connection breaks,
+    ///   ``PostgresError/Code/serverTimeout`` when no answer comes within the I/O deadline. Outside a
+    ///   transaction block the statement commits by itself, so a connection-level error then carries
+    ///   ``PostgresError/outcomeUnknown``.
     @discardableResult
     public func query(_ query: SQLQuery) throws(PostgresError) -> PostgresRows {
-        let operation = "PQexecPrepared"
+        let operation = "PQsendQueryPrepared"
         let handle = try self.liveHandle(operation: operation)
         let parameters = try EncodedParameters(query.binds, operation: operation)
         let name = try self.preparedStatementName(sql: query.sql, types: parameters.types, handle: handle)
-        let result = parameters.withPointers { values, lengths, formats in
-            name.withCString { PQexecPrepared(handle, $0, parameters.count, values, lengths, formats, 0) }
+        let commits = PQtransactionStatus(handle) == PQTRANS_IDLE
+        let sent = parameters.withPointers { values, lengths, formats in
+            name.withCString { PQsendQueryPrepared(handle, $0, parameters.count, values, lengths, formats, 0) }
         }
-        return try self.rows(from: result, operation: operation)
+        guard sent == 1 else { throw self.sendFailure(handle, operation: operation) }
+        return try self.awaitCommand(operation: operation, mayCommit: commits)
     }
 
     /// Runs SQL text with the simple protocol (`PQexec`): several statements separated by `;`, no
@@ -197,19 +231,19 @@ public final class PostgresConnection {
         isOutermost: Bool,
         _ body: (PostgresConnection) throws -> T
     ) throws -> T {
-        try self.execute(simpleSQL: begin)
+        _ = try self.simpleCommand(begin, mayCommit: false)
         let value: T
         do {
             value = try body(self)
         } catch {
-            try? self.execute(simpleSQL: rollback)
+            _ = try? self.simpleCommand(rollback, mayCommit: false)
             throw error
         }
         let tag: String
         do {
-            tag = try self.simpleCommand(commit)
+            tag = try self.simpleCommand(commit, mayCommit: isOutermost)
         } catch {
-            if self.isInTransaction { try? self.execute(simpleSQL: rollback) }
+            if self.isInTransaction { _ = try? self.simpleCommand(rollback, mayCommit: false) }
             throw error
         }
         if isOutermost && tag == "ROLLBACK" {
@@ -223,13 +257,86 @@ public final class PostgresConnection {
         return value
     }
 
-    /// Runs simple-protocol SQL and returns the last command tag.
-    private func simpleCommand(_ sql: String) throws(PostgresError) -> String {
-        let operation = "PQexec"
+    /// Runs simple-protocol SQL and returns the last command tag (the first error, if a statement failed).
+    /// `mayCommit` says whether losing the connection leaves the outcome unknown; by default, whenever no
+    /// transaction block is open (each statement then commits by itself).
+    private func simpleCommand(_ sql: String, mayCommit: Bool? = nil) throws(PostgresError) -> String {
+        let operation = "PQsendQuery"
         let handle = try self.liveHandle(operation: operation)
         guard !sql.utf8.contains(0) else { throw .nulInText(operation: operation) }
-        let result = PQexec(handle, sql)
-        return try self.rows(from: result, operation: operation).commandTag
+        let commits = mayCommit ?? (PQtransactionStatus(handle) == PQTRANS_IDLE)
+        guard PQsendQuery(handle, sql) == 1 else { throw self.sendFailure(handle, operation: operation) }
+        return try self.awaitCommand(operation: operation, mayCommit: commits).commandTag
+    }
+
+    // MARK: Waiting for the server
+
+    /// Collects every result of the command just sent, up to the NULL that ends it, within the I/O
+    /// deadline; returns the last result, or the first error (as `PQexec` does).
+    func awaitCommand(operation: String, mayCommit: Bool) throws(PostgresError) -> PostgresRows {
+        let handle = try self.liveHandle(operation: operation)
+        let deadline = ContinuousClock.now + self.ioTimeout
+        var outcome: Result<PostgresRows, PostgresError>?
+        do throws(PostgresError) {
+            while let result = try self.nextResult(handle, deadline: deadline, operation: operation) {
+                let classified = self.classify(result, operation: operation)
+                PQclear(result)
+                if case .failure = outcome {} else { outcome = classified }
+                // A COPY or other mid-stream state never ends by reading: the connection is retired.
+                if self.broken { break }
+            }
+        } catch {
+            self.broken = true
+            throw error.withOutcomeUnknown(mayCommit)
+        }
+        guard let outcome else {
+            self.broken = true
+            throw PostgresError.connectionLost(optionalString(PQerrorMessage(handle)) ?? "no result", operation: operation)
+                .withOutcomeUnknown(mayCommit)
+        }
+        switch outcome {
+        case .success(let rows):
+            return rows
+        case .failure(let error):
+            // A session-ending error (for example a shutdown's FATAL) may follow the commit's own answer.
+            throw error.isConnectionProblem ? error.withOutcomeUnknown(mayCommit) : error
+        }
+    }
+
+    /// The next result of the command (or pipeline) in flight, without ever blocking inside libpq:
+    /// flushes pending output, and waits for the socket (readable, or writable while output remains)
+    /// until a result is complete or `deadline` passes (then the connection is broken).
+    func nextResult(_ handle: OpaquePointer, deadline: ContinuousClock.Instant, operation: String) throws(PostgresError) -> OpaquePointer? {
+        while true {
+            let flushed = PQflush(handle)
+            guard flushed >= 0 else {
+                self.broken = true
+                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
+            }
+            if PQisBusy(handle) == 0 {
+                return PQgetResult(handle)
+            }
+            let socket = PQsocket(handle)
+            guard socket >= 0 else {
+                self.broken = true
+                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
+            }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else {
+                self.broken = true
+                throw .serverTimeout(self.ioTimeout, operation: operation)
+            }
+            let readiness = try SocketWait.wait(socket: socket, forWrite: flushed == 1, timeout: remaining, operation: operation)
+            if readiness.readable, PQconsumeInput(handle) == 0 {
+                self.broken = true
+                throw .connectionLost(optionalString(PQerrorMessage(handle)), operation: operation)
+            }
+        }
+    }
+
+    func sendFailure(_ handle: OpaquePointer, operation: String) -> PostgresError {
+        if PQstatus(handle) != CONNECTION_OK { self.broken = true }
+        return .connectionLost(optionalString(PQerrorMessage(handle)) ?? "could not send the command", operation: operation)
     }
 
     // MARK: Prepared statements
@@ -242,15 +349,16 @@ public final class PostgresConnection {
             self.statements.values[index].lastUse = self.useClock
             return self.statements.values[index].name
         }
-        guard !sql.utf8.contains(0) else { throw .nulInText(operation: "PQprepare") }
+        guard !sql.utf8.contains(0) else { throw .nulInText(operation: "PQsendPrepare") }
         self.trimStatementCache(toAtMost: Self.preparedStatementCapacity - 1)
         let name = self.nextStatementName()
-        let result = name.withCString { namePointer in
+        let sent = name.withCString { namePointer in
             types.withUnsafeBufferPointer { typePointer in
-                PQprepare(handle, namePointer, sql, Int32(types.count), typePointer.baseAddress)
+                PQsendPrepare(handle, namePointer, sql, Int32(types.count), typePointer.baseAddress)
             }
         }
-        _ = try self.rows(from: result, operation: "PQprepare")
+        guard sent == 1 else { throw self.sendFailure(handle, operation: "PQsendPrepare") }
+        _ = try self.awaitCommand(operation: "PQsendPrepare", mayCommit: false)
         self.statements[key] = PreparedStatement(name: name, lastUse: self.useClock)
         return name
     }
@@ -265,10 +373,7 @@ public final class PostgresConnection {
     func trimStatementCache(toAtMost limit: Int) {
         while self.statements.count > limit, let handle = self.handle, PQtransactionStatus(handle) != PQTRANS_INERROR {
             guard let oldest = self.statements.min(by: { $0.value.lastUse < $1.value.lastUse }) else { return }
-            guard let result = PQexec(handle, "DEALLOCATE \(oldest.value.name)") else { return }
-            let succeeded = PQresultStatus(result) == PGRES_COMMAND_OK
-            PQclear(result)
-            guard succeeded else { return }
+            guard (try? self.simpleCommand("DEALLOCATE \(oldest.value.name)", mayCommit: false)) != nil else { return }
             self.statements[oldest.key] = nil
         }
     }
@@ -284,18 +389,6 @@ public final class PostgresConnection {
             throw .connectionLost(optionalString(PQerrorMessage(handle)) ?? "connection is broken", operation: operation)
         }
         return handle
-    }
-
-    /// Copies a result into ``PostgresRows`` or turns it into an error, and always frees it.
-    private func rows(from result: OpaquePointer?, operation: String) throws(PostgresError) -> PostgresRows {
-        guard let result else {
-            // libpq returns NULL only when it could not even build an error result (out of memory, or
-            // the connection is unusable).
-            self.broken = true
-            throw .connectionLost(self.handle.flatMap { optionalString(PQerrorMessage($0)) }, operation: operation)
-        }
-        defer { PQclear(result) }
-        return try self.classify(result, operation: operation).get()
     }
 
     /// The outcome of one result, which stays owned by the caller.

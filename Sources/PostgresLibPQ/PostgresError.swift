@@ -15,6 +15,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
             case poolClosed
             case invalidResult
             case timeout
+            case serverTimeout
         }
 
         private let base: Base
@@ -35,6 +36,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         public static let invalidResult = Code(.invalidResult)
         /// The work waited in the pool's queue longer than ``PostgresPool/Configuration/acquireTimeout``.
         public static let timeout = Code(.timeout)
+        /// The server sent no answer within ``PostgresConnectionSettings/ioTimeout`` (a half-open or stuck
+        /// connection); the connection was closed.
+        public static let serverTimeout = Code(.serverTimeout)
 
         public var description: String { self.base.rawValue }
     }
@@ -47,6 +51,10 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
     public var serverMessage: String?
     /// The libpq step that failed (for example `PQprepare`), for `debugDescription` only.
     var operation: String?
+    /// `true` when the connection failed after a command that commits (a statement in an implicit
+    /// transaction, a pipeline's Sync, `COMMIT`) was handed to the socket: the server may have committed it
+    /// and only the answer was lost. `false` means the work certainly did not commit.
+    public var outcomeUnknown = false
 
     /// Creates an error; `serverMessage` is redacted here so no caller can forget to.
     public init(code: Code, sqlState: String? = nil, serverMessage: String? = nil) {
@@ -63,7 +71,13 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
     /// `true` for failures that mean "the database is unavailable right now" (connection failed or lost,
     /// or no pooled connection in time): an HTTP caller answers 503 and the client retries later.
     public var isConnectionProblem: Bool {
-        self.code == .connectionFailed || self.code == .connectionLost || self.code == .timeout
+        self.code == .connectionFailed || self.code == .connectionLost || self.code == .timeout || self.code == .serverTimeout
+    }
+
+    /// `true` when the server cancelled the statement because it ran longer than `statement_timeout`
+    /// (SQLSTATE 57014): the database is reachable but too slow right now; the connection stays usable.
+    public var isStatementTimeout: Bool {
+        self.code == .queryFailed && self.sqlState == "57014"
     }
 
     /// For example `PostgresError(queryFailed, sqlState: 23505): duplicate key value violates unique constraint "t_pkey"`.
@@ -75,6 +89,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         text += ")"
         if let message = self.serverMessage {
             text += ": \(message)"
+        }
+        if self.outcomeUnknown {
+            text += " (after a commit was sent: outcome unknown)"
         }
         return text
     }
@@ -89,6 +106,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         }
         if let operation = self.operation {
             parts.append("operation: \(operation)")
+        }
+        if self.outcomeUnknown {
+            parts.append("outcomeUnknown: true")
         }
         return "PostgresError(\(parts.joined(separator: ", ")))"
     }
@@ -110,6 +130,21 @@ extension PostgresError {
 
     static func connectionLost(_ message: String?, operation: String) -> PostgresError {
         PostgresError(code: .connectionLost, serverMessage: message, operation: operation)
+    }
+
+    /// This error, marked as leaving a commit's outcome unknown when `mayCommit` is true.
+    public func withOutcomeUnknown(_ mayCommit: Bool) -> PostgresError {
+        var error = self
+        error.outcomeUnknown = error.outcomeUnknown || mayCommit
+        return error
+    }
+
+    static func serverTimeout(_ timeout: Duration, operation: String) -> PostgresError {
+        PostgresError(
+            code: .serverTimeout,
+            serverMessage: "no answer from the server within \(timeout); the connection was closed",
+            operation: operation
+        )
     }
 
     static func invalidResult(_ message: String, operation: String) -> PostgresError {

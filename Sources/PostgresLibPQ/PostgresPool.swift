@@ -22,9 +22,16 @@ public final class PostgresPool: Sendable {
         public var conninfo: String
         /// Number of connections, and of threads. Default 8.
         public var size: Int = 8
-        /// Time allowed to establish one connection (libpq `connect_timeout`, whole seconds, at least 2 in
-        /// libpq's reading). Default 5 s; overrides a `connect_timeout` in ``conninfo``.
-        public var connectTimeout: Duration = .seconds(5)
+        /// Bounds on every wait for the server: connect, each command's answers (a connection that misses
+        /// its I/O deadline is closed and replaced), each statement, and TCP keepalives. Their libpq keys
+        /// override the same keys in ``conninfo``.
+        public var connection = PostgresConnectionSettings()
+        /// Time allowed to establish one connection: ``connection``'s
+        /// ``PostgresConnectionSettings/connectTimeout``.
+        public var connectTimeout: Duration {
+            get { self.connection.connectTimeout }
+            set { self.connection.connectTimeout = newValue }
+        }
         /// Longest time a job may wait in the queue for a free connection before failing with
         /// ``PostgresError/Code/timeout``. Default 10 s.
         public var acquireTimeout: Duration = .seconds(10)
@@ -465,13 +472,11 @@ final class PoolCore: @unchecked Sendable {
     }
 
     private func connect(_ worker: inout Worker) throws(PostgresError) -> PostgresConnection {
-        // libpq takes whole seconds: round up so a sub-second setting never becomes "no timeout" (0).
-        let timeoutSeconds = max(1, Int((self.configuration.connectTimeout / .seconds(1)).rounded(.up)))
         do {
             let connection = try PostgresConnection.connect(
                 self.configuration.conninfo,
-                defaults: [(key: "application_name", value: self.configuration.applicationName)],
-                overrides: [(key: "connect_timeout", value: "\(timeoutSeconds)")]
+                settings: self.configuration.connection,
+                defaults: [(key: "application_name", value: self.configuration.applicationName)]
             )
             worker.connection = connection
             self.adjustOpen(by: 1)

@@ -62,6 +62,7 @@ struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Applies the database migrations this build ships, then exits.")
 
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var timeouts: DatabaseTimeoutOptions
 
     func run() async throws {
         let resolver = SettingResolver()
@@ -70,6 +71,7 @@ struct Migrate: AsyncParsableCommand {
         let migrations = try database.migrationSet(resolver)
         var configuration = PostgresPool.Configuration(conninfo: databaseURL)
         configuration.size = 1
+        configuration.connection = try timeouts.resolve(resolver).connection.forMigrations()
         let pool = PostgresPool(configuration: configuration, logger: logger)
         do {
             let applied = try await pool.withConnection { connection in
@@ -88,6 +90,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Runs the HTTP service (migrating the database first unless told not to).")
 
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var timeouts: DatabaseTimeoutOptions
 
     @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or localhost. [env: HOST, default: 0.0.0.0]")
     var host: String?
@@ -169,6 +172,7 @@ struct Serve: AsyncParsableCommand {
         let poolSize = try resolver.required(
             flag: poolSize, flagName: "pool-size", env: "DB_POOL_SIZE", default: 8, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
+        let databaseTimeouts = try timeouts.resolve(resolver)
         let migrate = try resolver.required(
             flag: autoMigrate, flagName: "auto-migrate", env: "AUTO_MIGRATE", default: true, parse: SettingParsers.bool,
             expected: "true or false")
@@ -214,14 +218,17 @@ struct Serve: AsyncParsableCommand {
 
         var poolConfiguration = PostgresPool.Configuration(conninfo: databaseURL)
         poolConfiguration.size = poolSize
+        poolConfiguration.connection = databaseTimeouts.connection
+        poolConfiguration.acquireTimeout = databaseTimeouts.acquireTimeout
         let pool = PostgresPool(configuration: poolConfiguration, logger: logger)
         do {
             if migrate {
-                try await migrateWhenReachable(pool: pool, migrations: migrations, logger: logger)
+                try await migrateWhenReachable(databaseURL: databaseURL, settings: databaseTimeouts.connection, migrations: migrations, logger: logger)
             }
             let listenerStatistics = ListenerStatistics()
             var listenerConfiguration = JobCompletionListener.Configuration(conninfo: databaseURL)
             listenerConfiguration.maxWaiters = maxWaiters
+            listenerConfiguration.connection = databaseTimeouts.connection
             let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
             var applicationConfiguration = CallbackApplication.Configuration(
                 requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy)
@@ -245,7 +252,7 @@ struct Serve: AsyncParsableCommand {
             ]
             if ciSettings.reconcile, let submitter {
                 let reconciler = Reconciler(
-                    store: JobStore(pool: pool), client: submitter.client, lock: SweepLock(conninfo: databaseURL, logger: logger),
+                    store: JobStore(pool: pool), client: submitter.client, lock: SweepLock(conninfo: databaseURL, settings: databaseTimeouts.connection, logger: logger),
                     configuration: ciSettings.reconciler, metrics: metrics, logger: logger)
                 services.append(.init(service: reconciler))
             }
@@ -273,18 +280,30 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// A service that starts before its database (a container restart, a host boot) waits for it a
-    /// while instead of failing at once; any other migration error is fatal.
-    private func migrateWhenReachable(pool: PostgresPool, migrations: MigrationSet, logger: Logger) async throws {
+    /// while instead of failing at once; any other migration error is fatal. Migrations run on a
+    /// connection of their own, without the service's statement timeout
+    /// (``PostgresConnectionSettings/forMigrations(ioTimeout:)``).
+    private func migrateWhenReachable(
+        databaseURL: String, settings: PostgresConnectionSettings, migrations: MigrationSet, logger: Logger
+    ) async throws {
+        var configuration = PostgresPool.Configuration(conninfo: databaseURL)
+        configuration.size = 1
+        configuration.connection = settings.forMigrations()
+        let pool = PostgresPool(configuration: configuration, logger: logger)
         let deadline = ContinuousClock.now.advanced(by: .seconds(30))
         while true {
             do {
                 _ = try await pool.withConnection { connection in
                     try Migrator(migrations: migrations, logger: logger).migrate(connection)
                 }
+                await pool.close()
                 return
             } catch let error as PostgresError where error.isConnectionProblem && ContinuousClock.now < deadline {
                 logger.warning("database not reachable yet; retrying migrations", metadata: ["error": "\(error)"])
                 try await Task.sleep(for: .seconds(1))
+            } catch {
+                await pool.close()
+                throw error
             }
         }
     }

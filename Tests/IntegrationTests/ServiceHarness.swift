@@ -77,7 +77,9 @@ final class ServiceHarness: Sendable {
         port: Int = 0,
         submitter: WatermarkSubmitter? = nil,
         verificationSignal: VerificationSignal? = nil,
-        metrics: ServiceMetrics = ServiceMetrics()
+        metrics: ServiceMetrics = ServiceMetrics(),
+        connection: PostgresConnectionSettings? = nil,
+        acquireTimeout: Duration? = nil
     ) async throws -> ServiceHarness {
         let logger = serviceTestLogger
         if migrate {
@@ -88,16 +90,31 @@ final class ServiceHarness: Sendable {
         var configuration = PostgresPool.Configuration(conninfo: conninfo(databaseURL, searchPath: schema))
         configuration.size = 4
         configuration.connectTimeout = .seconds(2)
+        if let connection { configuration.connection = connection }
+        if let acquireTimeout { configuration.acquireTimeout = acquireTimeout }
         let pool = PostgresPool(configuration: configuration, logger: logger)
         let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
         if migrate {
-            _ = try await pool.withConnection { connection in
-                try Migrator(migrations: migrations, logger: logger).migrate(connection)
+            // As the service does: on a connection of its own, without the pool's statement timeout (the
+            // advisory lock waits for other tests' migrations), and on a pool thread, not a cooperative one.
+            var migration = configuration
+            migration.size = 1
+            migration.connection = configuration.connection.forMigrations()
+            let migrationPool = PostgresPool(configuration: migration, logger: logger)
+            do {
+                _ = try await migrationPool.withConnection { connection in
+                    try Migrator(migrations: migrations, logger: logger).migrate(connection)
+                }
+            } catch {
+                await migrationPool.close()
+                throw error
             }
+            await migrationPool.close()
         }
         let statistics = ListenerStatistics()
         var listenerConfiguration = JobCompletionListener.Configuration(conninfo: conninfo(databaseURL, searchPath: schema))
         listenerConfiguration.maxWaiters = maxWaiters
+        if let connection { listenerConfiguration.connection = connection }
         let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
         let listenerTask = Task { await completionListener.run() }
         let application = CallbackApplication(
