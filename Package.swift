@@ -144,5 +144,6 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DeployTests", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: swiftSettings),
+        .testTarget(name: "PostgresLibPQTests", dependencies: ["PostgresLibPQ"], swiftSettings: swiftSettings),
     ]
 )
