@@ -145,5 +145,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DeployTests", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: swiftSettings),
+        .testTarget(name: "PostgresLibPQTests", dependencies: ["PostgresLibPQ"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CLITests",
+            dependencies: [
+                "ci-callbackd", "CallbackService", "HTTPListener", "HTTPWire", "JobStore", "PostgresLibPQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

@@ -31,6 +31,15 @@ public struct APIError: Error, Sendable, Hashable, CustomStringConvertible {
         APIError(status: .notFound, code: "NoSuchJob", message: "no job with JobId \(jobID) has been received")
     }
 
+    /// 404 for `/watermark` on a job of another kind: it will never have watermark text, so it is
+    /// answered at once, even when the request asked to wait.
+    static func notWatermarkJob(_ job: StoredJob) -> APIError {
+        let kind = job.tag.map { "its Tag is \($0)" } ?? "none of its callbacks named a Tag"
+        return APIError(
+            status: .notFound, code: "NotWatermarkJob",
+            message: "job \(job.jobID) is not an ExtractDigitalWatermark job (\(kind)), so it has no watermark text")
+    }
+
     public static func invalidParameter(_ name: String, _ problem: String) -> APIError {
         APIError(status: .badRequest, code: "InvalidParameter", message: "parameter '\(name)': \(problem)")
     }

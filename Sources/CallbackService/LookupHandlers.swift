@@ -16,14 +16,10 @@ extension CallbackApplication {
 
     /// `GET /v1/jobs/{JobId}/watermark`: the extracted watermark text of an ExtractDigitalWatermark job.
     func watermark(_ jobID: String, request: HTTPRequest) async throws -> HTTPResponse {
-        let job = try await jobWaitingIfAsked(jobID, request: request)
-        guard job.hasWatermark else {
-            throw APIError(
-                status: .notFound,
-                code: "NotWatermarkJob",
-                message: "job \(jobID) is a \(job.tag ?? "untagged") job, not an ExtractDigitalWatermark job"
-            )
-        }
+        // Another kind of job never gets a watermark, so it is refused before any wait, not after it.
+        let job = try await jobWaitingIfAsked(jobID, request: request, check: { job in
+            guard job.hasWatermark else { throw APIError.notWatermarkJob(job) }
+        })
         return .json { json in
             json.member("JobId", job.jobID)
             json.member("State", job.state.rawValue)
@@ -142,9 +138,14 @@ extension CallbackApplication {
     /// The job, after waiting for a final state when the request says `?wait=30s`: the answer comes as
     /// soon as the job is final, or with its current state when the wait runs out. An unknown job is
     /// 404 at once (a job exists from its submit or first callback).
-    private func jobWaitingIfAsked(_ jobID: String, request: HTTPRequest) async throws -> StoredJob {
+    ///
+    /// `check` runs on the job as first read, before any wait: it throws for a job the route cannot answer.
+    private func jobWaitingIfAsked(
+        _ jobID: String, request: HTTPRequest, check: (StoredJob) throws -> Void = { _ in }
+    ) async throws -> StoredJob {
         let wait = try Self.waitParameter(request.queryItems, maximum: configuration.maxWait)
         guard let job = try await store.job(jobID) else { throw APIError.noSuchJob(jobID) }
+        try check(job)
         guard let wait, !job.state.isFinal, let completionListener else { return job }
         do {
             return try await completionListener.waitForFinal(
@@ -160,17 +161,18 @@ extension CallbackApplication {
         }
     }
 
-    /// `wait`: a duration such as `30s`, `500ms`, `2m` or plain seconds, up to `maximum`. The only query
-    /// parameter the job routes take.
+    /// `wait`: a duration such as `30s`, `500ms`, `2m` or plain seconds; a longer wait than `maximum` is
+    /// shortened to `maximum` (the client asked for "as long as you can", and gets an answer either way).
+    /// The only query parameter the job routes take.
     static func waitParameter(_ items: [(name: String, value: String)], maximum: Duration) throws -> Duration? {
         var wait: Duration?
         for (name, value) in items {
             guard name == "wait" else { throw APIError.invalidParameter(name, "unknown; the only parameter here is wait") }
             guard wait == nil else { throw APIError.invalidParameter(name, "given more than once") }
-            guard let parsed = parseDuration(value), parsed <= maximum else {
-                throw APIError.invalidParameter(name, "must be a duration such as 30s, at most \(maximum.components.seconds)s")
+            guard let parsed = parseDuration(value) else {
+                throw APIError.invalidParameter(name, "must be a duration such as 30s (waits longer than \(maximum.components.seconds)s are shortened to it)")
             }
-            wait = parsed
+            wait = min(parsed, maximum)
         }
         return wait
     }
@@ -270,7 +272,9 @@ extension CallbackApplication {
                 query.queueID = value
             case "since", "until":
                 guard let time = CITimestamp(ciText: value) else {
-                    throw APIError.invalidParameter(name, "'\(value)' is not an RFC 3339 time such as 2026-01-31T08:00:00Z")
+                    // A raw `+` in a query string means a space, so a `+08:00` offset arrives as ` 08:00`.
+                    let hint = value.contains(" ") ? " (a raw + in a query string means a space: send a + offset as %2B, e.g. %2B08:00)" : ""
+                    throw APIError.invalidParameter(name, "'\(value)' is not an RFC 3339 time such as 2026-01-31T08:00:00Z\(hint)")
                 }
                 if name == "since" { query.since = time.date } else { query.until = time.date }
             case "limit":

@@ -1070,9 +1070,11 @@ components:
       description: |
         Wait for the job to reach a final state (Success, Failed, Cancel) before answering: the
         answer comes as soon as it does, or with the current state when the wait runs out. A duration
-        such as `30s`, `500ms`, `2m` or plain seconds, at most `MAX_WAIT` (default 60 s; more is 400).
+        such as `30s`, `500ms`, `2m` or plain seconds; a wait longer than `MAX_WAIT` (default 60 s) is
+        shortened to `MAX_WAIT`, and anything that is not a duration is 400 `InvalidParameter`.
         Woken by PostgreSQL NOTIFY, so a callback stored by any replica ends the wait. An unknown job is
-        404 at once. When `MAX_WAITERS` requests already wait, the answer is 503 `TooManyWaiters`.
+        404 at once, and so is `/watermark` for a job that is not an `ExtractDigitalWatermark` job. When
+        `MAX_WAITERS` requests already wait, the answer is 503 `TooManyWaiters`.
       schema:
         type: string
         pattern: '^[0-9]+(\.[0-9]+)?(ms|s|m)?$'
@@ -1499,7 +1501,7 @@ components:
           example:
             Error:
               Code: NotWatermarkJob
-              Message: job ja8de3b46f86011ec9452c1c27f56a659 is a DigitalWatermark job, not an ExtractDigitalWatermark job
+              Message: job ja8de3b46f86011ec9452c1c27f56a659 is not an ExtractDigitalWatermark job (its Tag is DigitalWatermark), so it has no watermark text
               RequestId: 9f86d081884c7d65
     NoSuchCallback:
       description: |

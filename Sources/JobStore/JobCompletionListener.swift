@@ -161,7 +161,9 @@ public final class JobCompletionListener: Sendable {
                 connection = try PostgresConnection.connect(configuration.conninfo, settings: configuration.connection)
                 try connection.listen(Self.channel)
             } catch {
-                logger.warning("job notifications unavailable; retrying", metadata: ["error": "\(error)"])
+                var metadata: Logger.Metadata = ["error": "\(error)"]
+                if let refusal = error.connectionRefusal { metadata["hint"] = "\(refusal)" }
+                logger.warning("job notifications unavailable; retrying", metadata: metadata)
                 Thread.sleep(forTimeInterval: Double(backoff.components.seconds) + Double(backoff.components.attoseconds) / 1e18)
                 backoff = min(backoff * 2, configuration.maxReconnectDelay)
                 continue

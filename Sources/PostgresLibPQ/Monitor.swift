@@ -22,39 +22,47 @@ final class Monitor: @unchecked Sendable {
         self.conditionCount = conditionCount
         self.mutex = .allocate(capacity: 1)
         self.conditions = .allocate(capacity: conditionCount)
-        pthread_mutex_init(self.mutex, nil)
+        var mutexAttributes = pthread_mutexattr_t()
+        Self.check(pthread_mutexattr_init(&mutexAttributes), "pthread_mutexattr_init")
+        #if DEBUG
+        // As swift-log's Lock: debug builds make misuse (unlocking a mutex this thread does not hold,
+        // locking it twice) an error that `check` stops on, instead of undefined behaviour.
+        Self.check(pthread_mutexattr_settype(&mutexAttributes, .init(PTHREAD_MUTEX_ERRORCHECK)), "pthread_mutexattr_settype")
+        #endif
+        Self.check(pthread_mutex_init(self.mutex, &mutexAttributes), "pthread_mutex_init")
+        Self.check(pthread_mutexattr_destroy(&mutexAttributes), "pthread_mutexattr_destroy")
         var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
+        Self.check(pthread_condattr_init(&attributes), "pthread_condattr_init")
         #if !canImport(Darwin)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        Self.check(pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC), "pthread_condattr_setclock")
         #endif
         for index in 0..<conditionCount {
-            pthread_cond_init(self.conditions + index, &attributes)
+            Self.check(pthread_cond_init(self.conditions + index, &attributes), "pthread_cond_init")
         }
-        pthread_condattr_destroy(&attributes)
+        Self.check(pthread_condattr_destroy(&attributes), "pthread_condattr_destroy")
     }
 
     deinit {
         for index in 0..<self.conditionCount {
-            pthread_cond_destroy(self.conditions + index)
+            Self.check(pthread_cond_destroy(self.conditions + index), "pthread_cond_destroy")
         }
-        pthread_mutex_destroy(self.mutex)
+        Self.check(pthread_mutex_destroy(self.mutex), "pthread_mutex_destroy")
         self.conditions.deallocate()
         self.mutex.deallocate()
     }
 
     func lock() {
-        pthread_mutex_lock(self.mutex)
+        Self.check(pthread_mutex_lock(self.mutex), "pthread_mutex_lock")
     }
 
     func unlock() {
-        pthread_mutex_unlock(self.mutex)
+        Self.check(pthread_mutex_unlock(self.mutex), "pthread_mutex_unlock")
     }
 
     /// Waits on `condition`; the mutex must be held and is held again on return (spurious wake-ups happen:
     /// re-check the predicate).
     func wait(_ condition: Int) {
-        pthread_cond_wait(self.conditions + condition, self.mutex)
+        Self.check(pthread_cond_wait(self.conditions + condition, self.mutex), "pthread_cond_wait")
     }
 
     /// Like ``wait(_:)``, returning at `deadline` at the latest.
@@ -63,7 +71,7 @@ final class Monitor: @unchecked Sendable {
         guard remaining > .zero else { return }
         #if canImport(Darwin)
         var relative = Self.timespec(remaining)
-        pthread_cond_timedwait_relative_np(self.conditions + condition, self.mutex, &relative)
+        let result = pthread_cond_timedwait_relative_np(self.conditions + condition, self.mutex, &relative)
         #else
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
@@ -76,16 +84,26 @@ final class Monitor: @unchecked Sendable {
             absolute.tv_sec += 1
             absolute.tv_nsec -= 1_000_000_000
         }
-        pthread_cond_timedwait(self.conditions + condition, self.mutex, &absolute)
+        let result = pthread_cond_timedwait(self.conditions + condition, self.mutex, &absolute)
         #endif
+        // Reaching the deadline is the expected way out; anything else is misuse.
+        if result != ETIMEDOUT {
+            Self.check(result, "pthread_cond_timedwait")
+        }
     }
 
     func signal(_ condition: Int) {
-        pthread_cond_signal(self.conditions + condition)
+        Self.check(pthread_cond_signal(self.conditions + condition), "pthread_cond_signal")
     }
 
     func broadcast(_ condition: Int) {
-        pthread_cond_broadcast(self.conditions + condition)
+        Self.check(pthread_cond_broadcast(self.conditions + condition), "pthread_cond_broadcast")
+    }
+
+    /// Stops on a failed pthread call, as swift-log's `Lock` does: each failure means a broken invariant
+    /// (a destroyed or foreign-held mutex, a bad attribute), and carrying on would corrupt the pool.
+    private static func check(_ result: Int32, _ function: StaticString) {
+        precondition(result == 0, "\(function) failed with error \(result)")
     }
 
     #if canImport(Darwin)

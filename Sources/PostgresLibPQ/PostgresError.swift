@@ -236,3 +236,53 @@ public enum PostgresConnInfo: Sendable {
         return value.firstIndex { $0.isWhitespace || "&;\"'".contains($0) } ?? value.endIndex
     }
 }
+
+/// Why the server refused a connection in a way that retrying cannot fix: someone has to create the
+/// database or role, or correct the connection string or the server's rules.
+public enum PostgresConnectionRefusal: Sendable, Hashable, CustomStringConvertible {
+    case databaseDoesNotExist
+    case roleDoesNotExist
+    case authenticationFailed
+    case passwordRequired
+    case notAllowedByHostRules
+
+    /// What to do, in terms of the connection string.
+    public var description: String { remedy(connectionString: "the connection string") }
+
+    /// What to do, naming where the connection string comes from (`DATABASE_URL`, say).
+    public func remedy(connectionString: String) -> String {
+        switch self {
+        case .databaseDoesNotExist:
+            "the database named in \(connectionString) does not exist: create it (createdb NAME) or correct the name"
+        case .roleDoesNotExist:
+            "the user named in \(connectionString) does not exist on the server: create the role or correct the user"
+        case .authenticationFailed:
+            "the server refused the password: correct it in \(connectionString) (or in the password file)"
+        case .passwordRequired:
+            "the server asks for a password and \(connectionString) gives none: add one (or a password file)"
+        case .notAllowedByHostRules:
+            "the server's pg_hba.conf allows no connection from this host for this user and database: add a rule, or change \(connectionString)"
+        }
+    }
+}
+
+extension PostgresError {
+    /// A connection failure that retrying cannot fix, or `nil` (a server that is down or unreachable may
+    /// come back).
+    ///
+    /// Before a session exists libpq reports the server's refusal as text only, with no SQLSTATE, so the
+    /// server's (English) messages are matched. Under another `lc_messages` this finds nothing and the
+    /// caller keeps treating the failure as transient: the hint is lost, nothing else.
+    public var connectionRefusal: PostgresConnectionRefusal? {
+        guard self.code == .connectionFailed, let message = self.serverMessage else { return nil }
+        let patterns: [(String, PostgresConnectionRefusal)] = [
+            ("\" does not exist", .databaseDoesNotExist),
+            ("password authentication failed", .authenticationFailed),
+            ("no password supplied", .passwordRequired),
+            ("no pg_hba.conf entry", .notAllowedByHostRules),
+        ]
+        // `FATAL:  role "x" does not exist` and `FATAL:  database "x" does not exist` share their ending.
+        if message.contains("role \""), message.contains("\" does not exist") { return .roleDoesNotExist }
+        return patterns.first { message.contains($0.0) }?.1
+    }
+}

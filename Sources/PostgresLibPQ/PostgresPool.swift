@@ -494,11 +494,14 @@ final class PoolCore: @unchecked Sendable {
             worker.lastConnectFailed = false
             return connection
         } catch {
-            let metadata: Logger.Metadata = [
+            var metadata: Logger.Metadata = [
                 "db.conninfo": "\(self.redactedConninfo)",
                 "pool.worker": "\(worker.index)",
                 "error": "\(error)",
             ]
+            if let refusal = error.connectionRefusal {
+                metadata["hint"] = "\(refusal)"
+            }
             if worker.lastConnectFailed {
                 self.logger.debug("postgres connect failed", metadata: metadata)
             } else {

@@ -20,6 +20,34 @@ struct CICallbackd: AsyncParsableCommand {
         version: CallbackServiceVersion.current,
         subcommands: [Serve.self, Migrate.self, Submit.self, IngestSQL.self]
     )
+
+    /// ArgumentParser's own `main`, except that a `ValidationError` thrown by a subcommand's `run` (a
+    /// setting read from the environment, say) is shown with that subcommand's usage, as one found while
+    /// parsing is, rather than with the root command's.
+    static func main() async {
+        let command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            var command = command
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as ValidationError {
+            let subcommand = type(of: command)
+            let name = subcommand._commandName == _commandName ? _commandName : "\(_commandName) \(subcommand._commandName)"
+            let message = "Error: \(error.message)\nUsage: \(usageString(for: subcommand))\n  See '\(name) --help' for more information.\n"
+            FileHandle.standardError.write(Data(message.utf8))
+            exit(withError: ExitCode.validationFailure)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every subcommand that talks to the database shares.
@@ -30,10 +58,10 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("migrations-dir"), help: "Folder of NNNN_description.sql files. [env: MIGRATIONS_DIR, default: ./migrations]")
     var migrationsDirectory: String?
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: LOG_LEVEL, default: info]")
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: LOG_LEVEL, default: \(ServeDefaults.logLevel)]")
     var logLevel: String?
 
-    @Option(name: .customLong("log-format"), help: "text (human-readable) or json (one object per line). [env: LOG_FORMAT, default: text]")
+    @Option(name: .customLong("log-format"), help: "text (human-readable) or json (one object per line). [env: LOG_FORMAT, default: \(ServeDefaults.logFormat)]")
     var logFormat: String?
 
     func migrationSet(_ resolver: SettingResolver) throws -> MigrationSet {
@@ -43,11 +71,11 @@ struct DatabaseOptions: ParsableArguments {
 
     func makeLogger(_ resolver: SettingResolver) throws -> Logger {
         let level = try resolver.required(
-            flag: logLevel, flagName: "log-level", env: "LOG_LEVEL", default: .info, parse: SettingParsers.logLevel,
+            flag: logLevel, flagName: "log-level", env: "LOG_LEVEL", default: ServeDefaults.logLevel, parse: SettingParsers.logLevel,
             expected: "trace, debug, info, notice, warning, error or critical"
         )
         let json = try resolver.required(
-            flag: logFormat, flagName: "log-format", env: "LOG_FORMAT", default: false,
+            flag: logFormat, flagName: "log-format", env: "LOG_FORMAT", default: ServeDefaults.logFormat == "json",
             parse: { ["json": true, "text": false][$0.lowercased()] }, expected: "text or json")
         LoggingSystem.bootstrap { label in
             var handler = ServiceLogHandler(label: label, format: json ? .json : .text)
@@ -79,6 +107,9 @@ struct Migrate: AsyncParsableCommand {
             }
             print(applied.isEmpty ? "schema is up to date (version \(migrations.latestVersion))" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
             await pool.close()
+        } catch let error as PostgresError where error.connectionRefusal != nil {
+            await pool.close()
+            throw DatabaseStartupError(error: error)
         } catch {
             await pool.close()
             throw error
@@ -87,45 +118,85 @@ struct Migrate: AsyncParsableCommand {
 }
 
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Runs the HTTP service (migrating the database first unless told not to).")
+    static let configuration = CommandConfiguration(
+        abstract: "Runs the HTTP service (migrating the database first unless told not to).",
+        discussion: environmentOnlySettings
+    )
+
+    /// The settings that have no flag (credentials stay out of `ps`; the CI and reconciler settings are
+    /// set once per deployment), listed in the help so that it names every setting.
+    static let environmentOnlySettings = """
+        Settings read only from the environment:
+          CI_SECRET_ID, CI_SECRET_KEY, CI_SESSION_TOKEN
+                                  CI credentials; without CI_SECRET_ID submitting and reconciling are off.
+          CI_BUCKET, CI_REGION    e.g. examplebucket-1250000000, ap-chongqing (required with credentials).
+          CI_QUEUE_ID, CI_ENDPOINT
+                                  CI queue, and API base URL (default: CI's own).
+          PUBLIC_CALLBACK_URL     The callback URL CI is given, token included (default: the queue's).
+          RECONCILE               Run the reconciler: true or false (default: true with credentials).
+          RECONCILE_INTERVAL      Pause between reconcile sweeps (default: \(SettingFormat.duration(ServeDefaults.reconciler.interval))).
+          RECONCILE_AFTER         Silence after which an open job is asked about; 0 = at once (default: \(SettingFormat.duration(ServeDefaults.reconciler.age))).
+          RECONCILE_WINDOW        How far back jobs are asked about and listed (default: \(SettingFormat.duration(ServeDefaults.reconciler.window))).
+          RECONCILE_DISCOVERY_INTERVAL
+                                  Least time between two discovery listings; 0 = every sweep (default: \(SettingFormat.duration(ServeDefaults.reconciler.discoveryInterval))).
+          VERIFY_INTERVAL         Pause between sweeps of callbacks pending verification (default: \(SettingFormat.duration(ServeDefaults.verifier.interval))).
+        """
 
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var timeouts: DatabaseTimeoutOptions
 
-    @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or localhost. [env: HOST, default: 0.0.0.0]")
+    @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or localhost. [env: HOST, default: \(ServeDefaults.server.host)]")
     var host: String?
 
-    @Option(help: "TCP port. [env: PORT, default: 8080]")
+    @Option(help: "TCP port. [env: PORT, default: \(ServeDefaults.server.port)]")
     var port: String?
 
-    @Option(name: .customLong("pool-size"), help: "PostgreSQL connections. [env: DB_POOL_SIZE, default: 8]")
+    @Option(name: .customLong("pool-size"), help: "PostgreSQL connections. [env: DB_POOL_SIZE, default: \(ServeDefaults.pool.size)]")
     var poolSize: String?
 
-    @Option(name: .customLong("max-header-bytes"), help: "Request line plus headers, e.g. 16k. [env: MAX_HEADER_BYTES, default: 16k]")
+    @Option(
+        name: .customLong("max-header-bytes"),
+        help: "Request line plus headers, e.g. 16k. [env: MAX_HEADER_BYTES, default: \(SettingFormat.byteSize(ServeDefaults.server.limits.parser.maxHeaderBytes))]")
     var maxHeaderBytes: String?
 
-    @Option(name: .customLong("max-body-bytes"), help: "Request body, e.g. 1m. [env: MAX_BODY_BYTES, default: 1m]")
+    @Option(
+        name: .customLong("max-body-bytes"),
+        help: "Request body, e.g. 1m. [env: MAX_BODY_BYTES, default: \(SettingFormat.byteSize(ServeDefaults.server.limits.parser.maxBodyBytes))]")
     var maxBodyBytes: String?
 
-    @Option(name: .customLong("header-timeout"), help: "Time to receive a whole request once it starts, e.g. 10s. [env: HEADER_TIMEOUT, default: 10s]")
+    @Option(
+        name: .customLong("header-timeout"),
+        help: "Time to receive a whole request once it starts, e.g. 10s. [env: HEADER_TIMEOUT, default: \(SettingFormat.duration(ServeDefaults.server.limits.headerReadTimeout))]")
     var headerTimeout: String?
 
-    @Option(name: .customLong("idle-timeout"), help: "Idle keep-alive connections close after this, e.g. 60s. [env: IDLE_TIMEOUT, default: 60s]")
+    @Option(
+        name: .customLong("idle-timeout"),
+        help: "Idle keep-alive connections close after this, e.g. 60s. [env: IDLE_TIMEOUT, default: \(SettingFormat.duration(ServeDefaults.server.limits.idleTimeout))]")
     var idleTimeout: String?
 
-    @Option(name: .customLong("max-connections"), help: "Open client connections; more get 503. [env: MAX_CONNECTIONS, default: 1024]")
+    @Option(
+        name: .customLong("max-connections"),
+        help: "Open client connections; more get 503. [env: MAX_CONNECTIONS, default: \(ServeDefaults.server.limits.maxConnections)]")
     var maxConnections: String?
 
-    @Option(name: .customLong("shutdown-grace"), help: "On SIGTERM, time for in-flight requests to finish. [env: SHUTDOWN_GRACE, default: 10s]")
+    @Option(
+        name: .customLong("shutdown-grace"),
+        help: "On SIGTERM, time for in-flight requests to finish. [env: SHUTDOWN_GRACE, default: \(SettingFormat.duration(ServeDefaults.server.shutdownGracePeriod))]")
     var shutdownGrace: String?
 
-    @Option(name: .customLong("auto-migrate"), help: "Apply migrations at start: true or false. [env: AUTO_MIGRATE, default: true]")
-    var autoMigrate: String?
+    @Flag(
+        name: .customLong("auto-migrate"), inversion: .prefixedNo,
+        help: "Apply migrations at start. [env: AUTO_MIGRATE=true|false, default: \(ServeDefaults.autoMigrate)]")
+    var autoMigrate: Bool?
 
-    @Option(name: .customLong("max-wait"), help: "Longest ?wait= a lookup may ask for, e.g. 60s. [env: MAX_WAIT, default: 60s]")
+    @Option(
+        name: .customLong("max-wait"),
+        help: "Longest ?wait= a lookup waits; a longer one is shortened to this, e.g. 60s. [env: MAX_WAIT, default: \(SettingFormat.duration(ServeDefaults.application.maxWait))]")
     var maxWait: String?
 
-    @Option(name: .customLong("max-waiters"), help: "Lookups waiting at once; more get 503. [env: MAX_WAITERS, default: 1000]")
+    @Option(
+        name: .customLong("max-waiters"),
+        help: "Lookups waiting at once; more get 503. [env: MAX_WAITERS, default: \(ServeDefaults.listener.maxWaiters)]")
     var maxWaiters: String?
 
     @Option(name: .customLong("callback-tokens"), help: "Comma-separated tokens a callback URL must carry; unset = open. Prefer the environment: flags show in ps. [env: CALLBACK_TOKENS]")
@@ -140,17 +211,17 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("trusted-proxy-cidrs"), help: "Comma-separated CIDR blocks of proxies whose X-Forwarded-For is believed. [env: TRUSTED_PROXY_CIDRS]")
     var trustedProxyCIDRs: String?
 
-    @Option(
-        name: .customLong("verify-callbacks"),
-        help: "Confirm a callback's final state with CI (DescribeMediaJob) before it becomes the job's: true or false; needs CI credentials. [env: VERIFY_CALLBACKS, default: false]")
-    var verifyCallbacks: String?
+    @Flag(
+        name: .customLong("verify-callbacks"), inversion: .prefixedNo,
+        help: "Confirm a callback's final state with CI (DescribeMediaJob) before it becomes the job's; needs CI credentials. [env: VERIFY_CALLBACKS=true|false, default: \(ServeDefaults.verifyCallbacks)]")
+    var verifyCallbacks: Bool?
 
     func run() async throws {
         let resolver = SettingResolver()
         let databaseURL = try resolver.databaseURL(database.databaseURL)
         var server = HTTPServerConfiguration()
         server.host = try resolver.required(flag: host, flagName: "host", env: "HOST", default: server.host, parse: { $0.isEmpty ? nil : $0 }, expected: "an address")
-        server.port = try resolver.required(flag: port, flagName: "port", env: "PORT", default: 8080, parse: SettingParsers.port, expected: "a port from 0 to 65535")
+        server.port = try resolver.required(flag: port, flagName: "port", env: "PORT", default: server.port, parse: SettingParsers.port, expected: "a port from 0 to 65535")
         server.limits.parser.maxHeaderBytes = try resolver.required(
             flag: maxHeaderBytes, flagName: "max-header-bytes", env: "MAX_HEADER_BYTES", default: server.limits.parser.maxHeaderBytes,
             parse: SettingParsers.byteSize, expected: "a size such as 16k")
@@ -170,11 +241,11 @@ struct Serve: AsyncParsableCommand {
             flag: shutdownGrace, flagName: "shutdown-grace", env: "SHUTDOWN_GRACE", default: server.shutdownGracePeriod,
             parse: SettingParsers.duration, expected: "a duration such as 10s")
         let poolSize = try resolver.required(
-            flag: poolSize, flagName: "pool-size", env: "DB_POOL_SIZE", default: 8, parse: SettingParsers.positiveInt,
+            flag: poolSize, flagName: "pool-size", env: "DB_POOL_SIZE", default: ServeDefaults.pool.size, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
         let databaseTimeouts = try timeouts.resolve(resolver)
         let migrate = try resolver.required(
-            flag: autoMigrate, flagName: "auto-migrate", env: "AUTO_MIGRATE", default: true, parse: SettingParsers.bool,
+            flag: autoMigrate.map(String.init), flagName: "auto-migrate", env: "AUTO_MIGRATE", default: ServeDefaults.autoMigrate, parse: SettingParsers.bool,
             expected: "true or false")
         let tokenList: (String) -> [String]? = { text in
             let tokens = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -195,13 +266,13 @@ struct Serve: AsyncParsableCommand {
                 expected: "comma-separated CIDR blocks")
         )
         let maxWait = try resolver.required(
-            flag: maxWait, flagName: "max-wait", env: "MAX_WAIT", default: .seconds(60), parse: SettingParsers.duration,
+            flag: maxWait, flagName: "max-wait", env: "MAX_WAIT", default: ServeDefaults.application.maxWait, parse: SettingParsers.duration,
             expected: "a duration such as 60s")
         let maxWaiters = try resolver.required(
-            flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: 1000, parse: SettingParsers.positiveInt,
+            flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: ServeDefaults.listener.maxWaiters, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
         let ciSettings = try CISettings.resolve(resolver)
-        let verification = try VerificationSettings.resolve(resolver, flag: verifyCallbacks, ciConfigured: ciSettings.configuration != nil)
+        let verification = try VerificationSettings.resolve(resolver, flag: verifyCallbacks.map(String.init), ciConfigured: ciSettings.configuration != nil)
         let migrations = try database.migrationSet(resolver)
         let logger = try database.makeLogger(resolver)
         if ciSettings.configuration == nil {
@@ -222,9 +293,7 @@ struct Serve: AsyncParsableCommand {
         poolConfiguration.acquireTimeout = databaseTimeouts.acquireTimeout
         let pool = PostgresPool(configuration: poolConfiguration, logger: logger)
         do {
-            if migrate {
-                try await migrateWhenReachable(databaseURL: databaseURL, settings: databaseTimeouts.connection, migrations: migrations, logger: logger)
-            }
+            try await prepareDatabase(databaseURL: databaseURL, settings: databaseTimeouts.connection, migrations: migrations, migrate: migrate, logger: logger)
             let listenerStatistics = ListenerStatistics()
             var listenerConfiguration = JobCompletionListener.Configuration(conninfo: databaseURL)
             listenerConfiguration.maxWaiters = maxWaiters
@@ -280,11 +349,12 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// A service that starts before its database (a container restart, a host boot) waits for it a
-    /// while instead of failing at once; any other migration error is fatal. Migrations run on a
+    /// while instead of failing at once. A refusal that retrying cannot fix (no such database, wrong
+    /// password) stops it at once with what to do; so does any other migration error. Migrations run on a
     /// connection of their own, without the service's statement timeout
     /// (``PostgresConnectionSettings/forMigrations(ioTimeout:)``).
-    private func migrateWhenReachable(
-        databaseURL: String, settings: PostgresConnectionSettings, migrations: MigrationSet, logger: Logger
+    private func prepareDatabase(
+        databaseURL: String, settings: PostgresConnectionSettings, migrations: MigrationSet, migrate: Bool, logger: Logger
     ) async throws {
         var configuration = PostgresPool.Configuration(conninfo: databaseURL)
         configuration.size = 1
@@ -294,12 +364,17 @@ struct Serve: AsyncParsableCommand {
         while true {
             do {
                 _ = try await pool.withConnection { connection in
-                    try Migrator(migrations: migrations, logger: logger).migrate(connection)
+                    if migrate {
+                        _ = try Migrator(migrations: migrations, logger: logger).migrate(connection)
+                    }
                 }
                 await pool.close()
                 return
+            } catch let error as PostgresError where error.connectionRefusal != nil {
+                await pool.close()
+                throw DatabaseStartupError(error: error)
             } catch let error as PostgresError where error.isConnectionProblem && ContinuousClock.now < deadline {
-                logger.warning("database not reachable yet; retrying migrations", metadata: ["error": "\(error)"])
+                logger.warning("database not reachable yet; retrying", metadata: ["error": "\(error)"])
                 try await Task.sleep(for: .seconds(1))
             } catch {
                 await pool.close()
@@ -307,6 +382,32 @@ struct Serve: AsyncParsableCommand {
             }
         }
     }
+}
+
+/// The database refused `serve` or `migrate` in a way that only an operator can fix; the message (shown
+/// by ArgumentParser, exit status 1) says what to do.
+struct DatabaseStartupError: Error, CustomStringConvertible {
+    var error: PostgresError
+
+    var description: String {
+        let remedy = error.connectionRefusal?.remedy(connectionString: "DATABASE_URL (--database-url)")
+        return "cannot use the database: \(remedy ?? "it refused the connection") (\(error))"
+    }
+}
+
+/// Each setting's default, taken from the library type that owns it (or, for the few that belong to the
+/// command itself, written here once), so the help text and the resolved value cannot disagree.
+enum ServeDefaults {
+    static let server = HTTPServerConfiguration()
+    static let pool = PostgresPool.Configuration(conninfo: "")
+    static let listener = JobCompletionListener.Configuration(conninfo: "")
+    static let application = CallbackApplication.Configuration(requiredSchemaVersion: 0)
+    static let reconciler = ReconcilerConfiguration()
+    static let verifier = CallbackVerifierConfiguration()
+    static let autoMigrate = true
+    static let verifyCallbacks = false
+    static let logLevel = Logger.Level.info
+    static let logFormat = "text"
 }
 
 /// `VERIFY_CALLBACKS` (`--verify-callbacks`) and `VERIFY_INTERVAL`.
@@ -319,13 +420,13 @@ struct VerificationSettings {
     ///   credentials (it could never confirm anything, so every final callback would stay pending).
     static func resolve(_ resolver: SettingResolver, flag: String?, ciConfigured: Bool) throws -> VerificationSettings {
         let enabled = try resolver.required(
-            flag: flag, flagName: "verify-callbacks", env: "VERIFY_CALLBACKS", default: false, parse: SettingParsers.bool,
+            flag: flag, flagName: "verify-callbacks", env: "VERIFY_CALLBACKS", default: ServeDefaults.verifyCallbacks, parse: SettingParsers.bool,
             expected: "true or false")
         if enabled && !ciConfigured {
             throw ValidationError(
                 "VERIFY_CALLBACKS=true (--verify-callbacks) needs CI credentials to ask CI: set CI_SECRET_ID, CI_SECRET_KEY, CI_BUCKET and CI_REGION")
         }
-        var verifier = CallbackVerifierConfiguration()
+        var verifier = ServeDefaults.verifier
         verifier.interval = try resolver.required(
             flag: nil, flagName: "", env: "VERIFY_INTERVAL", default: verifier.interval, parse: SettingParsers.duration,
             expected: "a duration such as 5s")
@@ -334,10 +435,11 @@ struct VerificationSettings {
 }
 
 /// Prints the ingest statement, so `Benchmarks/bench.py` can measure PostgreSQL's own ceiling with
-/// pgbench on exactly the SQL the service runs. Hidden: it is a benchmark aid, not an operator command.
+/// pgbench on exactly the SQL the service runs (see Benchmarks/README.md).
 struct IngestSQL: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ingest-sql", abstract: "Prints the SQL statement that stores one callback.", shouldDisplay: false)
+        commandName: "ingest-sql",
+        abstract: "Prints the SQL statement that stores one callback (for pgbench; Benchmarks/bench.py uses it).")
 
     @Option(name: .customLong("jobs-for"), help: "Print instead the jobs parameter ($13) the service binds for this callback body.")
     var callbackFile: String?

@@ -89,3 +89,25 @@ enum SettingParsers {
         }
     }
 }
+
+/// Writes a default the way a user would type it, so help text shows the library's own default.
+enum SettingFormat {
+    /// `250ms`, `60s`, `5m`, `24h`: a larger unit only once the smaller one passes 120.
+    static func duration(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        guard milliseconds % 1000 == 0 else { return "\(milliseconds)ms" }
+        let seconds = milliseconds / 1000
+        guard seconds > 120, seconds % 60 == 0 else { return "\(seconds)s" }
+        let minutes = seconds / 60
+        guard minutes > 120, minutes % 60 == 0 else { return "\(minutes)m" }
+        return "\(minutes / 60)h"
+    }
+
+    /// `1m`, `16k`, or plain bytes: the largest unit that divides the size.
+    static func byteSize(_ bytes: Int) -> String {
+        for (suffix, unit) in [("m", 1024 * 1024), ("k", 1024)] where bytes % unit == 0 && bytes > 0 {
+            return "\(bytes / unit)\(suffix)"
+        }
+        return "\(bytes)"
+    }
+}

@@ -28,19 +28,36 @@ struct Submit: AsyncParsableCommand {
     @Option(name: .customLong("job-level"), help: "Priority: 0, 1 or 2.")
     var jobLevel: Int?
 
-    @Option(name: .customLong("callback-format"), help: "json or xml. [default: json]")
+    @Option(name: .customLong("callback-format"), help: "json or xml.")
     var callbackFormat: String = "json"
 
     @Option(name: .customLong("database-url"), help: "Store CI's answer in this database. [env: DATABASE_URL, default: do not store]")
     var databaseURL: String?
 
+    /// The flags' own checks (CI's limits), run while parsing so that a bad value names its flag and the
+    /// usage shown is this command's.
+    func validate() throws {
+        _ = try format()
+        do {
+            try WatermarkExtractionRequest(object: object, userData: userData, jobLevel: jobLevel).validate()
+        } catch {
+            let flag = ["Object": "--object", "UserData": "--user-data", "JobLevel": "--job-level"][error.field] ?? error.field
+            throw ValidationError("\(flag) \(error.reason)")
+        }
+    }
+
+    private func format() throws -> CICallbackFormat {
+        guard let format = CICallbackFormat(rawValue: callbackFormat.uppercased()) else {
+            throw ValidationError("--callback-format '\(callbackFormat)' is not valid: expected json or xml")
+        }
+        return format
+    }
+
     func run() async throws {
         let resolver = SettingResolver()
         var logger = Logger(label: "ci-callbackd")
         logger.logLevel = .warning
-        guard let format = CICallbackFormat(rawValue: callbackFormat.uppercased()) else {
-            throw ValidationError("--callback-format '\(callbackFormat)' is not valid: expected json or xml")
-        }
+        let format = try format()
         let settings = try CISettings.resolve(resolver)
         guard let submitter = settings.submitter(logger: logger) else {
             throw ValidationError("CI is not configured: set CI_SECRET_ID, CI_SECRET_KEY, CI_BUCKET and CI_REGION")
