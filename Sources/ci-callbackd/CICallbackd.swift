@@ -27,8 +27,18 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("database-url"), help: "libpq URI or conninfo. [env: DATABASE_URL]")
     var databaseURL: String?
 
-    @Option(name: .customLong("migrations-dir"), help: "Folder of NNNN_description.sql files. [env: MIGRATIONS_DIR, default: ./migrations]")
+    @Option(name: .customLong("migrations-dir"), help: "Folder of NNNN_description.sql files to apply instead of the migrations compiled in. [env: MIGRATIONS_DIR]")
     var migrationsDirectory: String?
+
+    @Option(
+        name: .customLong("migration-lock-timeout"),
+        help: "PostgreSQL lock_timeout for each migration statement, e.g. 5s. [env: MIGRATION_LOCK_TIMEOUT, default: 5s]")
+    var migrationLockTimeout: String?
+
+    @Option(
+        name: .customLong("migration-lock-attempts"),
+        help: "Tries of a migration whose lock times out, before startup fails. [env: MIGRATION_LOCK_ATTEMPTS, default: 5]")
+    var migrationLockAttempts: String?
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: LOG_LEVEL, default: info]")
     var logLevel: String?
@@ -36,9 +46,24 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("log-format"), help: "text (human-readable) or json (one object per line). [env: LOG_FORMAT, default: text]")
     var logFormat: String?
 
+    /// The migrations compiled in, unless a folder is named explicitly (to try a schema change without
+    /// rebuilding, or to benchmark one schema against another).
     func migrationSet(_ resolver: SettingResolver) throws -> MigrationSet {
         let explicit = migrationsDirectory ?? resolver.environment["MIGRATIONS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
-        return try MigrationSet.load(from: MigrationSet.locateDirectory(explicit: explicit))
+        guard let explicit else { return try MigrationSet.embedded() }
+        return try MigrationSet.load(from: URL(fileURLWithPath: explicit, isDirectory: true))
+    }
+
+    /// How long migrations wait for PostgreSQL's locks before giving up.
+    func migratorConfiguration(_ resolver: SettingResolver) throws -> MigratorConfiguration {
+        var configuration = MigratorConfiguration()
+        configuration.lockTimeout = try resolver.required(
+            flag: migrationLockTimeout, flagName: "migration-lock-timeout", env: "MIGRATION_LOCK_TIMEOUT",
+            default: configuration.lockTimeout, parse: SettingParsers.duration, expected: "a duration such as 5s")
+        configuration.lockAttempts = try resolver.required(
+            flag: migrationLockAttempts, flagName: "migration-lock-attempts", env: "MIGRATION_LOCK_ATTEMPTS",
+            default: configuration.lockAttempts, parse: SettingParsers.positiveInt, expected: "a positive whole number")
+        return configuration
     }
 
     func makeLogger(_ resolver: SettingResolver) throws -> Logger {
@@ -68,12 +93,13 @@ struct Migrate: AsyncParsableCommand {
         let databaseURL = try resolver.databaseURL(database.databaseURL)
         let logger = try database.makeLogger(resolver)
         let migrations = try database.migrationSet(resolver)
+        let migrator = try database.migratorConfiguration(resolver)
         var configuration = PostgresPool.Configuration(conninfo: databaseURL)
         configuration.size = 1
         let pool = PostgresPool(configuration: configuration, logger: logger)
         do {
             let applied = try await pool.withConnection { connection in
-                try Migrator(migrations: migrations, logger: logger).migrate(connection)
+                try Migrator(migrations: migrations, configuration: migrator, logger: logger).migrate(connection)
             }
             print(applied.isEmpty ? "schema is up to date (version \(migrations.latestVersion))" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
             await pool.close()
@@ -199,6 +225,7 @@ struct Serve: AsyncParsableCommand {
         let ciSettings = try CISettings.resolve(resolver)
         let verification = try VerificationSettings.resolve(resolver, flag: verifyCallbacks, ciConfigured: ciSettings.configuration != nil)
         let migrations = try database.migrationSet(resolver)
+        let migrator = try database.migratorConfiguration(resolver)
         let logger = try database.makeLogger(resolver)
         if ciSettings.configuration == nil {
             logger.notice("CI_SECRET_ID is not set: submitting jobs and reconciliation are off")
@@ -217,7 +244,7 @@ struct Serve: AsyncParsableCommand {
         let pool = PostgresPool(configuration: poolConfiguration, logger: logger)
         do {
             if migrate {
-                try await migrateWhenReachable(pool: pool, migrations: migrations, logger: logger)
+                try await migrateWhenReachable(pool: pool, migrator: Migrator(migrations: migrations, configuration: migrator, logger: logger), logger: logger)
             }
             let listenerStatistics = ListenerStatistics()
             var listenerConfiguration = JobCompletionListener.Configuration(conninfo: databaseURL)
@@ -274,13 +301,11 @@ struct Serve: AsyncParsableCommand {
 
     /// A service that starts before its database (a container restart, a host boot) waits for it a
     /// while instead of failing at once; any other migration error is fatal.
-    private func migrateWhenReachable(pool: PostgresPool, migrations: MigrationSet, logger: Logger) async throws {
+    private func migrateWhenReachable(pool: PostgresPool, migrator: Migrator, logger: Logger) async throws {
         let deadline = ContinuousClock.now.advanced(by: .seconds(30))
         while true {
             do {
-                _ = try await pool.withConnection { connection in
-                    try Migrator(migrations: migrations, logger: logger).migrate(connection)
-                }
+                _ = try await pool.withConnection { connection in try migrator.migrate(connection) }
                 return
             } catch let error as PostgresError where error.isConnectionProblem && ContinuousClock.now < deadline {
                 logger.warning("database not reachable yet; retrying migrations", metadata: ["error": "\(error)"])

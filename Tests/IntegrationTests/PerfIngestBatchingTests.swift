@@ -271,7 +271,7 @@ private func withBatchingStore(verifying: Bool = false, _ body: (JobStore, PoolB
     var configuration = PostgresPool.Configuration(conninfo: conninfo(testDatabaseURL, searchPath: schema))
     configuration.size = 1
     let pool = PostgresPool(configuration: configuration, logger: serviceTestLogger)
-    let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
+    let migrations = try MigrationSet.embedded()
     do {
         _ = try await pool.withConnection { connection in
             try Migrator(migrations: migrations, logger: serviceTestLogger).migrate(connection)

@@ -85,7 +85,7 @@ final class ServiceHarness: Sendable {
         configuration.size = 4
         configuration.connectTimeout = .seconds(2)
         let pool = PostgresPool(configuration: configuration, logger: logger)
-        let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
+        let migrations = try MigrationSet.embedded()
         if migrate {
             _ = try await pool.withConnection { connection in
                 try Migrator(migrations: migrations, logger: logger).migrate(connection)
