@@ -60,7 +60,8 @@ let package = Package(
         .target(
             name: "JobStore",
             dependencies: ["PostgresLibPQ", "CIModel", .product(name: "Logging", package: "swift-log")],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedRepositoryFiles"]
         ),
         .target(
             name: "CallbackService",
@@ -71,7 +72,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            plugins: ["EmbedRepositoryFiles"]
         ),
 
         .target(
@@ -87,6 +89,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+
+        // MARK: Build time: migrations/*.sql and openapi.yaml compiled into JobStore and CallbackService
+        .executableTarget(name: "embed-files", swiftSettings: swiftSettings),
+        .plugin(name: "EmbedRepositoryFiles", capability: .buildTool(), dependencies: ["embed-files"]),
 
         // MARK: The executable: wiring only
         .executableTarget(
@@ -126,6 +132,7 @@ let package = Package(
             dependencies: ["CallbackService", "CIModel", "HTTPWire", "JobStore"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "JobStoreTests", dependencies: ["JobStore"], swiftSettings: swiftSettings),
         .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),
         .testTarget(name: "JobStoreTests", dependencies: ["JobStore", "PostgresLibPQ", "CIModel"], swiftSettings: swiftSettings),
         .testTarget(

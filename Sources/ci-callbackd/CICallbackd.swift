@@ -55,8 +55,18 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("database-url"), help: "libpq URI or conninfo. [env: DATABASE_URL]")
     var databaseURL: String?
 
-    @Option(name: .customLong("migrations-dir"), help: "Folder of NNNN_description.sql files. [env: MIGRATIONS_DIR, default: ./migrations]")
+    @Option(name: .customLong("migrations-dir"), help: "Folder of NNNN_description.sql files to apply instead of the migrations compiled in. [env: MIGRATIONS_DIR]")
     var migrationsDirectory: String?
+
+    @Option(
+        name: .customLong("migration-lock-timeout"),
+        help: "PostgreSQL lock_timeout for each migration statement, e.g. 5s. [env: MIGRATION_LOCK_TIMEOUT, default: 5s]")
+    var migrationLockTimeout: String?
+
+    @Option(
+        name: .customLong("migration-lock-attempts"),
+        help: "Tries of a migration whose lock times out, before startup fails. [env: MIGRATION_LOCK_ATTEMPTS, default: 5]")
+    var migrationLockAttempts: String?
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: LOG_LEVEL, default: \(ServeDefaults.logLevel)]")
     var logLevel: String?
@@ -64,9 +74,24 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("log-format"), help: "text (human-readable) or json (one object per line). [env: LOG_FORMAT, default: \(ServeDefaults.logFormat)]")
     var logFormat: String?
 
+    /// The migrations compiled in, unless a folder is named explicitly (to try a schema change without
+    /// rebuilding, or to benchmark one schema against another).
     func migrationSet(_ resolver: SettingResolver) throws -> MigrationSet {
         let explicit = migrationsDirectory ?? resolver.environment["MIGRATIONS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
-        return try MigrationSet.load(from: MigrationSet.locateDirectory(explicit: explicit))
+        guard let explicit else { return try MigrationSet.embedded() }
+        return try MigrationSet.load(from: URL(fileURLWithPath: explicit, isDirectory: true))
+    }
+
+    /// How long migrations wait for PostgreSQL's locks before giving up.
+    func migratorConfiguration(_ resolver: SettingResolver) throws -> MigratorConfiguration {
+        var configuration = MigratorConfiguration()
+        configuration.lockTimeout = try resolver.required(
+            flag: migrationLockTimeout, flagName: "migration-lock-timeout", env: "MIGRATION_LOCK_TIMEOUT",
+            default: configuration.lockTimeout, parse: SettingParsers.duration, expected: "a duration such as 5s")
+        configuration.lockAttempts = try resolver.required(
+            flag: migrationLockAttempts, flagName: "migration-lock-attempts", env: "MIGRATION_LOCK_ATTEMPTS",
+            default: configuration.lockAttempts, parse: SettingParsers.positiveInt, expected: "a positive whole number")
+        return configuration
     }
 
     func makeLogger(_ resolver: SettingResolver) throws -> Logger {
@@ -97,13 +122,14 @@ struct Migrate: AsyncParsableCommand {
         let databaseURL = try resolver.databaseURL(database.databaseURL)
         let logger = try database.makeLogger(resolver)
         let migrations = try database.migrationSet(resolver)
+        let migrator = try database.migratorConfiguration(resolver)
         var configuration = PostgresPool.Configuration(conninfo: databaseURL)
         configuration.size = 1
         configuration.connection = try timeouts.resolve(resolver).connection.forMigrations()
         let pool = PostgresPool(configuration: configuration, logger: logger)
         do {
             let applied = try await pool.withConnection { connection in
-                try Migrator(migrations: migrations, logger: logger).migrate(connection)
+                try Migrator(migrations: migrations, configuration: migrator, logger: logger).migrate(connection)
             }
             print(applied.isEmpty ? "schema is up to date (version \(migrations.latestVersion))" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
             await pool.close()
@@ -274,6 +300,7 @@ struct Serve: AsyncParsableCommand {
         let ciSettings = try CISettings.resolve(resolver)
         let verification = try VerificationSettings.resolve(resolver, flag: verifyCallbacks.map(String.init), ciConfigured: ciSettings.configuration != nil)
         let migrations = try database.migrationSet(resolver)
+        let migrator = try database.migratorConfiguration(resolver)
         let logger = try database.makeLogger(resolver)
         if ciSettings.configuration == nil {
             logger.notice("CI_SECRET_ID is not set: submitting jobs and reconciliation are off")
@@ -293,7 +320,9 @@ struct Serve: AsyncParsableCommand {
         poolConfiguration.acquireTimeout = databaseTimeouts.acquireTimeout
         let pool = PostgresPool(configuration: poolConfiguration, logger: logger)
         do {
-            try await prepareDatabase(databaseURL: databaseURL, settings: databaseTimeouts.connection, migrations: migrations, migrate: migrate, logger: logger)
+            try await prepareDatabase(
+                databaseURL: databaseURL, settings: databaseTimeouts.connection,
+                migrator: Migrator(migrations: migrations, configuration: migrator, logger: logger), migrate: migrate, logger: logger)
             let listenerStatistics = ListenerStatistics()
             var listenerConfiguration = JobCompletionListener.Configuration(conninfo: databaseURL)
             listenerConfiguration.maxWaiters = maxWaiters
@@ -354,7 +383,7 @@ struct Serve: AsyncParsableCommand {
     /// connection of their own, without the service's statement timeout
     /// (``PostgresConnectionSettings/forMigrations(ioTimeout:)``).
     private func prepareDatabase(
-        databaseURL: String, settings: PostgresConnectionSettings, migrations: MigrationSet, migrate: Bool, logger: Logger
+        databaseURL: String, settings: PostgresConnectionSettings, migrator: Migrator, migrate: Bool, logger: Logger
     ) async throws {
         var configuration = PostgresPool.Configuration(conninfo: databaseURL)
         configuration.size = 1
@@ -365,7 +394,7 @@ struct Serve: AsyncParsableCommand {
             do {
                 _ = try await pool.withConnection { connection in
                     if migrate {
-                        _ = try Migrator(migrations: migrations, logger: logger).migrate(connection)
+                        _ = try migrator.migrate(connection)
                     }
                 }
                 await pool.close()

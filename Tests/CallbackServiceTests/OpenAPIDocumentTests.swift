@@ -22,7 +22,7 @@ struct OpenAPIDocumentTests {
         let identical = embedded.count == onDisk.count && firstDifference == embedded.count
         #expect(
             identical,
-            "OpenAPIDocument.swift differs from openapi.yaml at byte \(firstDifference) (\(embedded.count) vs \(onDisk.count) bytes): run scripts/embed-openapi"
+            "the compiled-in document differs from openapi.yaml at byte \(firstDifference) (\(embedded.count) vs \(onDisk.count) bytes): the EmbedRepositoryFiles plugin lost or changed bytes"
         )
     }
 

@@ -226,11 +226,29 @@ import Yams
         #expect(runtime.contains { $0.keyword == "STOPSIGNAL" && $0.arguments == "SIGTERM" })
         #expect(runtime.contains { $0.keyword == "EXPOSE" && $0.arguments.split(separator: " ").contains("8080") })
         #expect(runtime.contains { $0.keyword == "ENTRYPOINT" && $0.arguments.contains("/usr/local/bin/ci-callbackd") })
-        // Migrations ship where the binary's fallback search looks: <bin>/../share/ci-callbackd/migrations.
-        #expect(builder.contains { $0.keyword == "COPY" && $0.arguments.hasPrefix("migrations") })
-        #expect(builder.contains { $0.arguments.contains("/usr/local/share/ci-callbackd/migrations") })
+        // What the build compiles in (migrations, OpenAPI document) and the plugin that embeds it are in the context.
+        for input in ["Plugins", "migrations", "openapi.yaml"] {
+            #expect(builder.contains { $0.keyword == "COPY" && $0.arguments.hasPrefix(input) }, "the build stage does not COPY \(input)")
+        }
         #expect(runtime.contains { $0.keyword == "COPY" && $0.arguments.hasPrefix("--from=build") })
         #expect(builder.contains { $0.keyword == "RUN" && $0.arguments.contains("--product ci-callbackd") && $0.arguments.contains("-c release") })
+    }
+
+    /// The binary is the whole service: no deployment installs migration files or points MIGRATIONS_DIR
+    /// at a folder (the override stays available, empty by default).
+    @Test func deployFiles_ShipNoMigrationFiles() throws {
+        let runtime = try #require(try Dockerfile(DeployTree.text("Dockerfile")).stages.last)
+        #expect(!runtime.contains { $0.arguments.contains("migrations") || $0.arguments.contains("MIGRATIONS_DIR") })
+        for file in try DeployTree.files() {
+            let text = try DeployTree.text(file)
+            #expect(!text.contains("share/ci-callbackd"), "deploy/\(file) installs or names a folder of migrations")
+            #expect(!text.contains("*.sql"), "deploy/\(file) installs migration files")
+            // `MIGRATIONS_DIR=` (env files) or `MIGRATIONS_DIR: ""` (YAML): named, so the override is findable, but empty.
+            for line in text.split(separator: "\n") where line.contains("MIGRATIONS_DIR") && !line.trimmingCharacters(in: .whitespaces).hasPrefix("#") {
+                let value = line.range(of: "MIGRATIONS_DIR").map { line[$0.upperBound...].drop { $0 == "=" || $0 == ":" } } ?? ""
+                #expect(value.trimmingCharacters(in: CharacterSet(charactersIn: " \"'")).isEmpty, "deploy/\(file) sets \(line)")
+            }
+        }
     }
 
     @Test func dockerfileParser_JoinsContinuationsAndSkipsComments() throws {
@@ -423,7 +441,7 @@ private enum ServiceSettings {
     static let secrets: Set<String> = ["DATABASE_URL", "CALLBACK_TOKENS", "API_TOKENS", "CI_SECRET_ID", "CI_SECRET_KEY", "CI_SESSION_TOKEN"]
     static let all: Set<String> = secrets.union([
         "HOST", "PORT", "DB_POOL_SIZE", "MAX_HEADER_BYTES", "MAX_BODY_BYTES", "HEADER_TIMEOUT", "IDLE_TIMEOUT",
-        "MAX_CONNECTIONS", "SHUTDOWN_GRACE", "AUTO_MIGRATE", "MIGRATIONS_DIR", "LOG_LEVEL", "LOG_FORMAT",
+        "MAX_CONNECTIONS", "SHUTDOWN_GRACE", "AUTO_MIGRATE", "MIGRATIONS_DIR", "MIGRATION_LOCK_TIMEOUT", "MIGRATION_LOCK_ATTEMPTS", "LOG_LEVEL", "LOG_FORMAT",
         "CALLBACK_ALLOW_CIDRS", "TRUSTED_PROXY_CIDRS", "CI_BUCKET", "CI_REGION", "CI_QUEUE_ID", "PUBLIC_CALLBACK_URL",
         "VERIFY_CALLBACKS",
     ])

@@ -273,7 +273,7 @@ private func withBatchingStore(verifying: Bool = false, _ body: (JobStore, PoolB
     // The migrations below wait for other tests' migrations on this pool's only connection.
     configuration.connection = PostgresConnectionSettings().forMigrations()
     let pool = PostgresPool(configuration: configuration, logger: serviceTestLogger)
-    let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
+    let migrations = try MigrationSet.embedded()
     do {
         _ = try await pool.withConnection { connection in
             try Migrator(migrations: migrations, logger: serviceTestLogger).migrate(connection)

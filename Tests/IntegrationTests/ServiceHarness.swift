@@ -93,7 +93,7 @@ final class ServiceHarness: Sendable {
         if let connection { configuration.connection = connection }
         if let acquireTimeout { configuration.acquireTimeout = acquireTimeout }
         let pool = PostgresPool(configuration: configuration, logger: logger)
-        let migrations = try MigrationSet.load(from: repositoryRoot.appendingPathComponent("migrations"))
+        let migrations = try MigrationSet.embedded()
         if migrate {
             // As the service does: on a connection of its own, without the pool's statement timeout (the
             // advisory lock waits for other tests' migrations), and on a pool thread, not a cooperative one.
