@@ -81,7 +81,7 @@ private final class Connection {
     }
 }
 
-/// One epoll event-loop thread with its own listening socket and connections.
+/// One epoll event-loop thread with its own connections, accepting from the server's shared listening socket.
 ///
 /// `@unchecked Sendable`: every stored property except `inbox` is used only by the loop's own thread once
 /// `start()` has run; `inbox` is the one piece other threads reach (finished responses and the shutdown
@@ -103,9 +103,19 @@ final class EventLoop: @unchecked Sendable {
     private static let listenerToken: UInt64 = 0
     private static let wakeToken: UInt64 = 1
     private static let readableEvents = CEPOLL_IN | CEPOLL_RDHUP
+    /// Level-triggered and not `EPOLLEXCLUSIVE`: every loop watching the socket sees pending connections,
+    /// so when one loop stops accepting (its share is full, or accept failed) the others take what is
+    /// already queued. With `EPOLLEXCLUSIVE` the kernel would wake one loop per arrival, and connections
+    /// queued while that loop paused would wait for the next arrival. The cost is a wake-up per loop
+    /// per arrival burst, of which all but one find nothing to accept; there are at most a few loops.
+    private static let listenerEvents = CEPOLL_IN
     private static let lingerTimeout: UInt64 = 2_000_000_000
     private static let maxLingerBytes = 256 * 1024
     private static let acceptPause: UInt64 = 100_000_000
+    /// A loop holding this many connections above an even share stops accepting (see ``LoopLoad``)...
+    private static let balanceSlack = 2
+    /// ...and looks again this often whether it is back to its share.
+    private static let balanceRecheck: UInt64 = 5_000_000
     /// Connections held only to send 503; beyond this they are closed without an answer.
     private static let maxRejectingConnections = 256
     private static let readBufferSize = 64 * 1024
@@ -119,7 +129,9 @@ final class EventLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private let headerReadTimeout: UInt64
     private let idleTimeout: UInt64
-    private var listenFD: Int32
+    private let listener: ListeningSocket
+    /// This loop has not yet released its hold on `listener`.
+    private var holdsListener = true
     private var listenerRegistered = true
     private var acceptResumeAt = UInt64.max
     private var connections: [UInt64: Connection] = [:]
@@ -132,12 +144,12 @@ final class EventLoop: @unchecked Sendable {
     private let readBuffer: UnsafeMutableRawBufferPointer
     private var now: UInt64 = 0
 
-    /// Creates the loop's epoll set and eventfd and registers the listening socket. Takes ownership of
-    /// `listenFD` (closed on failure too).
-    init(index: Int, listenFD: Int32, address: String, context: ServerContext) throws(HTTPServerError) {
+    /// Creates the loop's epoll set and eventfd and registers the listening socket. Takes one hold on
+    /// `listener` (released on failure too).
+    init(index: Int, listener: ListeningSocket, address: String, context: ServerContext) throws(HTTPServerError) {
         self.index = index
         self.context = context
-        self.listenFD = listenFD
+        self.listener = listener
         var logger = context.logger
         logger[metadataKey: "http.loop"] = "\(index)"
         self.logger = logger
@@ -147,23 +159,23 @@ final class EventLoop: @unchecked Sendable {
         let epollFD = cepoll_create()
         guard epollFD >= 0 else {
             let error = HTTPServerError.systemCall(.eventLoopFailed, address: address)
-            close(listenFD)
+            listener.release()
             throw error
         }
         let wakeFD = cepoll_eventfd()
         guard wakeFD >= 0 else {
             let error = HTTPServerError.systemCall(.eventLoopFailed, address: address)
             close(epollFD)
-            close(listenFD)
+            listener.release()
             throw error
         }
         guard cepoll_ctl(epollFD, CEPOLL_CTL_ADD, wakeFD, CEPOLL_IN, Self.wakeToken) == 0,
-            cepoll_ctl(epollFD, CEPOLL_CTL_ADD, listenFD, CEPOLL_IN, Self.listenerToken) == 0
+            cepoll_ctl(epollFD, CEPOLL_CTL_ADD, listener.fd, Self.listenerEvents, Self.listenerToken) == 0
         else {
             let error = HTTPServerError.systemCall(.eventLoopFailed, address: address)
             close(wakeFD)
             close(epollFD)
-            close(listenFD)
+            listener.release()
             throw error
         }
         self.epollFD = epollFD
@@ -274,8 +286,7 @@ final class EventLoop: @unchecked Sendable {
             inbox.completions.removeAll()
         }
         for connection in Array(connections.values) { closeConnection(connection) }
-        if listenFD >= 0 { close(listenFD) }
-        listenFD = -1
+        releaseListener()
         // wakeFD stays open until deinit: a responder finishing late may still signal it.
         close(epollFD)
         readBuffer.deallocate()
@@ -285,12 +296,12 @@ final class EventLoop: @unchecked Sendable {
     // MARK: - Accepting
 
     private func acceptConnections() {
-        guard !shuttingDown, listenFD >= 0 else { return }
+        guard !shuttingDown, holdsListener else { return }
         for _ in 0..<64 {
             var storage = sockaddr_storage()
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
             let fd = withUnsafeMutablePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { cepoll_accept(listenFD, $0, &length) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { cepoll_accept(listener.fd, $0, &length) }
             }
             if fd < 0 {
                 let code = errno
@@ -299,6 +310,10 @@ final class EventLoop: @unchecked Sendable {
                     return
                 case EINTR, ECONNABORTED, EPROTO:
                     continue
+                case EINVAL where listener.isStopped:
+                    // Another loop began shutting down and stopped the shared socket listening.
+                    releaseListener()
+                    return
                 default:
                     // EMFILE and friends: the level-triggered listener would fire again at once, so back
                     // off briefly instead of spinning.
@@ -318,8 +333,17 @@ final class EventLoop: @unchecked Sendable {
                 context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
                 continue
             }
+            context.load.add(1, loop: index)
             refreshDeadline(connection)
+            if isOverShare(slack: Self.balanceSlack) {
+                pauseAccepting(for: Self.balanceRecheck)
+                return
+            }
         }
+    }
+
+    private func isOverShare(slack: Int) -> Bool {
+        context.load.isOverShare(loop: index, total: context.statistics.openConnections, slack: slack)
     }
 
     private func register(fd: Int32, remoteAddress: String, counted: Bool) -> Connection? {
@@ -348,19 +372,38 @@ final class EventLoop: @unchecked Sendable {
         flush(connection)
     }
 
-    private func pauseAccepting() {
+    /// Stops watching the listening socket for `pause`; the other loops keep accepting.
+    private func pauseAccepting(for pause: UInt64 = acceptPause) {
         if listenerRegistered {
-            _ = cepoll_ctl(epollFD, CEPOLL_CTL_DEL, listenFD, 0, Self.listenerToken)
+            _ = cepoll_ctl(epollFD, CEPOLL_CTL_DEL, listener.fd, 0, Self.listenerToken)
             listenerRegistered = false
         }
-        acceptResumeAt = now + Self.acceptPause
+        acceptResumeAt = now + pause
     }
 
     private func resumeAccepting() {
         acceptResumeAt = .max
-        guard !shuttingDown, listenFD >= 0, !listenerRegistered else { return }
-        listenerRegistered = cepoll_ctl(epollFD, CEPOLL_CTL_ADD, listenFD, CEPOLL_IN, Self.listenerToken) == 0
+        guard !shuttingDown, holdsListener, !listenerRegistered else { return }
+        // Back once this loop is at or under an even share; the others accept meanwhile (and not every
+        // loop can be over an even share at once, so one always accepts).
+        if isOverShare(slack: 0) {
+            acceptResumeAt = now + Self.balanceRecheck
+            return
+        }
+        listenerRegistered = cepoll_ctl(epollFD, CEPOLL_CTL_ADD, listener.fd, Self.listenerEvents, Self.listenerToken) == 0
         if !listenerRegistered { pauseAccepting() }
+    }
+
+    /// Lets go of the shared listening socket for good (shutdown, teardown).
+    private func releaseListener() {
+        acceptResumeAt = .max
+        guard holdsListener else { return }
+        if listenerRegistered {
+            _ = cepoll_ctl(epollFD, CEPOLL_CTL_DEL, listener.fd, 0, Self.listenerToken)
+            listenerRegistered = false
+        }
+        holdsListener = false
+        listener.release()
     }
 
     // MARK: - Reading and parsing
@@ -686,6 +729,7 @@ final class EventLoop: @unchecked Sendable {
         connections[connection.id] = nil
         if connection.counted {
             context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
+            context.load.add(-1, loop: index)
         } else {
             rejectingConnections -= 1
         }
@@ -696,12 +740,9 @@ final class EventLoop: @unchecked Sendable {
     private func beginShutdown() {
         shuttingDown = true
         graceDeadline = now + context.shutdownGracePeriod.nanoseconds
-        if listenFD >= 0 {
-            close(listenFD)
-            listenFD = -1
-            listenerRegistered = false
-        }
-        acceptResumeAt = .max
+        // Refuses new connections at once for every loop, including those yet to see the request.
+        listener.stopListening()
+        releaseListener()
         for connection in Array(connections.values) where connection.isOpen {
             connection.stopReading = true
             if connection.lingering {

@@ -3,8 +3,12 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// An HTTP/1.1 server on POSIX sockets and epoll: one event-loop thread per configured loop, each with
-/// its own `SO_REUSEPORT` listener, handing parsed requests to an async responder.
+/// An HTTP/1.1 server on POSIX sockets and epoll: one event-loop thread per configured loop, all
+/// accepting from one listening socket, handing parsed requests to an async responder.
+///
+/// One socket, without `SO_REUSEPORT`, so that the port belongs to one process: a second instance on
+/// the same port fails to bind (``HTTPServerError/Code/bindFailed``, `EADDRINUSE`) instead of silently
+/// sharing the traffic.
 ///
 /// The loops never block on the responder: requests go through a queue to ``run()``'s task group (at
 /// most `maxConcurrentRequests` responder calls at once), and responses come back to the owning loop
@@ -130,37 +134,26 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    /// Binds one listener per loop and starts the loop threads.
+    /// Binds the listening socket and starts the loop threads, which all accept from it.
     private func start() throws(HTTPServerError) -> ([EventLoop], ServerContext, Int) {
         let bindAddress = try BindAddress(host: configuration.host, port: configuration.port)
         let loopCount = max(1, configuration.eventLoopCount)
-        var listeners: [Int32] = []
-        var port = configuration.port
-        do {
-            for _ in 0..<loopCount {
-                // The first bind picks the port (ephemeral when 0); the others join it.
-                let (fd, boundPort) = try bindAddress.listen(port: port, reusePort: loopCount > 1)
-                listeners.append(fd)
-                port = boundPort
-            }
-        } catch {
-            for fd in listeners { closeDescriptor(fd) }
-            throw error
-        }
+        let (fd, port) = try bindAddress.listen()
+        let listener = ListeningSocket(fd: fd, holders: loopCount)
 
         let context = ServerContext(
             limits: configuration.limits, shutdownGracePeriod: configuration.shutdownGracePeriod, logger: logger, loopCount: loopCount,
             statistics: statistics)
         var loops: [EventLoop] = []
         var failure: HTTPServerError?
-        for (index, fd) in listeners.enumerated() {
+        for index in 0..<loopCount {
             if failure != nil {
-                closeDescriptor(fd)
+                listener.release()
                 context.loopExited()
                 continue
             }
             do {
-                loops.append(try EventLoop(index: index, listenFD: fd, address: "\(configuration.host):\(port)", context: context))
+                loops.append(try EventLoop(index: index, listener: listener, address: "\(configuration.host):\(port)", context: context))
             } catch {
                 failure = error
                 context.loopExited()

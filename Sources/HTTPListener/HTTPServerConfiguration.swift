@@ -45,7 +45,7 @@ public struct HTTPServerConfiguration: Sendable {
     public var port: Int = 8080
     /// Connection-level limits.
     public var limits = ListenerLimits()
-    /// Event loop threads, each with its own `SO_REUSEPORT` listening socket. Default: active cores, at most 4.
+    /// Event loop threads, sharing one listening socket. Default: active cores, at most 4.
     public var eventLoopCount: Int = min(ProcessInfo.processInfo.activeProcessorCount, 4)
     /// Requests being handled by the responder at once, across all connections; further parsed requests
     /// wait in a queue (bounded by connections × pipelined requests). Default: 512.

@@ -100,12 +100,15 @@ final class ServerContext: Sendable {
     private let runningLoops: Atomic<Int>
     /// Set when a loop had to close connections with requests still in flight at the end of the grace period.
     let gracePeriodExpired = Atomic<Bool>(false)
+    /// Connections per loop, for spreading new connections across loops.
+    let load: LoopLoad
 
     init(limits: ListenerLimits, shutdownGracePeriod: Duration, logger: Logger, loopCount: Int, statistics: ListenerStatistics) {
         self.statistics = statistics
         self.limits = limits
         self.shutdownGracePeriod = shutdownGracePeriod
         self.logger = logger
+        load = LoopLoad(loopCount: loopCount)
         runningLoops = Atomic(loopCount)
     }
 

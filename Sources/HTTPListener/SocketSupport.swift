@@ -38,9 +38,14 @@ struct BindAddress: Sendable {
         throw HTTPServerError(.invalidAddress, address: "\(rawHost):\(port)")
     }
 
-    /// Creates, binds and listens one non-blocking socket. `reusePort` lets each event loop own its own
-    /// listener on the same port and the kernel spread connections across them.
-    func listen(port: Int, reusePort: Bool, backlog: Int32 = 1024) throws(HTTPServerError) -> (fd: Int32, port: Int) {
+    /// Creates, binds and listens one non-blocking socket.
+    ///
+    /// No `SO_REUSEPORT`: with it, a second process (another instance, even another version) could bind
+    /// the same port and silently take part of the traffic. Without it, `bind(2)` itself refuses with
+    /// `EADDRINUSE` while any other socket listens on the port, atomically, so there is no window in which
+    /// two instances starting at once both succeed. `SO_REUSEADDR` only lets a restart bind while old
+    /// connections sit in TIME_WAIT; on Linux it never lets two sockets listen on one port.
+    func listen(backlog: Int32 = 1024) throws(HTTPServerError) -> (fd: Int32, port: Int) {
         let address = BindAddress.describe(family: family, host: host, port: port)
         let domain: Int32
         switch family {
@@ -53,9 +58,6 @@ struct BindAddress: Sendable {
         defer { if !success { close(fd) } }
 
         guard setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) else { throw .systemCall(.socketFailed, address: address) }
-        if reusePort {
-            guard setOption(fd, SOL_SOCKET, CEPOLL_SO_REUSEPORT, 1) else { throw .systemCall(.socketFailed, address: address) }
-        }
         let result: Int32
         switch family {
         case .ipv4(let addr):
@@ -91,7 +93,7 @@ struct BindAddress: Sendable {
         return (fd, SocketText.port(of: storage))
     }
 
-    private static func describe(family: Family, host: String, port: Int) -> String {
+    static func describe(family: Family, host: String, port: Int) -> String {
         switch family {
         case .ipv4: "\(host):\(port)"
         case .ipv6: "[\(host)]:\(port)"

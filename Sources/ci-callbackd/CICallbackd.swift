@@ -368,7 +368,11 @@ struct Serve: AsyncParsableCommand {
                     logger: logger
                 )
             )
-            try await group.run()
+            do {
+                try await group.run()
+            } catch let error as HTTPServerError {
+                throw ListenFailure(underlying: error)
+            }
         } catch {
             await pool.close()
             throw error

@@ -49,7 +49,6 @@ long cepoll_send(int fd, const void *buffer, unsigned long length);
 /// Names the calling thread (truncated to 15 bytes), for top and debuggers.
 void cepoll_set_thread_name(const char *name);
 
-static const int CEPOLL_SO_REUSEPORT = 15;
 static const int CEPOLL_TCP_NODELAY = 1;
 static const int CEPOLL_IPPROTO_TCP = 6;
 
