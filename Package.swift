@@ -132,7 +132,6 @@ let package = Package(
             dependencies: ["CallbackService", "CIModel", "HTTPWire", "JobStore"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "JobStoreTests", dependencies: ["JobStore"], swiftSettings: swiftSettings),
         .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),
         .testTarget(name: "JobStoreTests", dependencies: ["JobStore", "PostgresLibPQ", "CIModel"], swiftSettings: swiftSettings),
         .testTarget(
