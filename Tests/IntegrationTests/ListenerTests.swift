@@ -479,6 +479,9 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
         return HTTPResponse(status: .ok, body: Array(request.path.utf8))
     }
     try await withListenerServer(configure: { $0.eventLoopCount = 1 }, responder: responder) { port in
+        // Opened on every way out: a failed expectation below must not leave /slow waiting forever, which
+        // would hang the server's shutdown and with it the whole suite.
+        defer { gate.open() }
         let slow = try await listenerBlocking {
             let client = try ListenerTestClient(port: port)
             try client.send(request("/slow"))
