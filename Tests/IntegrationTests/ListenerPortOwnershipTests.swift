@@ -159,7 +159,7 @@ private func builtServiceExecutable() throws -> URL {
     try await withHeldPort(loops: 2) { port in
         let process = Process()
         process.executableURL = executable
-        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--auto-migrate", "false"]
+        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--no-auto-migrate"]
         process.currentDirectoryURL = repositoryRoot
         var environment = ProcessInfo.processInfo.environment
         environment["DATABASE_URL"] = testDatabaseURL

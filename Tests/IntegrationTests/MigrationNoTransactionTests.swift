@@ -146,6 +146,8 @@ struct MigrationNoTransactionTests {
     static func pool(schema: String, size: Int) -> PostgresPool {
         var configuration = PostgresPool.Configuration(conninfo: conninfo(testDatabaseURL, searchPath: schema))
         configuration.size = size
+        // Migrations and the 1 M-row preload run without the service's statement timeout, as `serve` runs them.
+        configuration.connection = configuration.connection.forMigrations()
         return PostgresPool(configuration: configuration, logger: serviceTestLogger)
     }
 
