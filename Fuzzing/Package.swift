@@ -15,6 +15,14 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+/// Each fuzz target and the library of the main package it exercises.
+let fuzzTargets: [(name: String, library: String)] = [
+    ("fuzz-http-request", "HTTPWire"),
+    ("fuzz-http-chunked", "HTTPWire"),
+    ("fuzz-callback-decoder", "CIModel"),
+    ("fuzz-ci-timestamp", "CIModel"),
+]
+
 let package = Package(
     name: "ci-callbackd-fuzz",
     platforms: [.macOS(.v15)],
@@ -29,25 +37,12 @@ let package = Package(
             dependencies: ["CLibFuzzer", .product(name: "HTTPWire", package: "ci-callbackd")],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(
-            name: "fuzz-http-request",
-            dependencies: ["FuzzSupport", .product(name: "HTTPWire", package: "ci-callbackd")],
-            swiftSettings: swiftSettings
-        ),
-        .executableTarget(
-            name: "fuzz-http-chunked",
-            dependencies: ["FuzzSupport", .product(name: "HTTPWire", package: "ci-callbackd")],
-            swiftSettings: swiftSettings
-        ),
-        .executableTarget(
-            name: "fuzz-callback-decoder",
-            dependencies: ["FuzzSupport", .product(name: "CIModel", package: "ci-callbackd")],
-            swiftSettings: swiftSettings
-        ),
-        .executableTarget(
-            name: "fuzz-ci-timestamp",
-            dependencies: ["FuzzSupport", .product(name: "CIModel", package: "ci-callbackd")],
-            swiftSettings: swiftSettings
-        ),
     ]
+        + fuzzTargets.map { target in
+            .executableTarget(
+                name: target.name,
+                dependencies: ["FuzzSupport", .product(name: target.library, package: "ci-callbackd")],
+                swiftSettings: swiftSettings
+            )
+        }
 )
