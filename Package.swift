@@ -14,6 +14,9 @@ let package = Package(
     products: [
         .executable(name: "ci-callbackd", targets: ["ci-callbackd"]),
         .executable(name: "ci-simulator", targets: ["ci-simulator"]),
+        // The pure parsers as libraries, so the fuzz package (Fuzz/) can depend on them by path.
+        .library(name: "HTTPWire", targets: ["HTTPWire"]),
+        .library(name: "CIModel", targets: ["CIModel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),

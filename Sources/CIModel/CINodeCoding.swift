@@ -21,10 +21,19 @@ public enum CINodeJSON {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Limits that read back whatever ``encode(_:arrayNames:)`` wrote from a body the default
+    /// ``CIDecodingLimits`` accepted: each group of repeated names becomes an array, which is one more
+    /// level of nesting and one more value than the XML had, so both bounds are doubled.
+    public static let storedDocumentLimits: CIDecodingLimits = {
+        let body = CIDecodingLimits()
+        return CIDecodingLimits(maxDepth: 2 * body.maxDepth, maxElements: 2 * body.maxElements)
+    }()
+
     /// Decodes JSON text whose top level is an object (for example jsonb's rendering of
     /// ``encode(_:arrayNames:)``'s output, with reordered keys and added spaces), with the same
     /// mapping as callback bodies: arrays become repeated fields, `null` an absent one.
-    public static func decode(_ bytes: [UInt8], limits: CIDecodingLimits = .init()) throws(CallbackDecodingError) -> CINode {
+    /// The default limits are ``storedDocumentLimits``: what the store wrote must read back.
+    public static func decode(_ bytes: [UInt8], limits: CIDecodingLimits = storedDocumentLimits) throws(CallbackDecodingError) -> CINode {
         try bytes.withUnsafeBufferPointer { buffer throws(CallbackDecodingError) -> CINode in
             .element(try JSONTreeParser.parseObject(buffer, limits: limits))
         }
