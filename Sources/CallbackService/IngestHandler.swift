@@ -26,7 +26,7 @@ extension CallbackApplication {
                 logger.error("could not keep a rejected callback", metadata: ["error": "\(error)"])
             }
             logger.notice("callback rejected", metadata: ["callback.reason": "\(error.reason)"])
-            metrics.recordCallback(format: CallbackDecoder.detectFormat(request.body)?.rawValue, outcome: "rejected")
+            metrics.recordCallback(format: CallbackDecoder.detectFormat(request.body), outcome: .rejected)
             throw APIError.invalidCallback(error.reason)
         }
 
@@ -43,10 +43,10 @@ extension CallbackApplication {
             throw APIError.databaseUnavailable(error.reason, nothingStored: true, retryAfterSeconds: configuration.retryAfterSeconds)
         }
         metrics.recordCommit(duration: writeStarted.duration(to: .now))
-        let outcome = result.duplicate ? "duplicate" : (result.jobs.isEmpty ? "no_jobs" : "accepted")
-        metrics.recordCallback(format: envelope.format.rawValue, outcome: outcome)
+        let outcome: CallbackOutcome = result.duplicate ? .duplicate : (result.jobs.isEmpty ? .noJobs : .accepted)
+        metrics.recordCallback(format: envelope.format, outcome: outcome)
         if !result.duplicate {
-            for job in result.jobs { metrics.recordJobState(job.receivedState.rawValue) }
+            for job in result.jobs { metrics.recordJobState(job.receivedState) }
         }
         logger.debug(
             "callback stored",
