@@ -7,8 +7,9 @@ import Logging
 extension CallbackApplication {
     /// `POST /v1/callbacks`: decode, store durably, and only then answer 200.
     ///
-    /// A body we cannot accept is still kept (capped) for operators and answered 400; a well-formed body
-    /// without jobs (`WorkflowFinish`) is stored and answered 200, so CI never retries it forever.
+    /// A body we cannot accept (including a well-formed document that is no CI callback) is still kept
+    /// (capped) for operators and answered 400; a `WorkflowFinish` (no jobs) is stored and answered 200,
+    /// so CI never retries it forever.
     func ingestCallback(_ request: HTTPRequest, logger: Logger) async throws -> HTTPResponse {
         let received = ReceivedBody(
             bytes: request.body,
@@ -17,7 +18,7 @@ extension CallbackApplication {
         )
         let envelope: CallbackEnvelope
         do {
-            envelope = try CallbackDecoder.decode(request.body)
+            envelope = try CallbackDecoder.decodeCallback(request.body)
         } catch {
             do {
                 try await store.recordRejected(received, format: CallbackDecoder.detectFormat(request.body), reason: error.reason)
