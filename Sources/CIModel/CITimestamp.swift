@@ -51,8 +51,12 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
     /// Accepts `YYYY-MM-DD` then `T`, `t` or a space, then `hh:mm:ss`, optional fractional seconds
     /// (up to 9 digits are kept), then `Z`, `z`, `±hhmm` or `±hh:mm`. Surrounding ASCII whitespace is
     /// ignored. Returns nil for `-` and `""` (CI's "not set yet") and for anything malformed or out of
-    /// range (month 13, February 30, hour 24, second 60, offset beyond ±23:59): a bad time is not
-    /// worth failing a callback for.
+    /// range (month 13, February 30, hour 24, second 60): a bad time is not worth failing a callback for.
+    ///
+    /// The range is what PostgreSQL's `timestamptz` stores: years 0001–9999 (it has no year 0, and four
+    /// digits cannot say more than 9999; it would take up to 294276) and offsets up to ±15:59 (beyond, it
+    /// refuses the value: "time zone displacement out of range"). A time outside it is nil as well, so the
+    /// job's column is NULL while the detail keeps the text as received, and the callback is stored.
     public init?(ciText: some StringProtocol) {
         var utf8 = Array(ciText.utf8)
         while let last = utf8.last, last == Ascii.space || last == Ascii.tab || last == Ascii.lf || last == Ascii.cr {
@@ -67,6 +71,9 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
         }
         self = parsed
     }
+
+    /// PostgreSQL's largest UTC offset is 15:59:59 (`MAX_TZDISP_HOUR`); whole minutes are all CI writes.
+    static let maxOffsetHours = 15
 
     private static func parse(_ b: UnsafeBufferPointer<UInt8>) -> CITimestamp? {
         guard b.count >= 20 else { return nil }
@@ -84,7 +91,7 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
             let hour = digits(11, 2), b[13] == Ascii.colon, let minute = digits(14, 2), b[16] == Ascii.colon,
             let second = digits(17, 2)
         else { return nil }
-        guard (1...12).contains(month), day >= 1, day <= daysInMonth(year: year, month: month),
+        guard year >= 1, (1...12).contains(month), day >= 1, day <= daysInMonth(year: year, month: month),
             hour <= 23, minute <= 59, second <= 59
         else { return nil }
 
@@ -121,7 +128,7 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
             } else {
                 return nil
             }
-            guard let hours, let minutes, hours <= 23, minutes <= 59 else { return nil }
+            guard let hours, let minutes, hours <= maxOffsetHours, minutes <= 59 else { return nil }
             offset = sign * (hours * 3600 + minutes * 60)
         default:
             return nil

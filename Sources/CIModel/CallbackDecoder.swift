@@ -1,7 +1,9 @@
 /// Turns a callback body (or a CI API response body) into a ``CallbackEnvelope``.
 ///
-/// Only well-formedness, the ``CIDecodingLimits`` and a JobsDetail without `JobId` or `State` can
-/// fail a body; every other field is read leniently (a non-numeric `Progress` is nil, not an error).
+/// Only well-formedness, the ``CIDecodingLimits`` (structure, name and identifier lengths), a JobsDetail
+/// without `JobId` or `State`, and a field read as one value given twice can fail a body; every other
+/// field is read leniently (a non-numeric `Progress` is nil, and a time PostgreSQL cannot store is "not
+/// set", not an error).
 public enum CallbackDecoder {
     /// The format from the first non-whitespace byte after an optional UTF-8 BOM: `<` is XML,
     /// `{` is JSON; nil for anything else, including an empty or whitespace-only body.
@@ -33,15 +35,41 @@ public enum CallbackDecoder {
     ///
     /// - Parameters:
     ///   - body: the raw body bytes.
-    ///   - limits: nesting and size bounds.
+    ///   - limits: nesting, size and length bounds.
     /// - Throws: ``CallbackDecodingError`` with reason `body is neither XML nor JSON`, a parse
-    ///   error with its byte offset, or `JobsDetail[i] has no JobId` / `… has no State`.
+    ///   error with its byte offset (`duplicate key "JobId" at byte 27` among them), `JobsDetail[i] has
+    ///   no JobId` / `… has no State`, `JobsDetail[i] has more than one JobId`, or
+    ///   `JobsDetail[i].JobId is 3000 bytes; the limit is 128`.
     public static func decode(
         _ body: [UInt8],
         limits: CIDecodingLimits = .init()
     ) throws(CallbackDecodingError) -> CallbackEnvelope {
         let (format, root) = try decodeTree(body, limits: limits)
-        return try envelope(from: root, format: format)
+        return try envelope(from: root, format: format, limits: limits.fields)
+    }
+
+    /// Decodes a body POSTed to the callback URL: ``decode(_:limits:)``, and then the body must be a CI
+    /// callback, that is hold at least one JobsDetail (TaskFinish, with or without `EventName`) or a
+    /// WorkflowExecution naming its run (`RunId` or `WorkflowId`: WorkflowFinish).
+    ///
+    /// A well-formed document that is neither (`{}`, `<x/>`, a CI error body, an empty DescribeMediaJobs
+    /// page) is refused with code ``CallbackDecodingError/Code/notACallback``, so it is kept as rejected
+    /// rather than counted as an accepted callback that says nothing.
+    ///
+    /// - Throws: what ``decode(_:limits:)`` throws, or `not a CI callback: …`.
+    public static func decodeCallback(
+        _ body: [UInt8],
+        limits: CIDecodingLimits = .init()
+    ) throws(CallbackDecodingError) -> CallbackEnvelope {
+        let envelope = try decode(body, limits: limits)
+        guard envelope.jobs.isEmpty else { return envelope }
+        guard let run = envelope.workflowExecution else {
+            throw CallbackDecodingError(code: .notACallback, reason: "not a CI callback: no JobsDetail and no WorkflowExecution")
+        }
+        guard run.runID != nil || run.workflowID != nil else {
+            throw CallbackDecodingError(code: .notACallback, reason: "not a CI callback: WorkflowExecution has no RunId or WorkflowId")
+        }
+        return envelope
     }
 
     /// Decodes a body into its format and root node, without interpreting it.
@@ -68,26 +96,28 @@ public enum CallbackDecoder {
 
     private static let envelopeKeys: Set<String> = ["EventName", "JobsDetail", "WorkflowExecution", "NextToken", "NonExistJobIds"]
 
-    static func envelope(from decodedRoot: CINode, format: CallbackFormat) throws(CallbackDecodingError) -> CallbackEnvelope {
+    static func envelope(from decodedRoot: CINode, format: CallbackFormat, limits: CIFieldLimits) throws(CallbackDecodingError) -> CallbackEnvelope {
         var root = decodedRoot
         if format == .json, let wrapped = root["Response"], case .element = wrapped,
             !root.fields.contains(where: { envelopeKeys.contains($0.name) })
         {
             root = wrapped
         }
+        try requireSingle(["EventName", "WorkflowExecution", "NextToken"], in: root, path: nil)
         var result = CallbackEnvelope(format: format)
         var jobIndex = 0
         for field in root.fields {
             switch field.name {
             case "EventName":
-                if result.eventName == nil { result.eventName = nonEmpty(field.value) }
+                result.eventName = nonEmpty(field.value)
+                if let name = result.eventName { try checkLength(name, limit: limits.eventName, field: "EventName") }
             case "JobsDetail":
-                result.jobs.append(try jobsDetail(field.value, index: jobIndex))
+                result.jobs.append(try jobsDetail(field.value, index: jobIndex, limits: limits))
                 jobIndex += 1
             case "WorkflowExecution":
-                if result.workflowExecution == nil { result.workflowExecution = workflowExecution(field.value) }
+                result.workflowExecution = workflowExecution(field.value)
             case "NextToken":
-                if result.nextToken == nil { result.nextToken = nonEmpty(field.value) }
+                result.nextToken = nonEmpty(field.value)
             case "NonExistJobIds":
                 appendJobIDs(in: field.value, to: &result.nonExistJobIDs)
             default:
@@ -95,6 +125,28 @@ public enum CallbackDecoder {
             }
         }
         return result
+    }
+
+    /// Refuses a node in which one of `names` occurs more than once: each is read as one value, and with
+    /// two the typed model (the first) and the stored detail (an array of both) would disagree.
+    /// Names CI documents as lists (`JobsDetail`, `CosHeaders`, `Tasks`, …) are never passed here.
+    private static func requireSingle(_ names: [String], in node: CINode, path: String?, index: Int? = nil) throws(CallbackDecodingError) {
+        guard case .element(let fields) = node else { return }
+        for (position, field) in fields.enumerated() where names.contains(field.name) {
+            for later in fields[(position + 1)...] where later.name == field.name {
+                let name = path.map { "\($0).\(field.name)" } ?? field.name
+                let subject = index.map { "JobsDetail[\($0)] has" } ?? "the body has"
+                throw CallbackDecodingError(code: .duplicateField, reason: "\(subject) more than one \(name)")
+            }
+        }
+    }
+
+    /// Refuses an identifier over its limit, naming the field and the limit (never the value).
+    private static func checkLength(_ value: String, limit: Int, field: String) throws(CallbackDecodingError) {
+        let length = value.utf8.count
+        guard length <= limit else {
+            throw CallbackDecodingError(code: .fieldTooLong, reason: "\(field) is \(length) bytes; the limit is \(limit)")
+        }
     }
 
     private static func appendJobIDs(in node: CINode, to ids: inout [String]) {
@@ -111,49 +163,78 @@ public enum CallbackDecoder {
 
     // MARK: JobsDetail
 
-    private static func jobsDetail(_ node: CINode, index: Int) throws(CallbackDecodingError) -> JobsDetail {
+    /// The JobsDetail fields read as one value each; any other name may repeat (it stays in `normalized`).
+    private static let singleValuedFields: [String] = [
+        "JobId", "State", "Code", "Message", "Tag", "SubTag", "QueueId", "QueueType", "Progress", "CreationTime", "StartTime",
+        "EndTime", "Input", "Operation", "Workflow",
+    ]
+
+    private static func jobsDetail(_ node: CINode, index: Int, limits: CIFieldLimits) throws(CallbackDecodingError) -> JobsDetail {
+        try requireSingle(singleValuedFields, in: node, path: nil, index: index)
         guard let jobID = node["JobId"]?.text.map(trimmed), !jobID.isEmpty else {
             throw CallbackDecodingError(code: .missingField, reason: "JobsDetail[\(index)] has no JobId")
         }
         guard let state = node["State"]?.text.map(trimmed), !state.isEmpty else {
             throw CallbackDecodingError(code: .missingField, reason: "JobsDetail[\(index)] has no State")
         }
+        func check(_ value: String?, _ field: String, limit: Int = limits.identifier) throws(CallbackDecodingError) {
+            if let value { try checkLength(value, limit: limit, field: "JobsDetail[\(index)].\(field)") }
+        }
+        try check(jobID, "JobId", limit: limits.jobID)
+        try check(state, "State", limit: limits.state)
         var job = JobsDetail(jobID: jobID, state: JobState(rawValue: state), normalized: node)
         var normalizedFields: [CIField] = []
         normalizedFields.reserveCapacity(node.fields.count)
-        var seen:
-            (
-                code: Bool, message: Bool, tag: Bool, subTag: Bool, queueID: Bool, queueType: Bool, progress: Bool,
-                creation: Bool, start: Bool, end: Bool, input: Bool, operation: Bool, workflow: Bool
-            ) =
-                (false, false, false, false, false, false, false, false, false, false, false, false, false)
 
-        // One pass over the children: the first occurrence of each name wins, as node[name] would.
+        // One pass over the children; requireSingle has made sure each single-valued name occurs once.
         for field in node.fields {
             let value = field.value
             switch field.name {
-            case "Code": if !seen.code { seen.code = true; job.code = nonEmpty(value) }
-            case "Message": if !seen.message { seen.message = true; job.message = nonEmpty(value) }
-            case "Tag": if !seen.tag { seen.tag = true; job.tag = nonEmpty(value) }
-            case "SubTag": if !seen.subTag { seen.subTag = true; job.subTag = nonEmpty(value) }
-            case "QueueId": if !seen.queueID { seen.queueID = true; job.queueID = nonEmpty(value) }
-            case "QueueType": if !seen.queueType { seen.queueType = true; job.queueType = nonEmpty(value) }
-            case "Progress": if !seen.progress { seen.progress = true; job.progress = integer(value) }
-            case "Input": if !seen.input { seen.input = true; job.input = jobInput(value) }
-            case "Workflow": if !seen.workflow { seen.workflow = true; job.workflow = jobWorkflow(value) }
+            case "Code":
+                job.code = nonEmpty(value)
+                try check(job.code, "Code")
+            case "Message": job.message = nonEmpty(value)
+            case "Tag":
+                job.tag = nonEmpty(value)
+                try check(job.tag, "Tag")
+            case "SubTag":
+                job.subTag = nonEmpty(value)
+                try check(job.subTag, "SubTag")
+            case "QueueId":
+                job.queueID = nonEmpty(value)
+                try check(job.queueID, "QueueId")
+            case "QueueType":
+                job.queueType = nonEmpty(value)
+                try check(job.queueType, "QueueType")
+            case "Progress": job.progress = integer(value)
+            case "Input":
+                try requireSingle(["BucketId", "Bucket", "Object", "Region"], in: value, path: "Input", index: index)
+                job.input = jobInput(value)
+                try check(nonEmpty(value["BucketId"]), "Input.BucketId")
+                try check(nonEmpty(value["Bucket"]), "Input.Bucket")
+                try check(job.input?.region, "Input.Region")
+            case "Workflow":
+                try requireSingle(["RunId", "WorkflowId", "WorkflowName", "Name"], in: value, path: "Workflow", index: index)
+                job.workflow = jobWorkflow(value)
+                try check(job.workflow?.workflowID, "Workflow.WorkflowId")
+                try check(job.workflow?.runID, "Workflow.RunId")
             case "Operation":
-                if !seen.operation {
-                    seen.operation = true
-                    if let extract = value["ExtractDigitalWatermark"], !extract.fields.isEmpty {
+                try requireSingle(["ExtractDigitalWatermark", "UserData", "JobLevel"], in: value, path: "Operation", index: index)
+                if let extract = value["ExtractDigitalWatermark"] {
+                    let path = "Operation.ExtractDigitalWatermark"
+                    try requireSingle(["Type", "Version", "Message"], in: extract, path: path, index: index)
+                    if !extract.fields.isEmpty {
                         job.watermark = ExtractedWatermark(
                             type: nonEmpty(extract["Type"]),
                             version: nonEmpty(extract["Version"]),
                             message: nonEmpty(extract["Message"])
                         )
+                        try check(job.watermark?.type, path + ".Type")
+                        try check(job.watermark?.version, path + ".Version")
                     }
-                    job.userData = nonEmpty(value["UserData"])
-                    job.jobLevel = value["JobLevel"].flatMap(integer)
                 }
+                job.userData = nonEmpty(value["UserData"])
+                job.jobLevel = value["JobLevel"].flatMap(integer)
             case "CreationTime", "StartTime", "EndTime":
                 guard let text = value.text else { break }
                 let stripped = trimmed(text)
@@ -165,9 +246,9 @@ public enum CallbackDecoder {
                     normalizedFields.append(field)
                 }
                 switch field.name {
-                case "CreationTime": if !seen.creation { seen.creation = true; job.creationTime = timestamp }
-                case "StartTime": if !seen.start { seen.start = true; job.startTime = timestamp }
-                default: if !seen.end { seen.end = true; job.endTime = timestamp }
+                case "CreationTime": job.creationTime = timestamp
+                case "StartTime": job.startTime = timestamp
+                default: job.endTime = timestamp
                 }
                 continue
             default:

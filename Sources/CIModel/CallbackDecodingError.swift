@@ -7,7 +7,8 @@ public struct CallbackDecodingError: Error, Sendable, Hashable, CustomStringConv
     /// A broad class of failure, stable enough to branch on (for example to choose an HTTP status).
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         private enum Base: String, Sendable, Hashable {
-            case notXMLOrJSON, invalidUTF8, malformedXML, malformedJSON, forbiddenDTD, limitExceeded, missingField
+            case notXMLOrJSON, invalidUTF8, malformedXML, malformedJSON, forbiddenDTD, limitExceeded, missingField, fieldTooLong
+            case duplicateField, notACallback
         }
 
         private let base: Base
@@ -27,6 +28,13 @@ public struct CallbackDecodingError: Error, Sendable, Hashable, CustomStringConv
         public static let limitExceeded = Code(.limitExceeded)
         /// A JobsDetail lacks its JobId or State.
         public static let missingField = Code(.missingField)
+        /// An identifier is longer than its ``CIFieldLimits`` limit.
+        public static let fieldTooLong = Code(.fieldTooLong)
+        /// A field read as one value (`JobId`, `State`, `Input.Object`, …) occurs more than once (repeated
+        /// XML element, or a JSON array), so which value counts would be a guess.
+        public static let duplicateField = Code(.duplicateField)
+        /// A well-formed document that is no CI callback: neither a JobsDetail nor a WorkflowExecution.
+        public static let notACallback = Code(.notACallback)
 
         /// The code's name, such as `malformedXML`.
         public var description: String { base.rawValue }
@@ -53,6 +61,9 @@ extension CallbackDecodingError {
     static func xml(_ reason: String) -> Self { .init(code: .malformedXML, reason: reason) }
     static func json(_ reason: String) -> Self { .init(code: .malformedJSON, reason: reason) }
     static func limit(_ reason: String) -> Self { .init(code: .limitExceeded, reason: reason) }
+
+    /// A name (element, attribute, key) over ``CIDecodingLimits/maxNameBytes``; `offset` is where it starts.
+    static func nameTooLong(limit: Int, at offset: Int) -> Self { .limit("a name longer than \(limit) bytes at byte \(offset)") }
 
     /// Renders body bytes (an element name, an entity name) for an error message: at most 40
     /// bytes, cut on a character boundary, so a reason never carries a large slice of the body.

@@ -10,8 +10,13 @@
 /// - Strings, numbers (their literal text: `"0"`, `"1.5"`, `"2e3"`) and `true`/`false` become
 ///   `.text`; `null` makes the field absent.
 ///
-/// One deliberate restriction: the escape `\u0000` is refused, because U+0000 can be carried by
-/// neither XML nor PostgreSQL text/jsonb, where the normalised document is stored.
+/// Deliberate restrictions:
+/// - The escape `\u0000` is refused, because U+0000 can be carried by neither XML nor PostgreSQL
+///   text/jsonb, where the normalised document is stored.
+/// - A key that occurs twice in one object is refused (`duplicate key "JobId" at byte 27`). RFC 8259 leaves
+///   the meaning of such an object undefined and parsers disagree (first wins, last wins, both), so taking
+///   either value would be a guess; I-JSON (RFC 7493) forbids them.
+/// - Keys are at most ``CIDecodingLimits/maxNameBytes`` long.
 struct JSONTreeParser {
     private let buf: UnsafeBufferPointer<UInt8>
     private let limits: CIDecodingLimits
@@ -21,6 +26,9 @@ struct JSONTreeParser {
     /// Members of every open object, innermost last; a closing object takes its own tail.
     /// One shared array replaces a growing array per object (fewer allocations).
     private var children: [CIField] = []
+    /// Keys of every open object, innermost last, for the duplicate-key check (an array value adds several
+    /// fields under one key to `children`, so the fields cannot stand in for the keys).
+    private var keys: [String] = []
 
     /// Parses a body whose top-level value must be an object; returns its members.
     static func parseObject(_ body: UnsafeBufferPointer<UInt8>, limits: CIDecodingLimits) throws(CallbackDecodingError) -> [CIField] {
@@ -52,6 +60,9 @@ struct JSONTreeParser {
         guard depth <= limits.maxDepth else { throw .limit("nesting depth exceeds \(limits.maxDepth) at byte \(i)") }
         i += 1
         let firstChild = children.count
+        let firstKey = keys.count
+        // Objects with many keys switch from a scan of `keys` to a set, so a hostile object stays linear.
+        var keySet: Set<String>? = nil
         skipWhitespace()
         if i < buf.count, buf[i] == Ascii.rbrace {
             i += 1
@@ -60,7 +71,18 @@ struct JSONTreeParser {
         while true {
             guard i < buf.count else { throw unexpectedEnd() }
             guard buf[i] == Ascii.quote else { throw .json("expected a string key at byte \(i)") }
+            let keyStart = i
             let key = try parseString()
+            guard key.utf8.count <= limits.maxNameBytes else { throw .nameTooLong(limit: limits.maxNameBytes, at: keyStart) }
+            let repeated: Bool
+            if keySet != nil {
+                repeated = !keySet!.insert(key).inserted
+            } else {
+                repeated = keys[firstKey...].contains(key)
+                keys.append(key)
+                if keys.count - firstKey > 16 { keySet = Set(keys[firstKey...]) }
+            }
+            if repeated { throw .json("duplicate key \"\(Self.excerpt(key))\" at byte \(keyStart)") }
             skipWhitespace()
             guard i < buf.count, buf[i] == Ascii.colon else { throw i < buf.count ? .json("expected ':' at byte \(i)") : unexpectedEnd() }
             i += 1
@@ -73,6 +95,7 @@ struct JSONTreeParser {
                 i += 1
                 let fields = Array(children[firstChild...])
                 children.removeSubrange(firstChild...)
+                keys.removeSubrange(firstKey...)
                 return fields
             }
             guard c == Ascii.comma else { throw .json("expected ',' or '}' at byte \(i)") }
@@ -276,6 +299,12 @@ struct JSONTreeParser {
             guard c == Ascii.space || c == Ascii.lf || c == Ascii.cr || c == Ascii.tab else { return }
             i += 1
         }
+    }
+
+    /// A key for an error message: at most 40 bytes, so a reason never carries a large slice of the body.
+    private static func excerpt(_ key: String) -> String {
+        var key = key
+        return key.withUTF8 { bytes in CallbackDecodingError.excerpt(bytes, 0..<bytes.count) }
     }
 
     private func unexpectedEnd() -> CallbackDecodingError {

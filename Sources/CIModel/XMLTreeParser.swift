@@ -155,6 +155,7 @@ struct XMLTreeParser {
         let nameStart = i
         i = scanName(from: i)
         let name = nameStart..<i
+        guard name.count <= limits.maxNameBytes else { throw .nameTooLong(limit: limits.maxNameBytes, at: nameStart) }
         let selfClosing = try parseAttributes(tagStart: open, name: name)
 
         elementCount += 1
@@ -200,6 +201,7 @@ struct XMLTreeParser {
             let attributeStart = i
             i = scanName(from: i)
             let attribute = attributeStart..<i
+            guard attribute.count <= limits.maxNameBytes else { throw .nameTooLong(limit: limits.maxNameBytes, at: attributeStart) }
             for seen in attributeNames where buf[seen].elementsEqual(buf[attribute]) {
                 throw .xml("duplicate attribute at byte \(attributeStart)")
             }

@@ -7,8 +7,9 @@ import Logging
 extension CallbackApplication {
     /// `POST /v1/callbacks`: decode, store durably, and only then answer 200.
     ///
-    /// A body we cannot accept is still kept (capped) for operators and answered 400; a well-formed body
-    /// without jobs (`WorkflowFinish`) is stored and answered 200, so CI never retries it forever.
+    /// A body we cannot accept (including a well-formed document that is no CI callback) is still kept
+    /// (capped) for operators and answered 400; a `WorkflowFinish` (no jobs) is stored and answered 200,
+    /// so CI never retries it forever.
     func ingestCallback(_ request: HTTPRequest, logger: Logger) async throws -> HTTPResponse {
         let received = ReceivedBody(
             bytes: request.body,
@@ -17,7 +18,7 @@ extension CallbackApplication {
         )
         let envelope: CallbackEnvelope
         do {
-            envelope = try CallbackDecoder.decode(request.body)
+            envelope = try CallbackDecoder.decodeCallback(request.body)
         } catch {
             do {
                 try await store.recordRejected(received, format: CallbackDecoder.detectFormat(request.body), reason: error.reason)
@@ -26,7 +27,7 @@ extension CallbackApplication {
                 logger.error("could not keep a rejected callback", metadata: ["error": "\(error)"])
             }
             logger.notice("callback rejected", metadata: ["callback.reason": "\(error.reason)"])
-            metrics.recordCallback(format: CallbackDecoder.detectFormat(request.body)?.rawValue, outcome: "rejected")
+            metrics.recordCallback(format: CallbackDecoder.detectFormat(request.body), outcome: .rejected)
             throw APIError.invalidCallback(error.reason)
         }
 
@@ -43,10 +44,10 @@ extension CallbackApplication {
             throw APIError.databaseUnavailable(error.reason, nothingStored: true, retryAfterSeconds: configuration.retryAfterSeconds)
         }
         metrics.recordCommit(duration: writeStarted.duration(to: .now))
-        let outcome = result.duplicate ? "duplicate" : (result.jobs.isEmpty ? "no_jobs" : "accepted")
-        metrics.recordCallback(format: envelope.format.rawValue, outcome: outcome)
+        let outcome: CallbackOutcome = result.duplicate ? .duplicate : (result.jobs.isEmpty ? .noJobs : .accepted)
+        metrics.recordCallback(format: envelope.format, outcome: outcome)
         if !result.duplicate {
-            for job in result.jobs { metrics.recordJobState(job.receivedState.rawValue) }
+            for job in result.jobs { metrics.recordJobState(job.receivedState) }
         }
         logger.debug(
             "callback stored",

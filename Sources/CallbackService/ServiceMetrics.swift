@@ -1,3 +1,4 @@
+import CIModel
 import CoreMetrics
 import HTTPListener
 import Metrics
@@ -70,14 +71,28 @@ public final class ServiceMetrics: Sendable {
         }
     }
 
-    /// `outcome`: accepted, duplicate, no_jobs or rejected.
-    func recordCallback(format: String?, outcome: String) {
-        Counter(label: "ci_callbacks_total", dimensions: [("format", format ?? "unknown"), ("outcome", outcome)], factory: factory)
-            .increment()
+    /// One callback. Both labels come from fixed sets: `format` is XML, JSON or unknown (a body that is
+    /// neither), `outcome` one of ``CallbackOutcome``.
+    func recordCallback(format: CallbackFormat?, outcome: CallbackOutcome) {
+        Counter(
+            label: "ci_callbacks_total", dimensions: [("format", format?.rawValue ?? "unknown"), ("outcome", outcome.rawValue)],
+            factory: factory
+        )
+        .increment()
     }
 
-    func recordJobState(_ state: String) {
-        Counter(label: "ci_callback_jobs_total", dimensions: [("state", state)], factory: factory).increment()
+    /// One job reported by an accepted callback, by the state it reported (``stateLabel(_:)``).
+    func recordJobState(_ state: JobState) {
+        Counter(label: "ci_callback_jobs_total", dimensions: [("state", Self.stateLabel(state))], factory: factory).increment()
+    }
+
+    /// The state label: CI's six states, else `other`. `JobState` keeps any text (CI may add states), and a
+    /// label taken from it verbatim would let a sender grow the series without bound, as with methods.
+    static func stateLabel(_ state: JobState) -> String {
+        switch state {
+        case .submitted, .running, .success, .failed, .pause, .cancel: state.rawValue
+        default: "other"
+        }
     }
 
     func recordCommit(duration: Duration) {
@@ -106,6 +121,18 @@ public final class ServiceMetrics: Sendable {
         let (seconds, attoseconds) = duration.components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
+}
+
+/// What became of a callback, the `outcome` label of `ci_callbacks_total`.
+enum CallbackOutcome: String {
+    /// Stored, with at least one job.
+    case accepted
+    /// The same bytes were stored before; only the delivery count went up.
+    case duplicate
+    /// Stored, with no job (WorkflowFinish).
+    case noJobs = "no_jobs"
+    /// Refused with 400; the body is kept as rejected.
+    case rejected
 }
 
 /// The version this build reports in `ci_callbackd_build_info` and `--version`.

@@ -51,7 +51,7 @@ public struct HTTPRequest: Sendable, Equatable {
 
     /// The path split on `/` with empty segments dropped, each percent-decoded.
     ///
-    /// A segment with an invalid escape, or one that does not decode to UTF-8, is kept raw so routing
+    /// A segment with an invalid escape, `%00`, or one that does not decode to UTF-8, is kept raw so routing
     /// sees what the client sent instead of a silently altered name.
     public var pathSegments: [String] {
         path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map { raw in
@@ -62,7 +62,7 @@ public struct HTTPRequest: Sendable, Equatable {
     /// The query decoded as `application/x-www-form-urlencoded`: `+` is a space, `%XX` is decoded.
     ///
     /// Empty items (`a=1&&b=2`) are skipped; an item without `=` has an empty value; a name or value
-    /// with an invalid escape is kept raw.
+    /// with an invalid escape or `%00` is kept raw.
     public var queryItems: [(name: String, value: String)] {
         guard let query else { return [] }
         return query.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true).map { item in
@@ -114,8 +114,10 @@ public struct HTTPRequest: Sendable, Equatable {
 
 /// Percent-decoding of URI components (RFC 3986 §2.1).
 enum PercentDecoding {
-    /// Decodes `%XX` escapes (and `+` when `plusAsSpace`), or returns `nil` when an escape is malformed or
-    /// the result is not valid UTF-8.
+    /// Decodes `%XX` escapes (and `+` when `plusAsSpace`), or returns `nil` when an escape is malformed,
+    /// is `%00`, or the result is not valid UTF-8. U+0000 is refused because no name the service looks up
+    /// (JobId, tag, queue id, token) can hold it, and PostgreSQL text cannot carry it: a decoded NUL
+    /// reached the database as a bind and failed the request with a 500.
     static func decode<Bytes: Collection>(_ bytes: Bytes, plusAsSpace: Bool) -> String? where Bytes.Element == UInt8 {
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
@@ -126,7 +128,7 @@ enum PercentDecoding {
                 let high = bytes.index(after: index)
                 guard high != bytes.endIndex else { return nil }
                 let low = bytes.index(after: high)
-                guard low != bytes.endIndex, let h = hexValue(bytes[high]), let l = hexValue(bytes[low]) else { return nil }
+                guard low != bytes.endIndex, let h = hexValue(bytes[high]), let l = hexValue(bytes[low]), h | l != 0 else { return nil }
                 output.append(h << 4 | l)
                 index = bytes.index(after: low)
                 continue

@@ -277,11 +277,17 @@ enum JobUpsertSQL {
     /// `INSERT INTO ci_jobs … ON CONFLICT DO UPDATE`, returning `job_id, state, state_callback_id` of every
     /// job it wrote. `from` supplies the rows as `i` (``recordTypes``' columns); the other arguments are
     /// SQL expressions for the columns the records do not carry. The descriptive columns and the state's
-    /// origin change only when the incoming state's precedence is at least the stored one's.
+    /// origin change only when the incoming state's precedence is at least the stored one's;
+    /// `state_changed_at` only when, in addition, the state differs from the stored one.
     static func upsert(from: String, callbackID: String, source: String, receivedAt: String, changedAt: String) -> String {
         let precedes = "EXCLUDED.state_rank >= j.state_rank"
-        let conditional = (precedenceColumns + ["state_callback_id", "state_source", "state_changed_at"])
+        // The change time moves only when the state itself changes: a re-reported state (a new body with
+        // more progress, a repeated Success) updates the detail but is no change of state.
+        let changes = "\(precedes) AND EXCLUDED.state IS DISTINCT FROM j.state"
+        let conditional =
+            ((precedenceColumns + ["state_callback_id", "state_source"])
             .map { "\($0) = CASE WHEN \(precedes) THEN EXCLUDED.\($0) ELSE j.\($0) END" }
+            + ["state_changed_at = CASE WHEN \(changes) THEN EXCLUDED.state_changed_at ELSE j.state_changed_at END"])
             .joined(separator: ",\n            ")
         let insertColumns = (["job_id"] + precedenceColumns).joined(separator: ", ")
         let selectColumns = (["job_id"] + precedenceColumns).map { "i.\($0)" }.joined(separator: ", ")

@@ -124,8 +124,9 @@ private let minimalJob = #"{"JobId":"j1","State":"Success","Code":"Success"}"#
     #expect(envelope.jobs.isEmpty)
 }
 
-@Test func json_DuplicateKeys_BecomeRepeatedFields() throws {
-    let node = try CINodeJSON.decode(Array(#"{"a":"1","a":"2"}"#.utf8))
+@Test func json_DuplicateKeys_AreRefused_ButAnArrayIsRepeatedFields() throws {
+    #expect(throws: CallbackDecodingError.self) { try CINodeJSON.decode(Array(#"{"a":"1","a":"2"}"#.utf8)) }
+    let node = try CINodeJSON.decode(Array(#"{"a":["1","2"]}"#.utf8))
     #expect(node.all("a") == [.text("1"), .text("2")])
     #expect(node["a"] == .text("1"))
 }
