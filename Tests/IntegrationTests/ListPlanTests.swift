@@ -111,7 +111,10 @@ struct ListPlanTests {
     /// A migrated schema holding `jobs` jobs shaped like production (Benchmarks/lists.py loads the same
     /// shape at millions), one event and callback per job, and the job `jhistory` with a long history.
     static func withLoadedSchema(_ body: (ServiceHarness) async throws -> Void) async throws {
-        try await ServiceHarness.with { service in
+        // Loading 22,000 rows and ANALYZE may take longer than the service's statement timeout on a busy machine.
+        var unbounded = PostgresConnectionSettings()
+        unbounded.statementTimeout = .zero
+        try await ServiceHarness.with(connection: unbounded) { service in
             _ = try await service.query(
                 """
                 INSERT INTO ci_callbacks (body_sha256, body, body_size, format, content_type, outcome, source, job_count, received_at, last_received_at)

@@ -169,8 +169,10 @@ final class ServiceHarness: Sendable {
     }
 
     /// Runs `body` against a fresh service and schema, cleaning both up afterwards.
-    static func with<T>(accessPolicy: AccessPolicy = AccessPolicy(), _ body: (ServiceHarness) async throws -> T) async throws -> T {
-        let harness = try await start(accessPolicy: accessPolicy)
+    static func with<T>(
+        accessPolicy: AccessPolicy = AccessPolicy(), connection: PostgresConnectionSettings? = nil, _ body: (ServiceHarness) async throws -> T
+    ) async throws -> T {
+        let harness = try await start(accessPolicy: accessPolicy, connection: connection)
         do {
             let result = try await body(harness)
             await harness.stop()
