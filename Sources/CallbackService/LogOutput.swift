@@ -1,81 +1,160 @@
+import Dispatch
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 import Synchronization
 
-/// Where the service's log lines go: a file descriptor (standard error), written in batches.
+/// Where the service's log lines go: a file descriptor (standard error), written in batches by one thread.
 ///
 /// With one access-log line per request, a `write(2)` per line was a visible share of a lookup's CPU.
 /// Lines are instead appended to a buffer and written by a background thread every
-/// ``flushInterval`` (or at once when the buffer passes ``flushThreshold``). Lines at `warning` and above
-/// are written before `log` returns, together with everything buffered before them, so the order of lines
-/// is kept and a problem is never held back. On a normal exit the buffer is flushed (``flush()`` from the
-/// command, and an `atexit` hook); a crash loses at most the last interval's info lines.
+/// ``Configuration/flushInterval``, at once when the buffer passes ``Configuration/flushThreshold``, and at
+/// once after a line at `warning` or above (which therefore reaches the sink together with everything
+/// before it, in order). Only that thread writes to the descriptor, and never under the lock that
+/// ``write(_:urgent:)`` takes, so a sink that stops draining (a back-pressured pipe to a slow log shipper)
+/// never blocks a request: lines beyond ``Configuration/bufferLimit`` are dropped and counted
+/// (``droppedLines``), and once the sink catches up a line `N log lines dropped` marks the gap where it
+/// happened. At exit (an `atexit` hook for standard error) ``flush(timeout:)`` writes what is buffered, but
+/// waits at most ``Configuration/exitFlushTimeout``; a crash loses at most the last interval's lines.
 public final class LogOutput: Sendable {
+    /// How lines are batched and how much may wait for a slow sink.
+    public struct Configuration: Sendable, Hashable {
+        /// Longest time a line waits in the buffer. Default: 100 ms.
+        public var flushInterval: Duration = .milliseconds(100)
+        /// Buffered bytes that wake the writer at once. Default: 64 KiB.
+        public var flushThreshold = 64 * 1024
+        /// Most bytes held for the sink, the chunk being written included; lines beyond it are dropped.
+        /// Default: 4 MiB.
+        public var bufferLimit = 4 * 1024 * 1024
+        /// Longest wait at exit for the sink to take what is buffered. Default: 2 s.
+        public var exitFlushTimeout: Duration = .seconds(2)
+
+        public init() {}
+    }
+
     /// Standard error, the service's log stream.
     public static let standardError = LogOutput(descriptor: STDERR_FILENO)
 
+    public let configuration: Configuration
     /// Longest time a line waits in the buffer.
-    public let flushInterval: Duration
-    /// Buffered bytes that trigger an immediate write.
-    public let flushThreshold: Int
+    public var flushInterval: Duration { configuration.flushInterval }
+    /// Buffered bytes that wake the writer at once.
+    public var flushThreshold: Int { configuration.flushThreshold }
+
+    /// What appenders (any thread) and the writer thread share; held only to append or to swap buffers.
+    private struct State: ~Copyable {
+        var pending: [UInt8] = []
+        /// Bytes the writer took and has not finished writing; they count against the limit.
+        var inFlight = 0
+        /// Lines dropped since the last marker line was placed.
+        var droppedSinceMarker = 0
+        var droppedTotal = 0
+        /// Set when the writer has been woken for the current buffer, so a crossing signals once.
+        var wakeRequested = false
+    }
 
     private let descriptor: Int32
-    /// Appenders (any thread) and the flusher share the buffer.
-    private let buffer = Mutex<[UInt8]>([])
-    /// Held across take-and-write, so chunks reach the descriptor in the order their lines were appended.
-    private let writeLock = Mutex(())
-    private let flusherStarted = Atomic<Bool>(false)
+    private let state = Mutex(State())
+    /// Wakes the writer before its interval ends (a warning, the threshold, a flush).
+    private let wake = DispatchSemaphore(value: 0)
+    /// Signalled by the writer after each write, for ``flush(timeout:)``.
+    private let wrote = DispatchSemaphore(value: 0)
+    private let flushWaiters = Atomic<Int>(0)
+    private let writerStarted = Atomic<Bool>(false)
 
-    init(descriptor: Int32, flushInterval: Duration = .milliseconds(100), flushThreshold: Int = 64 * 1024) {
+    init(descriptor: Int32, configuration: Configuration = Configuration()) {
         self.descriptor = descriptor
-        self.flushInterval = flushInterval
-        self.flushThreshold = flushThreshold
+        self.configuration = configuration
     }
 
-    /// Appends one line (newline included); `urgent` writes it, and what is buffered before it, now.
+    /// Lines dropped since start because the sink was slower than the logs.
+    public var droppedLines: Int { state.withLock { $0.droppedTotal } }
+
+    /// Appends one line (newline included); `urgent` wakes the writer at once. Never waits for the sink.
     public func write(_ line: [UInt8], urgent: Bool) {
-        let size = buffer.withLock { buffer in
-            buffer.append(contentsOf: line)
-            return buffer.count
-        }
-        if urgent || size >= flushThreshold {
-            flush()
-        } else {
-            startFlusherIfNeeded()
-        }
-    }
-
-    /// Writes everything buffered.
-    public func flush() {
-        writeLock.withLock { _ in
-            let chunk = buffer.withLock { buffer in
-                defer { buffer.removeAll(keepingCapacity: true) }
-                return buffer
+        let limit = configuration.bufferLimit
+        let threshold = configuration.flushThreshold
+        let signal = state.withLock { state -> Bool in
+            guard state.pending.count + state.inFlight + line.count <= limit else {
+                state.droppedSinceMarker += 1
+                state.droppedTotal += 1
+                return false
             }
-            Self.writeAll(chunk, to: descriptor)
+            if state.droppedSinceMarker > 0 {
+                state.pending.append(contentsOf: Self.droppedMarker(state.droppedSinceMarker))
+                state.droppedSinceMarker = 0
+            }
+            state.pending.append(contentsOf: line)
+            guard !state.wakeRequested, urgent || state.pending.count >= threshold else { return false }
+            state.wakeRequested = true
+            return true
+        }
+        startWriterIfNeeded()
+        if signal { wake.signal() }
+    }
+
+    /// Asks the writer to write everything buffered and waits for it, at most `timeout`
+    /// (default ``Configuration/exitFlushTimeout``); returns whether the buffer was emptied in time.
+    @discardableResult
+    public func flush(timeout: Duration? = nil) -> Bool {
+        let deadline = ContinuousClock.now + (timeout ?? configuration.exitFlushTimeout)
+        flushWaiters.add(1, ordering: .relaxed)
+        defer { flushWaiters.subtract(1, ordering: .relaxed) }
+        while true {
+            let drained = state.withLock { $0.pending.isEmpty && $0.inFlight == 0 && $0.droppedSinceMarker == 0 }
+            if drained { return true }
+            guard writerStarted.load(ordering: .acquiring) else { return false }
+            wake.signal()
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { return false }
+            _ = wrote.wait(timeout: .now() + .nanoseconds(Int(Self.nanoseconds(min(remaining, configuration.flushInterval)))))
         }
     }
 
-    private func startFlusherIfNeeded() {
-        guard !flusherStarted.load(ordering: .relaxed),
-            flusherStarted.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+    private func startWriterIfNeeded() {
+        guard !writerStarted.load(ordering: .relaxed),
+            writerStarted.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
         else { return }
         if descriptor == STDERR_FILENO {
             atexit { LogOutput.standardError.flush() }
         }
-        let interval = flushInterval
-        let thread = Thread { [self] in
-            let (seconds, attoseconds) = interval.components
-            let micros = UInt32(clamping: seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
-            while true {
-                usleep(micros)
-                if !buffer.withLock({ $0.isEmpty }) { flush() }
-            }
-        }
+        let thread = Thread { [self] in runWriter() }
         thread.name = "log-flush"
         thread.start()
+    }
+
+    /// The writer thread: swaps the buffer out under the lock, writes it outside.
+    private func runWriter() {
+        let interval = Int(Self.nanoseconds(configuration.flushInterval))
+        var chunk: [UInt8] = []
+        while true {
+            _ = wake.wait(timeout: .now() + .nanoseconds(interval))
+            state.withLock { state in
+                swap(&state.pending, &chunk)
+                state.wakeRequested = false
+                if state.droppedSinceMarker > 0 {  // Nothing accepted since the drops: the marker ends the chunk.
+                    chunk.append(contentsOf: Self.droppedMarker(state.droppedSinceMarker))
+                    state.droppedSinceMarker = 0
+                }
+                state.inFlight = chunk.count
+            }
+            if !chunk.isEmpty {
+                Self.writeAll(chunk, to: descriptor)
+                chunk.removeAll(keepingCapacity: chunk.capacity <= configuration.flushThreshold * 2)
+                state.withLock { $0.inFlight = 0 }
+            }
+            if flushWaiters.load(ordering: .relaxed) > 0 { wrote.signal() }
+        }
+    }
+
+    private static func droppedMarker(_ count: Int) -> [UInt8] {
+        Array("\(LogTimestamp.now()) warning ci-callbackd : \(count) log lines dropped\n".utf8)
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
     private static func writeAll(_ bytes: [UInt8], to descriptor: Int32) {

@@ -15,6 +15,8 @@ public final class ServiceMetrics: Sendable {
     private let factory: PrometheusMetricsFactory
     /// Cumulative pool figures seen at the previous scrape, turned into counter increments.
     private let lastPoolTotals = Mutex((acquired: 0, waitSeconds: 0.0))
+    /// `LogOutput.droppedLines` at the last scrape, so the counter grows by the difference.
+    private let lastLogLinesDropped = Mutex(0)
     private let buildVersion: String
     /// Handles of the per-request series, made once each: asking the factory on every request (its lock,
     /// and a lookup keyed by label and dimensions) was a visible share of a lookup's CPU. Bounded: routes
@@ -114,6 +116,12 @@ public final class ServiceMetrics: Sendable {
         if let listener {
             Gauge(label: "http_open_connections", factory: factory).record(listener.openConnections)
         }
+        let dropped = LogOutput.standardError.droppedLines
+        let newlyDropped = lastLogLinesDropped.withLock { last in
+            defer { last = max(last, dropped) }
+            return max(0, dropped - last)
+        }
+        Counter(label: "log_lines_dropped_total", factory: factory).increment(by: newlyDropped)
         return registry.emitToBuffer()
     }
 

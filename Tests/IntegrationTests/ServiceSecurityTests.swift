@@ -110,6 +110,7 @@ struct ServiceSecurityTests {
                 "db_commit_duration_seconds_count 2",
                 #"db_pool_connections{state="size"} 4"#,
                 "http_open_connections ",
+                "log_lines_dropped_total 0",
                 #"ci_callbackd_build_info{version="#,
                 #"http_request_duration_seconds_bucket{route="get_job",le="#,
             ] {
