@@ -57,7 +57,10 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
     /// digits cannot say more than 9999; it would take up to 294276) and offsets up to ±15:59 (beyond, it
     /// refuses the value: "time zone displacement out of range"). A time outside it is nil as well, so the
     /// job's column is NULL while the detail keeps the text as received, and the callback is stored.
-    public init?(ciText: some StringProtocol) {
+    ///
+    /// - Parameter maxOffsetHours: the largest UTC offset accepted. A time that only becomes an instant (a
+    ///   query's `since`, never stored as text) may take RFC 3339's whole range, 23.
+    public init?(ciText: some StringProtocol, maxOffsetHours: Int = CITimestamp.maxOffsetHours) {
         var utf8 = Array(ciText.utf8)
         while let last = utf8.last, last == Ascii.space || last == Ascii.tab || last == Ascii.lf || last == Ascii.cr {
             utf8.removeLast()
@@ -66,16 +69,16 @@ public struct CITimestamp: Sendable, Hashable, CustomStringConvertible {
         while start < utf8.count, utf8[start] == Ascii.space || utf8[start] == Ascii.tab || utf8[start] == Ascii.lf || utf8[start] == Ascii.cr {
             start += 1
         }
-        guard let parsed = utf8.withUnsafeBufferPointer({ Self.parse(UnsafeBufferPointer(rebasing: $0[start...])) }) else {
+        guard let parsed = utf8.withUnsafeBufferPointer({ Self.parse(UnsafeBufferPointer(rebasing: $0[start...]), maxOffsetHours: maxOffsetHours) }) else {
             return nil
         }
         self = parsed
     }
 
     /// PostgreSQL's largest UTC offset is 15:59:59 (`MAX_TZDISP_HOUR`); whole minutes are all CI writes.
-    static let maxOffsetHours = 15
+    public static let maxOffsetHours = 15
 
-    private static func parse(_ b: UnsafeBufferPointer<UInt8>) -> CITimestamp? {
+    private static func parse(_ b: UnsafeBufferPointer<UInt8>, maxOffsetHours: Int) -> CITimestamp? {
         guard b.count >= 20 else { return nil }
         func digits(_ at: Int, _ count: Int) -> Int? {
             var value = 0

@@ -271,7 +271,9 @@ extension CallbackApplication {
                 guard !value.isEmpty else { throw APIError.invalidParameter(name, "must not be empty") }
                 query.queueID = value
             case "since", "until":
-                guard let time = CITimestamp(ciText: value) else {
+                // RFC 3339 allows offsets up to ±23:59; the time only becomes an instant here, so PostgreSQL's
+                // narrower range for stored times does not apply.
+                guard let time = CITimestamp(ciText: value, maxOffsetHours: 23) else {
                     // A raw `+` in a query string means a space, so a `+08:00` offset arrives as ` 08:00`.
                     let hint = value.contains(" ") ? " (a raw + in a query string means a space: send a + offset as %2B, e.g. %2B08:00)" : ""
                     throw APIError.invalidParameter(name, "'\(value)' is not an RFC 3339 time such as 2026-01-31T08:00:00Z\(hint)")

@@ -29,3 +29,13 @@ func timestamp_AtTheEdgesOfTheRange_IsKept(text: String, rfc3339: String) throws
     #expect(job.normalized["CreationTime"] == .text("2022-06-30T18:42:20+1800"))
     #expect(job.normalized["EndTime"] == .text("0000-01-01T00:00:00Z"))
 }
+
+/// A query's `since`/`until` only becomes an instant, so RFC 3339's whole offset range is accepted there (found by the
+/// contract test: schemathesis sent `until=7341-01-08T17:43:47-21:20`, a schema-valid date-time, and got 400).
+@Test func timestamp_ForAnInstantOnly_AcceptsRFC3339sWholeOffsetRange() throws {
+    #expect(CITimestamp(ciText: "7341-01-08T17:43:47-21:20") == nil)
+    let wide = try #require(CITimestamp(ciText: "7341-01-08T17:43:47-21:20", maxOffsetHours: 23))
+    let utc = try #require(CITimestamp(ciText: "7341-01-09T15:03:47Z"))
+    #expect(wide.date == utc.date)
+    #expect(CITimestamp(ciText: "2026-01-01T00:00:00+24:00", maxOffsetHours: 23) == nil)
+}
