@@ -62,7 +62,10 @@ let package = Package(
         ),
         .target(
             name: "JobStore",
-            dependencies: ["PostgresLibPQ", "CIModel", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "PostgresLibPQ", "CIModel", .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings,
             plugins: ["EmbedRepositoryFiles"]
         ),

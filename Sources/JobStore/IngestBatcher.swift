@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import PostgresLibPQ
 import Synchronization
@@ -58,8 +59,33 @@ public final class IngestBatcher: Sendable {
         public var singleCommits: Int
         /// Batches that failed as a whole and were retried member by member.
         public var failedBatches: Int
+        /// Callbacks run alone again because their batch failed as a whole.
+        public var retriedCallbacks: Int
         /// Callbacks waiting for a batch right now.
         public var queued: Int
+    }
+
+    /// The metrics names, for `/metrics` and its documentation.
+    public enum MetricLabel {
+        /// Histogram of callbacks per committed transaction (grouped or alone).
+        public static let batchSize = "db_ingest_batch_size"
+        /// Counter of batches that failed as a whole and were retried member by member.
+        public static let failedBatches = "db_ingest_failed_batches_total"
+        /// Counter of callbacks run alone again after their batch failed.
+        public static let retriedCallbacks = "db_ingest_batch_retries_total"
+    }
+
+    /// The metric handles, made once: asking the factory per batch costs a lock and a lookup.
+    private struct Handles: Sendable {
+        let batchSize: Recorder
+        let failedBatches: Counter
+        let retriedCallbacks: Counter
+
+        init(factory: any MetricsFactory) {
+            batchSize = Recorder(label: MetricLabel.batchSize, dimensions: [], aggregate: true, factory: factory)
+            failedBatches = Counter(label: MetricLabel.failedBatches, dimensions: [], factory: factory)
+            retriedCallbacks = Counter(label: MetricLabel.retriedCallbacks, dimensions: [], factory: factory)
+        }
     }
 
     private typealias Pending = PoolBatcher<IngestRecord, [PostgresRow]>.Member
@@ -67,16 +93,46 @@ public final class IngestBatcher: Sendable {
     /// Written by committers on pool threads, read by `/metrics`: shared, hence the lock; a class so the
     /// batcher's process closure can hold it.
     private final class Counters: Sendable {
-        let statistics = Mutex(Statistics(groupCommits: 0, groupedCallbacks: 0, singleCommits: 0, failedBatches: 0, queued: 0))
+        let statistics = Mutex(Statistics(groupCommits: 0, groupedCallbacks: 0, singleCommits: 0, failedBatches: 0, retriedCallbacks: 0, queued: 0))
+        let metrics: Handles
+
+        init(metrics: Handles) { self.metrics = metrics }
+
+        /// A transaction committed `size` callbacks together (1: a statement run alone).
+        func committed(_ size: Int) {
+            statistics.withLock { counters in
+                if size == 1 {
+                    counters.singleCommits += 1
+                } else {
+                    counters.groupCommits += 1
+                    counters.groupedCallbacks += size
+                }
+            }
+            metrics.batchSize.record(size)
+        }
+
+        /// A batch of `size` failed as a whole; its members run alone.
+        func failed(_ size: Int) {
+            statistics.withLock { counters in
+                counters.failedBatches += 1
+                counters.retriedCallbacks += size
+            }
+            metrics.failedBatches.increment()
+            metrics.retriedCallbacks.increment(by: size)
+        }
     }
 
     public let configuration: Configuration
-    private let counters = Counters()
+    private let counters: Counters
     private let batcher: PoolBatcher<IngestRecord, [PostgresRow]>
 
-    public init(pool: PostgresPool, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "ci-callbackd.ingest")) {
+    /// - Parameters:
+    ///   - logger: The service's logger, for lost connections and failed batches.
+    ///   - metricsFactory: Where ``MetricLabel`` series go.
+    public init(pool: PostgresPool, configuration: Configuration = Configuration(), logger: Logger, metricsFactory: any MetricsFactory) {
         self.configuration = configuration
-        let counters = self.counters
+        let counters = Counters(metrics: Handles(factory: metricsFactory))
+        self.counters = counters
         self.batcher = PoolBatcher(
             pool: pool, maxBatchSize: configuration.maxBatchSize, maxConcurrentBatches: configuration.maxConcurrentBatches,
             onConnectionLost: { error, unfinished, failed in
@@ -137,10 +193,7 @@ public final class IngestBatcher: Sendable {
                     }
                 }
                 if failure == nil, byMember.count == grouped.count {
-                    counters.statistics.withLock { counters in
-                        counters.groupCommits += 1
-                        counters.groupedCallbacks += grouped.count
-                    }
+                    counters.committed(grouped.count)
                     for (pending, rows) in zip(waves.joined(), byMember) {
                         pending.resume(returning: rows)
                     }
@@ -150,12 +203,12 @@ public final class IngestBatcher: Sendable {
                         "ingest batch failed; retrying its members one by one",
                         metadata: ["ingest.batch_size": "\(grouped.count)", "error": "\(failure.map { "\($0)" } ?? "")"]
                     )
-                    counters.statistics.withLock { $0.failedBatches += 1 }
+                    counters.failed(grouped.count)
                     alone.append(contentsOf: grouped)
                 }
             } catch {
                 guard connection.isHealthy else { return (error, Self.marking(grouped, after: error) + alone) }
-                counters.statistics.withLock { $0.failedBatches += 1 }
+                counters.failed(grouped.count)
                 alone.append(contentsOf: grouped)
             }
         }
@@ -166,7 +219,7 @@ public final class IngestBatcher: Sendable {
                     continue
                 }
                 let rows = try Self.runAlone(pending.item, on: connection)
-                counters.statistics.withLock { $0.singleCommits += 1 }
+                counters.committed(1)
                 pending.resume(returning: rows)
             } catch {
                 if error.isConnectionProblem || !connection.isHealthy {

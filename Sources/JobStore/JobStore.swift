@@ -1,4 +1,5 @@
 import CIModel
+import CoreMetrics
 import Foundation
 import Logging
 import PostgresLibPQ
@@ -7,10 +8,14 @@ import PostgresLibPQ
 ///
 /// Every operation runs on a pooled connection's own thread (libpq blocks), so callers on Swift's
 /// cooperative pool only await. Callbacks are written through an ``IngestBatcher`` (group commit).
-public struct JobStore: Sendable {
+///
+/// A class, made once per process and shared by the HTTP API and the background workers: it owns the
+/// batchers, whose limits (``IngestBatcher/Configuration/maxConcurrentBatches`` committers, one lookup
+/// runner) hold for the process only if there is one of each, and whose statistics then cover all ingest.
+public final class JobStore: Sendable {
     public let pool: PostgresPool
     /// Rejected bodies are kept for operators, but only up to this many bytes.
-    public var rejectedBodyLimit: Int
+    public let rejectedBodyLimit: Int
     /// Writes callbacks that arrive together in one transaction.
     public let batcher: IngestBatcher
     /// Set when callbacks are verified (`VERIFY_CALLBACKS`): a final state a callback reports is then held
@@ -23,16 +28,28 @@ public struct JobStore: Sendable {
     /// Lookups by JobId waiting for a batch right now.
     public var queuedLookups: Int { jobLookups.queued }
 
+    /// The store's connections and queues right now, for `/metrics`.
+    public var statistics: StoreStatistics {
+        let pool = pool.statistics
+        return StoreStatistics(
+            poolSize: pool.size, poolOpen: pool.open, poolInUse: pool.inUse, poolWaiting: pool.waiting,
+            poolWaitSeconds: pool.totalWaitSeconds, poolAcquired: pool.acquired,
+            ingestQueued: batcher.statistics.queued, lookupsQueued: jobLookups.queued)
+    }
+
     /// Most JobIds in one batched lookup query.
     static let maxLookupBatch = 64
 
+    /// - Parameters:
+    ///   - logger: Where the ingest batcher reports lost connections and failed batches.
+    ///   - metricsFactory: Where the ingest batch metrics go (``IngestBatcher``); the global factory by default.
     public init(
         pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024, batching: IngestBatcher.Configuration = IngestBatcher.Configuration(),
-        verificationSignal: VerificationSignal? = nil
+        verificationSignal: VerificationSignal? = nil, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.pool = pool
         self.rejectedBodyLimit = rejectedBodyLimit
-        self.batcher = IngestBatcher(pool: pool, configuration: batching)
+        self.batcher = IngestBatcher(pool: pool, configuration: batching, logger: logger, metricsFactory: metricsFactory)
         self.verificationSignal = verificationSignal
         // One lookup batch at a time: a primary-key query for 64 ids costs PostgreSQL little more than for
         // one, so a single runner keeps batches large (measured: 0.029 against 0.032 ms service CPU and
@@ -303,6 +320,27 @@ public struct JobStore: Sendable {
         )
     }
 
+}
+
+/// A snapshot of the store's connections and batch queues: what `/metrics` shows, in the store's own
+/// terms, so its readers need not know the driver.
+public struct StoreStatistics: Sendable, Hashable {
+    /// Configured connections.
+    public var poolSize: Int
+    /// Connections open.
+    public var poolOpen: Int
+    /// Connections running a job.
+    public var poolInUse: Int
+    /// Jobs waiting for a connection.
+    public var poolWaiting: Int
+    /// Seconds jobs have waited for a connection, summed, since start.
+    public var poolWaitSeconds: Double
+    /// Jobs that were given a connection since start.
+    public var poolAcquired: Int
+    /// Callbacks waiting for an ingest batch.
+    public var ingestQueued: Int
+    /// Lookups by JobId waiting for a lookup batch.
+    public var lookupsQueued: Int
 }
 
 /// A store operation got an answer it cannot use; the database is reachable but disagrees with the code.

@@ -333,8 +333,11 @@ struct Serve: AsyncParsableCommand {
             applicationConfiguration.maxWait = maxWait
             let submitter = ciSettings.submitter(logger: logger)
             let verificationSignal = verification.enabled ? VerificationSignal() : nil
+            // The one store of the process: the API and the workers share its batchers, so the batch limits
+            // hold for the process and its batch metrics count all ingest.
+            let store = JobStore(pool: pool, verificationSignal: verificationSignal, logger: logger, metricsFactory: metrics.metricsFactory)
             let application = CallbackApplication(
-                store: JobStore(pool: pool, verificationSignal: verificationSignal),
+                store: store,
                 configuration: applicationConfiguration,
                 logger: logger,
                 metrics: metrics,
@@ -350,13 +353,13 @@ struct Serve: AsyncParsableCommand {
             ]
             if ciSettings.reconcile, let submitter {
                 let reconciler = Reconciler(
-                    store: JobStore(pool: pool), client: submitter.client, lock: SweepLock(conninfo: databaseURL, settings: databaseTimeouts.connection, logger: logger),
+                    store: store, client: submitter.client, lock: SweepLock(conninfo: databaseURL, settings: databaseTimeouts.connection, logger: logger),
                     configuration: ciSettings.reconciler, metrics: metrics, logger: logger)
                 services.append(.init(service: reconciler))
             }
             if let verificationSignal, let submitter {
                 let verifier = CallbackVerifier(
-                    store: JobStore(pool: pool), client: submitter.client, signal: verificationSignal,
+                    store: store, client: submitter.client, signal: verificationSignal,
                     configuration: verification.verifier, metrics: metrics, logger: logger)
                 services.append(.init(service: verifier))
                 logger.info("callbacks' final states are confirmed with CI before they apply (VERIFY_CALLBACKS)")

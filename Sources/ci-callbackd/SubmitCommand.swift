@@ -77,7 +77,7 @@ struct Submit: AsyncParsableCommand {
             pool = PostgresPool(configuration: configuration, logger: logger)
         }
         do {
-            let submission = try await submitter.submit(request, store: pool.map { JobStore(pool: $0) })
+            let submission = try await submitter.submit(request, store: pool.map { JobStore(pool: $0, logger: logger) })
             print("JobId: \(submission.jobID)")
             print("State: \(submission.state.rawValue)")
             print("Stored: \(submission.stored)")

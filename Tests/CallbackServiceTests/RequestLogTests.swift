@@ -20,7 +20,7 @@ struct RequestLogTests {
         var poolConfiguration = PostgresPool.Configuration(conninfo: "postgresql://postgres@127.0.0.1:1/none")
         poolConfiguration.size = 1
         let pool = PostgresPool(configuration: poolConfiguration, logger: Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() })
-        let application = CallbackApplication(store: JobStore(pool: pool), configuration: .init(requiredSchemaVersion: 1), logger: logger)
+        let application = CallbackApplication(store: JobStore(pool: pool, logger: logger), configuration: .init(requiredSchemaVersion: 1), logger: logger)
 
         let health = await application.respond(to: HTTPRequest(method: .get, target: "/healthz", headers: ["X-Request-Id": "req-1"]))
         let lookup = await application.respond(to: HTTPRequest(method: .get, target: "/v1/jobs/j1", headers: ["X-Request-Id": "req-2"]))

@@ -19,7 +19,7 @@ struct ListPlanTests {
 
     @Test func listPlans_everyFilterCombination_usesIndexes_andSortsNoWholeTable() async throws {
         try await Self.withLoadedSchema { service in
-            let store = JobStore(pool: service.pool)
+            let store = service.store
             let cursor = JobListCursor(firstReceivedMicros: Int64(Date().timeIntervalSince1970 * 1e6) - 20 * 86_400_000_000, jobID: "jx")
             for (bits, query) in Self.shapes(cursor: cursor).enumerated() {
                 let plan = try await Self.explain(JobListSQL.query(query), on: service)

@@ -75,7 +75,7 @@ private struct LoopRig {
             let service = try #require(started)
             let metrics = ServiceMetrics()
             let reconciler = Reconciler(
-                store: JobStore(pool: service.pool), client: simulator.client(),
+                store: service.store, client: simulator.client(),
                 lock: SweepLock(conninfo: conninfo(testDatabaseURL, searchPath: service.schema), logger: loopTestLogger),
                 configuration: fastReconcile(), metrics: metrics, logger: loopTestLogger)
             let reconcileTask: Task<Void, any Error>? = reconcile ? Task { try await reconciler.run() } : nil

@@ -97,6 +97,7 @@ struct PerfIngestBatchingTests {
                 }
             }
             #expect(store.batcher.statistics.failedBatches == 1)
+            #expect(store.batcher.statistics.retriedCallbacks == outcomes.count, "every member of the failed batch ran again alone")
             let stored = try await store.pool.withConnection { connection in
                 try connection.query("SELECT count(*)::int AS n FROM ci_callbacks")
             }
@@ -173,7 +174,7 @@ struct PerfIngestBatchingTests {
         configuration.size = 2
         configuration.connectTimeout = .seconds(1)
         let pool = PostgresPool(configuration: configuration, logger: serviceTestLogger)
-        let store = JobStore(pool: pool)
+        let store = JobStore(pool: pool, logger: serviceTestLogger)
         let bodies = (0..<10).map { _ in callbackBody(jobID: RequestIDForTests.jobID(), state: "Success") }
         let failures = await withTaskGroup(of: Bool.self) { group in
             for body in bodies {
@@ -279,7 +280,8 @@ private func withBatchingStore(verifying: Bool = false, _ body: (JobStore, PoolB
             try Migrator(migrations: migrations, logger: serviceTestLogger).migrate(connection)
         }
         let store = JobStore(
-            pool: pool, batching: .init(maxBatchSize: 64, maxConcurrentBatches: 1), verificationSignal: verifying ? VerificationSignal() : nil)
+            pool: pool, batching: .init(maxBatchSize: 64, maxConcurrentBatches: 1), verificationSignal: verifying ? VerificationSignal() : nil,
+            logger: serviceTestLogger)
         try await body(store, PoolBlocker())
     } catch {
         await pool.close()

@@ -45,6 +45,8 @@ func conninfo(_ base: String, searchPath schema: String) -> String {
 final class ServiceHarness: Sendable {
     let schema: String
     let pool: PostgresPool
+    /// The service's one store; workers a test starts share it, as the executable's do.
+    let store: JobStore
     let server: HTTPServer
     let port: Int
     /// The service's `?wait=` machinery, so a test can see a wait asleep before it ends it.
@@ -55,9 +57,10 @@ final class ServiceHarness: Sendable {
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     private init(
-        schema: String, pool: PostgresPool, server: HTTPServer, port: Int, completionListener: JobCompletionListener,
+        schema: String, pool: PostgresPool, store: JobStore, server: HTTPServer, port: Int, completionListener: JobCompletionListener,
         runTask: Task<Void, any Error>, listenerTask: Task<Void, Never>
     ) {
+        self.store = store
         self.completionListener = completionListener
         self.listenerTask = listenerTask
         self.schema = schema
@@ -117,8 +120,9 @@ final class ServiceHarness: Sendable {
         if let connection { listenerConfiguration.connection = connection }
         let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
         let listenerTask = Task { await completionListener.run() }
+        let store = JobStore(pool: pool, verificationSignal: verificationSignal, logger: logger, metricsFactory: metrics.metricsFactory)
         let application = CallbackApplication(
-            store: JobStore(pool: pool, verificationSignal: verificationSignal),
+            store: store,
             configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
             logger: logger,
             metrics: metrics,
@@ -149,7 +153,7 @@ final class ServiceHarness: Sendable {
             try await Task.sleep(for: .milliseconds(10))
         }
         return ServiceHarness(
-            schema: schema, pool: pool, server: server, port: port, completionListener: completionListener, runTask: runTask,
+            schema: schema, pool: pool, store: store, server: server, port: port, completionListener: completionListener, runTask: runTask,
             listenerTask: listenerTask)
     }
 

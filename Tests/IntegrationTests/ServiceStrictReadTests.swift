@@ -17,7 +17,7 @@ struct ServiceStrictReadTests {
             _ = try await service.query("ALTER TABLE ci_jobs RENAME COLUMN callback_count TO callback_count_moved")
             _ = try await service.query("ALTER TABLE ci_jobs RENAME COLUMN queue_id TO callback_count")
 
-            let store = JobStore(pool: service.pool)
+            let store = service.store
             let error = try await #require(throws: StoredRowError.self) { try await store.job(jobID) }
             #expect(error.column == "callback_count")
             #expect(error.isMistyped)
@@ -44,7 +44,7 @@ struct ServiceStrictReadTests {
             _ = try await service.query("ALTER TABLE ci_callbacks RENAME COLUMN body_size TO body_size_moved")
             _ = try await service.query("ALTER TABLE ci_callbacks RENAME COLUMN rejection_reason TO body_size")
 
-            let store = JobStore(pool: service.pool)
+            let store = service.store
             let error = try await #require(throws: StoredRowError.self) { try await store.callbacks(forJob: jobID) }
             #expect(error.column == "body_size")
             #expect(error.isNull)

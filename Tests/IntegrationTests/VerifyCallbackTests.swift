@@ -89,7 +89,7 @@ private struct VerifyRig {
         // Long enough that the wake-up from ingest, not the sweep, is what verifies in these tests.
         configuration.interval = .seconds(2)
         return CallbackVerifier(
-            store: JobStore(pool: service.pool), client: client, signal: signal, configuration: configuration, metrics: metrics,
+            store: service.store, client: client, signal: signal, configuration: configuration, metrics: metrics,
             logger: verifyTestLogger)
     }
 

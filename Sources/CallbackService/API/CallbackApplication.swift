@@ -104,7 +104,7 @@ public struct CallbackApplication: Sendable {
         case .ingestCallback:
             return try await ingestCallback(request, logger: logger())
         case .metrics:
-            let body = metrics.render(pool: store.pool.statistics, listener: listenerStatistics)
+            let body = metrics.render(store: store.statistics, listener: listenerStatistics)
             return HTTPResponse(status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: body)
         case .openAPI:
             return HTTPResponse(status: .ok, headers: ["Content-Type": "application/yaml; charset=utf-8"], body: Array(OpenAPIDocument.yaml.utf8))

@@ -1,8 +1,8 @@
 import CIModel
 import CoreMetrics
 import HTTPListener
+import JobStore
 import Metrics
-import PostgresLibPQ
 import Prometheus
 import Synchronization
 
@@ -32,6 +32,8 @@ public final class ServiceMetrics: Sendable {
             .milliseconds(2500), .seconds(5), .seconds(10),
         ]
         factory.defaultDurationHistogramBuckets = latencyBuckets
+        // Callbacks per transaction: powers of two up to the batcher's largest (64).
+        factory.valueHistogramBuckets[IngestBatcher.MetricLabel.batchSize] = [1, 2, 4, 8, 16, 32, 64]
         self.factory = factory
         self.buildVersion = buildVersion
         Gauge(label: "ci_callbackd_build_info", dimensions: [("version", buildVersion)], factory: factory).record(1)
@@ -102,14 +104,16 @@ public final class ServiceMetrics: Sendable {
     }
 
     /// Brings the gauges that mirror other components up to date, then renders the Prometheus text.
-    func render(pool: PostgresPool.Statistics, listener: ListenerStatistics?) -> [UInt8] {
-        Gauge(label: "db_pool_connections", dimensions: [("state", "size")], factory: factory).record(pool.size)
-        Gauge(label: "db_pool_connections", dimensions: [("state", "open")], factory: factory).record(pool.open)
-        Gauge(label: "db_pool_connections", dimensions: [("state", "in_use")], factory: factory).record(pool.inUse)
-        Gauge(label: "db_pool_connections", dimensions: [("state", "waiting")], factory: factory).record(pool.waiting)
+    func render(store: StoreStatistics, listener: ListenerStatistics?) -> [UInt8] {
+        Gauge(label: "db_pool_connections", dimensions: [("state", "size")], factory: factory).record(store.poolSize)
+        Gauge(label: "db_pool_connections", dimensions: [("state", "open")], factory: factory).record(store.poolOpen)
+        Gauge(label: "db_pool_connections", dimensions: [("state", "in_use")], factory: factory).record(store.poolInUse)
+        Gauge(label: "db_pool_connections", dimensions: [("state", "waiting")], factory: factory).record(store.poolWaiting)
+        Gauge(label: "db_queue_depth", dimensions: [("queue", "ingest")], factory: factory).record(store.ingestQueued)
+        Gauge(label: "db_queue_depth", dimensions: [("queue", "lookup")], factory: factory).record(store.lookupsQueued)
         let (acquired, waited) = lastPoolTotals.withLock { last in
-            defer { last = (pool.acquired, pool.totalWaitSeconds) }
-            return (max(0, pool.acquired - last.acquired), max(0, pool.totalWaitSeconds - last.waitSeconds))
+            defer { last = (store.poolAcquired, store.poolWaitSeconds) }
+            return (max(0, store.poolAcquired - last.acquired), max(0, store.poolWaitSeconds - last.waitSeconds))
         }
         Counter(label: "db_pool_acquired_total", factory: factory).increment(by: acquired)
         FloatingPointCounter(label: "db_pool_wait_seconds_total", factory: factory).increment(by: waited)
