@@ -72,7 +72,8 @@ let package = Package(
         .target(
             name: "CallbackService",
             dependencies: [
-                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "JobStore", "PostgresLibPQ",
+                // Not PostgresLibPQ: the store speaks for the database, driver errors included.
+                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "JobStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -4,7 +4,6 @@ import HTTPListener
 import HTTPWire
 import JobStore
 import Logging
-import PostgresLibPQ
 import Synchronization
 
 /// The HTTP face of ci-callbackd: routes each request, logs one line for it, and turns every error
@@ -174,10 +173,6 @@ public struct CallbackApplication: Sendable {
         case let error as StoreUnavailableError:
             logger.warning("database unavailable", metadata: ["error": "\(error)"])
             apiError = .databaseUnavailable(error.reason, retryAfterSeconds: configuration.retryAfterSeconds)
-        case let error as PostgresError where error.isConnectionProblem || error.isStatementTimeout:
-            // Store operations outside JobStore's translation (reconcile and verification queries).
-            logger.warning("database unavailable", metadata: ["error": "\(error)"])
-            apiError = .databaseUnavailable(error.isStatementTimeout ? .overloaded : .unreachable, retryAfterSeconds: configuration.retryAfterSeconds)
         default:
             logger.error("request failed", metadata: ["error": "\(error)"])
             apiError = .internalError

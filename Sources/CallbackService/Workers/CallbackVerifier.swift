@@ -192,7 +192,7 @@ public final class CallbackVerifier: Service, Sendable {
 
         // A JobId CI could not have issued would make CI refuse the whole DescribeMediaJob request; no
         // answer could confirm it anyway.
-        for event in pending where !Reconciler.isCIJobID(event.jobID) {
+        for event in pending where !CIJobAnswers.isAskable(event.jobID) {
             do {
                 try await settle(event, verdict: .contradicted(note: VerificationVerdict.impossibleJobIDNote), reported: nil, into: &report)
             } catch {
@@ -202,7 +202,7 @@ public final class CallbackVerifier: Service, Sendable {
             }
         }
 
-        for batch in CIClient.describeBatches(jobIDs.filter(Reconciler.isCIJobID)) {
+        for batch in CIClient.describeBatches(jobIDs.filter(CIJobAnswers.isAskable)) {
             let events = batch.flatMap { byJob[$0] ?? [] }
             let response: CIResponse
             do {
@@ -241,7 +241,7 @@ public final class CallbackVerifier: Service, Sendable {
                     var answer = response
                     answer.envelope.jobs = response.envelope.jobs.filter { contradictedJobs.contains($0.jobID) }
                     let known = try await store.states(of: Array(contradictedJobs))
-                    _ = try await Reconciler.storeChanged(answer, known: known, discover: true, into: store)
+                    _ = try await CIJobAnswers.storeChanged(answer, known: known, discover: true, into: store)
                 }
             } catch {
                 // The database failed: what was not settled yet stays pending for the next pass.

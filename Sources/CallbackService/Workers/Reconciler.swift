@@ -143,7 +143,7 @@ public final class Reconciler: Service, Sendable {
             limit: configuration.maxOpenJobsPerSweep)
         let localStates = Dictionary(open.map { ($0.jobID, $0.state) }, uniquingKeysWith: { first, _ in first })
         // A JobId CI could not have issued (a forged callback's) would make CI refuse the whole batch.
-        let askable = open.map(\.jobID).filter(Self.isCIJobID)
+        let askable = open.map(\.jobID).filter(CIJobAnswers.isAskable)
         var failedBatches = 0
         for batch in CIClient.describeBatches(askable) {
             let response: CIResponse
@@ -163,7 +163,7 @@ public final class Reconciler: Service, Sendable {
                     metadata: ["job.ids": "\(response.envelope.nonExistJobIDs.joined(separator: ","))"])
             }
             // An unchanged answer is not stored: a long job would otherwise grow its history every sweep.
-            report.corrected += try await Self.storeChanged(response, known: localStates, discover: false, into: store).corrected
+            report.corrected += try await CIJobAnswers.storeChanged(response, known: localStates, discover: false, into: store).corrected
         }
 
         if failedBatches > 0 { report.result = "error" }
@@ -174,53 +174,12 @@ public final class Reconciler: Service, Sendable {
             for page in try await client.listAllJobs(query, maxPages: configuration.maxDiscoveryPages) {
                 let ids = page.envelope.jobs.map(\.jobID)
                 let known = try await store.states(of: ids)
-                let stored = try await Self.storeChanged(page, known: known, discover: true, into: store)
+                let stored = try await CIJobAnswers.storeChanged(page, known: known, discover: true, into: store)
                 report.corrected += stored.corrected
                 report.discovered += stored.discovered
             }
         }
         return report
-    }
-
-    /// Stores the jobs of `response` whose state differs from `known` (and, when `discover`, those the
-    /// store has never seen), with the response body verbatim as the history entry (source `reconcile`).
-    ///
-    /// The one way CI's own answers are stored: sweeps use it, and so does ``CallbackVerifier`` for CI's
-    /// answer about a job whose callback it contradicted.
-    static func storeChanged(
-        _ response: CIResponse, known: [String: JobState], discover: Bool, into store: JobStore
-    ) async throws -> (corrected: Int, discovered: Int) {
-        var jobs: [JobsDetail] = []
-        var discovered = 0
-        for job in response.envelope.jobs {
-            if let local = known[job.jobID] {
-                guard local != job.state, !local.isFinal else { continue }
-            } else {
-                guard discover else { continue }
-                discovered += 1
-            }
-            jobs.append(job)
-        }
-        guard !jobs.isEmpty else { return (0, 0) }
-        var envelope = response.envelope
-        envelope.jobs = jobs
-        let contentType = CallbackDecoder.detectFormat(response.body) == .json ? "application/json" : "application/xml"
-        let result = try await store.ingest(
-            envelope, body: ReceivedBody(bytes: response.body, contentType: contentType, remoteAddress: nil, source: .reconcile))
-        var corrected = 0
-        for receipt in result.jobs where known[receipt.jobID] != nil && receipt.currentState != known[receipt.jobID] {
-            corrected += 1
-        }
-        return (corrected, discovered)
-    }
-
-    /// Letters, digits, `-` and `_`, at most 64: what CI issues and what DescribeMediaJob accepts.
-    static func isCIJobID(_ id: String) -> Bool {
-        !id.isEmpty && id.utf8.count <= 64
-            && id.utf8.allSatisfy { byte in
-                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
-                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
-            }
     }
 
     private func shouldList() -> Bool {
