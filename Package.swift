@@ -129,6 +129,7 @@ let package = Package(
 
         // MARK: Tests
         .testTarget(name: "HTTPWireTests", dependencies: ["HTTPWire"], swiftSettings: swiftSettings),
+        .testTarget(name: "HTTPListenerTests", dependencies: ["HTTPListener", "HTTPWire"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CIModelTests",
             dependencies: ["CIModel"],
@@ -136,7 +137,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CallbackServiceTests",
-            dependencies: ["CallbackService", "CIModel", "HTTPWire", "JobStore"],
+            dependencies: ["CallbackService", "CIModel", "HTTPListener", "HTTPWire", "JobStore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),

@@ -69,6 +69,9 @@ private final class Connection {
     /// The last send made progress: the write-stall deadline starts again.
     var wroteSinceDeadline = false
     var isOpen = true
+    /// Bytes of the body being received that are reserved in the server's body budget; handed to the
+    /// request when it is dispatched, given back when the connection stops reading.
+    var bodyReservation = 0
 
     var hasOutput: Bool { outputOffset < output.count }
 
@@ -116,8 +119,8 @@ final class EventLoop: @unchecked Sendable {
     private static let balanceSlack = 2
     /// ...and looks again this often whether it is back to its share.
     private static let balanceRecheck: UInt64 = 5_000_000
-    /// Connections held only to send 503; beyond this they are closed without an answer.
-    private static let maxRejectingConnections = 256
+    /// `Retry-After` for refusals that only mean "not now": at capacity, over the body budget.
+    private static let retryAfterSeconds = 1
     private static let readBufferSize = 64 * 1024
     private static let maxEvents: Int32 = 256
 
@@ -361,14 +364,22 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func refuseOverCapacity(fd: Int32, remoteAddress: String) {
-        guard rejectingConnections < Self.maxRejectingConnections else {
+        guard rejectingConnections < context.limits.maxRefusingConnections else {
             close(fd)
+            context.report(
+                HTTPRefusal(
+                    reason: .atCapacityUnanswered, status: nil, message: "too many open connections, and too many being refused",
+                    remoteAddress: remoteAddress),
+                response: nil)
             return
         }
         guard let connection = register(fd: fd, remoteAddress: remoteAddress, counted: false) else { return }
         rejectingConnections += 1
-        logger.debug("http connection refused", metadata: ["http.remote": "\(remoteAddress)", "http.status": "503"])
-        enqueueError(connection, .serviceUnavailable, reason: "too many open connections", code: "TooManyConnections")
+        refuse(
+            connection,
+            HTTPRefusal(
+                reason: .atCapacity, status: .serviceUnavailable, message: "too many open connections", remoteAddress: remoteAddress,
+                retryAfterSeconds: Self.retryAfterSeconds))
         flush(connection)
     }
 
@@ -473,12 +484,28 @@ final class EventLoop: @unchecked Sendable {
         parsing: while true {
             switch action {
             case .needMoreData:
+                // A chunked body grows as its chunks are announced.
+                _ = reserveBody(connection, connection.parser.announcedBodyBytes)
                 break parsing
+            case .head(var head):
+                head.remoteAddress = connection.remoteAddress
+                if case .refuse(let response) = context.hooks.admission(head) {
+                    refuse(
+                        connection,
+                        HTTPRefusal(
+                            reason: .admission, status: response.status, message: "the request's head was not admitted",
+                            remoteAddress: connection.remoteAddress),
+                        response: response)
+                    break parsing
+                }
+                guard reserveBody(connection, connection.parser.announcedBodyBytes) else { break parsing }
+                action = connection.parser.next()
             case .sendContinue:
                 connection.slots.append(
                     Connection.Slot(sequence: .max, countsInFlight: false, payload: .encoded(HTTPResponseEncoder.continueResponse)))
                 action = connection.parser.next()
             case .request(var request):
+                guard reserveBody(connection, request.body.count) else { break parsing }
                 request.remoteAddress = connection.remoteAddress
                 let keepAlive = request.keepAlive
                 let sequence = connection.nextSequence
@@ -489,11 +516,17 @@ final class EventLoop: @unchecked Sendable {
                 connection.deadlineKind = .none
                 connection.deadline = .max
                 if !keepAlive { connection.stopReading = true }
-                let job = RequestJob(request: request, loop: self, connectionID: connection.id, sequence: sequence)
+                var job = RequestJob(
+                    request: request, loop: self, connectionID: connection.id, sequence: sequence, bodyBytes: connection.bodyReservation)
+                connection.bodyReservation = 0
                 if !context.queue.enqueue(job) {
-                    let index = connection.slots.count - 1
-                    connection.slots[index].payload = .response(
-                        ListenerResponse.error(.serviceUnavailable, reason: "server is shutting down"))
+                    context.bodyBudget.release(&job.bodyBytes)
+                    let refusal = HTTPRefusal(
+                        reason: .shuttingDown, status: .serviceUnavailable, message: "server is shutting down",
+                        remoteAddress: connection.remoteAddress)
+                    let response = errorResponse(for: refusal)
+                    connection.slots[connection.slots.count - 1].payload = .response(response)
+                    context.report(refusal, response: response)
                 }
                 guard keepAlive else { break parsing }
                 guard connection.inFlight < context.limits.maxPipelinedRequests else {
@@ -502,23 +535,47 @@ final class EventLoop: @unchecked Sendable {
                 }
                 action = connection.parser.next()
             case .reject(let status, let reason):
-                logger.debug(
-                    "http request rejected",
-                    metadata: ["http.remote": "\(connection.remoteAddress)", "http.status": "\(status.code)", "http.reason": "\(reason)"])
-                enqueueError(connection, status, reason: reason)
+                refuse(
+                    connection,
+                    HTTPRefusal(reason: HTTPRefusal.Reason(parserRejection: status), status: status, message: reason, remoteAddress: connection.remoteAddress))
                 break parsing
             }
         }
         flush(connection)
     }
 
-    /// Queues a listener-made JSON error that closes the connection once written.
-    private func enqueueError(_ connection: Connection, _ status: HTTPStatus, reason: String, code: String? = nil) {
-        let response = ListenerResponse.error(status, reason: reason, code: code)
+    /// Grows the connection's share of the body budget to `bytes`; when the budget cannot give it, refuses
+    /// the request with 503 (the body is not read on) and returns false.
+    private func reserveBody(_ connection: Connection, _ bytes: Int) -> Bool {
+        if context.bodyBudget.grow(&connection.bodyReservation, to: bytes) { return true }
+        refuse(
+            connection,
+            HTTPRefusal(
+                reason: .bodyBudget, status: .serviceUnavailable, message: "too many request bodies in flight; retry later",
+                remoteAddress: connection.remoteAddress, retryAfterSeconds: Self.retryAfterSeconds))
+        return false
+    }
+
+    /// The application's response for `refusal`, with the listener's `Retry-After`.
+    private func errorResponse(for refusal: HTTPRefusal) -> HTTPResponse {
+        var response = context.hooks.errorResponse(refusal)
+        if let seconds = refusal.retryAfterSeconds {
+            response.headers.replaceOrAdd(name: "Retry-After", value: String(seconds))
+        }
+        return response
+    }
+
+    /// Answers `refusal` (with `response`, or the application's error response for it) after the
+    /// responses already due on this connection, reads nothing more, and closes once it is written.
+    private func refuse(_ connection: Connection, _ refusal: HTTPRefusal, response: HTTPResponse? = nil) {
+        let response = response ?? errorResponse(for: refusal)
         let bytes = HTTPResponseEncoder.encode(response, keepAlive: false, isHead: false, date: dateCache.current())
         connection.slots.append(
             Connection.Slot(sequence: .max, keepAlive: false, countsInFlight: false, closesConnection: true, payload: .encoded(bytes)))
         connection.stopReading = true
+        // Nothing more of a body is read; what the parser held goes with it.
+        context.bodyBudget.release(&connection.bodyReservation)
+        context.report(refusal, response: response)
     }
 
     // MARK: - Responses
@@ -678,8 +735,11 @@ final class EventLoop: @unchecked Sendable {
             connection.deadline = .max
             switch kind {
             case .read:
-                logger.debug("http request timed out", metadata: ["http.remote": "\(connection.remoteAddress)", "http.status": "408"])
-                enqueueError(connection, .requestTimeout, reason: "request not received in time")
+                refuse(
+                    connection,
+                    HTTPRefusal(
+                        reason: .requestTimeout, status: .requestTimeout, message: "request not received in time",
+                        remoteAddress: connection.remoteAddress))
                 flush(connection)
             case .idle, .linger, .write:
                 closeConnection(connection)
@@ -727,6 +787,7 @@ final class EventLoop: @unchecked Sendable {
         // Closing the only descriptor also removes it from the epoll set.
         close(connection.fd)
         connections[connection.id] = nil
+        context.bodyBudget.release(&connection.bodyReservation)
         if connection.counted {
             context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
             context.load.add(-1, loop: index)

@@ -40,6 +40,7 @@ public final class HTTPServer: Sendable {
     private let configuration: HTTPServerConfiguration
     private let logger: Logger
     private let responder: Responder
+    private let hooks: HTTPServerHooks
     private let state = Mutex(State())
     /// Connection counts while running, for metrics.
     public let statistics: ListenerStatistics
@@ -49,11 +50,13 @@ public final class HTTPServer: Sendable {
     ///   - configuration: Address, limits and concurrency.
     ///   - logger: Receives listener events (start, stop, accept failures; rejections at debug level).
     ///   - statistics: Where the server keeps its live counters; pass one to read them elsewhere.
+    ///   - hooks: The application's admission decision, error responses and refusal observer.
     ///   - responder: Answers every request the listener does not reject itself.
     public init(
         configuration: HTTPServerConfiguration, logger: Logger, statistics: ListenerStatistics = ListenerStatistics(),
-        responder: @escaping Responder
+        hooks: HTTPServerHooks = HTTPServerHooks(), responder: @escaping Responder
     ) {
+        self.hooks = hooks
         self.statistics = statistics
         self.configuration = configuration
         self.logger = logger
@@ -142,7 +145,7 @@ public final class HTTPServer: Sendable {
         let listener = ListeningSocket(fd: fd, holders: loopCount)
 
         let context = ServerContext(
-            limits: configuration.limits, shutdownGracePeriod: configuration.shutdownGracePeriod, logger: logger, loopCount: loopCount,
+            limits: configuration.limits, hooks: hooks, shutdownGracePeriod: configuration.shutdownGracePeriod, logger: logger, loopCount: loopCount,
             statistics: statistics)
         var loops: [EventLoop] = []
         var failure: HTTPServerError?
@@ -193,6 +196,9 @@ public final class HTTPServer: Sendable {
                     }
                     group.addTask {
                         let response = await responder(job.request)
+                        // The body may be gone from memory only now: the responder held the request.
+                        var bodyBytes = job.bodyBytes
+                        context.bodyBudget.release(&bodyBytes)
                         job.loop.complete(connectionID: job.connectionID, sequence: job.sequence, response: response)
                     }
                     running += 1

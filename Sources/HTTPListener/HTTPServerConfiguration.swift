@@ -16,9 +16,19 @@ public struct ListenerLimits: Sendable, Hashable {
     /// Open connections across all event loops. A connection beyond it is accepted, answered 503 with a
     /// JSON body and closed. Default: 1024.
     public var maxConnections: Int
+    /// Connections beyond `maxConnections` held at once only to be answered 503; beyond it they are closed
+    /// without an answer, so a connection flood cannot make the refusals themselves exhaust descriptors.
+    /// Per event loop. Default: 256.
+    public var maxRefusingConnections: Int
     /// Requests one connection may have in flight (pipelining). At the limit the loop stops reading that
     /// connection until responses go out (backpressure). Default: 16.
     public var maxPipelinedRequests: Int
+    /// Request-body bytes held in memory at once across all connections: bodies being received (a
+    /// `Content-Length` is reserved whole when the head arrives, a chunked body as its chunks are
+    /// announced) and bodies of requests being handled, until they are answered. A request that would
+    /// pass it is answered 503 with `Retry-After` and the connection closes, so a burst of large bodies
+    /// cannot exhaust memory. Default: 64 MiB.
+    public var maxInflightBodyBytes: Int
 
     /// Creates limits; every argument has the documented default.
     public init(
@@ -26,8 +36,12 @@ public struct ListenerLimits: Sendable, Hashable {
         headerReadTimeout: Duration = .seconds(10),
         idleTimeout: Duration = .seconds(60),
         maxConnections: Int = 1024,
-        maxPipelinedRequests: Int = 16
+        maxRefusingConnections: Int = 256,
+        maxPipelinedRequests: Int = 16,
+        maxInflightBodyBytes: Int = 64 << 20
     ) {
+        self.maxInflightBodyBytes = maxInflightBodyBytes
+        self.maxRefusingConnections = maxRefusingConnections
         self.parser = parser
         self.headerReadTimeout = headerReadTimeout
         self.idleTimeout = idleTimeout

@@ -8,6 +8,8 @@ struct RequestJob: Sendable {
     let loop: EventLoop
     let connectionID: UInt64
     let sequence: UInt64
+    /// Body bytes reserved in the server's ``SharedBodyByteBudget`` for this request, released once it is answered.
+    var bodyBytes: Int
 }
 
 /// The multi-producer (event loops), single-consumer (``HTTPServer/run()``) hand-off of parsed requests.
@@ -83,14 +85,23 @@ public final class ListenerStatistics: Sendable {
     /// Connections counted against `maxConnections`, across loops.
     let openConnectionsCounter = Atomic<Int>(0)
 
+    /// Request-body bytes reserved across connections (see ``ListenerLimits/maxInflightBodyBytes``).
+    let bodyBytesInFlightCounter = Atomic<Int>(0)
+
     /// Client connections open now (those refused with 503 at the limit are not counted).
     public var openConnections: Int { openConnectionsCounter.load(ordering: .relaxed) }
+
+    /// Request-body bytes being received or handled now, counted against ``ListenerLimits/maxInflightBodyBytes``.
+    public var bodyBytesInFlight: Int { bodyBytesInFlightCounter.load(ordering: .relaxed) }
 
     public init() {}
 }
 
 final class ServerContext: Sendable {
     let limits: ListenerLimits
+    let hooks: HTTPServerHooks
+    /// Request-body bytes in memory across every loop and responder task.
+    let bodyBudget: SharedBodyByteBudget
     let shutdownGracePeriod: Duration
     let logger: Logger
     let queue = RequestQueue()
@@ -103,13 +114,32 @@ final class ServerContext: Sendable {
     /// Connections per loop, for spreading new connections across loops.
     let load: LoopLoad
 
-    init(limits: ListenerLimits, shutdownGracePeriod: Duration, logger: Logger, loopCount: Int, statistics: ListenerStatistics) {
+    init(
+        limits: ListenerLimits, hooks: HTTPServerHooks, shutdownGracePeriod: Duration, logger: Logger, loopCount: Int,
+        statistics: ListenerStatistics
+    ) {
+        self.hooks = hooks
+        bodyBudget = SharedBodyByteBudget(limit: limits.maxInflightBodyBytes, statistics: statistics)
         self.statistics = statistics
         self.limits = limits
         self.shutdownGracePeriod = shutdownGracePeriod
         self.logger = logger
         load = LoopLoad(loopCount: loopCount)
         runningLoops = Atomic(loopCount)
+    }
+
+    /// Passes a refusal to the application's observer, or, without one, logs it at debug level.
+    func report(_ refusal: HTTPRefusal, response: HTTPResponse?) {
+        if let observer = hooks.refusalObserver {
+            observer(refusal, response)
+        } else {
+            logger.debug(
+                "http request refused",
+                metadata: [
+                    "http.refusal": "\(refusal.reason.rawValue)", "http.status": "\(refusal.status?.code ?? 0)",
+                    "http.reason": "\(refusal.message)", "net.peer": "\(refusal.remoteAddress)",
+                ])
+        }
     }
 
     func loopExited() {

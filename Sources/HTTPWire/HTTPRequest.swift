@@ -37,6 +37,35 @@ public struct HTTPRequest: Sendable, Equatable {
         self.remoteAddress = remoteAddress
     }
 
+    /// The request made of an admitted head and its body.
+    /// - Parameters:
+    ///   - head: The head the parser reported before the body.
+    ///   - body: The body bytes, de-chunked.
+    public init(head: HTTPRequestHead, body: [UInt8]) {
+        self.init(
+            method: head.method, target: head.target, version: head.version, headers: head.headers, body: body,
+            remoteAddress: head.remoteAddress)
+    }
+}
+
+extension HTTPRequest: HTTPRequestHeadFields {}
+
+/// What a request's head says, shared by ``HTTPRequestHead`` (before the body is read) and
+/// ``HTTPRequest`` (with it), so the target and connection rules are read one way in both.
+public protocol HTTPRequestHeadFields: Sendable {
+    /// The request method.
+    var method: HTTPMethod { get }
+    /// The raw request-target as received, for example `"/v1/jobs?state=Success"`.
+    var target: String { get }
+    /// The protocol version the client spoke.
+    var version: HTTPVersion { get }
+    /// The request header fields in order.
+    var headers: HTTPHeaders { get }
+    /// The peer's IP address as text (`"127.0.0.1"`, `"::1"`); set by the listener, `""` elsewhere.
+    var remoteAddress: String { get }
+}
+
+extension HTTPRequestHeadFields {
     /// The raw, still percent-encoded path: the target up to the first `?`.
     public var path: String {
         guard let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return target }

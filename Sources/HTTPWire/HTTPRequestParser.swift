@@ -18,10 +18,13 @@ public struct HTTPParserLimits: Sendable, Hashable {
 
 /// An incremental HTTP/1.1 request parser (RFC 9112): bytes in, actions out, no I/O.
 ///
-/// Feed bytes as they arrive; each call returns the next ``Action``. After `.request` or `.sendContinue`
-/// more requests may already be buffered (pipelining): call ``next()`` (or `feed` with no bytes) until it
-/// returns `.needMoreData` before reading again. After `.reject` the parser stays failed and returns the
-/// same rejection; the caller answers it with `Connection: close` and closes.
+/// Feed bytes as they arrive; each call returns the next ``Action``. Every request is reported twice: its
+/// head as `.head` once the header section is complete and valid, before any body byte is consumed (so
+/// the caller can refuse it without reading the body), then the whole request as `.request`. After
+/// `.head`, `.request` or `.sendContinue` more may already be buffered (pipelining): call ``next()`` (or
+/// `feed` with no bytes) until it returns `.needMoreData` before reading again. After `.reject` the
+/// parser stays failed and returns the same rejection; the caller answers it with `Connection: close`
+/// and closes. A caller that refuses a head stops feeding the parser and closes likewise.
 ///
 /// Deliberate choices where RFC 9112 leaves room:
 /// - Lines must end in CRLF. A bare LF or a bare CR anywhere in the head is refused (400): lenient line
@@ -40,6 +43,9 @@ public struct HTTPRequestParser: Sendable {
     public enum Action: Sendable, Equatable {
         /// Read more bytes and feed them.
         case needMoreData
+        /// The head of the next request is complete and valid; no byte of its body has been consumed. Call
+        /// ``next()`` to go on reading it, or refuse the request and stop.
+        case head(HTTPRequestHead)
         /// The client sent `Expect: 100-continue`, the head is valid and no body byte has arrived: write
         /// `HTTP/1.1 100 Continue\r\n\r\n` (once, in response order), then call ``next()`` or feed more bytes.
         case sendContinue
@@ -99,6 +105,18 @@ public struct HTTPRequestParser: Sendable {
     /// Whether the parser has rejected the stream.
     public var isFailed: Bool { phase == .failed }
 
+    /// Body bytes of the request being read that the client has announced so far: its `Content-Length`
+    /// from the moment its head is complete; for a chunked body, the chunks received plus the rest of the
+    /// one being received. 0 between requests. What a caller budgeting body memory must reserve.
+    public var announcedBodyBytes: Int {
+        switch phase {
+        case .fixedBody: remainingBytes
+        case .chunkData: body.count + remainingBytes
+        case .chunkSize, .chunkDataEnd, .trailers: body.count
+        case .requestLine, .headerLines, .failed: 0
+        }
+    }
+
     /// Appends `bytes` and returns the next action.
     /// - Parameter bytes: Newly received bytes; may be empty to drain pipelined requests.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer) -> Action {
@@ -114,6 +132,11 @@ public struct HTTPRequestParser: Sendable {
 
     /// Returns the next action from already buffered bytes, without appending any.
     public mutating func next() -> Action {
+        // Set by the head just reported: 100 Continue is due only while no body byte has arrived.
+        if expectsContinue {
+            expectsContinue = false
+            if readIndex == buffer.count { return .sendContinue }
+        }
         while true {
             switch phase {
             case .failed:
@@ -142,11 +165,10 @@ public struct HTTPRequestParser: Sendable {
                 case .line(let range):
                     if range.isEmpty {
                         if let rejection = completeHead() { return rejection }
-                        if expectsContinue {
-                            expectsContinue = false
-                            if readIndex == buffer.count { return .sendContinue }
-                        }
-                        continue
+                        return .head(
+                            HTTPRequestHead(
+                                method: method, target: target, version: version, headers: headers,
+                                body: phase == .chunkSize ? .chunked : .length(remainingBytes)))
                     }
                     if headers.count >= limits.maxHeaderCount {
                         return fail(.requestHeaderFieldsTooLarge, "more than \(limits.maxHeaderCount) header fields")
@@ -455,6 +477,8 @@ public struct HTTPRequestParser: Sendable {
     private mutating func fail(_ status: HTTPStatus, _ reason: String) -> Action {
         phase = .failed
         failure = (status, reason)
+        expectsContinue = false
+        body = []
         buffer = []
         readIndex = 0
         scannedBytes = 0
@@ -480,6 +504,7 @@ extension HTTPRequestParser.Action: CustomStringConvertible {
     public var description: String {
         switch self {
         case .needMoreData: "needMoreData"
+        case .head(let head): "head(\(head.method) \(head.path))"
         case .sendContinue: "sendContinue"
         case .request(let request): "request(\(request.method) \(request.path))"
         case .reject(let status, let reason): "reject(\(status.code), \(reason))"

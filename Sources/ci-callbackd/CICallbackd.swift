@@ -191,6 +191,11 @@ struct Serve: AsyncParsableCommand {
     var maxBodyBytes: String?
 
     @Option(
+        name: .customLong("max-inflight-body-bytes"),
+        help: "Request-body bytes in memory at once across connections, e.g. 64m; beyond it 503. [env: MAX_INFLIGHT_BODY_BYTES, default: \(SettingFormat.byteSize(ServeDefaults.server.limits.maxInflightBodyBytes))]")
+    var maxInflightBodyBytes: String?
+
+    @Option(
         name: .customLong("header-timeout"),
         help: "Time to receive a whole request once it starts, e.g. 10s. [env: HEADER_TIMEOUT, default: \(SettingFormat.duration(ServeDefaults.server.limits.headerReadTimeout))]")
     var headerTimeout: String?
@@ -254,6 +259,9 @@ struct Serve: AsyncParsableCommand {
         server.limits.parser.maxBodyBytes = try resolver.required(
             flag: maxBodyBytes, flagName: "max-body-bytes", env: "MAX_BODY_BYTES", default: server.limits.parser.maxBodyBytes,
             parse: SettingParsers.byteSize, expected: "a size such as 1m")
+        server.limits.maxInflightBodyBytes = try resolver.required(
+            flag: maxInflightBodyBytes, flagName: "max-inflight-body-bytes", env: "MAX_INFLIGHT_BODY_BYTES",
+            default: server.limits.maxInflightBodyBytes, parse: SettingParsers.byteSize, expected: "a size such as 64m")
         server.limits.headerReadTimeout = try resolver.required(
             flag: headerTimeout, flagName: "header-timeout", env: "HEADER_TIMEOUT", default: server.limits.headerReadTimeout,
             parse: SettingParsers.duration, expected: "a duration such as 10s")
@@ -346,7 +354,8 @@ struct Serve: AsyncParsableCommand {
                 submitter: submitter
             )
             let httpServer = HTTPServer(
-                configuration: server, logger: logger, statistics: listenerStatistics, responder: application.respond(to:))
+                configuration: server, logger: logger, statistics: listenerStatistics, hooks: application.listenerHooks,
+                responder: application.respond(to:))
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: httpServer, successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: CompletionListenerService(listener: completionListener)),

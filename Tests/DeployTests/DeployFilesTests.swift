@@ -331,6 +331,9 @@ import Yams
         #expect(dashboard.expressions.contains { $0.contains("histogram_quantile(0.99") && $0.contains("db_commit_duration_seconds_bucket") })
         #expect(dashboard.expressions.contains { $0.contains("by (route, status)") && $0.contains("http_requests_total") })
         #expect(dashboard.expressions.contains { $0.contains("by (outcome, format)") && $0.contains("ci_callbacks_total") })
+        // Issue 16: connections refused at capacity, and every listener refusal by reason.
+        #expect(dashboard.expressions.contains { $0.contains("http_listener_refusals_total") && $0.contains(#"reason=~"at_capacity|at_capacity_unanswered""#) })
+        #expect(dashboard.expressions.contains { $0.contains("by (reason, status)") && $0.contains("http_listener_refusals_total") })
     }
 
     @Test func prometheus_AlertRulesCoverReadinessErrorsCommitLatencyAndRejections() throws {
@@ -348,6 +351,7 @@ import Yams
         #expect(expressions.contains { $0.contains(#"status=~"5..""#) })
         #expect(expressions.contains { $0.contains("db_commit_duration_seconds_bucket") && $0.contains("histogram_quantile(0.99") })
         #expect(expressions.contains { $0.contains(#"outcome="rejected""#) })
+        #expect(expressions.contains { $0.contains("http_listener_refusals_total") && $0.contains("at_capacity") })
     }
 
     // MARK: systemd
@@ -432,7 +436,7 @@ private enum ExportedMetrics {
         "http_requests_total", "http_request_duration_seconds_bucket", "ci_callbacks_total", "ci_callback_jobs_total",
         "db_commit_duration_seconds_bucket", "db_pool_connections", "db_pool_wait_seconds_total", "db_pool_acquired_total", "http_open_connections",
         "ci_reconcile_sweeps_total", "ci_callbackd_build_info", "ci_callback_verifications_total", "ci_callback_verifications_pending",
-        "ci_callback_verification_oldest_pending_seconds",
+        "ci_callback_verification_oldest_pending_seconds", "http_listener_refusals_total", "http_inflight_body_bytes",
     ]
 }
 
@@ -443,7 +447,7 @@ private enum ServiceSettings {
         "HOST", "PORT", "DB_POOL_SIZE", "MAX_HEADER_BYTES", "MAX_BODY_BYTES", "HEADER_TIMEOUT", "IDLE_TIMEOUT",
         "MAX_CONNECTIONS", "SHUTDOWN_GRACE", "AUTO_MIGRATE", "MIGRATIONS_DIR", "MIGRATION_LOCK_TIMEOUT", "MIGRATION_LOCK_ATTEMPTS", "LOG_LEVEL", "LOG_FORMAT",
         "CALLBACK_ALLOW_CIDRS", "TRUSTED_PROXY_CIDRS", "CI_BUCKET", "CI_REGION", "CI_QUEUE_ID", "PUBLIC_CALLBACK_URL",
-        "VERIFY_CALLBACKS",
+        "VERIFY_CALLBACKS", "MAX_INFLIGHT_BODY_BYTES",
     ])
 }
 

@@ -14,14 +14,14 @@ import Glibc
 #endif
 
 /// A failure of the raw test client, with the errno of the failing call.
-fileprivate struct ListenerTestClientError: Error, CustomStringConvertible {
+struct ListenerTestClientError: Error, CustomStringConvertible {
     let operation: String
     let errno: Int32
     var description: String { "\(operation) failed: errno \(errno)" }
 }
 
 /// A parsed response as the raw client saw it.
-fileprivate struct ListenerTestResponse {
+struct ListenerTestResponse {
     var status: Int
     var headers: HTTPHeaders
     var body: [UInt8]
@@ -30,7 +30,7 @@ fileprivate struct ListenerTestResponse {
 
 /// A blocking POSIX client socket for listener tests. Used from one thread at a time (inside
 /// ``listenerBlocking(_:)``), never concurrently, hence `@unchecked Sendable`.
-fileprivate final class ListenerTestClient: @unchecked Sendable {
+final class ListenerTestClient: @unchecked Sendable {
     let fd: Int32
     private var buffer: [UInt8] = []
 
@@ -131,14 +131,14 @@ fileprivate final class ListenerTestClient: @unchecked Sendable {
 /// Runs blocking client work off the cooperative pool: on two cores, a blocked pool thread could starve
 /// the very responder the test waits for. A private queue (overcommitting) rather than `global()`, whose
 /// width is the core count, so parallel tests blocked in `read` cannot starve one another either.
-fileprivate func listenerBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+func listenerBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         DispatchQueue(label: "listener-test-client").async { continuation.resume(with: Result { try body() }) }
     }
 }
 
 /// A one-shot gate tasks can wait on.
-fileprivate final class ListenerTestGate: Sendable {
+final class ListenerTestGate: Sendable {
     private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     func wait() async {
@@ -218,13 +218,13 @@ fileprivate func listenerPortRefusesConnections(_ port: Int) async -> Bool {
 }
 
 /// Answers `<METHOD> <target> <body>` as text.
-fileprivate let listenerEchoResponder: HTTPServer.Responder = { request in
+let listenerEchoResponder: HTTPServer.Responder = { request in
     let text = "\(request.method) \(request.target) \(String(decoding: request.body, as: UTF8.self))"
     return HTTPResponse(status: .ok, headers: ["Content-Type": "text/plain", "X-Remote": request.remoteAddress], body: Array(text.utf8))
 }
 
 /// Runs a server on an ephemeral loopback port for the duration of `body`, then cancels it and waits for `run()`.
-fileprivate func withListenerServer(
+func withListenerServer(
     configure: (inout HTTPServerConfiguration) -> Void = { _ in },
     statistics: ListenerStatistics = ListenerStatistics(),
     responder: @escaping HTTPServer.Responder = listenerEchoResponder,
@@ -259,17 +259,14 @@ private func request(_ path: String, method: String = "GET", headers: String = "
     return "\(method) \(path) HTTP/1.1\r\nHost: test\r\n\(length)\(headers)\r\n\(body)"
 }
 
-private func expectJSONError(_ response: ListenerTestResponse, status: Int, code: String) {
+/// A refusal as the listener answers it when the application supplies no error response: plain HTTP,
+/// the connection closed after it (the service's JSON error body is tested in ListenerRefusalTests).
+private func expectPlainRefusal(_ response: ListenerTestResponse, status: Int) {
     #expect(response.status == status)
-    #expect(response.headers["Content-Type"] == "application/json")
+    #expect(response.headers["Content-Type"] == "text/plain; charset=utf-8")
     #expect(response.headers["Connection"] == "close")
     #expect(response.headers["Date"] != nil)
-    let json = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
-    let error = json?["Error"] as? [String: Any]
-    #expect(error?["Code"] as? String == code, "body: \(response.bodyText)")
-    #expect((error?["Message"] as? String)?.isEmpty == false)
-    let requestID = error?["RequestId"] as? String ?? ""
-    #expect(requestID.count == 16 && requestID.allSatisfy(\.isHexDigit))
+    #expect(!response.bodyText.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
 }
 
 @Test func listener_KeepAliveServesSeveralRequestsOnOneConnection() async throws {
@@ -399,7 +396,7 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
         try await listenerBlocking {
             let client = try ListenerTestClient(port: port)
             try client.send("POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + String(repeating: "x", count: 30_000))
-            expectJSONError(try client.readResponse(), status: 413, code: "PayloadTooLarge")
+            expectPlainRefusal(try client.readResponse(), status: 413)
             #expect(try client.readsEOF())
         }
     }
@@ -410,7 +407,7 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
         try await listenerBlocking {
             let client = try ListenerTestClient(port: port)
             try client.send("GET / HTTP/1.1\r\nHost: t\r\nX-Big: \(String(repeating: "v", count: 1000))\r\n\r\n")
-            expectJSONError(try client.readResponse(), status: 431, code: "HeaderFieldsTooLarge")
+            expectPlainRefusal(try client.readResponse(), status: 431)
             #expect(try client.readsEOF())
         }
     }
@@ -421,7 +418,7 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
         try await listenerBlocking {
             let client = try ListenerTestClient(port: port)
             try client.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-            expectJSONError(try client.readResponse(), status: 400, code: "BadRequest")
+            expectPlainRefusal(try client.readResponse(), status: 400)
             #expect(try client.readsEOF())
         }
     }
@@ -433,7 +430,7 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
             let client = try ListenerTestClient(port: port)
             let started = ContinuousClock.now
             try client.send("GET /slow HTTP/1.1\r\nHost: t\r\n")
-            expectJSONError(try client.readResponse(), status: 408, code: "RequestTimeout")
+            expectPlainRefusal(try client.readResponse(), status: 408)
             #expect(ContinuousClock.now - started >= .milliseconds(250))
             #expect(try client.readsEOF())
         }
@@ -450,7 +447,7 @@ private func expectJSONError(_ response: ListenerTestResponse, status: Int, code
                 #expect(try client.readResponse().status == 200)
             }
             let third = try ListenerTestClient(port: port)
-            expectJSONError(try third.readResponse(), status: 503, code: "TooManyConnections")
+            expectPlainRefusal(try third.readResponse(), status: 503)
             #expect(try third.readsEOF())
             // The admitted connections keep working.
             try first.send(request("/still"))

@@ -82,9 +82,10 @@ final class ServiceHarness: Sendable {
         verificationSignal: VerificationSignal? = nil,
         metrics: ServiceMetrics = ServiceMetrics(),
         connection: PostgresConnectionSettings? = nil,
-        acquireTimeout: Duration? = nil
+        acquireTimeout: Duration? = nil,
+        logger: Logger = serviceTestLogger,
+        configureServer: (inout HTTPServerConfiguration) -> Void = { _ in }
     ) async throws -> ServiceHarness {
-        let logger = serviceTestLogger
         if migrate {
             let admin = try PostgresConnection.connect(databaseURL)
             try admin.execute(simpleSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)")
@@ -135,8 +136,10 @@ final class ServiceHarness: Sendable {
         let requestedPort = port
         serverConfiguration.port = port
         serverConfiguration.eventLoopCount = 1
+        configureServer(&serverConfiguration)
         let server = HTTPServer(
-            configuration: serverConfiguration, logger: logger, statistics: statistics, responder: application.respond(to:))
+            configuration: serverConfiguration, logger: logger, statistics: statistics, hooks: application.listenerHooks,
+            responder: application.respond(to:))
         let runTask = Task { try await server.run() }
         let port = try await server.waitUntilListening()
         // A port chosen in advance (freeLoopbackPort) was free when chosen; meanwhile another listener of

@@ -27,6 +27,7 @@ public struct ParserOutcome: Equatable, CustomStringConvertible {
     public static func run(_ bytes: [UInt8], cuts: [Int], limits: HTTPParserLimits) -> ParserOutcome {
         var parser = HTTPRequestParser(limits: limits)
         var requests: [HTTPRequest] = []
+        var head: HTTPRequestHead?
         var start = 0
         for cut in cuts + [bytes.count] where cut >= start {
             var action = parser.feed(Array(bytes[start..<cut]))
@@ -35,9 +36,17 @@ public struct ParserOutcome: Equatable, CustomStringConvertible {
                 switch action {
                 case .needMoreData:
                     break drain
+                case .head(let reported):
+                    invariant(head == nil, "a second head before the first request completed")
+                    head = reported
+                    action = parser.next()
                 case .sendContinue:
                     action = parser.next()
                 case .request(let request):
+                    invariant(
+                        head.map { HTTPRequest(head: $0, body: request.body) } == request,
+                        "a request must be announced by a head with the same method, target, version and headers")
+                    head = nil
                     requests.append(request)
                     action = parser.next()
                 case .reject(let status, let reason):

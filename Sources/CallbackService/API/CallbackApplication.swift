@@ -35,6 +35,8 @@ public struct CallbackApplication: Sendable {
     public let completionListener: JobCompletionListener?
     /// Submits jobs to CI; without it, `POST /v1/watermark-extractions` answers 503 `CINotConfigured`.
     public let submitter: WatermarkSubmitter?
+    /// Counts and logs the listener's refusals.
+    private let refusals: ListenerRefusalRecorder
 
     public init(
         store: JobStore, configuration: Configuration, logger: Logger, metrics: ServiceMetrics = ServiceMetrics(),
@@ -48,6 +50,35 @@ public struct CallbackApplication: Sendable {
         self.logger = logger
         self.metrics = metrics
         self.listenerStatistics = listenerStatistics
+        refusals = ListenerRefusalRecorder(metrics: metrics, logger: logger)
+    }
+
+    /// What the listener needs from the application: callbacks are admitted or refused on their head
+    /// alone, before their body is read; the listener's own refusals get this service's JSON error body
+    /// and request id, and are counted and logged here.
+    public var listenerHooks: HTTPServerHooks {
+        HTTPServerHooks(
+            admission: { head in admit(head) },
+            errorResponse: { refusal in errorResponse(for: refusal) },
+            refusalObserver: { [refusals] refusal, response in refusals.record(refusal, response: response) }
+        )
+    }
+
+    /// Checks a callback's token and address once its head is complete: a sender without a valid token
+    /// (or from outside `CALLBACK_ALLOW_CIDRS`) is refused before its body is read, so a body it declares
+    /// costs no memory. Everything else proceeds to ``respond(to:)``, which authorizes again.
+    func admit(_ head: HTTPRequestHead) -> HTTPAdmission {
+        let policy = configuration.accessPolicy
+        // The common case costs no route matching: nothing to check.
+        guard !policy.callbackTokens.isEmpty || !policy.callbackAllowList.isEmpty else { return .proceed }
+        guard case .route(let route) = Route.match(method: head.method, segments: head.pathSegments), route.access == .callbackToken
+        else { return .proceed }
+        do {
+            try authorize(route, request: head)
+            return .proceed
+        } catch {
+            return .refuse(errorResponse(for: error, requestID: RequestID.from(head.headers["X-Request-Id"]), logger: logger))
+        }
     }
 
     /// Handles one request. Never throws: every failure becomes a response.
@@ -130,7 +161,7 @@ public struct CallbackApplication: Sendable {
 
     /// Refuses a request the access policy does not allow: 401 for a missing or wrong token (the same
     /// answer for both), 403 for a callback from an address outside the allow-list.
-    private func authorize(_ route: Route, request: HTTPRequest) throws {
+    private func authorize(_ route: Route, request: some HTTPRequestHeadFields) throws {
         let policy = configuration.accessPolicy
         switch route.access {
         case .open:
@@ -160,6 +191,30 @@ public struct CallbackApplication: Sendable {
 
     // MARK: Errors
 
+    /// The listener's refusal in this service's error shape, with a request id of its own.
+    func errorResponse(for refusal: HTTPRefusal) -> HTTPResponse {
+        let error = APIError(status: refusal.status ?? .serviceUnavailable, code: Self.errorCode(for: refusal.reason), message: refusal.message)
+        return errorResponse(for: error, requestID: RequestID.generate(), logger: logger)
+    }
+
+    /// The `Code` of a listener refusal's error body.
+    static func errorCode(for reason: HTTPRefusal.Reason) -> String {
+        switch reason {
+        case .malformed: "BadRequest"
+        case .uriTooLong: "URITooLong"
+        case .headersTooLarge: "HeaderFieldsTooLarge"
+        case .bodyTooLarge: "PayloadTooLarge"
+        case .expectationFailed: "ExpectationFailed"
+        case .unsupportedTransferCoding: "NotImplemented"
+        case .versionNotSupported: "HTTPVersionNotSupported"
+        case .requestTimeout: "RequestTimeout"
+        case .atCapacity, .atCapacityUnanswered: "TooManyConnections"
+        case .shuttingDown: "ShuttingDown"
+        case .admission: "Unauthorized"
+        case .bodyBudget: "TooManyBodiesInFlight"
+        }
+    }
+
     private func errorResponse(for error: any Error, requestID: String, logger: Logger) -> HTTPResponse {
         let apiError: APIError
         switch error {
@@ -188,6 +243,7 @@ public struct CallbackApplication: Sendable {
         for (name, value) in apiError.headers {
             response.headers.replaceOrAdd(name: name, value: value)
         }
+        response.headers.replaceOrAdd(name: "X-Request-Id", value: requestID)
         return response
     }
 

@@ -1,6 +1,7 @@
 import CIModel
 import CoreMetrics
 import HTTPListener
+import HTTPWire
 import JobStore
 import Metrics
 import Prometheus
@@ -22,6 +23,8 @@ public final class ServiceMetrics: Sendable {
     /// and a lookup keyed by label and dimensions) was a visible share of a lookup's CPU. Bounded: routes
     /// and method labels are fixed sets, statuses are the few the service sends.
     private let requestHandles = Mutex<[RequestSeries: (CoreMetrics.Counter, CoreMetrics.Timer)]>([:])
+    /// `http_listener_refusals_total` handles, made once each; bounded by the fixed reasons and statuses.
+    private let refusalHandles = Mutex<[RefusalSeries: CoreMetrics.Counter]>([:])
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), buildVersion: String = CallbackServiceVersion.current) {
         self.registry = registry
@@ -37,6 +40,10 @@ public final class ServiceMetrics: Sendable {
         self.factory = factory
         self.buildVersion = buildVersion
         Gauge(label: "ci_callbackd_build_info", dimensions: [("version", buildVersion)], factory: factory).record(1)
+        // The capacity series exist from the start, at 0, so an alert on their increase sees the first refusal.
+        for (reason, status) in [(HTTPRefusal.Reason.atCapacity, HTTPStatus.serviceUnavailable), (.atCapacityUnanswered, nil)] {
+            _ = refusalCounter(RefusalSeries(reason: reason, status: status?.code))
+        }
     }
 
     /// The factory to hand to `MetricsSystem.bootstrap`, so libraries' metrics land in the same registry.
@@ -57,6 +64,28 @@ public final class ServiceMetrics: Sendable {
         }
         counter.increment()
         timer.recordNanoseconds(Self.nanoseconds(duration))
+    }
+
+    /// One refusal by the listener itself (``HTTPRefusal``): `reason` is one of a fixed set, `status` the code
+    /// answered or `none` when the connection was closed unanswered.
+    func recordListenerRefusal(reason: HTTPRefusal.Reason, status: HTTPStatus?) {
+        refusalCounter(RefusalSeries(reason: reason, status: status?.code)).increment()
+    }
+
+    private func refusalCounter(_ series: RefusalSeries) -> CoreMetrics.Counter {
+        refusalHandles.withLock { handles in
+            if let known = handles[series] { return known }
+            let made = Counter(
+                label: "http_listener_refusals_total",
+                dimensions: [("reason", series.reason.rawValue), ("status", series.status.map(String.init) ?? "none")], factory: factory)
+            handles[series] = made
+            return made
+        }
+    }
+
+    private struct RefusalSeries: Hashable {
+        var reason: HTTPRefusal.Reason
+        var status: Int?
     }
 
     /// One `http_requests_total` series.
@@ -119,6 +148,7 @@ public final class ServiceMetrics: Sendable {
         FloatingPointCounter(label: "db_pool_wait_seconds_total", factory: factory).increment(by: waited)
         if let listener {
             Gauge(label: "http_open_connections", factory: factory).record(listener.openConnections)
+            Gauge(label: "http_inflight_body_bytes", factory: factory).record(listener.bodyBytesInFlight)
         }
         let dropped = LogOutput.standardError.droppedLines
         let newlyDropped = lastLogLinesDropped.withLock { last in

@@ -1,0 +1,93 @@
+import Foundation
+import HTTPWire
+import PostgresLibPQ
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Callbacks without a valid token are refused on their head, before their body is read (issue 15 §2):
+/// the real binary, as an operator runs it, with `CALLBACK_TOKENS` set.
+@Suite("Admission before the body")
+struct ServiceAdmissionBinaryTests {
+    @Test(.timeLimit(.minutes(3)))
+    func admission_WrongTokenHeadsWithMebibyteBodies_Get401AndCloseWithoutGrowingMemory() async throws {
+        let binary = try ServiceBinaryTests.builtServiceBinary()
+        let schema = "t_" + RequestIDForTests.random()
+        let admin = try PostgresConnection.connect(testDatabaseURL)
+        defer {
+            _ = try? admin.execute(simpleSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE")
+            admin.close()
+        }
+        try admin.execute(simpleSQL: "CREATE SCHEMA \(schema)")
+        let port = try freeLoopbackPort()
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("ci-callbackd-admission-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: log) }
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)"]
+        process.environment = [
+            "DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema), "CALLBACK_TOKENS": "the-right-token", "LOG_FORMAT": "json",
+        ]
+        let output = try FileHandle(forWritingTo: log)
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        defer {
+            if process.isRunning {
+                process.terminate()
+                process.waitUntilExit()
+            }
+        }
+        let serviceLog = { String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self) }
+        let base = "http://127.0.0.1:\(port)"
+        let ready = try await eventually(within: .seconds(90), every: .milliseconds(100)) {
+            try #require(process.isRunning, "ci-callbackd exited before it was ready:\n\(serviceLog())")
+            return (try? await ServiceBinaryTests.fetch("GET", base + "/readyz"))?.status == 200
+        }
+        try #require(ready, "ci-callbackd not ready within 90 s:\n\(serviceLog())")
+
+        let head = "POST /v1/callbacks/a-wrong-token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n"
+        /// `count` connections at once, each sending the head and no body; the answers, and whether each closed.
+        let refuseAll: @Sendable (Int) async throws -> [(status: Int, code: String?, closed: Bool)] = { count in
+            try await listenerBlocking {
+                let clients = try (0..<count).map { _ in try ListenerTestClient(port: port, receiveTimeout: 10) }
+                for client in clients { try client.send(head) }
+                return try clients.map { client in
+                    let response = try client.readResponse()
+                    let json = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+                    let code = (json?["Error"] as? [String: Any])?["Code"] as? String
+                    let closed = try client.readsEOF()
+                    return (response.status, code, response.headers["Connection"] == "close" && closed)
+                }
+            }
+        }
+        // A first round makes what any refusal needs (a loop's buffers, metric handles) before RSS is read.
+        _ = try await refuseAll(8)
+        let before = try Self.residentBytes(of: process.processIdentifier)
+        let answers = try await refuseAll(64)
+        let after = try Self.residentBytes(of: process.processIdentifier)
+
+        #expect(answers.count == 64)
+        #expect(answers.allSatisfy { $0.status == 401 && $0.code == "Unauthorized" }, "\(answers.filter { $0.status != 401 }.prefix(3))")
+        #expect(answers.allSatisfy { $0.closed }, "every connection is closed by the server after its 401")
+        // Buffering the declared bodies would cost 64 MiB; the refusals themselves cost next to nothing.
+        #expect(after - before < 16 << 20, "RSS grew from \(before >> 10) KiB to \(after >> 10) KiB")
+
+        let metrics = try await ServiceBinaryTests.fetch("GET", base + "/metrics")
+        #expect(metrics.text.contains(#"http_listener_refusals_total{reason="admission",status="401"} 72"#), "\(metrics.text)")
+        #expect(metrics.text.contains(#"http_inflight_body_bytes 0"#))
+        #expect(serviceLog().contains(#""message":"http request refused""#))
+        #expect(!serviceLog().contains("a-wrong-token"), "the token is never logged")
+    }
+
+    /// `VmRSS` of process `pid`, from /proc.
+    static func residentBytes(of pid: Int32) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
+        let kibibytes = try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]))
+        return kibibytes << 10
+    }
+}
