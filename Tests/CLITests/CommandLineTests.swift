@@ -68,6 +68,7 @@ struct CommandLineTests {
             "MAX_WAIT, default: \(SettingFormat.duration(CallbackApplication.Configuration(requiredSchemaVersion: 1).maxWait))]",
             "SHUTDOWN_GRACE, default: \(SettingFormat.duration(server.shutdownGracePeriod))]",
             "MAX_BODY_BYTES, default: \(SettingFormat.byteSize(server.limits.parser.maxBodyBytes))]",
+            "MAX_INFLIGHT_BODY_BYTES, default: \(SettingFormat.byteSize(server.limits.maxInflightBodyBytes))]",
             "RECONCILE_WINDOW",
         ]
         for text in expected {
@@ -76,6 +77,7 @@ struct CommandLineTests {
         // And in the form the README documents.
         #expect(help.contains("MAX_WAIT, default: 60s]"))
         #expect(help.contains("MAX_BODY_BYTES, default: 1m]"))
+        #expect(help.contains("MAX_INFLIGHT_BODY_BYTES, default: 64m]"))
     }
 
     @Test func settingFormat_WritesDefaultsAsAUserTypesThem() {

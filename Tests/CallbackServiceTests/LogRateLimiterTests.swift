@@ -69,4 +69,25 @@ struct LogRateLimiterTests {
         #expect(all[0]["level"] == "warning" && all[4]["level"] == "notice")
         #expect(all[4]["net.peer"] == "10.0.0.2" && all[4]["http.status"] == "400")
     }
+
+    @Test func recorder_SummaryOfAFloodThatStoppedIsWrittenOnTheNextScrape() {
+        let lines = Mutex<[[String: String]]>([])
+        let logger = Logger(label: "test") { label in
+            ServiceLogHandler(label: label, format: .json) { line in
+                let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] ?? [:]
+                lines.withLock { $0.append(object.compactMapValues { $0 as? String }) }
+            }
+        }
+        let clock = Mutex(start)
+        let recorder = ListenerRefusalRecorder(
+            metrics: ServiceMetrics(), logger: logger, burst: 2, interval: .seconds(10), now: { clock.withLock { $0 } })
+        let refusal = HTTPRefusal(reason: .requestTimeout, status: .requestTimeout, message: "request not received in time", remoteAddress: "10.0.0.1")
+        for _ in 0..<50 { recorder.record(refusal, response: nil) }
+        recorder.writeSummaries()
+        #expect(lines.withLock { $0 }.count == 2, "nothing more before the interval ends")
+        clock.withLock { $0 = start + .seconds(10) }
+        recorder.writeSummaries()
+        let last = lines.withLock { $0 }.last ?? [:]
+        #expect(last["message"] == "http listener refusals suppressed" && last["http.refusal"] == "request_timeout" && last["log.suppressed"] == "48")
+    }
 }

@@ -134,6 +134,7 @@ public struct CallbackApplication: Sendable {
         case .ingestCallback:
             return try await ingestCallback(request, logger: logger())
         case .metrics:
+            refusals.writeSummaries()
             let body = metrics.render(store: store.statistics, listener: listenerStatistics)
             return HTTPResponse(status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: body)
         case .openAPI:

@@ -5,8 +5,9 @@ import Synchronization
 
 /// What the service does with the listener's refusals: counts each in
 /// `http_listener_refusals_total{reason,status}` and logs it through the service logger, rate-limited per
-/// reason (the first few per interval, then one `http listener refusals suppressed` line with the count),
-/// so a flood is visible in the metrics and the log without flooding the log.
+/// reason (the first few per interval, then one `http listener refusals suppressed` line with the count,
+/// written with the next refusal or the next `/metrics` scrape after the interval), so a flood is visible
+/// in the metrics and the log without flooding the log.
 final class ListenerRefusalRecorder: Sendable {
     /// Refusal lines per reason per interval.
     static let burst = 10
@@ -37,14 +38,7 @@ final class ListenerRefusalRecorder: Sendable {
         let (summaries, log) = limiter.withLock { limiter in
             (limiter.drain(at: instant), limiter.shouldLog(refusal.reason, at: instant))
         }
-        for summary in summaries {
-            logger.log(
-                level: Self.level(summary.key), "http listener refusals suppressed",
-                metadata: [
-                    "http.refusal": "\(summary.key.rawValue)", "log.suppressed": "\(summary.suppressed)",
-                    "log.interval_s": "\(interval.components.seconds)",
-                ])
-        }
+        write(summaries)
         guard log else { return }
         var metadata: Logger.Metadata = [
             "http.refusal": "\(refusal.reason.rawValue)",
@@ -54,6 +48,24 @@ final class ListenerRefusalRecorder: Sendable {
         ]
         if let requestID = response?.headers["X-Request-Id"] { metadata["request.id"] = "\(requestID)" }
         logger.log(level: Self.level(refusal.reason), "http request refused", metadata: metadata)
+    }
+
+    /// Writes the summary of every interval that is over, so one does not wait for the next refusal of its
+    /// kind (a flood that stopped). Called on each `/metrics` scrape.
+    func writeSummaries() {
+        let instant = now()
+        write(limiter.withLock { $0.drain(at: instant) })
+    }
+
+    private func write(_ summaries: [(key: HTTPRefusal.Reason, suppressed: Int)]) {
+        for summary in summaries {
+            logger.log(
+                level: Self.level(summary.key), "http listener refusals suppressed",
+                metadata: [
+                    "http.refusal": "\(summary.key.rawValue)", "log.suppressed": "\(summary.suppressed)",
+                    "log.interval_s": "\(interval.components.seconds)",
+                ])
+        }
     }
 
     /// Warning for what an operator must act on (capacity, memory), notice for a client's mistake.
