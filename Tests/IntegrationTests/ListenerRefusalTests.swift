@@ -199,7 +199,8 @@ private struct RefusalTestService: Sendable {
         poolConfiguration.size = 1
         let pool = PostgresPool(configuration: poolConfiguration, logger: Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() })
         let application = CallbackApplication(
-            store: JobStore(pool: pool), configuration: .init(requiredSchemaVersion: 1, accessPolicy: accessPolicy), logger: logger)
+            store: JobStore(pool: pool, logger: logger), configuration: .init(requiredSchemaVersion: 1, accessPolicy: accessPolicy),
+            logger: logger)
         var configuration = HTTPServerConfiguration()
         configuration.host = "127.0.0.1"
         configuration.port = 0
