@@ -1,107 +1,252 @@
 #!/usr/bin/env python3
-"""Slowloris against a running ci-callbackd, then its listener refusal counters from /metrics.
+"""Slow-loris scenario against a release build of ci-callbackd (issue 10, section 1).
 
-    Benchmarks/slowloris.py --port 8080 --connections 1500 --seconds 20
+    Benchmarks/slowloris.py                        # 5,000 slow connections from one address, then from eight
+    Benchmarks/slowloris.py --slow 5000 --sources one --serve-arg=--max-connections=2048
+    Benchmarks/slowloris.py --binary /tmp/main/ci-callbackd   # the same against another build
 
-Opens --connections sockets that each trickle one header byte every --interval seconds (a request that
-never completes), while a normal client makes --probes requests to /healthz, each on a fresh
-connection. Then the slow sockets close and the script prints how the probes fared and every
-`http_listener_refusals_total` series (and `http_open_connections`) from /metrics. Start the service
-with a low MAX_CONNECTIONS to see refusals at capacity; HEADER_TIMEOUT bounds how long one slow
-request holds its slot (408). Standard library only.
+For each scenario it starts the service (the release binary; built with `swift build -c release` when
+missing) on a scratch database, opens --slow connections that send part of a request head and then one
+byte every --trickle seconds, never finishing it (a connection the server drops is opened again, so the
+pressure lasts), waits until every one has been opened and the pressure has held for --settle seconds, and
+then posts --requests callbacks, each on a fresh connection from 127.0.0.1, as CI does. It prints how
+many were answered 200, the latency percentiles (connect to last byte) and the service's listener
+refusal counters (`http_listener_refusals_total` from /metrics: evictions, refusals at capacity or at a
+peer's limit, 408s), and exits non-zero when any request failed or p99 exceeds --p99-goal-ms.
+
+Sources: `one` puts every slow connection on 127.0.0.2; `many` spreads them over 127.0.0.2-127.0.0.9.
+The database: DATABASE_URL when set, else this checkout's cluster (scripts/pg-cluster, PGCLUSTER_PORT)
+with a database of its own, ci_callbackd_slowloris. Standalone: only the Python standard library.
 """
 
 import argparse
-import asyncio
+import errno
+import http.client
+import json
+import multiprocessing
+import os
 import resource
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
-async def slow_client(host, port, interval, stop, stats):
-    try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        stats["connect_failed"] += 1
-        return
-    stats["connected"] += 1
-    head = b"GET /healthz HTTP/1.1\r\nHost: slowloris\r\nX-Slow: " + b"a" * 4096
-    try:
-        for byte in head:
-            if stop.is_set() or reader.at_eof():
-                break
-            writer.write(bytes([byte]))
-            await writer.drain()
+def log(message):
+    print(f"slowloris: {message}", file=sys.stderr, flush=True)
+
+
+def raise_open_file_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def attack(port, sources, count, trickle, opened, dropped, stop):
+    """Holds `count` slow connections until `stop` is set. Runs in its own process."""
+    raise_open_file_limit()
+    head = b"POST /v1/callbacks HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\nX-Slow: "
+    sockets = [None] * count
+    sent_head = [False] * count
+    next_send = [0.0] * count
+    while not stop.is_set():
+        now = time.monotonic()
+        for index in range(count):
+            if sockets[index] is None:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                try:
+                    sock.bind((sources[index % len(sources)], 0))
+                    sock.connect_ex(("127.0.0.1", port))
+                except OSError:
+                    sock.close()
+                    continue
+                sockets[index] = sock
+                sent_head[index] = False
+                next_send[index] = now
+                with opened.get_lock():
+                    opened.value += 1
+                continue
+            if now < next_send[index]:
+                continue
+            sock = sockets[index]
+            gone = False
             try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
+                if sock.recv(4096, socket.MSG_DONTWAIT) is not None:
+                    gone = True  # an answer (503, 408) or EOF: the server let go of it
+            except BlockingIOError:
                 pass
-            if reader.at_eof() or len(reader._buffer) > 0:
-                stats["answered"] += 1
-                break
-    except (ConnectionError, OSError):
-        stats["reset"] += 1
+            except OSError as error:
+                gone = error.errno != errno.ENOTCONN
+            if not gone:
+                try:
+                    sock.send(b"x" if sent_head[index] else head, socket.MSG_DONTWAIT)
+                    sent_head[index] = True
+                    next_send[index] = now + trickle
+                except BlockingIOError:
+                    next_send[index] = now + 0.05
+                except OSError:
+                    gone = True
+            if gone:
+                sock.close()
+                sockets[index] = None
+                with dropped.get_lock():
+                    dropped.value += 1
+        time.sleep(0.01)
+    for sock in sockets:
+        if sock is not None:
+            sock.close()
+
+
+def fresh_request(port, timeout):
+    """One callback on a fresh connection; (status, seconds). Status 0: no answer."""
+    job_id = "j" + uuid.uuid4().hex
+    body = json.dumps({"EventName": "TaskFinish", "JobsDetail": {
+        "JobId": job_id, "State": "Success", "Tag": "ExtractDigitalWatermark",
+        "Operation": {"ExtractDigitalWatermark": {"Type": "Text", "Version": "V1", "Message": "slowloris"}}}})
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=("127.0.0.1", 0))
+    try:
+        connection.request("POST", "/v1/callbacks", body=body,
+                            headers={"Content-Type": "application/json", "Connection": "close"})
+        response = connection.getresponse()
+        response.read()
+        status = response.status
+    except OSError:
+        status = 0
     finally:
-        writer.close()
+        connection.close()
+    return status, time.monotonic() - started
 
 
-async def probe(host, port, count, stats):
-    latencies = []
-    for _ in range(count):
-        started = time.monotonic()
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def database_url():
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    env = {**os.environ, "PGCLUSTER_DB": "ci_callbackd_slowloris"}
+    return subprocess.run([str(REPO / "scripts/pg-cluster"), "start"], check=True, text=True, capture_output=True,
+                          env=env).stdout.strip()
+
+
+def wait_ready(port, service, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if service.poll() is not None:
+            raise SystemExit("slowloris: ci-callbackd exited during start; see its log")
         try:
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            status_line = await asyncio.wait_for(reader.readline(), 10)
-            writer.close()
-            status = status_line.split(b" ")[1].decode() if status_line else "closed"
-        except (OSError, asyncio.TimeoutError, IndexError):
-            status = "error"
-        latencies.append(time.monotonic() - started)
-        stats[status] = stats.get(status, 0) + 1
-        await asyncio.sleep(0.05)
-    return latencies
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("slowloris: ci-callbackd did not become ready")
 
 
-async def main():
+def refusal_counters(port):
+    """`http_listener_refusals_total` series from /metrics, as {"reason/status": count}."""
+    counters = {}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            page = response.read().decode()
+    except OSError:
+        return counters
+    for line in page.splitlines():
+        if line.startswith("http_listener_refusals_total{"):
+            labels, value = line.rsplit(" ", 1)
+            fields = dict(part.split("=", 1) for part in labels[labels.index("{") + 1:-1].split(","))
+            counters[f"{fields['reason'].strip(chr(34))}/{fields['status'].strip(chr(34))}"] = int(float(value))
+    return counters
+
+
+def scenario(name, sources, args, binary, url, log_file):
+    service = subprocess.Popen([str(binary), "serve", "--host", "127.0.0.1", "--port", str(args.port), *args.serve_arg],
+                               env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "info"},
+                               stdout=log_file, stderr=log_file)
+    stop = multiprocessing.Event()
+    opened = multiprocessing.Value("l", 0)
+    dropped = multiprocessing.Value("l", 0)
+    attacker = None
+    try:
+        wait_ready(args.port, service)
+        attacker = multiprocessing.Process(target=attack, args=(args.port, sources, args.slow, args.trickle, opened, dropped, stop))
+        attacker.start()
+        deadline = time.monotonic() + 120
+        while opened.value < args.slow:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"slowloris: only {opened.value} of {args.slow} slow connections opened in 120 s")
+            time.sleep(0.1)
+        time.sleep(args.settle)
+        results = [fresh_request(args.port, args.timeout) for _ in range(args.requests)]
+        refusals = refusal_counters(args.port)
+    finally:
+        stop.set()
+        if attacker is not None:
+            attacker.join(timeout=30)
+        service.terminate()
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+    ok = [seconds for status, seconds in results if status == 200]
+    latencies = [seconds * 1000 for _, seconds in results]
+    statuses = {}
+    for status, _ in results:
+        statuses[status] = statuses.get(status, 0) + 1
+    summary = {
+        "scenario": name, "slow_connections": args.slow, "sources": sources, "requests": args.requests,
+        "answered_200": len(ok), "statuses": statuses,
+        "p50_ms": round(percentile(latencies, 0.50), 1), "p99_ms": round(percentile(latencies, 0.99), 1),
+        "max_ms": round(max(latencies), 1), "slow_opened": opened.value, "slow_dropped_by_server": dropped.value,
+        "refusals": refusals,
+    }
+    print(json.dumps(summary), flush=True)
+    return len(ok) == args.requests and summary["p99_ms"] <= args.p99_goal_ms
+
+
+def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--connections", type=int, default=1500)
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between two header bytes")
-    parser.add_argument("--seconds", type=float, default=20.0, help="how long the slow connections stay")
-    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--binary", type=Path, default=REPO / ".build/release/ci-callbackd")
+    parser.add_argument("--port", type=int, default=18090)
+    parser.add_argument("--slow", type=int, default=5000, help="slow connections (default 5000)")
+    parser.add_argument("--sources", choices=["one", "many", "both"], default="both")
+    parser.add_argument("--requests", type=int, default=200, help="fresh-connection callbacks (default 200)")
+    parser.add_argument("--trickle", type=float, default=1.0, help="seconds between a slow connection's bytes (default 1)")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds of pressure before the requests (default 3)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds (default 10)")
+    parser.add_argument("--p99-goal-ms", type=float, default=100.0)
+    parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for ci-callbackd serve (repeatable)")
     args = parser.parse_args()
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(hard, args.connections + 256)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-    stop = asyncio.Event()
-    slow_stats = {"connected": 0, "connect_failed": 0, "answered": 0, "reset": 0}
-    slow = [asyncio.create_task(slow_client(args.host, args.port, args.interval, stop, slow_stats)) for _ in range(args.connections)]
-    await asyncio.sleep(2)
-    probe_stats = {}
-    latencies = await probe(args.host, args.port, args.probes, probe_stats)
-    remaining = args.seconds - 2
-    if remaining > 0:
-        await asyncio.sleep(remaining)
-    stop.set()
-    await asyncio.gather(*slow, return_exceptions=True)
-
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 if latencies else 0
-    print(f"slow connections: {slow_stats}")
-    print(f"probes (fresh connection each): {dict(sorted(probe_stats.items()))}, p99 {p99:.1f} ms")
-    await asyncio.sleep(1)
-    with urllib.request.urlopen(f"http://{args.host}:{args.port}/metrics", timeout=10) as response:
-        page = response.read().decode()
-    for line in page.splitlines():
-        if line.startswith("http_listener_refusals_total") or line.startswith("http_open_connections"):
-            print(line)
+    limit = raise_open_file_limit()
+    if limit < args.slow + 256:
+        raise SystemExit(f"slowloris: the open-file hard limit ({limit}) is below {args.slow + 256}; raise it (ulimit -Hn)")
+    binary = args.binary
+    if not binary.exists():
+        log("building the release binary (swift build -c release --product ci-callbackd)")
+        subprocess.run(["swift", "build", "-c", "release", "--product", "ci-callbackd"], cwd=REPO, check=True)
+    url = database_url()
+    scenarios = {"one": ["127.0.0.2"], "many": [f"127.0.0.{n}" for n in range(2, 10)]}
+    chosen = ["one", "many"] if args.sources == "both" else [args.sources]
+    log_path = REPO / ".build" / "slowloris-service.log"
+    log_path.parent.mkdir(exist_ok=True)
+    passed = True
+    with open(log_path, "a") as log_file:
+        for name in chosen:
+            log(f"scenario {name}: {args.slow} slow connections from {', '.join(scenarios[name])}; service log {log_path}")
+            passed = scenario(name, scenarios[name], args, binary, url, log_file) and passed
+    sys.exit(0 if passed else 1)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

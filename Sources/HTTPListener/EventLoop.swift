@@ -6,81 +6,30 @@ import Synchronization
 import Glibc
 #endif
 
-/// One connection, owned by the loop thread that accepted it.
+/// One connection, owned by the loop thread that accepted it: its socket, its output buffer, and the state
+/// machine that decides everything else.
 private final class Connection {
-    enum DeadlineKind {
-        case none
-        /// A request has started but is incomplete: 408 when it passes.
-        case read
-        /// Nothing pending: close silently when it passes.
-        case idle
-        /// Closing: waiting for the peer's FIN after our last response.
-        case linger
-        /// A response is partly written and the peer is not reading: close when no progress by then.
-        case write
-    }
-
-    /// One response position, in request order. Pipelined responses may complete out of order; they are
-    /// written strictly in slot order.
-    struct Slot {
-        enum Payload {
-            case pending
-            case response(HTTPResponse)
-            /// Pre-encoded bytes: 100 Continue and listener-made errors.
-            case encoded([UInt8])
-        }
-
-        /// The request's sequence number; `.max` for slots that answer no dispatched request.
-        var sequence: UInt64
-        var isHead = false
-        var keepAlive = true
-        var countsInFlight = true
-        var closesConnection = false
-        var payload = Payload.pending
-
-        var isReady: Bool {
-            if case .pending = payload { return false }
-            return true
-        }
-    }
-
     let id: UInt64
     let fd: Int32
     let remoteAddress: String
     /// Counted against `maxConnections`; connections accepted only to be refused with 503 are not.
     let counted: Bool
-    var parser: HTTPRequestParser
-    var slots: [Slot] = []
+    var machine: ConnectionStateMachine
     var output: [UInt8] = []
     var outputOffset = 0
-    var nextSequence: UInt64 = 0
-    var inFlight = 0
-    var interest: UInt32 = 0
-    var readEOF = false
-    /// No more requests will be read: after a rejection, a `Connection: close` request or shutdown.
-    var stopReading = false
-    /// Parsing stopped at `maxPipelinedRequests` with bytes still buffered in the parser.
-    var parsePaused = false
-    var closeAfterOutput = false
-    var lingering = false
-    var lingerBytes = 0
-    var deadline = UInt64.max
-    var deadlineKind = DeadlineKind.none
-    /// The last send made progress: the write-stall deadline starts again.
-    var wroteSinceDeadline = false
+    /// The epoll interest registered for `fd`.
+    var interest: UInt32
     var isOpen = true
-    /// Bytes of the body being received that are reserved in the server's body budget; handed to the
-    /// request when it is dispatched, given back when the connection stops reading.
-    var bodyReservation = 0
 
     var hasOutput: Bool { outputOffset < output.count }
 
-    init(id: UInt64, fd: Int32, remoteAddress: String, counted: Bool, limits: HTTPParserLimits) {
+    init(id: UInt64, fd: Int32, remoteAddress: String, counted: Bool, interest: UInt32, machine: ConnectionStateMachine) {
         self.id = id
         self.fd = fd
         self.remoteAddress = remoteAddress
         self.counted = counted
-        parser = HTTPRequestParser(limits: limits)
+        self.interest = interest
+        self.machine = machine
     }
 }
 
@@ -112,14 +61,15 @@ final class EventLoop: @unchecked Sendable {
     /// queued while that loop paused would wait for the next arrival. The cost is a wake-up per loop
     /// per arrival burst, of which all but one find nothing to accept; there are at most a few loops.
     private static let listenerEvents = CEPOLL_IN
-    private static let lingerTimeout: UInt64 = 2_000_000_000
-    private static let maxLingerBytes = 256 * 1024
+    /// Deadlines are checked at most this often: a sweep visits every connection, and thousands of slow
+    /// connections would otherwise each bring their own wake-up.
+    private static let sweepGranularity: UInt64 = 10_000_000
     private static let acceptPause: UInt64 = 100_000_000
     /// A loop holding this many connections above an even share stops accepting (see ``LoopLoad``)...
     private static let balanceSlack = 2
     /// ...and looks again this often whether it is back to its share.
     private static let balanceRecheck: UInt64 = 5_000_000
-    /// `Retry-After` for refusals that only mean "not now": at capacity, over the body budget.
+    /// `Retry-After` for refusals that only mean "not now": at capacity, at a peer's limit.
     private static let retryAfterSeconds = 1
     private static let readBufferSize = 64 * 1024
     private static let maxEvents: Int32 = 256
@@ -130,8 +80,11 @@ final class EventLoop: @unchecked Sendable {
     private let logger: Logger
     private let epollFD: Int32
     private let wakeFD: Int32
-    private let headerReadTimeout: UInt64
-    private let idleTimeout: UInt64
+    private let machineConfiguration: ConnectionStateMachine.Configuration
+    /// The application's admission and the server's body budget, as every connection's machine asks them.
+    private let gate: ConnectionStateMachine.Gate
+    /// Which connections this loop admits, per peer and against the server's capacity.
+    private var admission: ConnectionAdmission
     private let listener: ListeningSocket
     /// This loop has not yet released its hold on `listener`.
     private var holdsListener = true
@@ -143,6 +96,7 @@ final class EventLoop: @unchecked Sendable {
     private var shuttingDown = false
     private var graceDeadline = UInt64.max
     private var nextSweep = UInt64.max
+    private var lastSweep: UInt64 = 0
     private var dateCache = HTTPDateCache()
     private let readBuffer: UnsafeMutableRawBufferPointer
     private var now: UInt64 = 0
@@ -156,8 +110,14 @@ final class EventLoop: @unchecked Sendable {
         var logger = context.logger
         logger[metadataKey: "http.loop"] = "\(index)"
         self.logger = logger
-        headerReadTimeout = context.limits.headerReadTimeout.nanoseconds
-        idleTimeout = context.limits.idleTimeout.nanoseconds
+        machineConfiguration = ConnectionStateMachine.Configuration(limits: context.limits)
+        let budget = context.bodyBudget
+        gate = ConnectionStateMachine.Gate(
+            admit: context.hooks.admission, reserveBody: { held, wanted in budget.grow(&held, to: wanted) },
+            releaseBody: { held in budget.release(&held) })
+        admission = ConnectionAdmission(
+            maxConnections: context.limits.maxConnections, maxConnectionsPerPeer: context.limits.maxConnectionsPerPeer,
+            loopCount: context.load.loopCount)
 
         let epollFD = cepoll_create()
         guard epollFD >= 0 else {
@@ -254,15 +214,19 @@ final class EventLoop: @unchecked Sendable {
                 forceCloseAll()
                 break
             }
+            var listenerReady = false
             for event in events[0..<Int(count)] {
                 switch event.data {
-                case Self.listenerToken: acceptConnections()
+                case Self.listenerToken: listenerReady = true
                 case Self.wakeToken:
                     cepoll_eventfd_drain(wakeFD)
                     processInbox()
                 default: handle(event)
                 }
             }
+            // Accepting last: requests that arrived on connections accepted in the previous turn are read
+            // (and so are no longer evictable) before new connections may evict anything.
+            if listenerReady { acceptConnections() }
             if now >= acceptResumeAt { resumeAccepting() }
             if now >= nextSweep { sweep() }
             if shuttingDown {
@@ -327,22 +291,49 @@ final class EventLoop: @unchecked Sendable {
             }
             _ = setOption(fd, CEPOLL_IPPROTO_TCP, CEPOLL_TCP_NODELAY, 1)
             let remote = SocketText.host(of: storage)
-            if context.statistics.openConnectionsCounter.add(1, ordering: .relaxed).newValue > context.limits.maxConnections {
+            let open = context.statistics.openConnectionsCounter.add(1, ordering: .relaxed).newValue
+            if case .makeRoom(let peer, let count) = admission.decide(peer: remote, openConnections: open), evict(count, of: peer) == 0 {
                 context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
-                refuseOverCapacity(fd: fd, remoteAddress: remote)
+                let refusal =
+                    peer == nil
+                    ? HTTPRefusal(
+                        reason: .atCapacity, status: .serviceUnavailable, message: "too many open connections", remoteAddress: remote,
+                        retryAfterSeconds: Self.retryAfterSeconds)
+                    : HTTPRefusal(
+                        reason: .peerLimit, status: .serviceUnavailable, message: "too many open connections from this address",
+                        remoteAddress: remote, retryAfterSeconds: Self.retryAfterSeconds)
+                refuse(fd: fd, refusal)
                 continue
             }
             guard let connection = register(fd: fd, remoteAddress: remote, counted: true) else {
                 context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
                 continue
             }
+            admission.opened(peer: remote)
             context.load.add(1, loop: index)
-            refreshDeadline(connection)
+            execute(connection.machine.accepted(now: now), on: connection)
             if isOverShare(slack: Self.balanceSlack) {
                 pauseAccepting(for: Self.balanceRecheck)
                 return
             }
         }
+    }
+
+    /// Closes up to `count` of this loop's evictable connections (only `peer`'s, when given), those quiet
+    /// the longest first; returns how many went.
+    private func evict(_ count: Int, of peer: String?) -> Int {
+        var candidates: [EvictionPolicy.Candidate] = []
+        for connection in connections.values where connection.counted && connection.machine.isEvictable {
+            if let peer, connection.remoteAddress != peer { continue }
+            candidates.append(
+                EvictionPolicy.Candidate(id: connection.id, quietSince: connection.machine.quietSince, bytesReceived: connection.machine.bytesSinceQuiet))
+        }
+        let victims = EvictionPolicy.victims(candidates, count: count, now: now)
+        for id in victims {
+            guard let connection = connections[id] else { continue }
+            execute(connection.machine.evict(now: now), on: connection)
+        }
+        return victims.count
     }
 
     private func isOverShare(slack: Int) -> Bool {
@@ -357,30 +348,27 @@ final class EventLoop: @unchecked Sendable {
             close(fd)
             return nil
         }
-        let connection = Connection(id: id, fd: fd, remoteAddress: remoteAddress, counted: counted, limits: context.limits.parser)
-        connection.interest = Self.readableEvents
+        let connection = Connection(
+            id: id, fd: fd, remoteAddress: remoteAddress, counted: counted, interest: Self.readableEvents,
+            machine: ConnectionStateMachine(configuration: machineConfiguration, remoteAddress: remoteAddress, gate: gate, now: now))
         connections[id] = connection
         return connection
     }
 
-    private func refuseOverCapacity(fd: Int32, remoteAddress: String) {
+    /// Answers a connection that cannot be admitted with `refusal`, outside the count, and closes it.
+    private func refuse(fd: Int32, _ refusal: HTTPRefusal) {
         guard rejectingConnections < context.limits.maxRefusingConnections else {
             close(fd)
-            context.report(
-                HTTPRefusal(
-                    reason: .atCapacityUnanswered, status: nil, message: "too many open connections, and too many being refused",
-                    remoteAddress: remoteAddress),
-                response: nil)
+            var unanswered = refusal
+            unanswered.reason = .atCapacityUnanswered
+            unanswered.status = nil
+            unanswered.message = "too many open connections, and too many being refused"
+            context.report(unanswered, response: nil)
             return
         }
-        guard let connection = register(fd: fd, remoteAddress: remoteAddress, counted: false) else { return }
+        guard let connection = register(fd: fd, remoteAddress: refusal.remoteAddress, counted: false) else { return }
         rejectingConnections += 1
-        refuse(
-            connection,
-            HTTPRefusal(
-                reason: .atCapacity, status: .serviceUnavailable, message: "too many open connections", remoteAddress: remoteAddress,
-                retryAfterSeconds: Self.retryAfterSeconds))
-        flush(connection)
+        execute(connection.machine.refuse(refusal, now: now), on: connection)
     }
 
     /// Stops watching the listening socket for `pause`; the other loops keep accepting.
@@ -417,143 +405,118 @@ final class EventLoop: @unchecked Sendable {
         listener.release()
     }
 
-    // MARK: - Reading and parsing
+    // MARK: - Socket events
 
     private func handle(_ event: cepoll_event) {
         guard let connection = connections[event.data] else { return }
         // ERR or HUP: reset, or closed in both directions; nothing written now can reach the peer.
         if event.events & (CEPOLL_ERR | CEPOLL_HUP) != 0 {
-            closeConnection(connection)
+            execute(connection.machine.ioFailed(), on: connection)
             return
         }
         if event.events & Self.readableEvents != 0 {
-            if connection.lingering {
-                discardLingering(connection)
-            } else {
-                readAvailable(connection)
-            }
+            readAvailable(connection)
         }
-        if connection.isOpen, event.events & CEPOLL_OUT != 0 {
-            flush(connection)
+        if connection.isOpen, event.events & CEPOLL_OUT != 0, connection.hasOutput {
+            execute(send(connection), on: connection)
         }
-    }
-
-    /// Whether this connection may still carry requests after the ones already received.
-    private func acceptsMoreRequests(_ connection: Connection) -> Bool {
-        connection.isOpen && !connection.readEOF && !connection.stopReading && !connection.closeAfterOutput
-            && !connection.lingering && !shuttingDown
-    }
-
-    /// Whether to read now. Not while `maxPipelinedRequests` are in flight, and not while a response is
-    /// stuck in the output buffer: a client that sends without reading must not grow server memory.
-    private func canRead(_ connection: Connection) -> Bool {
-        acceptsMoreRequests(connection) && connection.inFlight < context.limits.maxPipelinedRequests && !connection.hasOutput
     }
 
     private func readAvailable(_ connection: Connection) {
         // A few reads per wake-up, then let other connections run; level-triggered epoll reports the rest.
         for _ in 0..<4 {
-            guard canRead(connection) else {
-                if connection.isOpen { update(connection) }
-                return
-            }
+            guard connection.isOpen, connection.machine.wantsInput else { return }
             let count = read(connection.fd, readBuffer.baseAddress, readBuffer.count)
             if count > 0 {
-                processInput(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
+                execute(connection.machine.received(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]), now: now), on: connection)
                 if count < readBuffer.count { return }
                 continue
             }
             if count == 0 {
-                connection.readEOF = true
-                update(connection)
+                execute(connection.machine.inputEnded(now: now), on: connection)
                 return
             }
             switch errno {
             case EAGAIN, EWOULDBLOCK: return
             case EINTR: continue
             default:
-                closeConnection(connection)
+                execute(connection.machine.ioFailed(), on: connection)
                 return
             }
         }
     }
 
-    /// Runs the parser over new bytes (or, with `nil`, over what it already buffered) and acts on each action.
-    private func processInput(_ connection: Connection, _ bytes: UnsafeRawBufferPointer?) {
-        var action = bytes.map { connection.parser.feed($0) } ?? connection.parser.next()
-        parsing: while true {
+    // MARK: - Performing the state machine's actions
+
+    private func execute(_ actions: [ConnectionStateMachine.Action], on connection: Connection) {
+        // Requests the queue refused (shutdown began meanwhile) are answered once this list is done: a
+        // response fed to the machine now would overtake actions it has already decided.
+        var unqueued: [UInt64] = []
+        for action in actions {
+            guard connection.isOpen else { return }
             switch action {
-            case .needMoreData:
-                // A chunked body grows as its chunks are announced.
-                _ = reserveBody(connection, connection.parser.announcedBodyBytes)
-                break parsing
-            case .head(var head):
-                head.remoteAddress = connection.remoteAddress
-                if case .refuse(let response) = context.hooks.admission(head) {
-                    refuse(
-                        connection,
-                        HTTPRefusal(
-                            reason: .admission, status: response.status, message: "the request's head was not admitted",
-                            remoteAddress: connection.remoteAddress),
-                        response: response)
-                    break parsing
-                }
-                guard reserveBody(connection, connection.parser.announcedBodyBytes) else { break parsing }
-                action = connection.parser.next()
-            case .sendContinue:
-                connection.slots.append(
-                    Connection.Slot(sequence: .max, countsInFlight: false, payload: .encoded(HTTPResponseEncoder.continueResponse)))
-                action = connection.parser.next()
-            case .request(var request):
-                guard reserveBody(connection, request.body.count) else { break parsing }
-                request.remoteAddress = connection.remoteAddress
-                let keepAlive = request.keepAlive
-                let sequence = connection.nextSequence
-                connection.nextSequence += 1
-                connection.slots.append(Connection.Slot(sequence: sequence, isHead: request.method == .head, keepAlive: keepAlive))
-                connection.inFlight += 1
-                // The next request, if any, starts its own read clock.
-                connection.deadlineKind = .none
-                connection.deadline = .max
-                if !keepAlive { connection.stopReading = true }
-                var job = RequestJob(
-                    request: request, loop: self, connectionID: connection.id, sequence: sequence, bodyBytes: connection.bodyReservation)
-                connection.bodyReservation = 0
+            case .setInterest(let interest):
+                setInterest(connection, Self.events(for: interest))
+            case .armDeadline(let deadline):
+                scheduleSweep(at: deadline)
+            case .cancelDeadline:
+                break
+            case .dispatch(let request, let sequence, let bodyBytes):
+                var job = RequestJob(request: request, loop: self, connectionID: connection.id, sequence: sequence, bodyBytes: bodyBytes)
                 if !context.queue.enqueue(job) {
                     context.bodyBudget.release(&job.bodyBytes)
-                    let refusal = HTTPRefusal(
-                        reason: .shuttingDown, status: .serviceUnavailable, message: "server is shutting down",
-                        remoteAddress: connection.remoteAddress)
-                    let response = errorResponse(for: refusal)
-                    connection.slots[connection.slots.count - 1].payload = .response(response)
-                    context.report(refusal, response: response)
+                    unqueued.append(sequence)
                 }
-                guard keepAlive else { break parsing }
-                guard connection.inFlight < context.limits.maxPipelinedRequests else {
-                    connection.parsePaused = true
-                    break parsing
+            case .write(let output):
+                write(output, to: connection)
+            case .flush:
+                execute(send(connection), on: connection)
+            case .halfClose:
+                _ = shutdown(connection.fd, Int32(SHUT_WR))
+            case .close:
+                if connection.hasOutput {
+                    // An eviction's 503: one try, no waiting for a peer that was too slow already.
+                    _ = connection.output.withUnsafeBytes { buffer in
+                        cepoll_send(connection.fd, buffer.baseAddress! + connection.outputOffset, UInt(connection.output.count - connection.outputOffset))
+                    }
                 }
-                action = connection.parser.next()
-            case .reject(let status, let reason):
-                refuse(
-                    connection,
-                    HTTPRefusal(reason: HTTPRefusal.Reason(parserRejection: status), status: status, message: reason, remoteAddress: connection.remoteAddress))
-                break parsing
+                closeConnection(connection)
             }
         }
-        flush(connection)
+        for sequence in unqueued where connection.isOpen {
+            let refusal = HTTPRefusal(
+                reason: .shuttingDown, status: .serviceUnavailable, message: "server is shutting down", remoteAddress: connection.remoteAddress)
+            let response = errorResponse(for: refusal)
+            context.report(refusal, response: response)
+            execute(connection.machine.responseReady(sequence: sequence, response: response, now: now), on: connection)
+        }
     }
 
-    /// Grows the connection's share of the body budget to `bytes`; when the budget cannot give it, refuses
-    /// the request with 503 (the body is not read on) and returns false.
-    private func reserveBody(_ connection: Connection, _ bytes: Int) -> Bool {
-        if context.bodyBudget.grow(&connection.bodyReservation, to: bytes) { return true }
-        refuse(
-            connection,
-            HTTPRefusal(
-                reason: .bodyBudget, status: .serviceUnavailable, message: "too many request bodies in flight; retry later",
-                remoteAddress: connection.remoteAddress, retryAfterSeconds: Self.retryAfterSeconds))
-        return false
+    private static func events(for interest: ConnectionStateMachine.Interest) -> UInt32 {
+        switch interest {
+        case .none: 0
+        case .read: readableEvents
+        case .write: CEPOLL_OUT
+        }
+    }
+
+    /// Appends one response to the connection's output buffer, encoded now that it is known whether more
+    /// requests will follow on this connection.
+    private func write(_ output: ConnectionStateMachine.Output, to connection: Connection) {
+        if !connection.hasOutput {
+            connection.output = []
+            connection.outputOffset = 0
+        }
+        switch output {
+        case .interimContinue:
+            connection.output.append(contentsOf: HTTPResponseEncoder.continueResponse)
+        case .response(let response, let keepAlive, let isHead):
+            HTTPResponseEncoder.encode(response, keepAlive: keepAlive, isHead: isHead, date: dateCache.current(), into: &connection.output)
+        case .error(let refusal, let chosen):
+            let response = chosen ?? errorResponse(for: refusal)
+            context.report(refusal, response: response)
+            HTTPResponseEncoder.encode(response, keepAlive: false, isHead: false, date: dateCache.current(), into: &connection.output)
+        }
     }
 
     /// The application's response for `refusal`, with the listener's `Retry-After`.
@@ -565,17 +528,38 @@ final class EventLoop: @unchecked Sendable {
         return response
     }
 
-    /// Answers `refusal` (with `response`, or the application's error response for it) after the
-    /// responses already due on this connection, reads nothing more, and closes once it is written.
-    private func refuse(_ connection: Connection, _ refusal: HTTPRefusal, response: HTTPResponse? = nil) {
-        let response = response ?? errorResponse(for: refusal)
-        let bytes = HTTPResponseEncoder.encode(response, keepAlive: false, isHead: false, date: dateCache.current())
-        connection.slots.append(
-            Connection.Slot(sequence: .max, keepAlive: false, countsInFlight: false, closesConnection: true, payload: .encoded(bytes)))
-        connection.stopReading = true
-        // Nothing more of a body is read; what the parser held goes with it.
-        context.bodyBudget.release(&connection.bodyReservation)
-        context.report(refusal, response: response)
+    /// Sends what the socket takes of the output buffer; the machine hears how it went.
+    private func send(_ connection: Connection) -> [ConnectionStateMachine.Action] {
+        var progressed = false
+        while connection.hasOutput {
+            let remaining = connection.output.count - connection.outputOffset
+            let sent = connection.output.withUnsafeBytes { buffer in
+                cepoll_send(connection.fd, buffer.baseAddress! + connection.outputOffset, UInt(remaining))
+            }
+            if sent > 0 {
+                connection.outputOffset += sent
+                progressed = true
+                continue
+            }
+            let code = errno
+            if sent < 0, code == EINTR { continue }
+            if sent < 0, code == EAGAIN || code == EWOULDBLOCK { break }
+            return connection.machine.ioFailed()
+        }
+        if !connection.hasOutput {
+            connection.output = []
+            connection.outputOffset = 0
+        }
+        return connection.machine.outputSent(remaining: connection.hasOutput, progressed: progressed, now: now)
+    }
+
+    private func setInterest(_ connection: Connection, _ interest: UInt32) {
+        guard interest != connection.interest else { return }
+        if cepoll_ctl(epollFD, CEPOLL_CTL_MOD, connection.fd, interest, connection.id) == 0 {
+            connection.interest = interest
+        } else {
+            execute(connection.machine.ioFailed(), on: connection)
+        }
     }
 
     // MARK: - Responses
@@ -588,196 +572,34 @@ final class EventLoop: @unchecked Sendable {
             return inbox.shutdownRequested
         }
         if shutdownRequested, !shuttingDown { beginShutdown() }
-        var touched: [Connection] = []
         for completion in completions {
-            guard let connection = connections[completion.connectionID], connection.isOpen,
-                let index = connection.slots.firstIndex(where: { $0.sequence == completion.sequence && !$0.isReady })
-            else { continue }
-            connection.slots[index].payload = .response(completion.response)
-            if index == 0 { touched.append(connection) }
-        }
-        for connection in touched where connection.isOpen { flush(connection) }
-    }
-
-    /// Moves every ready response at the head of the slot queue into the output buffer (encoding it now,
-    /// when it is known whether more requests will follow on this connection), then sends.
-    private func flush(_ connection: Connection) {
-        while connection.isOpen, let first = connection.slots.first, first.isReady {
-            connection.slots.removeFirst()
-            if first.countsInFlight { connection.inFlight -= 1 }
-            var bytes: [UInt8]
-            var closes = first.closesConnection
-            switch first.payload {
-            case .pending:
-                preconditionFailure("flushing a pending slot")
-            case .encoded(let encoded):
-                bytes = encoded
-            case .response(let response):
-                // `Connection: close` goes on the last response this connection will ever carry: when the
-                // client asked for it, or when nothing more will be read (shutdown, peer half-closed).
-                let moreWillFollow = !connection.slots.isEmpty || acceptsMoreRequests(connection)
-                let keepAlive = first.keepAlive && moreWillFollow
-                closes = !keepAlive
-                bytes = []
-                HTTPResponseEncoder.encode(response, keepAlive: keepAlive, isHead: first.isHead, date: dateCache.current(), into: &bytes)
-            }
-            if connection.hasOutput {
-                connection.output.append(contentsOf: bytes)
-            } else {
-                connection.output = bytes
-                connection.outputOffset = 0
-            }
-            if closes {
-                connection.closeAfterOutput = true
-                connection.stopReading = true
-                connection.slots.removeAll()
-                connection.inFlight = 0
-                break
-            }
-        }
-        while connection.isOpen, connection.hasOutput {
-            let remaining = connection.output.count - connection.outputOffset
-            let sent = connection.output.withUnsafeBytes { buffer in
-                cepoll_send(connection.fd, buffer.baseAddress! + connection.outputOffset, UInt(remaining))
-            }
-            if sent > 0 {
-                connection.outputOffset += sent
-                connection.wroteSinceDeadline = true
-                continue
-            }
-            let code = errno
-            if sent < 0, code == EINTR { continue }
-            if sent < 0, code == EAGAIN || code == EWOULDBLOCK { break }
-            closeConnection(connection)
-            return
-        }
-        if !connection.hasOutput {
-            connection.output = []
-            connection.outputOffset = 0
-        }
-        update(connection)
-    }
-
-    // MARK: - Connection state
-
-    /// Re-derives what the connection waits for: closes it, resumes parsing, or sets epoll interest and deadline.
-    private func update(_ connection: Connection) {
-        guard connection.isOpen, !connection.lingering else { return }
-        if !connection.hasOutput, connection.slots.isEmpty {
-            if connection.closeAfterOutput {
-                beginLinger(connection)
-                return
-            }
-            if connection.readEOF || shuttingDown {
-                closeConnection(connection)
-                return
-            }
-        }
-        if connection.parsePaused, canRead(connection) {
-            connection.parsePaused = false
-            processInput(connection, nil)
-            return
-        }
-        var interest: UInt32 = 0
-        if canRead(connection) { interest |= Self.readableEvents }
-        if connection.hasOutput { interest |= CEPOLL_OUT }
-        setInterest(connection, interest)
-        refreshDeadline(connection)
-    }
-
-    private func setInterest(_ connection: Connection, _ interest: UInt32) {
-        guard interest != connection.interest else { return }
-        if cepoll_ctl(epollFD, CEPOLL_CTL_MOD, connection.fd, interest, connection.id) == 0 {
-            connection.interest = interest
-        } else {
-            closeConnection(connection)
+            guard let connection = connections[completion.connectionID], connection.isOpen else { continue }
+            execute(
+                connection.machine.responseReady(sequence: completion.sequence, response: completion.response, now: now), on: connection)
         }
     }
 
-    private func refreshDeadline(_ connection: Connection) {
-        guard connection.isOpen, !connection.lingering else { return }
-        let partial = connection.parser.hasPartialRequest
-        if partial, canRead(connection) {
-            if connection.deadlineKind != .read { setDeadline(connection, .read, now + headerReadTimeout) }
-        } else if !partial, connection.slots.isEmpty, !connection.hasOutput, !connection.closeAfterOutput {
-            if connection.deadlineKind != .idle { setDeadline(connection, .idle, now + idleTimeout) }
-        } else if connection.hasOutput {
-            // A peer that stops reading gets the idle timeout to make progress again.
-            if connection.deadlineKind != .write || connection.wroteSinceDeadline {
-                connection.wroteSinceDeadline = false
-                setDeadline(connection, .write, now + idleTimeout)
-            }
-        } else {
-            connection.deadlineKind = .none
-            connection.deadline = .max
-        }
-    }
+    // MARK: - Deadlines
 
-    private func setDeadline(_ connection: Connection, _ kind: Connection.DeadlineKind, _ deadline: UInt64) {
-        connection.deadlineKind = kind
-        connection.deadline = deadline
-        nextSweep = min(nextSweep, deadline)
+    private func scheduleSweep(at deadline: UInt64) {
+        nextSweep = min(nextSweep, max(deadline, lastSweep &+ Self.sweepGranularity))
     }
 
     private func sweep() {
-        nextSweep = .max
+        lastSweep = now
+        var next = UInt64.max
         var expired: [Connection] = []
         for connection in connections.values {
-            if connection.deadline <= now {
+            guard let deadline = connection.machine.deadline else { continue }
+            if deadline <= now {
                 expired.append(connection)
             } else {
-                nextSweep = min(nextSweep, connection.deadline)
+                next = min(next, deadline)
             }
         }
+        nextSweep = next == .max ? .max : max(next, now &+ Self.sweepGranularity)
         for connection in expired where connection.isOpen {
-            let kind = connection.deadlineKind
-            connection.deadlineKind = .none
-            connection.deadline = .max
-            switch kind {
-            case .read:
-                refuse(
-                    connection,
-                    HTTPRefusal(
-                        reason: .requestTimeout, status: .requestTimeout, message: "request not received in time",
-                        remoteAddress: connection.remoteAddress))
-                flush(connection)
-            case .idle, .linger, .write:
-                closeConnection(connection)
-            case .none:
-                break
-            }
-        }
-    }
-
-    /// Half-closes after the last response and waits briefly for the peer's FIN, discarding what it still
-    /// sends: closing with unread input would make the kernel send RST, which can destroy the response
-    /// (for example a 413 answered while the client is still uploading) before the client reads it.
-    private func beginLinger(_ connection: Connection) {
-        _ = shutdown(connection.fd, Int32(SHUT_WR))
-        guard !connection.readEOF else {
-            closeConnection(connection)
-            return
-        }
-        connection.lingering = true
-        setInterest(connection, Self.readableEvents)
-        setDeadline(connection, .linger, min(now + Self.lingerTimeout, graceDeadline))
-    }
-
-    private func discardLingering(_ connection: Connection) {
-        while true {
-            let count = read(connection.fd, readBuffer.baseAddress, readBuffer.count)
-            if count > 0 {
-                connection.lingerBytes += count
-                if connection.lingerBytes > Self.maxLingerBytes {
-                    closeConnection(connection)
-                    return
-                }
-                continue
-            }
-            if count < 0, errno == EINTR { continue }
-            if count < 0, errno == EAGAIN || errno == EWOULDBLOCK { return }
-            closeConnection(connection)
-            return
+            execute(connection.machine.deadlineReached(now: now), on: connection)
         }
     }
 
@@ -787,10 +609,10 @@ final class EventLoop: @unchecked Sendable {
         // Closing the only descriptor also removes it from the epoll set.
         close(connection.fd)
         connections[connection.id] = nil
-        context.bodyBudget.release(&connection.bodyReservation)
         if connection.counted {
             context.statistics.openConnectionsCounter.subtract(1, ordering: .relaxed)
             context.load.add(-1, loop: index)
+            admission.closed(peer: connection.remoteAddress)
         } else {
             rejectingConnections -= 1
         }
@@ -805,18 +627,12 @@ final class EventLoop: @unchecked Sendable {
         listener.stopListening()
         releaseListener()
         for connection in Array(connections.values) where connection.isOpen {
-            connection.stopReading = true
-            if connection.lingering {
-                connection.deadline = min(connection.deadline, graceDeadline)
-                nextSweep = min(nextSweep, connection.deadline)
-            } else {
-                update(connection)
-            }
+            execute(connection.machine.shutdown(now: now, graceDeadline: graceDeadline), on: connection)
         }
     }
 
     private func forceCloseAll() {
-        let abandoned = connections.values.reduce(0) { $0 + $1.inFlight }
+        let abandoned = connections.values.reduce(0) { $0 + $1.machine.inFlight }
         if abandoned > 0 {
             context.gracePeriodExpired.store(true, ordering: .relaxed)
             logger.warning("http shutdown grace period expired", metadata: ["http.abandoned_requests": "\(abandoned)"])

@@ -27,6 +27,11 @@ public struct HTTPRefusal: Sendable, Hashable {
         case atCapacity = "at_capacity"
         /// A connection beyond `maxConnections` closed without an answer: too many were already being refused.
         case atCapacityUnanswered = "at_capacity_unanswered"
+        /// 503: a connection from a peer holding `maxConnectionsPerPeer` connections, all of them busy.
+        case peerLimit = "peer_limit"
+        /// 503: an idle or slow connection closed to make room for a new one (at `maxConnections`, or at
+        /// its peer's `maxConnectionsPerPeer`).
+        case evicted
         /// 503: the request arrived after shutdown began.
         case shuttingDown = "shutting_down"
         /// The application's admission refused the request's head (its status, typically 401 or 403).

@@ -13,13 +13,23 @@ public struct ListenerLimits: Sendable, Hashable {
     /// closed silently; also how long a partly written response may wait for the peer to read before the
     /// connection is dropped. Default: 60 s.
     public var idleTimeout: Duration
-    /// Open connections across all event loops. A connection beyond it is accepted, answered 503 with a
-    /// JSON body and closed. Default: 1024.
+    /// Open connections across all event loops. At the limit, a new connection makes room by evicting
+    /// idle connections and those slowest to send their request (``maxConnectionsPerPeer`` explains how);
+    /// when every connection is doing work, it is answered 503 with a JSON body and closed. Each connection
+    /// takes a file descriptor, and a slow client can hold up to `maxHeaderBytes` of parser buffer for the
+    /// header timeout, so with the defaults 8,192 connections cost at most about 256 MiB. `ci-callbackd
+    /// serve` raises its open-file limit toward the hard limit and lowers this to fit. Default: 8192.
     public var maxConnections: Int
     /// Connections beyond `maxConnections` held at once only to be answered 503; beyond it they are closed
     /// without an answer, so a connection flood cannot make the refusals themselves exhaust descriptors.
     /// Per event loop. Default: 256.
     public var maxRefusingConnections: Int
+    /// Open connections from one client IP address. A new connection from a peer at the limit closes that
+    /// peer's idle or slow connections first (oldest first), and is answered 503 only when all of them are
+    /// doing work, so one address cannot take every connection with slow requests. Each event loop enforces
+    /// an even share of it (rounded up). Behind a proxy every client has the proxy's address: raise it to
+    /// `maxConnections` there. Default: 1024.
+    public var maxConnectionsPerPeer: Int
     /// Requests one connection may have in flight (pipelining). At the limit the loop stops reading that
     /// connection until responses go out (backpressure). Default: 16.
     public var maxPipelinedRequests: Int
@@ -35,7 +45,8 @@ public struct ListenerLimits: Sendable, Hashable {
         parser: HTTPParserLimits = HTTPParserLimits(),
         headerReadTimeout: Duration = .seconds(10),
         idleTimeout: Duration = .seconds(60),
-        maxConnections: Int = 1024,
+        maxConnections: Int = 8192,
+        maxConnectionsPerPeer: Int = 1024,
         maxRefusingConnections: Int = 256,
         maxPipelinedRequests: Int = 16,
         maxInflightBodyBytes: Int = 64 << 20
@@ -46,6 +57,7 @@ public struct ListenerLimits: Sendable, Hashable {
         self.headerReadTimeout = headerReadTimeout
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.maxPipelinedRequests = maxPipelinedRequests
     }
 }

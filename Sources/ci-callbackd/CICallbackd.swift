@@ -207,8 +207,13 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         name: .customLong("max-connections"),
-        help: "Open client connections; more get 503. [env: MAX_CONNECTIONS, default: \(ServeDefaults.server.limits.maxConnections)]")
+        help: "Open client connections; at the limit idle and slow ones are evicted, then 503. [env: MAX_CONNECTIONS, default: \(ServeDefaults.server.limits.maxConnections)]")
     var maxConnections: String?
+
+    @Option(
+        name: .customLong("max-connections-per-peer"),
+        help: "Open connections from one IP address; raise to max-connections behind a proxy. [env: MAX_CONNECTIONS_PER_PEER, default: \(ServeDefaults.server.limits.maxConnectionsPerPeer)]")
+    var maxConnectionsPerPeer: String?
 
     @Option(
         name: .customLong("shutdown-grace"),
@@ -271,6 +276,9 @@ struct Serve: AsyncParsableCommand {
         server.limits.maxConnections = try resolver.required(
             flag: maxConnections, flagName: "max-connections", env: "MAX_CONNECTIONS", default: server.limits.maxConnections,
             parse: SettingParsers.positiveInt, expected: "a positive whole number")
+        server.limits.maxConnectionsPerPeer = try resolver.required(
+            flag: maxConnectionsPerPeer, flagName: "max-connections-per-peer", env: "MAX_CONNECTIONS_PER_PEER",
+            default: server.limits.maxConnectionsPerPeer, parse: SettingParsers.positiveInt, expected: "a positive whole number")
         server.shutdownGracePeriod = try resolver.required(
             flag: shutdownGrace, flagName: "shutdown-grace", env: "SHUTDOWN_GRACE", default: server.shutdownGracePeriod,
             parse: SettingParsers.duration, expected: "a duration such as 10s")
@@ -319,6 +327,7 @@ struct Serve: AsyncParsableCommand {
         if accessPolicy.apiTokens.isEmpty {
             logger.warning("API_TOKENS is not set: anyone who can reach this service can read jobs")
         }
+        server.limits.maxConnections = Self.fitConnectionsToOpenFileLimit(server, poolSize: poolSize, logger: logger)
         let metrics = ServiceMetrics()
         MetricsSystem.bootstrap(metrics.metricsFactory)
 
@@ -391,6 +400,28 @@ struct Serve: AsyncParsableCommand {
         }
         await pool.close()
         logger.info("stopped")
+    }
+
+    /// Raises the open-file limit to the hard limit, logs what it got, and lowers `MAX_CONNECTIONS` to what
+    /// it leaves room for: past the limit `accept` fails with `EMFILE` and the listener backs off for every
+    /// client, where a full listener still evicts slow connections and answers 503.
+    private static func fitConnectionsToOpenFileLimit(_ server: HTTPServerConfiguration, poolSize: Int, logger: Logger) -> Int {
+        let requested = server.limits.maxConnections
+        guard let limit = OpenFileLimit.raiseToHardLimit() else {
+            logger.warning("open-file limit unreadable; MAX_CONNECTIONS kept", metadata: ["http.max_connections": "\(requested)"])
+            return requested
+        }
+        let reserved = OpenFileLimit.reservedDescriptors(eventLoops: server.eventLoopCount, otherDescriptors: poolSize + 64)
+        let fitting = OpenFileLimit.connections(requested: requested, limit: limit.after, reserved: reserved)
+        logger.info(
+            "open-file limit",
+            metadata: ["limit.before": "\(limit.before)", "limit.after": "\(limit.after)", "limit.hard": "\(limit.hard)"])
+        if fitting < requested {
+            logger.warning(
+                "MAX_CONNECTIONS lowered to fit the open-file limit; raise the hard limit (ulimit -Hn, LimitNOFILE=) for more",
+                metadata: ["http.max_connections": "\(fitting)", "http.max_connections_requested": "\(requested)", "limit.hard": "\(limit.hard)"])
+        }
+        return fitting
     }
 
     /// A service that starts before its database (a container restart, a host boot) waits for it a

@@ -71,5 +71,5 @@ import Testing
     #expect(HTTPRefusal.Reason(parserRejection: .notImplemented) == .unsupportedTransferCoding)
     #expect(HTTPRefusal.Reason(parserRejection: .httpVersionNotSupported) == .versionNotSupported)
     #expect(HTTPRefusal.Reason(parserRejection: .badRequest) == .malformed)
-    #expect(HTTPRefusal.Reason.allCases.count == 13)
+    #expect(HTTPRefusal.Reason.allCases.count == 15)
 }

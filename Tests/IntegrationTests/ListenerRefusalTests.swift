@@ -112,15 +112,21 @@ struct ListenerRefusalTests {
 
     @Test func refusal_AtCapacity_IsAnsweredCountedAndLogged() async throws {
         try await RefusalTestService.with(configure: { $0.maxConnections = 1 }) { service in
-            let response = try await listenerBlocking {
+            // The one place is busy (an idle connection would be evicted to make room instead).
+            let held = try await listenerBlocking {
                 let held = try ListenerTestClient(port: service.port)
-                try held.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-                #expect(try held.readResponse().status == 200)
+                try held.send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+                return held
+            }
+            #expect(try await eventually { service.hold.entered.load(ordering: .relaxed) == 1 })
+            let response = try await listenerBlocking {
                 let refused = try ListenerTestClient(port: service.port)
                 let response = try refused.readResponse()
                 #expect(try refused.readsEOF())
                 return response
             }
+            service.hold.released.store(true, ordering: .relaxed)
+            _ = try await listenerBlocking { try held.readResponse() }
             expectServiceError(response, status: 503, code: "TooManyConnections")
             #expect(response.headers["Retry-After"] == "1")
             #expect(try await service.counter(reason: "at_capacity", status: "503") == 1)
@@ -135,10 +141,14 @@ struct ListenerRefusalTests {
             $0.maxConnections = 1
             $0.maxRefusingConnections = 1
         }) { service in
-            let unanswered = try await listenerBlocking {
+            let held = try await listenerBlocking {
                 let held = try ListenerTestClient(port: service.port)
-                try held.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-                #expect(try held.readResponse().status == 200)
+                try held.send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+                return held
+            }
+            #expect(try await eventually { service.hold.entered.load(ordering: .relaxed) == 1 })
+            defer { service.hold.released.store(true, ordering: .relaxed) }
+            let unanswered = try await listenerBlocking {
                 // Refused connections are held (lingering) while their client keeps them open; with room to
                 // refuse one at a time, one of the next few is closed without an answer.
                 var kept: [ListenerTestClient] = []
@@ -180,9 +190,22 @@ private struct RefusalTestService: Sendable {
         let lines = Mutex<[[String: String]]>([])
     }
 
+    /// Requests to `/hold` wait (at most 10 s) until `released`: they keep a connection busy, so that it
+    /// cannot be evicted to make room.
+    final class Hold: Sendable {
+        let entered = Atomic<Int>(0)
+        let released = Atomic<Bool>(false)
+
+        func wait() async {
+            entered.add(1, ordering: .relaxed)
+            _ = try? await eventually(within: .seconds(10), every: .milliseconds(5)) { self.released.load(ordering: .relaxed) }
+        }
+    }
+
     let port: Int
     let application: CallbackApplication
     let log: LogLines
+    let hold: Hold
 
     static func with(
         accessPolicy: AccessPolicy = AccessPolicy(), configure: (inout ListenerLimits) -> Void = { _ in },
@@ -209,12 +232,17 @@ private struct RefusalTestService: Sendable {
         configuration.limits.headerReadTimeout = .milliseconds(300)
         configuration.limits.maxInflightBodyBytes = 1000
         configure(&configuration.limits)
+        let hold = Hold()
         let server = HTTPServer(
-            configuration: configuration, logger: logger, hooks: application.listenerHooks, responder: application.respond(to:))
+            configuration: configuration, logger: logger, hooks: application.listenerHooks,
+            responder: { request in
+                if request.path == "/hold" { await hold.wait() }
+                return await application.respond(to: request)
+            })
         let run = Task { try await server.run() }
         do {
             let port = try await server.waitUntilListening()
-            try await body(RefusalTestService(port: port, application: application, log: log))
+            try await body(RefusalTestService(port: port, application: application, log: log, hold: hold))
         } catch {
             run.cancel()
             _ = try? await run.value

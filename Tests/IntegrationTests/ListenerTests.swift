@@ -437,21 +437,58 @@ private func expectPlainRefusal(_ response: ListenerTestResponse, status: Int) {
     }
 }
 
-@Test func listener_ConnectionsBeyondLimitGet503JSONAndClose() async throws {
-    try await withListenerServer(configure: { $0.limits.maxConnections = 2 }) { port in
-        try await listenerBlocking {
+@Test func listener_ConnectionsBeyondLimitGet503JSONAndCloseWhileEveryConnectionIsBusy() async throws {
+    // Both admitted connections have a request in flight, so neither may be evicted to make room.
+    let held = ListenerTestInFlight()
+    let release = ListenerTestGate()
+    let responder: HTTPServer.Responder = { request in
+        if request.path == "/held" {
+            await held.pass(limit: 2, of: 2)
+            await release.wait()
+        }
+        return HTTPResponse(status: .ok)
+    }
+    try await withListenerServer(configure: { $0.limits.maxConnections = 2 }, responder: responder) { port in
+        let (first, second) = try await listenerBlocking {
             let first = try ListenerTestClient(port: port)
             let second = try ListenerTestClient(port: port)
-            for client in [first, second] {
-                try client.send(request("/held"))
-                #expect(try client.readResponse().status == 200)
-            }
+            for client in [first, second] { try client.send(request("/held")) }
+            return (first, second)
+        }
+        _ = try await eventually { held.peak == 2 }
+        try await listenerBlocking {
             let third = try ListenerTestClient(port: port)
             expectPlainRefusal(try third.readResponse(), status: 503)
             #expect(try third.readsEOF())
+        }
+        release.open()
+        try await listenerBlocking {
             // The admitted connections keep working.
+            for client in [first, second] { #expect(try client.readResponse().status == 200) }
             try first.send(request("/still"))
             #expect(try first.readResponse().status == 200)
+        }
+    }
+}
+
+@Test func listener_ConnectionsBeyondLimitEvictTheIdleConnectionQuietLongest() async throws {
+    // One loop: each loop makes room among its own connections.
+    try await withListenerServer(configure: { $0.limits.maxConnections = 2; $0.eventLoopCount = 1 }) { port in
+        try await listenerBlocking {
+            let oldest = try ListenerTestClient(port: port)
+            try oldest.send(request("/idle"))
+            #expect(try oldest.readResponse().status == 200)
+            let newer = try ListenerTestClient(port: port)
+            try newer.send(request("/idle"))
+            #expect(try newer.readResponse().status == 200)
+            let third = try ListenerTestClient(port: port)
+            try third.send(request("/fresh"))
+            #expect(try third.readResponse().status == 200)
+            // The connection quiet the longest made room: it is told why, and closed.
+            expectPlainRefusal(try oldest.readResponse(), status: 503)
+            #expect(try oldest.readsEOF())
+            try newer.send(request("/still"))
+            #expect(try newer.readResponse().status == 200)
         }
     }
 }

@@ -209,7 +209,7 @@ public struct CallbackApplication: Sendable {
         case .unsupportedTransferCoding: "NotImplemented"
         case .versionNotSupported: "HTTPVersionNotSupported"
         case .requestTimeout: "RequestTimeout"
-        case .atCapacity, .atCapacityUnanswered: "TooManyConnections"
+        case .atCapacity, .atCapacityUnanswered, .peerLimit, .evicted: "TooManyConnections"
         case .shuttingDown: "ShuttingDown"
         case .admission: "Unauthorized"
         case .bodyBudget: "TooManyBodiesInFlight"

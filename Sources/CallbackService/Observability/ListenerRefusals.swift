@@ -71,7 +71,7 @@ final class ListenerRefusalRecorder: Sendable {
     /// Warning for what an operator must act on (capacity, memory), notice for a client's mistake.
     private static func level(_ reason: HTTPRefusal.Reason) -> Logger.Level {
         switch reason {
-        case .atCapacity, .atCapacityUnanswered, .bodyBudget: .warning
+        case .atCapacity, .atCapacityUnanswered, .peerLimit, .evicted, .bodyBudget: .warning
         default: .notice
         }
     }
