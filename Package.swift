@@ -10,7 +10,7 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "ci-callbackd",
-    platforms: [.macOS(.v15)],
+    // Linux only: the listener is epoll and the sockets are Glibc's (no kqueue port), so no macOS claim.
     products: [
         .executable(name: "ci-callbackd", targets: ["ci-callbackd"]),
         .executable(name: "ci-simulator", targets: ["ci-simulator"]),

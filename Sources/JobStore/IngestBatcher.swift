@@ -187,15 +187,26 @@ public final class IngestBatcher: Sendable {
                 for (wave, result) in zip(waves, results) {
                     switch result {
                     case .success(let rows):
-                        byMember.append(contentsOf: Self.split(rows, into: wave.count))
+                        byMember.append(contentsOf: Self.split(rows, into: wave.count, ord: { $0["ord"].int }))
                     case .failure(let error):
                         failure = failure ?? error
                     }
                 }
-                if failure == nil, byMember.count == grouped.count {
+                if failure == nil {
+                    // Every wave ran in the one transaction, and it committed: each member answers from its
+                    // own rows. A member that came back without any (which the statement should never do)
+                    // was still committed; it is answered by reading its own write back, never run again as
+                    // if rolled back: the re-run would find its body stored and call a first delivery a
+                    // duplicate.
                     counters.committed(grouped.count)
                     for (pending, rows) in zip(waves.joined(), byMember) {
-                        pending.resume(returning: rows)
+                        if rows.isEmpty {
+                            var unanswered = pending
+                            unanswered.mayHaveTakenEffect = true
+                            alone.append(unanswered)
+                        } else {
+                            pending.resume(returning: rows)
+                        }
                     }
                 } else {
                     // The whole batch rolled back: run each member alone so one bad row fails only itself.
@@ -258,15 +269,16 @@ public final class IngestBatcher: Sendable {
         }
     }
 
-    /// A batch statement's rows, one group per record: `ord` is the record's 1-based position, and every
-    /// record has at least one row (the callback row, joined to each of its jobs).
-    private static func split(_ rows: PostgresRows, into count: Int) -> [[PostgresRow]] {
-        var groups = [[PostgresRow]](repeating: [], count: count)
+    /// A batch statement's rows, one group per record, by `ord`: the record's 1-based position. Every
+    /// record should have at least one row (the callback row, joined to each of its jobs); one without is an
+    /// empty group, which the caller settles by itself, while the other records keep their rows.
+    static func split<Row>(_ rows: some Sequence<Row>, into count: Int, ord: (Row) -> Int?) -> [[Row]] {
+        var groups = [[Row]](repeating: [], count: count)
         for row in rows {
-            guard let ord = row["ord"].int, (1...count).contains(ord) else { continue }
+            guard let ord = ord(row), (1...count).contains(ord) else { continue }
             groups[ord - 1].append(row)
         }
-        return groups.contains(where: \.isEmpty) ? [] : groups
+        return groups
     }
 
     /// The batch ordered by each record's first JobId, arrival order among equals, so concurrent batches

@@ -134,28 +134,29 @@ public final class JobCompletionListener: Sendable {
     }
 
     /// Listens until the task is cancelled. Run it beside the HTTP server (it is a ServiceLifecycle-style
-    /// `run()`); the blocking libpq calls happen on a thread of its own.
+    /// `run()`); the blocking libpq calls happen on a thread of its own (PostgresLibPQ's BlockingThread).
     public func run() async {
-        let stop = Atomic<Bool>(false)
+        let stop = StopFlag()
+        let thread = BlockingThread<Void>(name: "pg-listen") {}
         await withTaskCancellationHandler {
-            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-                let thread = Thread { [self] in
-                    self.listenLoop(stop: stop)
-                    done.resume()
-                }
-                thread.name = "pg-listen"
-                thread.start()
-            }
+            _ = try? await thread.run { [self] _ in self.listenLoop(stop: stop) }
         } onCancel: {
-            stop.store(true, ordering: .relaxed)
+            stop.flag.store(true, ordering: .relaxed)
         }
+        await thread.finish()
         state.withLock { $0.stopped = true }
         wakeAll()
     }
 
-    private func listenLoop(stop: borrowing Atomic<Bool>) {
+    /// Set by cancellation (any thread), read by the listening thread between waits.
+    private final class StopFlag: Sendable {
+        let flag = Atomic<Bool>(false)
+        var isSet: Bool { flag.load(ordering: .relaxed) }
+    }
+
+    private func listenLoop(stop: StopFlag) {
         var backoff = Duration.milliseconds(100)
-        while !stop.load(ordering: .relaxed) {
+        while !stop.isSet {
             let connection: PostgresConnection
             do {
                 connection = try PostgresConnection.connect(configuration.conninfo, settings: configuration.connection)
@@ -173,7 +174,7 @@ public final class JobCompletionListener: Sendable {
             // Anything announced while we were not listening was missed: let every waiter re-read.
             wakeAll()
             var lastHeard = ContinuousClock.now
-            while !stop.load(ordering: .relaxed) {
+            while !stop.isSet {
                 do {
                     let notifications = try connection.waitForNotifications(timeout: .milliseconds(250))
                     if !notifications.isEmpty {

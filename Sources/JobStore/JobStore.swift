@@ -307,7 +307,7 @@ public final class JobStore: Sendable {
             jobID: try row.string("job_id"),
             state: JobState(rawValue: try row.string("state")),
             tag: try row.optionalString("tag"),
-            detailJSON: try row.string("detail"),
+            detailJSON: JSONBText.compact(try row.string("detail")),
             hasWatermark: try row.bool("has_watermark"),
             watermarkType: try row.optionalString("watermark_type"),
             watermarkVersion: try row.optionalString("watermark_version"),

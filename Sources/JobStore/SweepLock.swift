@@ -1,8 +1,6 @@
-import Dispatch
 import Foundation
 import Logging
 import PostgresLibPQ
-import Synchronization
 
 /// Lets one replica at a time run a periodic task (the reconciler's sweep): a session-level
 /// `pg_try_advisory_lock` held on a dedicated connection for the length of the task.
@@ -23,10 +21,9 @@ public final class SweepLock: Sendable {
     private let settings: PostgresConnectionSettings
     private let classID: Int32
     private let logger: Logger
-    /// libpq blocks; its calls run here, one at a time, off Swift's cooperative pool.
-    private let queue = DispatchQueue(label: "ci-callbackd.sweep-lock")
-    /// Touched only from `queue`; the Mutex makes that provable to the compiler rather than guarding races.
-    private let connection = Mutex<PostgresConnection?>(nil)
+    /// The lock's connection lives on a thread of its own (libpq blocks; see PostgresLibPQ's
+    /// BlockingThread.swift), made on first use and kept between sweeps as that thread's state.
+    private let thread = BlockingThread<PostgresConnection?>(name: "pg-sweep-lock") { nil }
 
     /// Creates a lock; nothing connects until ``withLock(_:)``.
     /// - Parameters:
@@ -58,65 +55,45 @@ public final class SweepLock: Sendable {
         }
     }
 
-    /// Closes the dedicated connection (releasing any lock it holds).
+    /// Closes the dedicated connection (releasing any lock it holds) and ends its thread.
     public func close() async {
-        await onQueue { [self] in
-            self.connection.withLock { current in
-                current?.close()
-                current = nil
-            }
+        await thread.finish { connection in
+            connection?.close()
+            connection = nil
         }
     }
 
     private func tryAcquire() async throws -> Bool {
-        try await onQueue { [self] () throws -> Bool in
-            try self.connection.withLock { current throws -> Bool in
-                if let existing = current, !existing.isHealthy {
-                    existing.close()
-                    current = nil
-                }
-                let live = try current ?? PostgresConnection.connect(self.conninfo, settings: self.settings)
-                current = live
-                do {
-                    let rows = try live.query(
-                        "SELECT pg_try_advisory_lock(\(self.classID)::int4, hashtext(current_schema())) AS locked")
-                    return try StrictRow(rows[0], read: "sweep lock").bool("locked")
-                } catch {
-                    live.close()
-                    current = nil
-                    throw error
-                }
+        let (conninfo, settings, classID) = (self.conninfo, self.settings, self.classID)
+        return try await thread.run { connection throws -> Bool in
+            if let existing = connection, !existing.isHealthy {
+                existing.close()
+                connection = nil
+            }
+            let live = try connection ?? PostgresConnection.connect(conninfo, settings: settings)
+            connection = live
+            do {
+                let rows = try live.query("SELECT pg_try_advisory_lock(\(classID)::int4, hashtext(current_schema())) AS locked")
+                return try StrictRow(rows[0], read: "sweep lock").bool("locked")
+            } catch {
+                live.close()
+                connection = nil
+                throw error
             }
         }
     }
 
     private func release() async {
-        await onQueue { [self] in
-            self.connection.withLock { current in
-                guard let live = current else { return }
-                do {
-                    _ = try live.query("SELECT pg_advisory_unlock(\(self.classID)::int4, hashtext(current_schema())) AS unlocked")
-                } catch {
-                    // Dropping the session is the other way to release a session lock.
-                    self.logger.warning("could not release the sweep lock; closing its connection", metadata: ["error": "\(error)"])
-                    live.close()
-                    current = nil
-                }
-            }
-        }
-    }
-
-    private func onQueue<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try work() }) }
-        }
-    }
-
-    private func onQueue(_ work: @escaping @Sendable () -> Void) async {
-        await withCheckedContinuation { continuation in
-            queue.async {
-                work()
-                continuation.resume()
+        let (classID, logger) = (self.classID, self.logger)
+        _ = try? await thread.run { connection in
+            guard let live = connection else { return }
+            do {
+                _ = try live.query("SELECT pg_advisory_unlock(\(classID)::int4, hashtext(current_schema())) AS unlocked")
+            } catch {
+                // Dropping the session is the other way to release a session lock.
+                logger.warning("could not release the sweep lock; closing its connection", metadata: ["error": "\(error)"])
+                live.close()
+                connection = nil
             }
         }
     }

@@ -3,9 +3,9 @@ import Logging
 
 /// A fixed set of PostgreSQL connections, each living on its OWN thread, shared by async callers.
 ///
-/// libpq calls block; Swift concurrency's cooperative pool has one thread per core, so a query run there
-/// would stall every other task. Callers of ``withConnection(_:)`` instead enqueue a job and suspend; one of
-/// `size` dedicated threads takes it, runs the body with its connection, and resumes the caller.
+/// libpq calls block, and must stay off Swift's cooperative pool (how, everywhere: BlockingThread.swift).
+/// Callers of ``withConnection(_:)`` enqueue a job and suspend; one of `size` dedicated threads takes it,
+/// runs the body with its connection, and resumes the caller.
 ///
 /// - Connections are made lazily, by the thread that first needs one, and remade after a failure: when the
 ///   database is down, calls fail at once with ``PostgresError/Code/connectionFailed`` and the pool
@@ -247,13 +247,9 @@ final class PoolCore: @unchecked Sendable {
         self.liveThreads = self.configuration.size + 1
         self.monitor.unlock()
         for index in 0..<self.configuration.size {
-            let thread = Thread { [self] in self.runWorker(index: index) }
-            thread.name = "pg-pool-\(index)"
-            thread.start()
+            startBlockingThread(name: "pg-pool-\(index)") { [self] in self.runWorker(index: index) }
         }
-        let timer = Thread { [self] in self.runTimer() }
-        timer.name = "pg-pool-timer"
-        timer.start()
+        startBlockingThread(name: "pg-pool-timer") { [self] in self.runTimer() }
         self.logger.debug(
             "postgres pool started",
             metadata: ["db.conninfo": "\(self.redactedConninfo)", "pool.size": "\(self.configuration.size)"]

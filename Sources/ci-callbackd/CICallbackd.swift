@@ -74,6 +74,11 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("log-format"), help: "text (human-readable) or json (one object per line). [env: LOG_FORMAT, default: \(ServeDefaults.logFormat)]")
     var logFormat: String?
 
+    @Option(
+        name: .customLong("log-buffer-bytes"),
+        help: "Log bytes held for a slow standard error before lines are dropped (and counted), e.g. 4m. [env: LOG_BUFFER_BYTES, default: \(SettingFormat.byteSize(ServeDefaults.logBufferBytes))]")
+    var logBufferBytes: String?
+
     /// The migrations compiled in, unless a folder is named explicitly (to try a schema change without
     /// rebuilding, or to benchmark one schema against another).
     func migrationSet(_ resolver: SettingResolver) throws -> MigrationSet {
@@ -102,6 +107,10 @@ struct DatabaseOptions: ParsableArguments {
         let json = try resolver.required(
             flag: logFormat, flagName: "log-format", env: "LOG_FORMAT", default: ServeDefaults.logFormat == "json",
             parse: { ["json": true, "text": false][$0.lowercased()] }, expected: "text or json")
+        let bufferBytes = try resolver.required(
+            flag: logBufferBytes, flagName: "log-buffer-bytes", env: "LOG_BUFFER_BYTES", default: ServeDefaults.logBufferBytes,
+            parse: SettingParsers.byteSize, expected: "a size such as 4m")
+        LogOutput.standardError.configure(bufferLimit: bufferBytes, format: json ? .json : .text)
         LoggingSystem.bootstrap { label in
             var handler = ServiceLogHandler(label: label, format: json ? .json : .text)
             handler.logLevel = level
@@ -484,6 +493,7 @@ enum ServeDefaults {
     static let verifyCallbacks = false
     static let logLevel = Logger.Level.info
     static let logFormat = "text"
+    static let logBufferBytes = LogOutput.Configuration().bufferLimit
 }
 
 /// `VERIFY_CALLBACKS` (`--verify-callbacks`) and `VERIFY_INTERVAL`.

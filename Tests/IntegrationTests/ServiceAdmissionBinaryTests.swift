@@ -13,41 +13,14 @@ import FoundationNetworking
 struct ServiceAdmissionBinaryTests {
     @Test(.timeLimit(.minutes(3)))
     func admission_WrongTokenHeadsWithMebibyteBodies_Get401AndCloseWithoutGrowingMemory() async throws {
-        let binary = try ServiceBinaryTests.builtServiceBinary()
-        let schema = "t_" + RequestIDForTests.random()
-        let admin = try PostgresConnection.connect(testDatabaseURL)
-        defer {
-            _ = try? admin.execute(simpleSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE")
-            admin.close()
-        }
-        try admin.execute(simpleSQL: "CREATE SCHEMA \(schema)")
-        let port = try freeLoopbackPort()
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("ci-callbackd-admission-\(UUID().uuidString).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: log) }
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)"]
-        process.environment = [
-            "DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema), "CALLBACK_TOKENS": "the-right-token", "LOG_FORMAT": "json",
-        ]
-        let output = try FileHandle(forWritingTo: log)
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        defer {
-            if process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
-        }
         let serviceLog = { String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self) }
-        let base = "http://127.0.0.1:\(port)"
-        let ready = try await eventually(within: .seconds(90), every: .milliseconds(100)) {
-            try #require(process.isRunning, "ci-callbackd exited before it was ready:\n\(serviceLog())")
-            return (try? await ServiceBinaryTests.fetch("GET", base + "/readyz"))?.status == 200
-        }
-        try #require(ready, "ci-callbackd not ready within 90 s:\n\(serviceLog())")
+        let service = try await ServiceProcess.start(
+            environment: ["CALLBACK_TOKENS": "the-right-token", "LOG_FORMAT": "json"], output: try FileHandle(forWritingTo: log), log: serviceLog)
+        defer { service.stop() }
+        let (process, port, base) = (service.process, service.port, service.base)
 
         let head = "POST /v1/callbacks/a-wrong-token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n"
         /// `count` connections at once, each sending the head and no body; the answers, and whether each closed.

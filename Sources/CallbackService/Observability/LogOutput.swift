@@ -3,6 +3,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import CIModel
 import Synchronization
 
 /// Where the service's log lines go: a file descriptor (standard error), written in batches by one thread.
@@ -24,9 +25,12 @@ public final class LogOutput: Sendable {
         public var flushInterval: Duration = .milliseconds(100)
         /// Buffered bytes that wake the writer at once. Default: 64 KiB.
         public var flushThreshold = 64 * 1024
-        /// Most bytes held for the sink, the chunk being written included; lines beyond it are dropped.
-        /// Default: 4 MiB.
+        /// Most bytes held for the sink, the chunk being written included; lines beyond it are dropped
+        /// (`LOG_BUFFER_BYTES`). Default: 4 MiB.
         public var bufferLimit = 4 * 1024 * 1024
+        /// The layout of the `N log lines dropped` line, which LogOutput writes itself: the same as the
+        /// handler's lines (`LOG_FORMAT`), so a JSON log shipper can parse it. Default: text.
+        public var format: ServiceLogHandler.Format = .text
         /// Longest wait at exit for the sink to take what is buffered. Default: 2 s.
         public var exitFlushTimeout: Duration = .seconds(2)
 
@@ -52,10 +56,14 @@ public final class LogOutput: Sendable {
         var droppedTotal = 0
         /// Set when the writer has been woken for the current buffer, so a crossing signals once.
         var wakeRequested = false
+        /// ``Configuration/bufferLimit`` and ``Configuration/format``, settable once the output exists
+        /// (``configure(bufferLimit:format:)``): standard error's is made before the settings are read.
+        var bufferLimit: Int
+        var format: ServiceLogHandler.Format
     }
 
     private let descriptor: Int32
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     /// Wakes the writer before its interval ends (a warning, the threshold, a flush).
     private let wake = DispatchSemaphore(value: 0)
     /// Signalled by the writer after each write, for ``flush(timeout:)``.
@@ -66,6 +74,16 @@ public final class LogOutput: Sendable {
     init(descriptor: Int32, configuration: Configuration = Configuration()) {
         self.descriptor = descriptor
         self.configuration = configuration
+        self.state = Mutex(State(bufferLimit: configuration.bufferLimit, format: configuration.format))
+    }
+
+    /// Sets how much may wait for the sink (`LOG_BUFFER_BYTES`) and the layout of the dropped-lines line
+    /// (`LOG_FORMAT`); the service calls it on ``standardError`` once its settings are read.
+    public func configure(bufferLimit: Int, format: ServiceLogHandler.Format) {
+        state.withLock { state in
+            state.bufferLimit = bufferLimit
+            state.format = format
+        }
     }
 
     /// Lines dropped since start because the sink was slower than the logs.
@@ -73,16 +91,15 @@ public final class LogOutput: Sendable {
 
     /// Appends one line (newline included); `urgent` wakes the writer at once. Never waits for the sink.
     public func write(_ line: [UInt8], urgent: Bool) {
-        let limit = configuration.bufferLimit
         let threshold = configuration.flushThreshold
         let signal = state.withLock { state -> Bool in
-            guard state.pending.count + state.inFlight + line.count <= limit else {
+            guard state.pending.count + state.inFlight + line.count <= state.bufferLimit else {
                 state.droppedSinceMarker += 1
                 state.droppedTotal += 1
                 return false
             }
             if state.droppedSinceMarker > 0 {
-                state.pending.append(contentsOf: Self.droppedMarker(state.droppedSinceMarker))
+                state.pending.append(contentsOf: Self.droppedMarker(state.droppedSinceMarker, format: state.format))
                 state.droppedSinceMarker = 0
             }
             state.pending.append(contentsOf: line)
@@ -134,7 +151,7 @@ public final class LogOutput: Sendable {
                 swap(&state.pending, &chunk)
                 state.wakeRequested = false
                 if state.droppedSinceMarker > 0 {  // Nothing accepted since the drops: the marker ends the chunk.
-                    chunk.append(contentsOf: Self.droppedMarker(state.droppedSinceMarker))
+                    chunk.append(contentsOf: Self.droppedMarker(state.droppedSinceMarker, format: state.format))
                     state.droppedSinceMarker = 0
                 }
                 state.inFlight = chunk.count
@@ -148,8 +165,23 @@ public final class LogOutput: Sendable {
         }
     }
 
-    private static func droppedMarker(_ count: Int) -> [UInt8] {
-        Array("\(LogTimestamp.now()) warning ci-callbackd : \(count) log lines dropped\n".utf8)
+    /// The line that marks where `count` lines were dropped, in the handler's layout.
+    static func droppedMarker(_ count: Int, format: ServiceLogHandler.Format) -> [UInt8] {
+        switch format {
+        case .text:
+            return Array("\(LogTimestamp.now()) warning ci-callbackd : log.dropped_lines=\(count) [CallbackService] \(count) log lines dropped\n".utf8)
+        case .json:
+            var json = JSONWriter(reservingCapacity: 160)
+            json.beginObject()
+            json.member("time", LogTimestamp.now())
+            json.member("level", "warning")
+            json.member("label", "ci-callbackd")
+            json.member("message", "log lines dropped")
+            json.member("source", "CallbackService")
+            json.member("log.dropped_lines", String(count))
+            json.endObject()
+            return json.bytes + [0x0A]
+        }
     }
 
     private static func nanoseconds(_ duration: Duration) -> Int64 {

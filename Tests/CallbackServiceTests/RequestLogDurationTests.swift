@@ -4,7 +4,7 @@ import Testing
 
 /// The request log's duration field, formatted without Foundation on the hot path.
 @Suite("Request log duration")
-struct PerfRequestLogTests {
+struct RequestLogDurationTests {
     @Test(arguments: [
         (Duration.zero, "0.000"),
         (Duration.microseconds(7), "0.007"),

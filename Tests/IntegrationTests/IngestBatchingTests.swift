@@ -13,7 +13,7 @@ import Testing
 /// committer job waits behind the blocker), then release it: the committer then finds them all queued
 /// and takes them as one batch. Nothing depends on timing.
 @Suite("Ingest batching")
-struct PerfIngestBatchingTests {
+struct IngestBatchingTests {
     @Test func batch_identicalBodiesInOneBatch_storeOneRowAndReportTheRestAsDuplicates() async throws {
         try await withBatchingStore { store, blocker in
             let body = callbackBody(jobID: RequestIDForTests.jobID(), state: "Success")
