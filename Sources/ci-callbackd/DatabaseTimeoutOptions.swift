@@ -9,7 +9,7 @@ struct DatabaseTimeoutOptions: ParsableArguments {
 
     @Option(
         name: .customLong("db-io-timeout"),
-        help: "Longest wait for PostgreSQL's answer; a connection that misses it is closed and replaced (also tcp_user_timeout). Must exceed the statement timeout. [env: DB_IO_TIMEOUT, default: 10s]")
+        help: "Longest wait for PostgreSQL's answer; a connection that misses it is closed and replaced (also tcp_user_timeout). Must exceed the statement timeout. [env: DB_IO_TIMEOUT, default: 8s]")
     var ioTimeout: String?
 
     @Option(
