@@ -321,6 +321,8 @@ struct Serve: AsyncParsableCommand {
         }
         let metrics = ServiceMetrics()
         MetricsSystem.bootstrap(metrics.metricsFactory)
+        let memoryReturn = MemoryReturn(logger: logger)
+        memoryReturn.configureAllocator()
 
         var poolConfiguration = PostgresPool.Configuration(conninfo: databaseURL)
         poolConfiguration.size = poolSize
@@ -359,6 +361,7 @@ struct Serve: AsyncParsableCommand {
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: httpServer, successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: CompletionListenerService(listener: completionListener)),
+                .init(service: memoryReturn),
             ]
             if ciSettings.reconcile, let submitter {
                 let reconciler = Reconciler(

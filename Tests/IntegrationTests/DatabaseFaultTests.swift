@@ -167,7 +167,7 @@ struct DatabaseFaultTests {
         #expect(keys["keepalives_idle"] == "10")
         #expect(keys["keepalives_interval"] == "5")
         #expect(keys["keepalives_count"] == "3")
-        #expect(keys["tcp_user_timeout"] == "10000")
+        #expect(keys["tcp_user_timeout"] == "8000")
     }
 
     // MARK: Service level
