@@ -105,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "ci-callbackd",
             dependencies: [
-                "CallbackService", "CIClient", "CIModel", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire",
+                "CallbackService", "CIClient", "CIModel", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire", "CEpoll",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -4,6 +4,7 @@
 
 #ifdef __linux__
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <string.h>
@@ -78,6 +79,32 @@ int cepoll_socket(int domain) {
 
 long cepoll_send(int fd, const void *buffer, unsigned long length) {
     return (long)send(fd, buffer, length, MSG_NOSIGNAL);
+}
+
+unsigned long cepoll_heap_in_use(void) {
+#ifdef __GLIBC__
+    struct mallinfo2 info = mallinfo2();
+    return (unsigned long)(info.uordblks + info.hblkhd);
+#else
+    return 0;
+#endif
+}
+
+int cepoll_heap_trim(void) {
+#ifdef __GLIBC__
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
+}
+
+int cepoll_set_mmap_threshold(int bytes) {
+#ifdef __GLIBC__
+    return mallopt(M_MMAP_THRESHOLD, bytes);
+#else
+    (void)bytes;
+    return 0;
+#endif
 }
 
 void cepoll_set_thread_name(const char *name) {

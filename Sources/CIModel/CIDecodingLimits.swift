@@ -15,13 +15,22 @@ public struct CIDecodingLimits: Sendable, Hashable {
     public var maxNameBytes: Int
     /// Maximum lengths of the identifiers the store indexes or keeps in columns.
     public var fields: CIFieldLimits
+    /// Maximum JobsDetail in one body. Default 1,000: a callback carries one, a DescribeMediaJobs page at
+    /// most 100. Each becomes a row that the body's one statement upserts, and its record for that
+    /// statement is about three times its size in the body, so 1 MiB of tiny JobsDetail (15,000 of them)
+    /// cost 3 MiB to hold while waiting for the commit and a statement that ran into the statement
+    /// timeout (`scripts/chaos memory`, shape json-many-jobs).
+    public var maxJobs: Int
 
     /// Creates limits; the defaults suit CI callbacks and API responses.
-    public init(maxDepth: Int = 64, maxElements: Int = 100_000, maxNameBytes: Int = 256, fields: CIFieldLimits = .init()) {
+    public init(
+        maxDepth: Int = 64, maxElements: Int = 100_000, maxNameBytes: Int = 256, fields: CIFieldLimits = .init(), maxJobs: Int = 1_000
+    ) {
         self.maxDepth = maxDepth
         self.maxElements = maxElements
         self.maxNameBytes = maxNameBytes
         self.fields = fields
+        self.maxJobs = maxJobs
     }
 }
 

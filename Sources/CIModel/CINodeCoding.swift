@@ -21,6 +21,13 @@ public enum CINodeJSON {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Writes ``encode(_:arrayNames:)``'s JSON as the next value of `writer`, without an intermediate string
+    /// (the detail of a large body is as large as the body).
+    public static func encode(_ node: CINode, arrayNames: Set<String> = defaultArrayNames, into writer: inout JSONWriter) {
+        let names = Array(arrayNames)
+        writer.rawValue { out in write(node, arrayNames: names, to: &out) }
+    }
+
     /// Limits that read back whatever ``encode(_:arrayNames:)`` wrote from a body the default
     /// ``CIDecodingLimits`` accepted: each group of repeated names becomes an array, which is one more
     /// level of nesting and one more value than the XML had, so both bounds are doubled.

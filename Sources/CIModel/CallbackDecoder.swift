@@ -39,13 +39,13 @@ public enum CallbackDecoder {
     /// - Throws: ``CallbackDecodingError`` with reason `body is neither XML nor JSON`, a parse
     ///   error with its byte offset (`duplicate key "JobId" at byte 27` among them), `JobsDetail[i] has
     ///   no JobId` / `… has no State`, `JobsDetail[i] has more than one JobId`, or
-    ///   `JobsDetail[i].JobId is 3000 bytes; the limit is 128`.
+    ///   `JobsDetail[i].JobId is 3000 bytes; the limit is 128`, or `more than 1000 JobsDetail in one body`.
     public static func decode(
         _ body: [UInt8],
         limits: CIDecodingLimits = .init()
     ) throws(CallbackDecodingError) -> CallbackEnvelope {
         let (format, root) = try decodeTree(body, limits: limits)
-        return try envelope(from: root, format: format, limits: limits.fields)
+        return try envelope(from: root, format: format, limits: limits.fields, maxJobs: limits.maxJobs)
     }
 
     /// Decodes a body POSTed to the callback URL: ``decode(_:limits:)``, and then the body must be a CI
@@ -96,7 +96,9 @@ public enum CallbackDecoder {
 
     private static let envelopeKeys: Set<String> = ["EventName", "JobsDetail", "WorkflowExecution", "NextToken", "NonExistJobIds"]
 
-    static func envelope(from decodedRoot: CINode, format: CallbackFormat, limits: CIFieldLimits) throws(CallbackDecodingError) -> CallbackEnvelope {
+    static func envelope(
+        from decodedRoot: CINode, format: CallbackFormat, limits: CIFieldLimits, maxJobs: Int = .max
+    ) throws(CallbackDecodingError) -> CallbackEnvelope {
         var root = decodedRoot
         if format == .json, let wrapped = root["Response"], case .element = wrapped,
             !root.fields.contains(where: { envelopeKeys.contains($0.name) })
@@ -112,6 +114,7 @@ public enum CallbackDecoder {
                 result.eventName = nonEmpty(field.value)
                 if let name = result.eventName { try checkLength(name, limit: limits.eventName, field: "EventName") }
             case "JobsDetail":
+                guard jobIndex < maxJobs else { throw .limit("more than \(maxJobs) JobsDetail in one body") }
                 result.jobs.append(try jobsDetail(field.value, index: jobIndex, limits: limits))
                 jobIndex += 1
             case "WorkflowExecution":

@@ -74,6 +74,12 @@ public struct JSONWriter: Sendable {
         bytes.append(contentsOf: json)
     }
 
+    /// Inserts one value that `write` appends to the buffer itself, unchanged.
+    mutating func rawValue(_ write: (inout [UInt8]) -> Void) {
+        prepareValue()
+        write(&bytes)
+    }
+
     /// `"name": "value"`, or `"name": null` for nil.
     public mutating func member(_ name: String, _ value: String?) {
         key(name)

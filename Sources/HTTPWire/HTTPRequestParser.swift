@@ -102,6 +102,12 @@ public struct HTTPRequestParser: Sendable {
         phase != .requestLine || readIndex < buffer.count
     }
 
+    /// Most buffer capacity kept between requests once everything received has been parsed.
+    static let retainedBufferCapacity = 64 * 1024
+
+    /// Bytes the parser's buffer holds room for (for tests of what it keeps).
+    var bufferCapacity: Int { buffer.capacity }
+
     /// Whether the parser has rejected the stream.
     public var isFailed: Bool { phase == .failed }
 
@@ -463,6 +469,12 @@ public struct HTTPRequestParser: Sendable {
 
     private mutating func complete() -> Action {
         let request = HTTPRequest(method: method, target: target, version: version, headers: headers, body: body)
+        // A large request's buffer is not kept for the next one: a kept-alive connection would otherwise hold
+        // its largest request's size (up to twice the body limit, with growth) for as long as it stays open.
+        if readIndex == buffer.count, buffer.capacity > Self.retainedBufferCapacity {
+            buffer = []
+            readIndex = 0
+        }
         phase = .requestLine
         headBytes = 0
         headers = HTTPHeaders()

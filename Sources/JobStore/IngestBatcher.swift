@@ -8,11 +8,11 @@ import Synchronization
 ///
 /// The queueing is ``PoolBatcher``'s: a caller queues its record and suspends; up to
 /// ``Configuration/maxConcurrentBatches`` committers, each a job on a pooled connection's thread, take
-/// everything queued (up to ``Configuration/maxBatchSize``) and write it with ONE multi-row statement
-/// (``IngestBatchStatement``; a few in one pipeline only where a body or JobId repeats), under one Sync: one
-/// implicit transaction. So a batch never waits to fill: under light load it is one callback, committed
-/// at once with the single-callback statement; under a burst, the callbacks that arrive while a batch
-/// commits form the next one.
+/// everything queued (up to ``Configuration/maxBatchSize`` callbacks and ``Configuration/maxBatchBytes``)
+/// and write it with ONE multi-row statement (``IngestBatchStatement``; a few in one pipeline only where a
+/// body or JobId repeats), under one Sync: one implicit transaction. So a batch never waits to fill: under
+/// light load it is one callback, committed at once with the single-callback statement; under a burst, the
+/// callbacks that arrive while a batch commits form the next one.
 ///
 /// Failures never spread to batch-mates:
 /// - a failed statement (the whole batch rolled back) → every member is run again alone, in its own
@@ -42,10 +42,16 @@ public final class IngestBatcher: Sendable {
         /// Most batches committing at once, each on its own pooled connection, so the rest of the pool
         /// stays free for lookups. Default 2: on two cores, two backends keep PostgreSQL busy.
         public var maxConcurrentBatches = 2
+        /// Most bytes (bodies plus their job records) in one batch; a callback larger than this is written
+        /// alone. Default 1 MiB: ordinary callbacks (a few KB) still batch 64 at a time, while large ones no
+        /// longer gather into one statement whose parameters are copied several times on the way to the
+        /// socket (64 one-MiB bodies in one statement needed over 600 MB).
+        public var maxBatchBytes = 1 << 20
 
-        public init(maxBatchSize: Int = 64, maxConcurrentBatches: Int = 2) {
+        public init(maxBatchSize: Int = 64, maxConcurrentBatches: Int = 2, maxBatchBytes: Int = 1 << 20) {
             self.maxBatchSize = maxBatchSize
             self.maxConcurrentBatches = maxConcurrentBatches
+            self.maxBatchBytes = maxBatchBytes
         }
     }
 
@@ -135,6 +141,7 @@ public final class IngestBatcher: Sendable {
         self.counters = counters
         self.batcher = PoolBatcher(
             pool: pool, maxBatchSize: configuration.maxBatchSize, maxConcurrentBatches: configuration.maxConcurrentBatches,
+            maxBatchWeight: configuration.maxBatchBytes, weight: { record in record.body.count + record.jobsJSON.utf8.count },
             onConnectionLost: { error, unfinished, failed in
                 logger.notice(
                     "ingest batch lost its connection",

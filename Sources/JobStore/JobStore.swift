@@ -67,6 +67,22 @@ public final class JobStore: Sendable {
     /// With a ``verificationSignal``, the final states of a `callback` body are stored in the history as
     /// pending instead (``JobReceipt/heldForVerification``), and the signal is raised after the commit.
     public func ingest(_ envelope: CallbackEnvelope, body: ReceivedBody) async throws -> IngestResult {
+        try await ingest(prepareIngest(envelope, body: body))
+    }
+
+    /// A decoded callback turned into what ``ingest(_:)`` writes: the body and its job records, without
+    /// the decoded tree.
+    ///
+    /// Made synchronously, so that a caller can let go of the decoded envelope before it waits for the
+    /// commit: the tree of a body with many small elements takes several times the body's size, and
+    /// under a burst of large bodies most of them wait in the batcher's queue at once.
+    public struct PreparedIngest: Sendable {
+        let record: IngestRecord
+        let receivedStates: [String: JobState]
+    }
+
+    /// What ``ingest(_:)`` needs to store `envelope`; see ``PreparedIngest``.
+    public func prepareIngest(_ envelope: CallbackEnvelope, body: ReceivedBody) -> PreparedIngest {
         let jobs = Self.deduplicatedByJobID(envelope.jobs)
         let hold = verificationSignal != nil && body.source == .callback
         let record = IngestRecord(
@@ -86,7 +102,12 @@ public final class JobStore: Sendable {
             lockKey: jobs.first?.jobID ?? "",
             jobIDs: jobs.map(\.jobID)
         )
-        let result = try await write(record, receivedStates: Dictionary(jobs.map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 }))
+        return PreparedIngest(record: record, receivedStates: Dictionary(jobs.map { ($0.jobID, $0.state) }, uniquingKeysWith: { $1 }))
+    }
+
+    /// Stores a prepared callback (see ``ingest(_:body:)``); returns only after the commit.
+    public func ingest(_ prepared: PreparedIngest) async throws -> IngestResult {
+        let result = try await write(prepared.record, receivedStates: prepared.receivedStates)
         if result.jobs.contains(where: \.heldForVerification) {
             verificationSignal?.signal()
         }
@@ -161,7 +182,7 @@ public final class JobStore: Sendable {
     /// the record rather than as a bind of its own, so a record retried alone by ``IngestBatcher`` keeps it
     /// and the statement keeps its parameter list.
     static func jobsJSON(_ jobs: [JobsDetail], holdingFinalStates: Bool = false) -> String {
-        var json = JSONWriter(reservingCapacity: 1024 * max(jobs.count, 1))
+        var json = JSONWriter(reservingCapacity: 512 * max(jobs.count, 1))
         json.beginArray()
         for job in jobs {
             json.beginObject()
@@ -193,7 +214,7 @@ public final class JobStore: Sendable {
             json.optionalMember("workflow_id", job.workflow?.workflowID)
             json.optionalMember("workflow_run_id", job.workflow?.runID)
             json.key("detail")
-            json.raw(CINodeJSON.encode(job.normalized).utf8)
+            CINodeJSON.encode(job.normalized, into: &json)
             if holdingFinalStates && job.state.isFinal { json.member("held", true) }
             json.endObject()
         }

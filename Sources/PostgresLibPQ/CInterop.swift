@@ -26,6 +26,8 @@ struct EncodedParameters {
         self.offsets.reserveCapacity(binds.count)
         self.lengths.reserveCapacity(binds.count)
         self.formats.reserveCapacity(binds.count)
+        // One allocation of the right size: a large body grown by doubling would cost up to twice its size.
+        self.storage.reserveCapacity(binds.reduce(1) { $0 + $1.encodedSizeEstimate })
         for bind in binds {
             self.types.append(bind.typeOID)
             switch bind {

@@ -5,8 +5,8 @@ import Synchronization
 ///
 /// A caller queues its item and suspends. If fewer than `maxConcurrentBatches` runners are active, it
 /// starts one: a job on a pooled connection's own thread (``PostgresPool/submit(_:onFailure:)``) that
-/// takes everything queued (up to `maxBatchSize`), hands it to the `process` closure, and takes the next
-/// batch until the queue is empty. A batch never waits to fill: under light load it is one item, run at
+/// takes everything queued (up to `maxBatchSize` items and `maxBatchWeight`), hands it to the `process`
+/// closure, and takes the next batch until the queue is empty. A batch never waits to fill: under light load it is one item, run at
 /// once; under a burst, the items that arrive while a batch runs form the next one.
 ///
 /// `process` answers every member it can (``Member/resume(returning:)`` / ``Member/resume(throwing:)``).
@@ -35,6 +35,7 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
         /// for that work before repeating it; a final connection failure carries `outcomeUnknown`.
         public var mayHaveTakenEffect = false
         fileprivate let id: UInt64
+        fileprivate let weight: Int
         fileprivate let continuation: CheckedContinuation<Output, any Error>
 
         /// Answers the caller. Call exactly once per member, unless the member is returned as unfinished.
@@ -67,6 +68,8 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
     private let pool: PostgresPool
     private let maxBatchSize: Int
     private let maxConcurrentBatches: Int
+    private let maxBatchWeight: Int
+    private let weight: @Sendable (Item) -> Int
     private let process: Process
     private let onConnectionLost: @Sendable (_ error: any Error, _ unfinished: Int, _ failed: Int) -> Void
     /// Callers (cooperative threads) and runners (pool threads) share the queue: a lock, not an actor,
@@ -77,11 +80,16 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
     ///   - maxBatchSize: Most items handed to one `process` call.
     ///   - maxConcurrentBatches: Most runners at once, each holding one pooled connection, so the rest of the
     ///     pool stays free for other work.
+    ///   - maxBatchWeight: Most total `weight` in one batch; an item heavier than this on its own runs alone.
+    ///     What a batch costs to send grows with it (each byte of a parameter is copied a few times on the
+    ///     way to the socket), so a byte weight bounds the memory a batch needs.
+    ///   - weight: An item's weight, taken once when it is submitted. Default: 0 (only `maxBatchSize` counts).
     ///   - onConnectionLost: Told when a batch lost its connection (for a log line): the error, how many
     ///     members were unanswered, and how many of those failed because it was their second loss.
     ///   - process: Runs one batch; see ``Process``.
     public init(
         pool: PostgresPool, maxBatchSize: Int, maxConcurrentBatches: Int,
+        maxBatchWeight: Int = .max, weight: @escaping @Sendable (Item) -> Int = { _ in 0 },
         onConnectionLost: @escaping @Sendable (_ error: any Error, _ unfinished: Int, _ failed: Int) -> Void = { _, _, _ in },
         process: @escaping Process
     ) {
@@ -89,6 +97,8 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
         self.pool = pool
         self.maxBatchSize = maxBatchSize
         self.maxConcurrentBatches = maxConcurrentBatches
+        self.maxBatchWeight = maxBatchWeight
+        self.weight = weight
         self.onConnectionLost = onConnectionLost
         self.process = process
     }
@@ -106,12 +116,13 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
             state.nextID &+= 1
             return state.nextID
         }
+        let weight = weight(item)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Output, any Error>) in
                 // Checked under the lock the cancellation handler takes, so a cancellation is never missed.
                 let action: (start: Bool, cancelled: Bool) = state.withLock { state in
                     if Task.isCancelled { return (false, true) }
-                    state.queue.append(Member(item: item, id: id, continuation: continuation))
+                    state.queue.append(Member(item: item, id: id, weight: weight, continuation: continuation))
                     guard state.runners < maxConcurrentBatches else { return (false, false) }
                     state.runners += 1
                     return (true, false)
@@ -163,7 +174,7 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
                     state.runners -= 1
                     return []
                 }
-                let count = min(state.queue.count, maxBatchSize)
+                let count = BatchCut.length(weights: state.queue.lazy.map(\.weight), maxCount: maxBatchSize, maxWeight: maxBatchWeight)
                 defer { state.queue.removeFirst(count) }
                 return Array(state.queue.prefix(count))
             }
@@ -207,5 +218,21 @@ public final class PoolBatcher<Item: Sendable, Output: Sendable>: Sendable {
             member.fail(error)
         }
         if restart { startRunner() }
+    }
+}
+
+/// Where the next batch ends.
+enum BatchCut {
+    /// How many items at the head of a queue with these `weights` form the next batch: at least one, at most
+    /// `maxCount`, and no more than `maxWeight` in all unless the first alone weighs more.
+    static func length(weights: some Sequence<Int>, maxCount: Int, maxWeight: Int) -> Int {
+        var count = 0
+        var total = 0
+        for weight in weights.prefix(maxCount) {
+            if count > 0, weight > maxWeight - total { break }
+            total = weight > maxWeight - total ? maxWeight : total + weight
+            count += 1
+        }
+        return count
     }
 }

@@ -31,6 +31,17 @@ public enum PostgresValue: Sendable, Hashable {
         }
     }
 
+    /// About the bytes ``EncodedParameters`` stores for this value (a text array's quoting may add some).
+    var encodedSizeEstimate: Int {
+        switch self {
+        case .null: return 0
+        case .text(let text): return text.utf8.count + 1
+        case .bytea(let bytes): return bytes.count
+        case .textArray(let elements): return elements.reduce(3) { $0 + $1.utf8.count + 3 }
+        case .byteaArray(let elements): return elements.reduce(20) { $0 + 4 + $1.count }
+        }
+    }
+
     /// PostgreSQL's binary array format (`array_recv`): dimensions, flags and element type, then each
     /// element as a big-endian length and its bytes. Nil when an element or the whole exceeds the
     /// protocol's 2 GiB.

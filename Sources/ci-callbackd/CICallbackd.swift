@@ -339,6 +339,8 @@ struct Serve: AsyncParsableCommand {
         server.limits.maxConnections = Self.fitConnectionsToOpenFileLimit(server, poolSize: poolSize, logger: logger)
         let metrics = ServiceMetrics()
         MetricsSystem.bootstrap(metrics.metricsFactory)
+        let memoryReturn = MemoryReturn(logger: logger)
+        memoryReturn.configureAllocator()
 
         var poolConfiguration = PostgresPool.Configuration(conninfo: databaseURL)
         poolConfiguration.size = poolSize
@@ -377,6 +379,7 @@ struct Serve: AsyncParsableCommand {
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: httpServer, successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: CompletionListenerService(listener: completionListener)),
+                .init(service: memoryReturn),
             ]
             if ciSettings.reconcile, let submitter {
                 let reconciler = Reconciler(

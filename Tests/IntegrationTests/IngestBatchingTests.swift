@@ -37,6 +37,22 @@ struct IngestBatchingTests {
         }
     }
 
+    /// Issue 10 §2: 64 one-MiB bodies gathered into one statement needed over 600 MB to send; a batch now
+    /// stops at `maxBatchBytes` (1 MiB of bodies and job records), and a larger callback goes alone.
+    @Test func batch_largeCallbacksQueuedTogether_areEachWrittenAlone() async throws {
+        try await withBatchingStore { store, blocker in
+            let message = String(repeating: "w", count: 300_000)
+            let results = try await blocker.inOneBatch(store, count: 3) { _ in
+                let body = Array(
+                    #"{"JobsDetail":{"JobId":"\#(RequestIDForTests.jobID())","State":"Success","Message":"\#(message)"}}"#.utf8)
+                return try await store.ingest(decode(body), body: received(body))
+            }
+            #expect(results.allSatisfy { !$0.duplicate && $0.jobs.count == 1 })
+            let statistics = store.batcher.statistics
+            #expect(statistics.groupCommits == 0 && statistics.singleCommits == 3, "\(statistics)")
+        }
+    }
+
     @Test func batch_sameJobOutOfOrderInOneBatch_keepsTheFinalStateAndRecordsBoth() async throws {
         try await withBatchingStore { store, blocker in
             let late = RequestIDForTests.jobID()

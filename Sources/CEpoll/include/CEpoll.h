@@ -49,6 +49,15 @@ long cepoll_send(int fd, const void *buffer, unsigned long length);
 /// Names the calling thread (truncated to 15 bytes), for top and debuggers.
 void cepoll_set_thread_name(const char *name);
 
+/// glibc's allocator (malloc.h, which Glibc does not export either): heap bytes in use (mallinfo2's
+/// uordblks + hblkhd; 0 without glibc).
+unsigned long cepoll_heap_in_use(void);
+/// malloc_trim(0): gives freed heap pages back to the kernel. Returns 1 when some were released.
+int cepoll_heap_trim(void);
+/// mallopt(M_MMAP_THRESHOLD, bytes): blocks of this size or more are mmapped (and unmapped when freed);
+/// setting it also stops glibc from raising it. Returns 1 on success.
+int cepoll_set_mmap_threshold(int bytes);
+
 static const int CEPOLL_TCP_NODELAY = 1;
 static const int CEPOLL_IPPROTO_TCP = 6;
 

@@ -16,9 +16,16 @@ extension CallbackApplication {
             contentType: request.headers["Content-Type"],
             remoteAddress: request.remoteAddress
         )
-        let envelope: CallbackEnvelope
+        // Only what is written and answered outlives this block: the decoded tree (several times the size of
+        // a body of many small elements) is gone before the wait for the commit.
+        let prepared: JobStore.PreparedIngest
+        let format: CallbackFormat
+        let eventName: String?
         do {
-            envelope = try CallbackDecoder.decodeCallback(request.body)
+            let envelope = try CallbackDecoder.decodeCallback(request.body)
+            format = envelope.format
+            eventName = envelope.eventName
+            prepared = store.prepareIngest(envelope, body: received)
         } catch {
             do {
                 try await store.recordRejected(received, format: CallbackDecoder.detectFormat(request.body), reason: error.reason)
@@ -34,7 +41,7 @@ extension CallbackApplication {
         let writeStarted = ContinuousClock.now
         let result: IngestResult
         do {
-            result = try await store.ingest(envelope, body: received)
+            result = try await store.ingest(prepared)
         } catch let error as StoreUnavailableError {
             // Say only what is known: "nothing was stored" holds unless a commit was sent and its answer lost.
             logger.warning("database unavailable", metadata: ["error": "\(error)"])
@@ -45,14 +52,14 @@ extension CallbackApplication {
         }
         metrics.recordCommit(duration: writeStarted.duration(to: .now))
         let outcome: CallbackOutcome = result.duplicate ? .duplicate : (result.jobs.isEmpty ? .noJobs : .accepted)
-        metrics.recordCallback(format: envelope.format, outcome: outcome)
+        metrics.recordCallback(format: format, outcome: outcome)
         if !result.duplicate {
             for job in result.jobs { metrics.recordJobState(job.receivedState) }
         }
         logger.debug(
             "callback stored",
             metadata: [
-                "callback.id": "\(result.callbackID)", "callback.format": "\(envelope.format.rawValue)",
+                "callback.id": "\(result.callbackID)", "callback.format": "\(format.rawValue)",
                 "callback.duplicate": "\(result.duplicate)", "callback.jobs": "\(result.jobs.count)",
             ]
         )
@@ -68,7 +75,7 @@ extension CallbackApplication {
                     json.endObject()
                 }
                 json.endArray()
-                json.member("EventName", envelope.eventName)
+                json.member("EventName", eventName)
             }
             json.member("Duplicate", result.duplicate)
             json.member("CallbackId", Int(result.callbackID))
