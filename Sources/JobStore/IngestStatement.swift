@@ -25,8 +25,9 @@ struct IngestRecord: Sendable {
 
     /// The whole write as ONE statement, so a callback costs one round trip and one commit:
     ///
-    /// 1. `cb` inserts the body, or on an identical earlier body (same SHA-256, enforced by a UNIQUE
-    ///    constraint) only bumps its delivery counter; `xmax = 0` tells a fresh insert from that update.
+    /// 1. `cb` inserts the body's digest, or on an identical earlier body (same SHA-256, the primary key
+    ///    of `ci_callback_digests`) only bumps its delivery counter; `xmax = 0` tells a fresh insert from
+    ///    that update. `body` writes the body into its partition of `ci_callbacks`, only for a fresh digest.
     /// 2. `upserted` applies each job, only for a fresh body. A job's descriptive columns change only when
     ///    the incoming state's precedence is at least the stored one's, so a late `Running` never
     ///    overwrites `Success`; receipt counters change always. A job held for verification (its record's
@@ -68,12 +69,12 @@ struct IngestRecord: Sendable {
     }
 
     static let earlierWriteSQL = """
-        SELECT c.callback_id, true AS inserted, e.job_id, e.state AS received_state, j.state AS current_state,
+        SELECT d.callback_id, true AS inserted, e.job_id, e.state AS received_state, j.state AS current_state,
                coalesce(e.applied, false) AS applied, coalesce(e.verification = 'pending', false) AS held
-        FROM ci_callbacks c
-        LEFT JOIN ci_job_events e ON e.callback_id = c.callback_id
+        FROM ci_callback_digests d
+        LEFT JOIN ci_job_events e ON e.callback_id = d.callback_id AND e.received_at = d.received_at
         LEFT JOIN ci_jobs j ON j.job_id = e.job_id
-        WHERE c.body_sha256 = sha256($1) AND c.received_at = \(JobUpsertSQL.instant("$2"))
+        WHERE d.body_sha256 = sha256($1) AND d.received_at = \(JobUpsertSQL.instant("$2"))
         ORDER BY e.job_id
         """
 
@@ -86,10 +87,12 @@ struct IngestRecord: Sendable {
         return """
             WITH incoming AS (
                 SELECT * FROM \(JobUpsertSQL.recordset("$13"))
-            ), cb AS (
-                \(CallbackInsertSQL.insert(
-                    rows: "VALUES (sha256($1), $1, $2::integer, $3::boolean, $4, $5, $6, $7, $8, $9, $10, $11::integer, \(now), \(now))",
-                    returning: "callback_id"))
+            ), \(CallbackInsertSQL.insert(
+                    digests: "VALUES (sha256($1), \(now))",
+                    bodies: """
+                        SELECT cb.callback_id, cb.body_sha256, $1, $2::integer, $3::boolean, $4, $5, $6, $7, $8, $9, $10, $11::integer, cb.received_at
+                        FROM cb WHERE cb.inserted
+                        """))
             ), upserted AS (
                 \(upsert)
             ), events AS (
@@ -176,10 +179,11 @@ struct IngestBatchStatement {
 
     static let sql: String = {
         let receivedAt = JobUpsertSQL.instant("o.received_us")
-        let callbackRows = """
-            SELECT body_sha256, body, body_size, body_truncated, format, content_type, remote_address, event_name, outcome,
-                   rejection_reason, source, job_count, \(JobUpsertSQL.instant("received_us")), \(JobUpsertSQL.instant("received_us"))
-            FROM input ORDER BY ord
+        let digestRows = "SELECT body_sha256, \(JobUpsertSQL.instant("received_us")) FROM input ORDER BY ord"
+        let bodyRows = """
+            SELECT cb.callback_id, cb.body_sha256, input.body, input.body_size, input.body_truncated, input.format, input.content_type,
+                   input.remote_address, input.event_name, input.outcome, input.rejection_reason, input.source, input.job_count, cb.received_at
+            FROM input JOIN cb USING (body_sha256) WHERE cb.inserted
             """
         let upsert = JobUpsertSQL.upsert(
             from: "FROM incoming i JOIN o USING (ord) WHERE o.inserted AND NOT coalesce(i.held, false) ORDER BY i.job_id",
@@ -192,8 +196,7 @@ struct IngestBatchStatement {
                 JOIN jsonb_to_recordset($2::jsonb) AS c(ord bigint, body_size integer, body_truncated boolean, format text,
                      content_type text, remote_address text, event_name text, outcome text, rejection_reason text, source text,
                      job_count integer, received_us bigint) USING (ord)
-            ), cb AS (
-                \(CallbackInsertSQL.insert(rows: callbackRows, returning: "callback_id, body_sha256"))
+            ), \(CallbackInsertSQL.insert(digests: digestRows, bodies: bodyRows))
             ), o AS (
                 SELECT input.ord, input.source, input.received_us, cb.callback_id, cb.inserted
                 FROM input JOIN cb USING (body_sha256)
@@ -222,23 +225,34 @@ struct IngestBatchStatement {
     }()
 }
 
-/// The `ci_callbacks` insert, shared by the single-callback and the batch statement, so both follow one
-/// deduplication rule: a body already stored (same SHA-256, a UNIQUE constraint) only counts one more
-/// delivery, and `xmax = 0` in the result tells a fresh insert from that update.
+/// The callback insert, shared by the single-callback and the batch statement, so both follow one
+/// deduplication rule: a body whose digest is already stored (same SHA-256, the primary key of
+/// `ci_callback_digests`) only counts one more delivery, and `xmax = 0` tells a fresh digest from that update.
+///
+/// The digest table, not `ci_callbacks`, holds the rule because `ci_callbacks` is partitioned by receive
+/// time and a unique constraint there would have to include it (the same body on two days would be two
+/// rows). The body is written only with a fresh digest, with the digest's callback id and receive time.
 enum CallbackInsertSQL {
-    /// `INSERT INTO ci_callbacks … ON CONFLICT … RETURNING <returning>, inserted`. `rows` is a `VALUES` list
-    /// or a `SELECT` giving the columns in this order: body_sha256, body, body_size, body_truncated, format,
-    /// content_type, remote_address, event_name, outcome, rejection_reason, source, job_count, received_at,
-    /// last_received_at.
-    static func insert(rows: String, returning: String) -> String {
+    /// Two CTEs, `cb AS (…), body AS (…` without the closing parenthesis. `cb` returns `callback_id`,
+    /// `body_sha256`, `received_at` (the stored body's, earlier for a duplicate) and `inserted`.
+    /// - Parameters:
+    ///   - digests: A `VALUES` list or `SELECT` giving body_sha256 and received_at.
+    ///   - bodies: A `SELECT` over `cb` giving the `ci_callbacks` columns in this order: callback_id,
+    ///     body_sha256, body, body_size, body_truncated, format, content_type, remote_address, event_name,
+    ///     outcome, rejection_reason, source, job_count, received_at.
+    static func insert(digests: String, bodies: String) -> String {
         """
-        INSERT INTO ci_callbacks (body_sha256, body, body_size, body_truncated, format, content_type, remote_address,
-                                  event_name, outcome, rejection_reason, source, job_count, received_at, last_received_at)
-        \(rows)
-        ON CONFLICT (body_sha256) DO UPDATE
-            SET delivery_count = ci_callbacks.delivery_count + 1,
-                last_received_at = greatest(ci_callbacks.last_received_at, EXCLUDED.last_received_at)
-        RETURNING \(returning), (xmax = 0) AS inserted
+        cb AS (
+            INSERT INTO ci_callback_digests AS d (body_sha256, received_at, last_received_at)
+            SELECT v.sha, v.at, v.at FROM (\(digests)) AS v(sha, at)
+            ON CONFLICT (body_sha256) DO UPDATE
+                SET delivery_count = d.delivery_count + 1,
+                    last_received_at = greatest(d.last_received_at, EXCLUDED.last_received_at)
+            RETURNING d.callback_id, d.body_sha256, d.received_at, (xmax = 0) AS inserted
+        ), body AS (
+            INSERT INTO ci_callbacks (callback_id, body_sha256, body, body_size, body_truncated, format, content_type, remote_address,
+                                      event_name, outcome, rejection_reason, source, job_count, received_at)
+            \(bodies)
         """
     }
 }

@@ -42,16 +42,22 @@ extension JobStore {
 
     private static func storedCallback(_ row: StrictRow) throws(StoredRowError) -> StoredCallback {
         let verification = try row.optionalString("verification")
+        var body: StoredCallbackBodyInfo?
+        if try !row.bool("body_pruned") {
+            body = StoredCallbackBodyInfo(
+                lastReceivedAt: try row.string("last_received_at"),
+                deliveryCount: try row.int("delivery_count"),
+                format: try row.optionalString("format"),
+                contentType: try row.optionalString("content_type"),
+                eventName: try row.optionalString("event_name"),
+                source: try row.string("source"),
+                bodySize: try row.int("body_size")
+            )
+        }
         return StoredCallback(
             callbackID: try row.int64("callback_id"),
             receivedAt: try row.string("received_at"),
-            lastReceivedAt: try row.string("last_received_at"),
-            deliveryCount: try row.int("delivery_count"),
-            format: try row.optionalString("format"),
-            contentType: try row.optionalString("content_type"),
-            eventName: try row.optionalString("event_name"),
-            source: try row.string("source"),
-            bodySize: try row.int("body_size"),
+            body: body,
             state: JobState(rawValue: try row.string("state")),
             applied: try row.bool("applied"),
             verification: try verification.map { text throws(StoredRowError) in
@@ -130,22 +136,23 @@ enum JobListSQL {
     }
 }
 
-/// The statements of a job's history, paged by `callback_id` so that each page is a range of the
-/// `ci_job_events` primary key `(job_id, callback_id)`: a page costs the same for a job with ten callbacks
-/// as for one with ten thousand, and no index beyond the primary key is written per callback.
+/// The statements of a job's history, paged by `callback_id` over the `ci_job_events` primary key
+/// `(job_id, callback_id, received_at)` of each partition: no index beyond the primary key is written per
+/// callback, and the bodies and digests are joined for the page's rows only.
 enum CallbackHistorySQL {
     static func clampedLimit(_ limit: Int) -> Int { min(max(limit, 1), CallbackHistoryQuery.maximumLimit) }
 
     static func query(jobID: String, page: CallbackHistoryQuery) -> SQLQuery {
         var sql = SQLQuery.StringInterpolation(literalCapacity: 1024, interpolationCount: 3)
+        // The page's events first, then the joins for those rows only: ci_job_events is partitioned, and
+        // where the planner sorts across partitions instead of merging their key order, it then sorts the
+        // job's events alone, never joined rows.
         sql.appendLiteral(
             """
-            SELECT c.callback_id, \(JobStore.rfc3339("c.received_at")) AS received_at,
-                   \(JobStore.rfc3339("c.last_received_at")) AS last_received_at,
-                   c.delivery_count, c.format, c.content_type, c.event_name, c.source, c.body_size,
-                   e.state, e.applied, e.verification, e.verification_note
-            FROM ci_job_events e JOIN ci_callbacks c ON c.callback_id = e.callback_id
-            WHERE e.job_id =
+            WITH page AS MATERIALIZED (
+                SELECT e.callback_id, e.received_at, e.state, e.applied, e.verification, e.verification_note
+                FROM ci_job_events e
+                WHERE e.job_id =
             """)
         sql.appendLiteral(" ")
         sql.appendInterpolation(jobID)
@@ -154,8 +161,21 @@ enum CallbackHistorySQL {
             sql.appendInterpolation(cursor.callbackID)
             sql.appendLiteral("::bigint")
         }
-        sql.appendLiteral("\nORDER BY e.callback_id\nLIMIT ")
+        sql.appendLiteral("\n    ORDER BY e.callback_id\n    LIMIT ")
         sql.appendInterpolation(clampedLimit(page.limit) + 1)
+        sql.appendLiteral(
+            """
+
+            )
+            SELECT e.callback_id, \(JobStore.rfc3339("e.received_at")) AS received_at, c.callback_id IS NULL AS body_pruned,
+                   \(JobStore.rfc3339("d.last_received_at")) AS last_received_at,
+                   d.delivery_count, c.format, c.content_type, c.event_name, c.source, c.body_size,
+                   e.state, e.applied, e.verification, e.verification_note
+            FROM page e
+            LEFT JOIN ci_callbacks c ON c.callback_id = e.callback_id AND c.received_at = e.received_at
+            LEFT JOIN ci_callback_digests d ON d.body_sha256 = c.body_sha256
+            ORDER BY e.callback_id
+            """)
         return SQLQuery(stringInterpolation: sql)
     }
 

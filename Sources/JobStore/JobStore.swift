@@ -284,24 +284,28 @@ public final class JobStore: Sendable {
         return nil
     }
 
-    /// The raw body of one of the job's callbacks; nil unless that callback mentioned that job.
-    public func callbackBody(jobID: String, callbackID: Int64) async throws -> StoredBody? {
+    /// The raw body of one of the job's callbacks: `.unknown` unless that callback mentioned that job, and
+    /// `.pruned` when the history names it but retention has dropped the body.
+    public func callbackBody(jobID: String, callbackID: Int64) async throws -> CallbackBodyLookup {
         try await withConnection { connection in
-            try connection.query(
+            let rows = try connection.query(
                 """
-                SELECT c.body, c.content_type, c.format, c.body_truncated
-                FROM ci_callbacks c JOIN ci_job_events e USING (callback_id)
-                WHERE e.job_id = \(jobID) AND c.callback_id = \(callbackID)
+                SELECT c.callback_id IS NULL AS pruned, c.body, c.content_type, c.format, c.body_truncated
+                FROM ci_job_events e
+                LEFT JOIN ci_callbacks c ON c.callback_id = e.callback_id AND c.received_at = e.received_at
+                WHERE e.job_id = \(jobID) AND e.callback_id = \(callbackID)
                 """
-            ).first.map { row throws(StoredRowError) in
-                let row = StrictRow(row, read: "callback body")
-                return StoredBody(
+            )
+            guard let first = rows.first else { return .unknown }
+            let row = StrictRow(first, read: "callback body")
+            if try row.bool("pruned") { return .pruned }
+            return .stored(
+                StoredBody(
                     bytes: try row.bytes("body"),
                     contentType: try row.optionalString("content_type"),
                     format: try row.optionalString("format"),
                     truncated: try row.bool("body_truncated")
-                )
-            }
+                ))
         }
     }
 

@@ -79,16 +79,14 @@ public struct StoredJob: Sendable, Hashable {
 }
 
 /// One entry of a job's history.
+///
+/// The history outlives the raw bodies (`JOB_RETENTION` against `CALLBACK_RETENTION`): once retention has
+/// dropped the body, ``body`` is nil and only what the history itself holds is known.
 public struct StoredCallback: Sendable, Hashable {
     public var callbackID: Int64
     public var receivedAt: String
-    public var lastReceivedAt: String
-    public var deliveryCount: Int
-    public var format: String?
-    public var contentType: String?
-    public var eventName: String?
-    public var source: String
-    public var bodySize: Int
+    /// What the stored body says about itself; nil when retention has pruned it.
+    public var body: StoredCallbackBodyInfo?
     /// The state this callback reported for the job, and whether it became current.
     public var state: JobState
     public var applied: Bool
@@ -96,6 +94,27 @@ public struct StoredCallback: Sendable, Hashable {
     public var verification: CallbackVerification?
     /// What CI answered when it contradicted the callback (`CI reports Running`).
     public var verificationNote: String?
+}
+
+/// The stored body's own columns, shown in a job's history while the body is kept.
+public struct StoredCallbackBodyInfo: Sendable, Hashable {
+    public var lastReceivedAt: String
+    public var deliveryCount: Int
+    public var format: String?
+    public var contentType: String?
+    public var eventName: String?
+    public var source: String
+    public var bodySize: Int
+}
+
+/// A callback body lookup's answer.
+public enum CallbackBodyLookup: Sendable, Hashable {
+    /// The body, byte for byte.
+    case stored(StoredBody)
+    /// The job's history names the callback, but retention (`CALLBACK_RETENTION`) has dropped its body.
+    case pruned
+    /// The job has no such callback.
+    case unknown
 }
 
 /// Where the check of a callback's final state against CI (`VERIFY_CALLBACKS`) stands.

@@ -88,7 +88,7 @@ extension JobStore {
                        (extract(epoch FROM e.received_at) * 1000000)::bigint AS received_micros
                 FROM oldest o
                 JOIN ci_job_events e ON e.job_id = o.job_id AND e.verification = 'pending'
-                JOIN ci_callbacks c ON c.callback_id = e.callback_id
+                LEFT JOIN ci_callbacks c ON c.callback_id = e.callback_id AND c.received_at = e.received_at
                 ORDER BY o.first_pending, e.job_id, e.received_at, e.callback_id
                 """
             ).strict("pending verifications") { row throws(StoredRowError) in
@@ -116,7 +116,11 @@ extension JobStore {
     public func confirmVerification(_ pending: PendingVerification, verifiedAt: Date = Date()) async throws -> ConfirmedVerification? {
         let verifiedMicros = Self.epochMicros(verifiedAt)
         return try await withConnection { connection -> ConfirmedVerification? in
-            let stored = try connection.query("SELECT body FROM ci_callbacks WHERE callback_id = \(pending.callbackID)")
+            let stored = try connection.query(
+                """
+                SELECT c.body FROM ci_job_events e JOIN ci_callbacks c ON c.callback_id = e.callback_id AND c.received_at = e.received_at
+                WHERE e.job_id = \(pending.jobID) AND e.callback_id = \(pending.callbackID)
+                """)
             guard let stored = stored.first else { return nil }
             let body = try StrictRow(stored, read: "held callback body").bytes("body")
             let envelope: CallbackEnvelope
@@ -192,7 +196,7 @@ enum VerificationSQL {
         return """
             WITH ev AS (
                 SELECT e.job_id, e.callback_id, e.received_at, c.source
-                FROM ci_job_events e JOIN ci_callbacks c ON c.callback_id = e.callback_id
+                FROM ci_job_events e JOIN ci_callbacks c ON c.callback_id = e.callback_id AND c.received_at = e.received_at
                 WHERE e.job_id = $2 AND e.callback_id = $1::bigint AND e.verification = 'pending'
                 FOR UPDATE OF e
             ), incoming AS (

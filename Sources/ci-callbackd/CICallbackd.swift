@@ -18,7 +18,7 @@ struct CICallbackd: AsyncParsableCommand {
         abstract: "Receives Tencent Cloud Infinite job callbacks into PostgreSQL and answers lookups by JobId.",
         discussion: "Every option can also be set by the environment variable named in its help; a flag wins.",
         version: CallbackServiceVersion.current,
-        subcommands: [Serve.self, Migrate.self, Submit.self, IngestSQL.self]
+        subcommands: [Serve.self, Migrate.self, Submit.self, IngestSQL.self, Retention.self, Reprocess.self]
     )
 
     /// ArgumentParser's own `main`, except that a `ValidationError` thrown by a subcommand's `run` (a
@@ -179,6 +179,12 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var timeouts: DatabaseTimeoutOptions
+    @OptionGroup var retention: RetentionOptions
+
+    @Option(
+        name: .customLong("retention-interval"),
+        help: "Pause between retention runs (partitions ahead, expired ones dropped). [env: RETENTION_INTERVAL, default: \(SettingFormat.duration(ServeDefaults.retentionInterval))]")
+    var retentionInterval: String?
 
     @Option(help: "Address to listen on: an IPv4 or IPv6 literal, or localhost. [env: HOST, default: \(ServeDefaults.server.host)]")
     var host: String?
@@ -322,6 +328,10 @@ struct Serve: AsyncParsableCommand {
         let maxWaiters = try resolver.required(
             flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: ServeDefaults.listener.maxWaiters, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
+        let retentionPolicy = try retention.resolve(resolver)
+        let retentionInterval = try resolver.required(
+            flag: retentionInterval, flagName: "retention-interval", env: "RETENTION_INTERVAL", default: ServeDefaults.retentionInterval,
+            parse: SettingParsers.duration, expected: "a duration such as 1h")
         let ciSettings = try CISettings.resolve(resolver)
         let verification = try VerificationSettings.resolve(resolver, flag: verifyCallbacks.map(String.init), ciConfigured: ciSettings.configuration != nil)
         let migrations = try database.migrationSet(resolver)
@@ -380,6 +390,12 @@ struct Serve: AsyncParsableCommand {
                 .init(service: httpServer, successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: CompletionListenerService(listener: completionListener)),
                 .init(service: memoryReturn),
+                .init(
+                    service: RetentionSweeper(
+                        runner: RetentionRunner(conninfo: databaseURL, settings: databaseTimeouts.connection, policy: retentionPolicy, logger: logger),
+                        lock: SweepLock(
+                            conninfo: databaseURL, settings: databaseTimeouts.connection, classID: RetentionSweeper.lockClassID, logger: logger),
+                        interval: retentionInterval, logger: logger)),
             ]
             if ciSettings.reconcile, let submitter {
                 let reconciler = Reconciler(
@@ -492,6 +508,8 @@ enum ServeDefaults {
     static let application = CallbackApplication.Configuration(requiredSchemaVersion: 0)
     static let reconciler = ReconcilerConfiguration()
     static let verifier = CallbackVerifierConfiguration()
+    static let retention = RetentionPolicy()
+    static let retentionInterval: Duration = .seconds(3600)
     static let autoMigrate = true
     static let verifyCallbacks = false
     static let logLevel = Logger.Level.info

@@ -66,15 +66,21 @@ enum SettingParsers {
         return positiveInt(lower)
     }
 
-    /// A duration: `10s`, `250ms`, `2m`, or a plain number of seconds.
+    /// A duration: `10s`, `250ms`, `2m`, `30d`, or a plain number of seconds.
     static func duration(_ text: String) -> Duration? {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
         for (suffix, seconds) in units where text.hasSuffix(suffix) {
             guard let value = Double(text.dropLast(suffix.count)), value > 0, value.isFinite else { return nil }
             return .milliseconds(Int64((value * seconds * 1000).rounded()))
         }
         guard let value = Double(text), value > 0, value.isFinite else { return nil }
         return .milliseconds(Int64((value * 1000).rounded()))
+    }
+
+    /// A retention: a duration (`30d`), or `forever` for none. `.some(nil)` is forever.
+    static func retention(_ text: String) -> Duration?? {
+        if text.lowercased() == "forever" { return .some(nil) }
+        return duration(text).map { .some($0) }
     }
 
     static func logLevel(_ text: String) -> Logger.Level? {
@@ -100,7 +106,9 @@ enum SettingFormat {
         guard seconds > 120, seconds % 60 == 0 else { return "\(seconds)s" }
         let minutes = seconds / 60
         guard minutes > 120, minutes % 60 == 0 else { return "\(minutes)m" }
-        return "\(minutes / 60)h"
+        let hours = minutes / 60
+        guard hours > 48, hours % 24 == 0 else { return "\(hours)h" }
+        return "\(hours / 24)d"
     }
 
     /// `1m`, `16k`, or plain bytes: the largest unit that divides the size.

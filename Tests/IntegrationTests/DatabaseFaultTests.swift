@@ -61,7 +61,7 @@ struct DatabaseFaultTests {
         let connection = try PostgresConnection.connect(testDatabaseURL)
         defer { connection.close() }
         return try connection.query(
-            "SELECT delivery_count FROM \(unsafeRaw: schema).ci_callbacks WHERE convert_from(body, 'UTF8') LIKE '%' || \(jobID) || '%'"
+            "SELECT d.delivery_count FROM \(unsafeRaw: schema).ci_callbacks c JOIN \(unsafeRaw: schema).ci_callback_digests d USING (body_sha256) WHERE convert_from(c.body, 'UTF8') LIKE '%' || \(jobID) || '%'"
         ).map { $0["delivery_count"].int ?? 0 }
     }
 

@@ -25,7 +25,7 @@ struct IngestBatchingTests {
             #expect(statistics.groupCommits == 1 && statistics.groupedCallbacks == 5, "\(statistics)")
 
             let rows = try await store.pool.withConnection { connection in
-                try connection.query("SELECT count(*)::int AS n, max(delivery_count) AS deliveries FROM ci_callbacks")
+                try connection.query("SELECT count(*)::int AS n, max(delivery_count) AS deliveries FROM ci_callbacks JOIN ci_callback_digests USING (body_sha256)")
             }
             #expect(rows.first?["n"].int == 1)
             #expect(rows.first?["deliveries"].int == 5)
@@ -241,7 +241,7 @@ struct IngestBatchingTests {
                 SELECT (SELECT count(*)::int FROM ci_callbacks) AS callbacks,
                        (SELECT count(*)::int FROM ci_jobs) AS jobs,
                        (SELECT count(*)::int FROM ci_job_events) AS events,
-                       (SELECT delivery_count FROM ci_callbacks WHERE delivery_count > 1) AS deliveries
+                       (SELECT delivery_count FROM ci_callback_digests WHERE delivery_count > 1) AS deliveries
                 """)
             #expect(counts.first?["callbacks"].int == 200 + 1 + 40)
             #expect(counts.first?["jobs"].int == 200 + 1 + 20)

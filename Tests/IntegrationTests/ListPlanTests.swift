@@ -40,7 +40,15 @@ struct ListPlanTests {
             for page in [CallbackHistoryQuery(), CallbackHistoryQuery(limit: 1000, cursor: cursor)] {
                 let plan = try await Self.explain(CallbackHistorySQL.query(jobID: "jhistory", page: page), on: service)
                 Self.expectIndexOnly(plan, shape: "history \(page)")
-                #expect(Self.nodes(plan).allSatisfy { $0.type != "Sort" }, "the event key gives the order: \(plan)")
+                // ci_job_events is partitioned: across partitions the planner may sort the page's events
+                // (taken from the event key's index), but the joins to bodies and digests run for the page only.
+                for sort in Self.nodes(plan) where sort.type == "Sort" {
+                    // What the sort reads, without the CTE the plan hangs below it (computed once, not sorted).
+                    let below = Self.inputs(sort)
+                    let joins = below.contains { $0.type.hasSuffix("Join") || $0.type == "Nested Loop" }
+                    let readsEvents = below.contains { $0.relation.flatMap(Self.table(of:)) == "ci_job_events" }
+                    #expect(!(joins && readsEvents), "a sort of joined events: \(plan)")
+                }
             }
             let known = try await Self.explain(CallbackHistorySQL.known(jobID: "jhistory"), on: service)
             Self.expectIndexOnly(known, shape: "history existence")
@@ -66,6 +74,8 @@ struct ListPlanTests {
 
     struct Node {
         var type: String
+        /// `InitPlan` for a CTE or subquery computed once, `Outer`/`Inner`/`Member` for a node's inputs.
+        var parentRelationship: String?
         var relation: String?
         var rows: Double
         var children: [Node]
@@ -83,6 +93,7 @@ struct ListPlanTests {
     static func node(_ plan: [String: Any]) throws -> Node {
         Node(
             type: try #require(plan["Node Type"] as? String),
+            parentRelationship: plan["Parent Relationship"] as? String,
             relation: plan["Relation Name"] as? String,
             rows: (plan["Plan Rows"] as? NSNumber)?.doubleValue ?? 0,
             children: try ((plan["Plans"] as? [[String: Any]]) ?? []).map(node))
@@ -92,12 +103,29 @@ struct ListPlanTests {
         [root] + root.children.flatMap(nodes)
     }
 
+    /// `root` and the nodes feeding its rows, leaving out init plans (CTEs, one-off subqueries).
+    static func inputs(_ root: Node) -> [Node] {
+        [root] + root.children.filter { $0.parentRelationship != "InitPlan" }.flatMap(inputs)
+    }
+
+    /// The table a relation of the plan belongs to: itself, or the partitioned table of a partition
+    /// (`ci_callbacks_legacy`, `ci_job_events_p202612`); nil for other relations.
+    static func table(of relation: String) -> String? {
+        if tables.contains(relation) { return relation }
+        for table in tables where relation.hasPrefix(table + "_") {
+            let suffix = relation.dropFirst(table.count + 1)
+            if suffix == "legacy" || (suffix.hasPrefix("p") && suffix.dropFirst().allSatisfy(\.isNumber)) { return table }
+        }
+        return nil
+    }
+
     /// No sequential scan of the growing tables, and a sort only of rows an index already narrowed to a
     /// small share of the table (a bitmap of several filters' indexes), never of the whole table.
     static func expectIndexOnly(_ plan: Node, shape: String, sourceLocation: SourceLocation = #_sourceLocation) {
         for node in nodes(plan) {
-            if let relation = node.relation, tables.contains(relation) {
-                #expect(node.type != "Seq Scan", "\(shape): sequential scan of \(relation)", sourceLocation: sourceLocation)
+            // A partition counts as its table; an empty one (the planner's estimate of 1 row) may be scanned.
+            if let relation = node.relation, let table = table(of: relation), !(relation != table && node.rows <= 1) {
+                #expect(node.type != "Seq Scan", "\(shape): sequential scan of \(relation) (\(table))", sourceLocation: sourceLocation)
             }
             if node.type == "Sort" || node.type == "Incremental Sort" {
                 let input = node.children.map(\.rows).reduce(0, +)
@@ -117,10 +145,9 @@ struct ListPlanTests {
         try await ServiceHarness.with(connection: unbounded) { service in
             _ = try await service.query(
                 """
-                INSERT INTO ci_callbacks (body_sha256, body, body_size, format, content_type, outcome, source, job_count, received_at, last_received_at)
+                INSERT INTO ci_callbacks (body_sha256, body, body_size, format, content_type, outcome, source, job_count, received_at)
                 SELECT sha256(convert_to('plan-' || i, 'UTF8')), convert_to('{"i":' || i || '}', 'UTF8'), 10, 'JSON', 'application/json',
-                       'accepted', 'callback', 1, now() - interval '60 days' * (1 - i::float8 / \(jobs + historyCallbacks)),
-                       now() - interval '60 days' * (1 - i::float8 / \(jobs + historyCallbacks))
+                       'accepted', 'callback', 1, now() - interval '60 days' * (1 - i::float8 / \(jobs + historyCallbacks))
                 FROM generate_series(1, \(jobs + historyCallbacks)) AS i
                 """)
             _ = try await service.query(

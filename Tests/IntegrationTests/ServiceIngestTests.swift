@@ -86,7 +86,7 @@ struct ServiceIngestTests {
             #expect(try second.json()["Duplicate"] as? Bool == true)
             #expect(try second.json()["JobId"] as? String == jobID)
 
-            let rows = try await service.query("SELECT count(*) AS n, max(delivery_count) AS deliveries FROM ci_callbacks")
+            let rows = try await service.query("SELECT count(*) AS n, max(delivery_count) AS deliveries FROM ci_callbacks JOIN ci_callback_digests USING (body_sha256)")
             #expect(rows[0]["n"].int == 1)
             #expect(rows[0]["deliveries"].int == 2)
             let history = try await service.get("/v1/jobs/\(jobID)/callbacks")
@@ -109,7 +109,7 @@ struct ServiceIngestTests {
             #expect(replies.map(\.status) == Array(repeating: 200, count: 50))
             let fresh = try replies.filter { try $0.json()["Duplicate"] as? Bool == false }
             #expect(fresh.count == 1)
-            let rows = try await service.query("SELECT count(*) AS n, sum(delivery_count) AS deliveries FROM ci_callbacks")
+            let rows = try await service.query("SELECT count(*) AS n, sum(delivery_count) AS deliveries FROM ci_callbacks JOIN ci_callback_digests USING (body_sha256)")
             #expect(rows[0]["n"].int == 1)
             #expect(rows[0]["deliveries"].int == 50)
         }

@@ -57,7 +57,7 @@ struct ListSQLTests {
 
     @Test func historySQL_pagesAlongTheEventKey() {
         let first = CallbackHistorySQL.query(jobID: "j1", page: CallbackHistoryQuery())
-        #expect(first.sql.contains("WHERE e.job_id = $1\nORDER BY e.callback_id\nLIMIT $2"))
+        #expect(first.sql.contains("WHERE e.job_id = $1\n    ORDER BY e.callback_id\n    LIMIT $2"))
         #expect(first.binds == [.text("j1"), .text(String(CallbackHistoryQuery.defaultLimit + 1))])
         let next = CallbackHistorySQL.query(jobID: "j1", page: CallbackHistoryQuery(limit: 5000, cursor: CallbackHistoryCursor(callbackID: 42)))
         #expect(next.sql.contains("AND e.callback_id > $2::bigint"))

@@ -59,20 +59,26 @@ extension CallbackApplication {
                 json.beginObject()
                 json.member("CallbackId", Int(callback.callbackID))
                 json.member("ReceivedTime", callback.receivedAt)
-                json.member("LastReceivedTime", callback.lastReceivedAt)
-                json.member("DeliveryCount", callback.deliveryCount)
-                json.member("Source", callback.source)
-                json.member("Format", callback.format)
-                json.member("ContentType", callback.contentType)
-                json.member("EventName", callback.eventName)
+                if let body = callback.body {
+                    json.member("LastReceivedTime", body.lastReceivedAt)
+                    json.member("DeliveryCount", body.deliveryCount)
+                    json.member("Source", body.source)
+                    json.member("Format", body.format)
+                    json.member("ContentType", body.contentType)
+                    json.member("EventName", body.eventName)
+                }
                 json.member("State", callback.state.rawValue)
                 json.member("Applied", callback.applied)
                 if let verification = callback.verification {
                     json.member("Verification", verification.rawValue)
                     json.member("VerificationNote", callback.verificationNote)
                 }
-                json.member("BodySize", callback.bodySize)
-                json.member("BodyUrl", "/v1/jobs/\(escapedJobID)/callbacks/\(callback.callbackID)/body")
+                // Retention keeps the history longer than the bodies: a pruned body is said so, not left out.
+                json.member("BodyPruned", callback.body == nil)
+                if let body = callback.body {
+                    json.member("BodySize", body.bodySize)
+                    json.member("BodyUrl", "/v1/jobs/\(escapedJobID)/callbacks/\(callback.callbackID)/body")
+                }
                 json.endObject()
             }
             json.endArray()
@@ -85,7 +91,17 @@ extension CallbackApplication {
     /// Served as XML, JSON or octet-stream by its detected format, never with the sender's own
     /// Content-Type (which could be `text/html`), and with `nosniff`.
     func callbackBody(jobID: String, callbackID: Int64) async throws -> HTTPResponse {
-        guard let body = try await store.callbackBody(jobID: jobID, callbackID: callbackID) else {
+        let body: StoredBody
+        switch try await store.callbackBody(jobID: jobID, callbackID: callbackID) {
+        case .stored(let stored):
+            body = stored
+        case .pruned:
+            throw APIError(
+                status: .gone,
+                code: "BodyPruned",
+                message: "the body of callback \(callbackID) was dropped by retention (CALLBACK_RETENTION); the job's history keeps what it reported"
+            )
+        case .unknown:
             throw APIError(
                 status: .notFound,
                 code: "NoSuchCallback",

@@ -1,0 +1,200 @@
+import Dispatch
+import Foundation
+import Logging
+import PostgresLibPQ
+
+/// What one retention run did (or, dry, would do).
+public struct RetentionReport: Sendable, Hashable, CustomStringConvertible {
+    /// Partitions made ahead.
+    public var created: [String] = []
+    /// Partitions detached and dropped because all their rows had expired.
+    public var dropped: [String] = []
+    /// Digests of dropped bodies deleted (the deduplication window moving on).
+    public var digestsDeleted = 0
+    /// Jobs past `JOB_RETENTION` deleted.
+    public var jobsDeleted = 0
+
+    public init() {}
+
+    public var description: String {
+        "created \(created.isEmpty ? "none" : created.joined(separator: ", ")); dropped \(dropped.isEmpty ? "none" : dropped.joined(separator: ", "));"
+            + " \(digestsDeleted) digests and \(jobsDeleted) jobs deleted"
+    }
+}
+
+/// Makes partitions ahead and drops expired ones (``RetentionPlan``), then deletes the digests of dropped
+/// bodies and the jobs past `JOB_RETENTION`, on a connection of its own.
+///
+/// Callers make sure one replica runs it at a time (``SweepLock``); it is idempotent, so a run cut short
+/// (a lock timeout, a lost connection, SIGTERM) is finished by the next one. Partitions are made as plain
+/// tables and then attached, and dropped after `DETACH PARTITION … CONCURRENTLY`: both take only a SHARE
+/// UPDATE EXCLUSIVE lock on the partitioned table, so ingest and lookups go on meanwhile. Deletes go in
+/// batches of ``RetentionPolicy/deleteBatch`` rows, each its own transaction.
+public struct RetentionRunner: Sendable {
+    public var conninfo: String
+    /// The run's connection: no statement timeout (a detach waits for older queries), a long I/O deadline.
+    public var settings: PostgresConnectionSettings
+    public var policy: RetentionPolicy
+    public var logger: Logger
+
+    public init(conninfo: String, settings: PostgresConnectionSettings, policy: RetentionPolicy, logger: Logger) {
+        self.conninfo = conninfo
+        self.settings = settings.forMigrations()
+        self.policy = policy
+        self.logger = logger
+    }
+
+    /// The tables this service partitions and the retention of each.
+    var tables: [(table: PartitionedTable, retention: Duration?, ahead: Int)] {
+        [
+            (.callbacks, policy.callbackRetention, policy.daysAhead),
+            (.events, policy.jobRetention, 1),
+        ]
+    }
+
+    /// One run at `now`. With `dryRun` nothing changes; the report says what would.
+    public func run(now: Date = Date(), dryRun: Bool = false) async throws -> RetentionReport {
+        try await withCheckedThrowingContinuation { continuation in
+            // libpq blocks: the run gets a thread of Dispatch's, never one of Swift's cooperative pool.
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try self.runBlocking(now: now, dryRun: dryRun) })
+            }
+        }
+    }
+
+    func runBlocking(now: Date, dryRun: Bool) throws -> RetentionReport {
+        let connection = try PostgresConnection.connect(conninfo, settings: settings)
+        defer { connection.close() }
+        try connection.execute(simpleSQL: "SET lock_timeout = '\(Int64(policy.lockTimeout.seconds * 1000))ms'")
+        var report = RetentionReport()
+        var remainingBodies: [PartitionInfo] = []
+        for (table, retention, ahead) in tables {
+            let existing = try Self.partitions(of: table, on: connection)
+            let actions = RetentionPlan.actions(for: table, existing: existing, now: now, retention: retention, ahead: ahead)
+            var dropped = Set<String>()
+            for action in actions {
+                switch action {
+                case .create(let name, let from, let to):
+                    if !dryRun { try Self.create(name, of: table, from: from, to: to, on: connection) }
+                    report.created.append(name)
+                case .drop(let name, let detachPending):
+                    if !dryRun { try Self.drop(name, of: table, detachPending: detachPending, on: connection) }
+                    report.dropped.append(name)
+                    dropped.insert(name)
+                }
+                logger.info("retention", metadata: ["action": "\(action)", "table": "\(table.name)", "dry_run": "\(dryRun)"])
+            }
+            if table == .callbacks {
+                remainingBodies = existing.filter { !dropped.contains($0.name) }
+            }
+        }
+        if let cutoff = RetentionPlan.digestCutoff(remaining: remainingBodies) {
+            report.digestsDeleted = try deleteInBatches(
+                dryRun: dryRun, on: connection,
+                count: "SELECT count(*)::int8 AS n FROM ci_callback_digests WHERE received_at < '\(Self.literal(cutoff))'::timestamptz",
+                batch: """
+                    WITH gone AS (
+                        SELECT body_sha256 FROM ci_callback_digests WHERE received_at < '\(Self.literal(cutoff))'::timestamptz LIMIT \(policy.deleteBatch)
+                    ), deleted AS (
+                        DELETE FROM ci_callback_digests d USING gone WHERE d.body_sha256 = gone.body_sha256 RETURNING 1
+                    )
+                    SELECT count(*)::int8 AS n FROM deleted
+                    """)
+        }
+        if let retention = policy.jobRetention {
+            // A job goes when its last callback is that old; first ≤ last, so the received index finds them.
+            let cutoff = Self.literal(now.addingTimeInterval(-retention.seconds))
+            report.jobsDeleted = try deleteInBatches(
+                dryRun: dryRun, on: connection,
+                count: "SELECT count(*)::int8 AS n FROM ci_jobs WHERE first_received_at < '\(cutoff)'::timestamptz AND last_received_at < '\(cutoff)'::timestamptz",
+                batch: """
+                    WITH gone AS (
+                        SELECT job_id FROM ci_jobs
+                        WHERE first_received_at < '\(cutoff)'::timestamptz AND last_received_at < '\(cutoff)'::timestamptz
+                        ORDER BY first_received_at LIMIT \(policy.deleteBatch)
+                    ), deleted AS (
+                        DELETE FROM ci_jobs j USING gone WHERE j.job_id = gone.job_id RETURNING 1
+                    )
+                    SELECT count(*)::int8 AS n FROM deleted
+                    """)
+        }
+        return report
+    }
+
+    /// Runs `batch` until it deletes nothing, returning the rows deleted; dry, only `count`s them.
+    private func deleteInBatches(dryRun: Bool, on connection: PostgresConnection, count: String, batch: String) throws -> Int {
+        if dryRun {
+            return Int(try StrictRow(connection.query(SQLQuery(unsafeSQL: count))[0], read: "retention count").int64("n"))
+        }
+        var total = 0
+        while true {
+            let deleted = Int(try StrictRow(connection.query(SQLQuery(unsafeSQL: batch))[0], read: "retention delete").int64("n"))
+            total += deleted
+            if deleted < policy.deleteBatch { return total }
+        }
+    }
+
+    // MARK: Catalog and DDL
+
+    /// The table's partitions with their bounds, read from the catalog (`pg_get_expr` of the bound, whose
+    /// quoted timestamps carry their offset).
+    static func partitions(of table: PartitionedTable, on connection: PostgresConnection) throws -> [PartitionInfo] {
+        let bound = { (keyword: String) in
+            "(extract(epoch FROM (regexp_match(pg_get_expr(c.relpartbound, c.oid), '\(keyword) \\(''([^'']+)''\\)'))[1]::timestamptz) * 1000000)::int8"
+        }
+        let rows = try connection.query(
+            """
+            SELECT c.relname::text AS name, \(unsafeRaw: bound("FROM")) AS lower_micros, \(unsafeRaw: bound("TO")) AS upper_micros,
+                   i.inhdetachpending AS detach_pending
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = to_regclass(\(table.name))
+            ORDER BY c.relname
+            """)
+        return try rows.map { row in
+            let row = StrictRow(row, read: "partitions")
+            let instant = { (micros: Int64?) in micros.map { Date(timeIntervalSince1970: TimeInterval($0) / 1_000_000) } }
+            return PartitionInfo(
+                name: try row.string("name"), lower: instant(try row.optionalInt("lower_micros").map(Int64.init)),
+                upper: instant(try row.optionalInt("upper_micros").map(Int64.init)), detachPending: try row.bool("detach_pending"))
+        }
+    }
+
+    /// A plain table shaped like the parent, then attached: `CREATE TABLE … PARTITION OF` would lock the
+    /// parent against every insert; `ATTACH` of an empty table takes a lock ingest does not conflict with.
+    static func create(_ name: String, of table: PartitionedTable, from: Date, to: Date, on connection: PostgresConnection) throws {
+        let partition = try identifier(name)
+        try connection.execute(
+            simpleSQL: "CREATE TABLE IF NOT EXISTS \(partition) (LIKE \(try identifier(table.name)) INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        try connection.execute(
+            simpleSQL: "ALTER TABLE \(try identifier(table.name)) ATTACH PARTITION \(partition) FOR VALUES FROM ('\(literal(from))') TO ('\(literal(to))')")
+    }
+
+    /// `DETACH … CONCURRENTLY` (or `FINALIZE`, when an earlier one was interrupted), then `DROP TABLE`.
+    static func drop(_ name: String, of table: PartitionedTable, detachPending: Bool, on connection: PostgresConnection) throws {
+        let partition = try identifier(name)
+        try connection.execute(
+            simpleSQL: "ALTER TABLE \(try identifier(table.name)) DETACH PARTITION \(partition) \(detachPending ? "FINALIZE" : "CONCURRENTLY")")
+        try connection.execute(simpleSQL: "DROP TABLE IF EXISTS \(partition)")
+    }
+
+    /// DDL takes no bind parameters; names here are made by this code or read from the catalog, and are
+    /// refused unless they are plain lower-case identifiers.
+    static func identifier(_ name: String) throws -> String {
+        guard !name.isEmpty, name.utf8.count < 64, name.utf8.allSatisfy({ (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F })
+        else {
+            throw JobStoreError("retention refuses the table name \"\(name)\": not a plain identifier")
+        }
+        return "\"\(name)\""
+    }
+
+    /// `2026-12-05 00:00:00.000000+00`: an instant PostgreSQL reads the same in any session time zone.
+    static func literal(_ date: Date) -> String {
+        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        let seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
+        let parts = PartitionedTable.utc.dateComponents(
+            [.year, .month, .day, .hour, .minute, .second], from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+        return String(
+            format: "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", parts.year!, parts.month!, parts.day!, parts.hour!, parts.minute!, parts.second!,
+            Int(micros - seconds * 1_000_000))
+    }
+}
