@@ -121,6 +121,7 @@ struct Migrate: AsyncParsableCommand {
         let resolver = SettingResolver()
         let databaseURL = try resolver.databaseURL(database.databaseURL)
         let logger = try database.makeLogger(resolver)
+        let webhooks = try WebhookSettings.resolve(resolver)
         let migrations = try database.migrationSet(resolver)
         let migrator = try database.migratorConfiguration(resolver)
         var configuration = PostgresPool.Configuration(conninfo: databaseURL)
@@ -166,7 +167,7 @@ struct Serve: AsyncParsableCommand {
           RECONCILE_DISCOVERY_INTERVAL
                                   Least time between two discovery listings; 0 = every sweep (default: \(SettingFormat.duration(ServeDefaults.reconciler.discoveryInterval))).
           VERIFY_INTERVAL         Pause between sweeps of callbacks pending verification (default: \(SettingFormat.duration(ServeDefaults.verifier.interval))).
-        """
+        """ + "\n" + WebhookSettings.help
 
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var timeouts: DatabaseTimeoutOptions
@@ -307,6 +308,7 @@ struct Serve: AsyncParsableCommand {
             expected: "a positive whole number")
         let ciSettings = try CISettings.resolve(resolver)
         let verification = try VerificationSettings.resolve(resolver, flag: verifyCallbacks.map(String.init), ciConfigured: ciSettings.configuration != nil)
+        let webhooks = try WebhookSettings.resolve(resolver)
         let migrations = try database.migrationSet(resolver)
         let migrator = try database.migratorConfiguration(resolver)
         let logger = try database.makeLogger(resolver)
@@ -335,10 +337,16 @@ struct Serve: AsyncParsableCommand {
             var listenerConfiguration = JobCompletionListener.Configuration(conninfo: databaseURL)
             listenerConfiguration.maxWaiters = maxWaiters
             listenerConfiguration.connection = databaseTimeouts.connection
+            // Event sequencing and delivery wake on NOTIFYs heard by the same LISTEN connection.
+            let newEvents = WakeSignal()
+            let newDeliveries = WakeSignal()
+            listenerConfiguration.signals = [JobStore.newEventsChannel: newEvents, JobStore.sequencedEventsChannel: newDeliveries]
             let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
             var applicationConfiguration = CallbackApplication.Configuration(
                 requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy)
             applicationConfiguration.maxWait = maxWait
+            applicationConfiguration.maxSubscriptions = webhooks.maxSubscriptions
+            applicationConfiguration.webhookDelivery = webhooks.delivery
             let submitter = ciSettings.submitter(logger: logger)
             let verificationSignal = verification.enabled ? VerificationSignal() : nil
             // The one store of the process: the API and the workers share its batchers, so the batch limits
@@ -359,7 +367,16 @@ struct Serve: AsyncParsableCommand {
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: httpServer, successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: CompletionListenerService(listener: completionListener)),
+                .init(
+                    service: EventSequencer(
+                        store: JobStore(pool: pool), signal: newEvents, configuration: ServeDefaults.sequencer, metrics: metrics, logger: logger)),
             ]
+            if webhooks.deliver {
+                services.append(
+                    .init(
+                        service: WebhookDeliveryWorker(
+                            store: JobStore(pool: pool), signal: newDeliveries, configuration: webhooks.delivery, metrics: metrics, logger: logger)))
+            }
             if ciSettings.reconcile, let submitter {
                 let reconciler = Reconciler(
                     store: store, client: submitter.client, lock: SweepLock(conninfo: databaseURL, settings: databaseTimeouts.connection, logger: logger),
@@ -449,6 +466,8 @@ enum ServeDefaults {
     static let application = CallbackApplication.Configuration(requiredSchemaVersion: 0)
     static let reconciler = ReconcilerConfiguration()
     static let verifier = CallbackVerifierConfiguration()
+    static let sequencer = EventSequencerConfiguration()
+    static let webhooks = WebhookDeliveryConfiguration()
     static let autoMigrate = true
     static let verifyCallbacks = false
     static let logLevel = Logger.Level.info
