@@ -369,13 +369,13 @@ struct Serve: AsyncParsableCommand {
                 .init(service: CompletionListenerService(listener: completionListener)),
                 .init(
                     service: EventSequencer(
-                        store: JobStore(pool: pool), signal: newEvents, configuration: ServeDefaults.sequencer, metrics: metrics, logger: logger)),
+                        store: store, signal: newEvents, configuration: ServeDefaults.sequencer, metrics: metrics, logger: logger)),
             ]
             if webhooks.deliver {
                 services.append(
                     .init(
                         service: WebhookDeliveryWorker(
-                            store: JobStore(pool: pool), signal: newDeliveries, configuration: webhooks.delivery, metrics: metrics, logger: logger)))
+                            store: store, signal: newDeliveries, configuration: webhooks.delivery, metrics: metrics, logger: logger)))
             }
             if ciSettings.reconcile, let submitter {
                 let reconciler = Reconciler(

@@ -13,7 +13,7 @@ struct EventService {
     static func with<T>(_ body: (EventService) async throws -> T) async throws -> T {
         let newEvents = WakeSignal()
         let service = try await ServiceHarness.start(signals: [JobStore.newEventsChannel: newEvents])
-        let store = JobStore(pool: service.pool)
+        let store = service.store
         let sequencer = EventSequencer(
             store: store, signal: newEvents, configuration: EventSequencerConfiguration(), metrics: ServiceMetrics(), logger: serviceTestLogger)
         let task = Task { _ = try? await sequencer.run() }

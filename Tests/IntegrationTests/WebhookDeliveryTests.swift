@@ -25,7 +25,7 @@ struct WebhookService {
         let newDeliveries = WakeSignal()
         let service = try await ServiceHarness.start(
             signals: [JobStore.newEventsChannel: newEvents, JobStore.sequencedEventsChannel: newDeliveries])
-        let store = JobStore(pool: service.pool)
+        let store = service.store
         let sequencer = EventSequencer(
             store: store, signal: newEvents, configuration: EventSequencerConfiguration(), metrics: ServiceMetrics(), logger: serviceTestLogger)
         let worker = WebhookDeliveryWorker(store: store, signal: newDeliveries, configuration: delivery, metrics: ServiceMetrics(), logger: serviceTestLogger)

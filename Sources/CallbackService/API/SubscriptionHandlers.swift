@@ -180,7 +180,9 @@ extension CallbackApplication {
     }
 
     static let maxURLBytes = 2048
-    static let maxDescriptionBytes = 1024
+    static let maxDescriptionCharacters = 256
+    /// openapi.yaml's SubscriptionRequest.Url pattern.
+    static let urlPattern = "^https?://[A-Za-z0-9][A-Za-z0-9.-]{0,62}(:[1-9][0-9]{0,4})?(/[A-Za-z0-9._~-]*){0,8}$"
     static let maxFilterValues = 50
 
     static func subscriptionBody(_ bytes: [UInt8]) throws -> SubscriptionBody {
@@ -188,16 +190,19 @@ extension CallbackApplication {
         for key in object.keys where !["Url", "Tags", "States", "Description"].contains(key) {
             throw APIError.invalidParameter(key, "unknown; known fields are Url, Tags, States, Description")
         }
+        // The checks are exactly the schema's in openapi.yaml (SubscriptionRequest), so a request the
+        // document calls invalid is refused, and one it calls valid is refused only when it is no URL.
         guard let url = object["Url"] as? String else { throw APIError.invalidParameter("Url", "is required and must be a string") }
-        guard url.utf8.count <= maxURLBytes, let components = URLComponents(string: url),
-            let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https",
-            let host = components.host, !host.isEmpty, components.fragment == nil
+        guard url.utf8.count <= maxURLBytes, url.range(of: urlPattern, options: .regularExpression) != nil,
+            let components = URLComponents(string: url), let host = components.host, !host.isEmpty
         else {
-            throw APIError.invalidParameter("Url", "must be an http or https URL with a host, at most \(maxURLBytes) bytes, without a fragment")
+            throw APIError.invalidParameter(
+                "Url", "must be an http or https URL with a host and a path of letters, digits and ._~-, at most \(maxURLBytes) bytes")
         }
         let tags = try stringList(object, "Tags") { tag in
-            let limit = CIFieldLimits().identifier
-            guard !tag.isEmpty, tag.utf8.count <= limit else { return "holds an empty tag or one over \(limit) bytes" }
+            guard tag.range(of: "^[!-~]{1,128}$", options: .regularExpression) != nil else {
+                return "holds a tag that is not 1 to 128 printable ASCII characters"
+            }
             return nil
         }
         let states = try stringList(object, "States") { state in
@@ -208,8 +213,8 @@ extension CallbackApplication {
         }
         var description: String?
         if let value = object["Description"], !(value is NSNull) {
-            guard let text = value as? String, text.utf8.count <= maxDescriptionBytes else {
-                throw APIError.invalidParameter("Description", "must be a string of at most \(maxDescriptionBytes) bytes")
+            guard let text = value as? String, text.unicodeScalars.count <= maxDescriptionCharacters else {
+                throw APIError.invalidParameter("Description", "must be a string of at most \(maxDescriptionCharacters) characters")
             }
             description = text
         }
