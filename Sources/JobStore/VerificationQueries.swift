@@ -25,6 +25,19 @@ public final class WakeSignal: Sendable {
         continuation.yield()
     }
 
+    /// Raises the signal every `interval` until the task is cancelled: a worker's periodic sweep, which
+    /// collapses into the next pass like any other wake-up.
+    public func signalEvery(_ interval: Duration) async {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            signal()
+        }
+    }
+
     /// Ends ``wakeups``; later signals are ignored.
     public func finish() {
         continuation.finish()

@@ -36,16 +36,7 @@ public struct EventSequencer: Service {
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { [signal = self.signal, interval = self.configuration.interval] in
-                    while !Task.isCancelled {
-                        do {
-                            try await Task.sleep(for: interval)
-                        } catch {
-                            return
-                        }
-                        signal.signal()
-                    }
-                }
+                group.addTask { [signal = self.signal, interval = self.configuration.interval] in await signal.signalEvery(interval) }
                 self.signal.signal()
                 for await _ in self.signal.wakeups {
                     if await !self.sequencePending() {

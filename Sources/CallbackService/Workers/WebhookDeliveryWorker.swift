@@ -36,16 +36,7 @@ public struct WebhookDeliveryWorker: Service {
         let inFlight = InFlightCount()
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
-                group.addTask { [signal = self.signal, interval = self.configuration.pollInterval] in
-                    while !Task.isCancelled {
-                        do {
-                            try await Task.sleep(for: interval)
-                        } catch {
-                            return
-                        }
-                        signal.signal()
-                    }
-                }
+                group.addTask { [signal = self.signal, interval = self.configuration.pollInterval] in await signal.signalEvery(interval) }
                 group.addTask {
                     while !Task.isCancelled {
                         await self.refreshBacklogMetrics()
