@@ -121,7 +121,6 @@ struct Migrate: AsyncParsableCommand {
         let resolver = SettingResolver()
         let databaseURL = try resolver.databaseURL(database.databaseURL)
         let logger = try database.makeLogger(resolver)
-        let webhooks = try WebhookSettings.resolve(resolver)
         let migrations = try database.migrationSet(resolver)
         let migrator = try database.migratorConfiguration(resolver)
         var configuration = PostgresPool.Configuration(conninfo: databaseURL)
