@@ -143,6 +143,8 @@ struct WebhookDeliveryTests {
             #expect(received.map(\.status) == ["500", "500", "500", "200", "500", "500", "500", "200"])
             // Timestamps are renewed per attempt, never older than an earlier attempt's.
             #expect(zip(received, received.dropFirst()).allSatisfy { $0.timestamp <= $1.timestamp })
+            // The consumer logs its answer before the service records it: wait for the record.
+            #expect(try await eventually { try await webhooks.deliveries(subscription, status: "succeeded").count == 2 })
             let history = try await webhooks.deliveries(subscription)
             #expect(history.map { $0["Status"] as? String } == ["succeeded", "succeeded"])
             #expect(history.allSatisfy { (($0["Attempts"] as? [[String: Any]]) ?? []).map { $0["StatusCode"] as? Int } == [500, 500, 500, 200] })
