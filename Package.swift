@@ -29,6 +29,9 @@ let package = Package(
     targets: [
         // MARK: C shims and system libraries
         .target(name: "CEpoll"),
+        // Outgoing webhooks: libcurl (already linked by FoundationNetworking) driven from C, since its
+        // options are variadic; see Sources/CallbackService/WebhookHTTPClient.swift.
+        .target(name: "CWebhookHTTP", linkerSettings: [.linkedLibrary("curl")]),
         .systemLibrary(
             name: "CCrypto",
             pkgConfig: "libcrypto",
@@ -73,7 +76,7 @@ let package = Package(
             name: "CallbackService",
             dependencies: [
                 // Not PostgresLibPQ: the store speaks for the database, driver errors included.
-                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "JobStore",
+                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "JobStore", "COSSigning", "CWebhookHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

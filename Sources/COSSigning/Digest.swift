@@ -31,21 +31,31 @@ public enum Digest {
     ///   - message: The bytes to authenticate.
     /// - Returns: 20 raw tag bytes.
     public static func hmacSHA1(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        hmac(EVP_sha1(), length: sha1Length, key: key, message: message)
+    }
+
+    /// HMAC-SHA256 of `message` under `key` (RFC 2104): what Standard Webhooks signs deliveries with.
+    /// - Returns: 32 raw tag bytes.
+    public static func hmacSHA256(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        hmac(EVP_sha256(), length: sha256Length, key: key, message: message)
+    }
+
+    private static func hmac(_ algorithm: OpaquePointer?, length: Int, key: [UInt8], message: [UInt8]) -> [UInt8] {
         precondition(key.count <= Int(Int32.max), "HMAC key longer than libcrypto accepts")
-        var output = [UInt8](repeating: 0, count: sha1Length)
+        var output = [UInt8](repeating: 0, count: length)
         var outputLength: UInt32 = 0
         let produced = withNonNullBytes(key) { keyPointer, keyCount in
             withNonNullBytes(message) { messagePointer, messageCount in
                 output.withUnsafeMutableBufferPointer { out in
                     HMAC(
-                        EVP_sha1(), keyPointer, Int32(keyCount),
+                        algorithm, keyPointer, Int32(keyCount),
                         messagePointer.assumingMemoryBound(to: UInt8.self), messageCount,
                         out.baseAddress, &outputLength
                     ) != nil
                 }
             }
         }
-        precondition(produced && outputLength == UInt32(sha1Length), "libcrypto HMAC-SHA1 failed")
+        precondition(produced && outputLength == UInt32(length), "libcrypto HMAC failed")
         return output
     }
 

@@ -26,6 +26,10 @@ public final class JobCompletionListener: Sendable {
         public var heartbeatInterval: Duration = .seconds(5)
         /// Longest pause between reconnect attempts (they start at 100 ms and double). Default 2 s.
         public var maxReconnectDelay: Duration = .seconds(2)
+        /// Further channels to LISTEN on, each raising its signal on every notification and whenever the
+        /// connection is (re)established (a notification may have been missed): the event sequencer's and the
+        /// delivery workers' wake-ups share this one connection instead of holding their own.
+        public var signals: [String: WakeSignal] = [:]
         public init(conninfo: String) { self.conninfo = conninfo }
     }
 
@@ -63,6 +67,18 @@ public final class JobCompletionListener: Sendable {
     public func sleepingWaiters(for jobID: String) -> Int {
         state.withLock { state in state.byJob[jobID]?.count { state.sleeping[$0] != nil } ?? 0 }
     }
+
+    /// Reads the event feed with `read` until `isDone` says so or `timeout` passes, sleeping between reads
+    /// until the sequencer announces new events (``JobStore/sequencedEventsChannel``) or the listener
+    /// restarts. Counts against ``Configuration/maxWaiters`` like a job wait.
+    public func waitForEvents<Value: Sendable>(
+        timeout: Duration, read: () async throws -> Value, isDone: (Value) -> Bool
+    ) async throws -> Value {
+        try await waitForFinal(jobID: Self.eventsKey, timeout: timeout, read: read, isFinal: isDone)
+    }
+
+    /// The waiter key of feed waits: no JobId is empty, so it cannot meet a job's notification.
+    private static let eventsKey = ""
 
     /// Reads a job with `read` until `isFinal` says so or `timeout` passes, sleeping between reads
     /// until a notification for `jobID` (or a listener restart) wakes it. Returns the last value read.
@@ -161,6 +177,10 @@ public final class JobCompletionListener: Sendable {
             do {
                 connection = try PostgresConnection.connect(configuration.conninfo, settings: configuration.connection)
                 try connection.listen(Self.channel)
+                try connection.listen(JobStore.sequencedEventsChannel)
+                for channel in configuration.signals.keys.sorted() {
+                    try connection.listen(channel)
+                }
             } catch {
                 var metadata: Logger.Metadata = ["error": "\(error)"]
                 if let refusal = error.connectionRefusal { metadata["hint"] = "\(refusal)" }
@@ -173,6 +193,7 @@ public final class JobCompletionListener: Sendable {
             state.withLock { $0.listening = true }
             // Anything announced while we were not listening was missed: let every waiter re-read.
             wakeAll()
+            for signal in configuration.signals.values { signal.signal() }
             var lastHeard = ContinuousClock.now
             while !stop.isSet {
                 do {
@@ -183,8 +204,14 @@ public final class JobCompletionListener: Sendable {
                         try connection.query("SELECT 1")
                         lastHeard = .now
                     }
+                    for channel in Set(notifications.map(\.channel)) {
+                        configuration.signals[channel]?.signal()
+                    }
                     let ids = state.withLock { state in
-                        notifications.flatMap { state.byJob[$0.payload].map(Array.init) ?? [] }
+                        notifications.flatMap { notification in
+                            let key = notification.channel == JobStore.sequencedEventsChannel ? Self.eventsKey : notification.payload
+                            return state.byJob[key].map(Array.init) ?? []
+                        }
                     }
                     wake(ids)
                 } catch {

@@ -246,8 +246,8 @@ public struct CallbackPage: Sendable, Hashable {
 }
 
 /// The unpadded URL-safe base64 that page cursors travel in.
-enum Base64URL {
-    static func encode(_ text: String) -> String {
+public enum Base64URL {
+    public static func encode(_ text: String) -> String {
         Data(text.utf8).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_")
@@ -255,7 +255,7 @@ enum Base64URL {
     }
 
     /// The UTF-8 text of a token of at most 1 KiB; nil for anything else.
-    static func decode(_ token: String) -> String? {
+    public static func decode(_ token: String) -> String? {
         guard token.utf8.count <= 1024 else { return nil }
         var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)

@@ -61,6 +61,8 @@ struct StrictRow {
     private static let integerOIDs: Set<UInt32> = [20, 21, 23]  // int8, int2, int4
     private static let boolOID: UInt32 = 16
     private static let byteaOID: UInt32 = 17
+    private static let float8OID: UInt32 = 701
+    private static let textArrayOID: UInt32 = 1009
 
     func cell(_ column: String) throws(StoredRowError) -> PostgresCell {
         guard row.contains(column) else { throw .missing(column, read: read) }
@@ -99,6 +101,21 @@ struct StrictRow {
         let cell = try cell(column)
         guard !cell.isNull else { throw .null(column, read: read) }
         guard cell.typeOID == Self.boolOID, let value = cell.bool else { throw .mistyped(cell, expected: "a boolean", read: read) }
+        return value
+    }
+
+    func double(_ column: String) throws(StoredRowError) -> Double {
+        let cell = try cell(column)
+        guard !cell.isNull else { throw .null(column, read: read) }
+        guard cell.typeOID == Self.float8OID, let value = cell.double else { throw .mistyped(cell, expected: "float8", read: read) }
+        return value
+    }
+
+    /// A `text[]` column; nil for SQL NULL.
+    func optionalTextArray(_ column: String) throws(StoredRowError) -> [String]? {
+        let cell = try cell(column)
+        guard !cell.isNull else { return nil }
+        guard cell.typeOID == Self.textArrayOID, let value = cell.strings else { throw .mistyped(cell, expected: "text[]", read: read) }
         return value
     }
 

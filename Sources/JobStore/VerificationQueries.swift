@@ -4,11 +4,15 @@ import PostgresLibPQ
 
 /// Wakes the callback verifier when a commit held a final state for it, so verification starts at once
 /// instead of at the next periodic sweep.
+public typealias VerificationSignal = WakeSignal
+
+/// Wakes a background worker (the callback verifier, the event sequencer, the delivery workers) when there
+/// is work for it, so it starts at once instead of at its next periodic sweep.
 ///
-/// A stream that keeps at most one wake-up: signals that arrive while the verifier is busy collapse
+/// A stream that keeps at most one wake-up: signals that arrive while the worker is busy collapse
 /// into one, which is enough because each pass takes everything pending. Signalling never blocks.
-public final class VerificationSignal: Sendable {
-    /// The verifier's side: one element per (coalesced) wake-up; ends after ``finish()``.
+public final class WakeSignal: Sendable {
+    /// The worker's side: one element per (coalesced) wake-up; ends after ``finish()``.
     public let wakeups: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
 
@@ -16,9 +20,22 @@ public final class VerificationSignal: Sendable {
         (wakeups, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Asks for a verification pass.
+    /// Asks for a pass.
     public func signal() {
         continuation.yield()
+    }
+
+    /// Raises the signal every `interval` until the task is cancelled: a worker's periodic sweep, which
+    /// collapses into the next pass like any other wake-up.
+    public func signalEvery(_ interval: Duration) async {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            signal()
+        }
     }
 
     /// Ends ``wakeups``; later signals are ignored.

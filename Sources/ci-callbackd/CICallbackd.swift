@@ -175,7 +175,7 @@ struct Serve: AsyncParsableCommand {
           RECONCILE_DISCOVERY_INTERVAL
                                   Least time between two discovery listings; 0 = every sweep (default: \(SettingFormat.duration(ServeDefaults.reconciler.discoveryInterval))).
           VERIFY_INTERVAL         Pause between sweeps of callbacks pending verification (default: \(SettingFormat.duration(ServeDefaults.verifier.interval))).
-        """
+        """ + "\n" + WebhookSettings.help
 
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var timeouts: DatabaseTimeoutOptions
@@ -334,6 +334,7 @@ struct Serve: AsyncParsableCommand {
             parse: SettingParsers.duration, expected: "a duration such as 1h")
         let ciSettings = try CISettings.resolve(resolver)
         let verification = try VerificationSettings.resolve(resolver, flag: verifyCallbacks.map(String.init), ciConfigured: ciSettings.configuration != nil)
+        let webhooks = try WebhookSettings.resolve(resolver)
         let migrations = try database.migrationSet(resolver)
         let migrator = try database.migratorConfiguration(resolver)
         let logger = try database.makeLogger(resolver)
@@ -365,10 +366,16 @@ struct Serve: AsyncParsableCommand {
             var listenerConfiguration = JobCompletionListener.Configuration(conninfo: databaseURL)
             listenerConfiguration.maxWaiters = maxWaiters
             listenerConfiguration.connection = databaseTimeouts.connection
+            // Event sequencing and delivery wake on NOTIFYs heard by the same LISTEN connection.
+            let newEvents = WakeSignal()
+            let newDeliveries = WakeSignal()
+            listenerConfiguration.signals = [JobStore.newEventsChannel: newEvents, JobStore.sequencedEventsChannel: newDeliveries]
             let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
             var applicationConfiguration = CallbackApplication.Configuration(
                 requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy)
             applicationConfiguration.maxWait = maxWait
+            applicationConfiguration.maxSubscriptions = webhooks.maxSubscriptions
+            applicationConfiguration.webhookDelivery = webhooks.delivery
             let submitter = ciSettings.submitter(logger: logger)
             let verificationSignal = verification.enabled ? VerificationSignal() : nil
             // The one store of the process: the API and the workers share its batchers, so the batch limits
@@ -396,7 +403,16 @@ struct Serve: AsyncParsableCommand {
                         lock: SweepLock(
                             conninfo: databaseURL, settings: databaseTimeouts.connection, classID: RetentionSweeper.lockClassID, logger: logger),
                         interval: retentionInterval, logger: logger)),
+                .init(
+                    service: EventSequencer(
+                        store: store, signal: newEvents, configuration: ServeDefaults.sequencer, metrics: metrics, logger: logger)),
             ]
+            if webhooks.deliver {
+                services.append(
+                    .init(
+                        service: WebhookDeliveryWorker(
+                            store: store, signal: newDeliveries, configuration: webhooks.delivery, metrics: metrics, logger: logger)))
+            }
             if ciSettings.reconcile, let submitter {
                 let reconciler = Reconciler(
                     store: store, client: submitter.client, lock: SweepLock(conninfo: databaseURL, settings: databaseTimeouts.connection, logger: logger),
@@ -510,6 +526,8 @@ enum ServeDefaults {
     static let verifier = CallbackVerifierConfiguration()
     static let retention = RetentionPolicy()
     static let retentionInterval: Duration = .seconds(3600)
+    static let sequencer = EventSequencerConfiguration()
+    static let webhooks = WebhookDeliveryConfiguration()
     static let autoMigrate = true
     static let verifyCallbacks = false
     static let logLevel = Logger.Level.info

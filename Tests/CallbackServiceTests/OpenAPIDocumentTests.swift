@@ -107,6 +107,7 @@ private let openAPIRepositoryRoot = URL(fileURLWithPath: #filePath)
 /// until it is listed here, and then `everyRoute_isDocumented` demands it in openapi.yaml.
 private enum RouteSamples {
     static let jobID = "j515a494af86111ecb8546d80f2baf56f"
+    static let subscriptionID = "sub_0123456789abcdef01234567"
 
     static let all: [Route] = [
         .ingestCallback(token: nil),
@@ -117,6 +118,12 @@ private enum RouteSamples {
         .jobCallbacks(jobID: jobID),
         .callbackBody(jobID: jobID, callbackID: 1),
         .submitWatermarkExtraction,
+        .events,
+        .subscriptions,
+        .subscription(id: subscriptionID),
+        .subscriptionDeliveries(id: subscriptionID),
+        .retryDelivery(id: subscriptionID, deliveryID: "7"),
+        .replay(id: subscriptionID),
         .health,
         .readiness,
         .metrics,
@@ -132,6 +139,12 @@ private enum RouteSamples {
         case .jobCallbacks: "/v1/jobs/{JobId}/callbacks"
         case .callbackBody: "/v1/jobs/{JobId}/callbacks/{CallbackId}/body"
         case .submitWatermarkExtraction: "/v1/watermark-extractions"
+        case .events: "/v1/events"
+        case .subscriptions: "/v1/subscriptions"
+        case .subscription: "/v1/subscriptions/{SubscriptionId}"
+        case .subscriptionDeliveries: "/v1/subscriptions/{SubscriptionId}/deliveries"
+        case .retryDelivery: "/v1/subscriptions/{SubscriptionId}/deliveries/{DeliveryId}/retry"
+        case .replay: "/v1/subscriptions/{SubscriptionId}/replay"
         case .health: "/healthz"
         case .readiness: "/readyz"
         case .metrics: "/metrics"
@@ -141,7 +154,7 @@ private enum RouteSamples {
 
     /// The decoded segments of a request for `template`, with sample values for its parameters.
     static func segments(forTemplate template: String) -> [String] {
-        let samples = ["{JobId}": jobID, "{CallbackId}": "1", "{token}": "t0k3n"]
+        let samples = ["{JobId}": jobID, "{CallbackId}": "1", "{token}": "t0k3n", "{SubscriptionId}": subscriptionID, "{DeliveryId}": "7"]
         return template.split(separator: "/").map { samples[String($0)] ?? String($0) }
     }
 }

@@ -84,7 +84,8 @@ final class ServiceHarness: Sendable {
         connection: PostgresConnectionSettings? = nil,
         acquireTimeout: Duration? = nil,
         logger: Logger = serviceTestLogger,
-        configureServer: (inout HTTPServerConfiguration) -> Void = { _ in }
+        configureServer: (inout HTTPServerConfiguration) -> Void = { _ in },
+        signals: [String: WakeSignal] = [:]
     ) async throws -> ServiceHarness {
         if migrate {
             let admin = try PostgresConnection.connect(databaseURL)
@@ -118,6 +119,7 @@ final class ServiceHarness: Sendable {
         let statistics = ListenerStatistics()
         var listenerConfiguration = JobCompletionListener.Configuration(conninfo: conninfo(databaseURL, searchPath: schema))
         listenerConfiguration.maxWaiters = maxWaiters
+        listenerConfiguration.signals = signals
         if let connection { listenerConfiguration.connection = connection }
         let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
         let listenerTask = Task { await completionListener.run() }

@@ -18,6 +18,11 @@ public struct CallbackApplication: Sendable {
         public var accessPolicy = AccessPolicy()
         /// The longest `?wait=` a lookup may ask for.
         public var maxWait: Duration = .seconds(60)
+        /// Most webhook subscriptions kept (`MAX_SUBSCRIPTIONS`): bounds the per-subscription metric series and
+        /// each event's fan-out. Default 100.
+        public var maxSubscriptions = 100
+        /// Delivery settings; the application reads the failing threshold a subscription's GET reports.
+        public var webhookDelivery = WebhookDeliveryConfiguration()
 
         public init(requiredSchemaVersion: Int, accessPolicy: AccessPolicy = AccessPolicy()) {
             self.requiredSchemaVersion = requiredSchemaVersion
@@ -151,6 +156,18 @@ public struct CallbackApplication: Sendable {
             return try await callbackBody(jobID: jobID, callbackID: callbackID)
         case .submitWatermarkExtraction:
             return try await submitWatermarkExtraction(request, logger: logger())
+        case .events:
+            return try await eventFeed(request)
+        case .subscriptions:
+            return try await subscriptions(request)
+        case .subscription(let id):
+            return try await subscription(id, request: request)
+        case .subscriptionDeliveries(let id):
+            return try await subscriptionDeliveries(id, request: request)
+        case .retryDelivery(let id, let deliveryID):
+            return try await retryDelivery(id, deliveryID: deliveryID)
+        case .replay(let id):
+            return try await replay(id, request: request)
         case .health:
             return .json { json in json.member("Status", "ok") }
         case .readiness:

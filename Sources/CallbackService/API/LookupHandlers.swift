@@ -11,7 +11,7 @@ extension CallbackApplication {
         if Self.prefersXML(request.headers["Accept"]) {
             return try xmlResponse(for: job)
         }
-        return .json { json in writeJob(job, into: &json) }
+        return .json { json in Self.writeJob(job, into: &json) }
     }
 
     /// `GET /v1/jobs/{JobId}/watermark`: the extracted watermark text of an ExtractDigitalWatermark job.
@@ -38,7 +38,7 @@ extension CallbackApplication {
             json.beginArray()
             for job in page.jobs {
                 json.beginObject()
-                writeJob(job, into: &json)
+                Self.writeJob(job, into: &json)
                 json.endObject()
             }
             json.endArray()
@@ -211,7 +211,8 @@ extension CallbackApplication {
 
     // MARK: Rendering
 
-    private func writeJob(_ job: StoredJob, into json: inout JSONWriter) {
+    /// The body of `GET /v1/jobs/{JobId}` (inside its object); also an event's `data`, so the two cannot differ.
+    static func writeJob(_ job: StoredJob, into json: inout JSONWriter) {
         json.key("JobsDetail")
         json.raw(job.detailJSON.utf8)
         json.key("Receipt")

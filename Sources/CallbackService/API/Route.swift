@@ -13,6 +13,15 @@ public enum Route: Sendable, Hashable {
     case callbackBody(jobID: String, callbackID: Int64)
     /// `POST /v1/watermark-extractions`: submit an ExtractDigitalWatermark job to CI.
     case submitWatermarkExtraction
+    /// `GET /v1/events`: the feed of applied state changes.
+    case events
+    /// `POST` (create) and `GET` (list) `/v1/subscriptions`.
+    case subscriptions
+    /// `GET` and `DELETE /v1/subscriptions/{id}`.
+    case subscription(id: String)
+    case subscriptionDeliveries(id: String)
+    case retryDelivery(id: String, deliveryID: String)
+    case replay(id: String)
     case health
     case readiness
     case metrics
@@ -49,6 +58,18 @@ public enum Route: Sendable, Hashable {
             return (.ingestCallback(token: rest.first), [.post])
         case "watermark-extractions" where rest.isEmpty:
             return (.submitWatermarkExtraction, [.post])
+        case "events" where rest.isEmpty:
+            return (.events, readMethods)
+        case "subscriptions":
+            let tail = Array(rest)
+            switch tail.count {
+            case 0: return (.subscriptions, readMethods + [.post])
+            case 1: return (.subscription(id: tail[0]), readMethods + [.delete])
+            case 2 where tail[1] == "deliveries": return (.subscriptionDeliveries(id: tail[0]), readMethods)
+            case 2 where tail[1] == "replay": return (.replay(id: tail[0]), [.post])
+            case 4 where tail[1] == "deliveries" && tail[3] == "retry": return (.retryDelivery(id: tail[0], deliveryID: tail[2]), [.post])
+            default: return nil
+            }
         case "jobs":
             guard let jobID = rest.first else { return (.listJobs, readMethods) }
             let tail = Array(rest.dropFirst())
@@ -80,7 +101,9 @@ public enum Route: Sendable, Hashable {
         switch self {
         case .health, .readiness, .metrics, .openAPI: .open
         case .ingestCallback: .callbackToken
-        case .listJobs, .job, .watermark, .jobCallbacks, .callbackBody, .submitWatermarkExtraction: .apiToken
+        case .listJobs, .job, .watermark, .jobCallbacks, .callbackBody, .submitWatermarkExtraction, .events, .subscriptions, .subscription,
+            .subscriptionDeliveries, .retryDelivery, .replay:
+            .apiToken
         }
     }
 
@@ -101,6 +124,12 @@ public enum Route: Sendable, Hashable {
         case .jobCallbacks: "list_job_callbacks"
         case .callbackBody: "get_callback_body"
         case .submitWatermarkExtraction: "submit_watermark_extraction"
+        case .events: "list_events"
+        case .subscriptions: "subscriptions"
+        case .subscription: "subscription"
+        case .subscriptionDeliveries: "list_deliveries"
+        case .retryDelivery: "retry_delivery"
+        case .replay: "replay_subscription"
         case .health: "healthz"
         case .readiness: "readyz"
         }

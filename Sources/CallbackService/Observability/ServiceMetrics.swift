@@ -25,6 +25,9 @@ public final class ServiceMetrics: Sendable {
     private let requestHandles = Mutex<[RequestSeries: (CoreMetrics.Counter, CoreMetrics.Timer)]>([:])
     /// `http_listener_refusals_total` handles, made once each; bounded by the fixed reasons and statuses.
     private let refusalHandles = Mutex<[RefusalSeries: CoreMetrics.Counter]>([:])
+    /// Subscriptions that have webhook backlog series, so a deleted one's are set to 0 (written by the
+    /// delivery worker's refresh, which may run in several tasks over time: hence the lock).
+    let webhookSeries = Mutex<Set<String>>([])
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), buildVersion: String = CallbackServiceVersion.current) {
         self.registry = registry
@@ -159,7 +162,7 @@ public final class ServiceMetrics: Sendable {
         return registry.emitToBuffer()
     }
 
-    private static func nanoseconds(_ duration: Duration) -> Int64 {
+    static func nanoseconds(_ duration: Duration) -> Int64 {
         let (seconds, attoseconds) = duration.components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }

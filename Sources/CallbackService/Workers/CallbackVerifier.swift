@@ -115,16 +115,7 @@ public final class CallbackVerifier: Service, Sendable {
             await withTaskGroup(of: Void.self) { group in
                 // The periodic sweep raises the same signal ingest does, so one loop serves both and a
                 // sweep that comes due while a pass runs collapses into the next pass.
-                group.addTask { [signal = self.signal, interval = self.configuration.interval] in
-                    while !Task.isCancelled {
-                        do {
-                            try await Task.sleep(for: interval)
-                        } catch {
-                            return
-                        }
-                        signal.signal()
-                    }
-                }
+                group.addTask { [signal = self.signal, interval = self.configuration.interval] in await signal.signalEvery(interval) }
                 // What was held before this process started is verified at once.
                 self.signal.signal()
                 for await _ in self.signal.wakeups {

@@ -1,0 +1,44 @@
+import JobStore
+import Metrics
+import Synchronization
+
+extension ServiceMetrics {
+    /// A sequencer round: events given feed positions and deliveries queued.
+    func recordSequencerRound(_ round: SequencerRound) {
+        guard round.sequenced > 0 else { return }
+        Counter(label: "ci_events_sequenced_total", factory: metricsFactory).increment(by: round.sequenced)
+        Counter(label: "webhook_deliveries_queued_total", factory: metricsFactory).increment(by: round.queued)
+    }
+}
+
+extension ServiceMetrics {
+    /// One delivery attempt: its outcome (succeeded, retried, failed, gone) and how long it took.
+    func recordDeliveryAttempt(outcome: String, duration: Duration) {
+        Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: metricsFactory).increment()
+        Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: metricsFactory).recordNanoseconds(Self.nanoseconds(duration))
+    }
+
+    /// Pending deliveries and the oldest one's age per subscription, and which subscriptions are failing or
+    /// disabled. Subscription ids are bounded by `MAX_SUBSCRIPTIONS`; a deleted subscription's series drop to 0.
+    func recordWebhookBacklog(_ backlog: [WebhookBacklog]) {
+        let current = Set(backlog.map(\.subscriptionID))
+        let gone = webhookSeries.withLock { known in
+            let gone = known.subtracting(current)
+            known = current
+            return gone
+        }
+        for subscription in gone {
+            record(WebhookBacklog(subscriptionID: subscription, pending: 0, oldestPendingSeconds: 0, failing: false, disabled: false))
+        }
+        for entry in backlog { record(entry) }
+        Gauge(label: "webhook_pending_deliveries_total", factory: metricsFactory).record(backlog.reduce(0) { $0 + $1.pending })
+    }
+
+    private func record(_ entry: WebhookBacklog) {
+        let dimensions = [("subscription", entry.subscriptionID)]
+        Gauge(label: "webhook_pending_deliveries", dimensions: dimensions, factory: metricsFactory).record(entry.pending)
+        Gauge(label: "webhook_oldest_pending_seconds", dimensions: dimensions, factory: metricsFactory).record(entry.oldestPendingSeconds)
+        Gauge(label: "webhook_subscription_failing", dimensions: dimensions, factory: metricsFactory).record(entry.failing ? 1 : 0)
+        Gauge(label: "webhook_subscription_disabled", dimensions: dimensions, factory: metricsFactory).record(entry.disabled ? 1 : 0)
+    }
+}

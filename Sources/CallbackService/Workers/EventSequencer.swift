@@ -1,0 +1,70 @@
+import JobStore
+import Logging
+import ServiceLifecycle
+
+/// How the ``EventSequencer`` paces itself.
+public struct EventSequencerConfiguration: Sendable, Hashable {
+    /// Pause between rounds when no notification arrives: bounds how long an event waits when a
+    /// notification was missed (a LISTEN connection that broke, a replica that stored it while this one
+    /// restarted). Default: 1 s.
+    public var interval: Duration = .seconds(1)
+    /// Pause after a round failed (the database is unavailable). Default: 1 s.
+    public var retryDelay: Duration = .seconds(1)
+
+    /// The defaults.
+    public init() {}
+}
+
+/// Gives committed events their feed positions and queues their deliveries (``JobStore/sequenceEvents(limit:)``),
+/// woken by the ci_jobs trigger's `NOTIFY` and at every interval. Every replica runs one; the rounds of all
+/// replicas take turns on an advisory lock, so a replica that finds nothing to do costs one short query.
+public struct EventSequencer: Service {
+    let store: JobStore
+    let signal: WakeSignal
+    let configuration: EventSequencerConfiguration
+    let metrics: ServiceMetrics
+    let logger: Logger
+
+    public init(store: JobStore, signal: WakeSignal, configuration: EventSequencerConfiguration, metrics: ServiceMetrics, logger: Logger) {
+        self.store = store
+        self.signal = signal
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { [signal = self.signal, interval = self.configuration.interval] in await signal.signalEvery(interval) }
+                self.signal.signal()
+                for await _ in self.signal.wakeups {
+                    if await !self.sequencePending() {
+                        do {
+                            try await Task.sleep(for: self.configuration.retryDelay)
+                        } catch {
+                            break
+                        }
+                    }
+                }
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// Runs rounds until one finds less than a full round's work; false when a round failed.
+    @discardableResult
+    public func sequencePending() async -> Bool {
+        while !Task.isCancelled {
+            do {
+                let round = try await store.sequenceEvents()
+                metrics.recordSequencerRound(round)
+                if round.sequenced < JobStore.sequencerRoundLimit { return true }
+            } catch {
+                logger.warning("event sequencer round failed", metadata: ["error": "\(error)"])
+                return false
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,158 @@
+import CIModel
+import Foundation
+import JobStore
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Sends pending webhook deliveries, in every replica at once.
+///
+/// Deliveries are leased (``JobStore/leaseDeliveries(limit:lease:)``: `FOR UPDATE SKIP LOCKED` plus a lease
+/// time), so each attempt is sent by one replica; each job's deliveries to one subscription go out one at a
+/// time, oldest event first, so a consumer never gets an older state after a newer one. Woken by the
+/// sequencer's `NOTIFY` (a new delivery) and every ``WebhookDeliveryConfiguration/pollInterval`` (retries
+/// come due by time); at most ``WebhookDeliveryConfiguration/concurrency`` attempts are in flight.
+public struct WebhookDeliveryWorker: Service {
+    let store: JobStore
+    let signal: WakeSignal
+    let configuration: WebhookDeliveryConfiguration
+    let metrics: ServiceMetrics
+    let logger: Logger
+    private let client: WebhookHTTPClient
+
+    /// How often the backlog gauges are refreshed.
+    static let backlogInterval: Duration = .seconds(10)
+
+    public init(store: JobStore, signal: WakeSignal, configuration: WebhookDeliveryConfiguration, metrics: ServiceMetrics, logger: Logger) {
+        self.store = store
+        self.signal = signal
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+        self.client = WebhookHTTPClient(configuration: configuration)
+    }
+
+    public func run() async throws {
+        let inFlight = InFlightCount()
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { [signal = self.signal, interval = self.configuration.pollInterval] in await signal.signalEvery(interval) }
+                group.addTask {
+                    while !Task.isCancelled {
+                        await self.refreshBacklogMetrics()
+                        do {
+                            try await Task.sleep(for: Self.backlogInterval)
+                        } catch {
+                            return
+                        }
+                    }
+                }
+                self.signal.signal()
+                for await _ in self.signal.wakeups {
+                    let free = self.configuration.concurrency - inFlight.value.load(ordering: .relaxed)
+                    guard free > 0 else { continue }
+                    let leased: [LeasedDelivery]
+                    do {
+                        leased = try await self.store.leaseDeliveries(limit: free, lease: self.configuration.timeout + self.configuration.leaseMargin)
+                    } catch {
+                        self.logger.warning("leasing webhook deliveries failed", metadata: ["error": "\(error)"])
+                        continue
+                    }
+                    for delivery in leased {
+                        inFlight.value.add(1, ordering: .relaxed)
+                        group.addTask {
+                            await self.attempt(delivery)
+                            inFlight.value.subtract(1, ordering: .relaxed)
+                            // A free slot, and maybe this job's next delivery: look again.
+                            self.signal.signal()
+                        }
+                    }
+                    if leased.count == free { self.signal.signal() }
+                }
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// The body of a delivery: `{"type":…,"timestamp":…,"data":…}`, `data` being the job's lookup body.
+    static func body(of event: JobStateEvent) -> [UInt8] {
+        var json = JSONWriter(reservingCapacity: 2048)
+        json.beginObject()
+        CallbackApplication.writeEventPayload(event, into: &json)
+        json.endObject()
+        return json.bytes
+    }
+
+    /// Sends one attempt and records its outcome.
+    func attempt(_ delivery: LeasedDelivery) async {
+        let body = Self.body(of: delivery.event)
+        let id = delivery.event.publicID
+        let timestamp = Int64(Date().timeIntervalSince1970)
+        let started = ContinuousClock.now
+        let response: WebhookHTTPClient.Response
+        if let signature = WebhookSigning.signature(secret: delivery.secret, id: id, timestamp: timestamp, body: body) {
+            response = await client.post(
+                url: delivery.url,
+                headers: [
+                    ("Content-Type", "application/json"), ("webhook-id", id), ("webhook-timestamp", String(timestamp)),
+                    ("webhook-signature", signature),
+                ],
+                body: body)
+        } else {
+            response = .init(status: nil, retryAfterSeconds: nil, error: "the subscription's secret is not a whsec_ secret")
+        }
+        let elapsed = started.duration(to: .now)
+        let decision = WebhookAttemptDecision.decide(
+            .init(status: response.status, retryAfterSeconds: response.retryAfterSeconds), attempt: delivery.scheduleAttempt,
+            configuration: configuration, random: Double.random(in: 0..<1))
+        let completion: DeliveryCompletion
+        let outcome: String
+        switch decision {
+        case .succeeded:
+            completion = .succeeded
+            outcome = "succeeded"
+        case .retry(let pause):
+            completion = .retry(afterMilliseconds: pause.components.seconds * 1000 + pause.components.attoseconds / 1_000_000_000_000_000)
+            outcome = "retried"
+        case .failed:
+            completion = .failed
+            outcome = "failed"
+        case .gone:
+            completion = .gone
+            outcome = "gone"
+        }
+        let error = response.error ?? response.status.flatMap { (200...299).contains($0) ? nil : "HTTP \($0)" }
+        metrics.recordDeliveryAttempt(outcome: outcome, duration: elapsed)
+        // The URL is left out: it may carry the consumer's own credentials. The secret is never logged.
+        let metadata: Logger.Metadata = [
+            "webhook.subscription": "\(delivery.subscriptionID)", "webhook.delivery": "\(delivery.deliveryID)", "webhook.event": "\(id)",
+            "webhook.attempt": "\(delivery.attempt)", "webhook.outcome": "\(outcome)", "http.status": "\(response.status.map(String.init) ?? "-")",
+            "webhook.duration_ms": "\(CallbackApplication.milliseconds(elapsed))",
+        ]
+        switch decision {
+        case .succeeded, .retry: logger.debug("webhook attempt", metadata: metadata.merging(["error": "\(error ?? "-")"]) { $1 })
+        case .failed: logger.warning("webhook delivery failed for good", metadata: metadata.merging(["error": "\(error ?? "-")"]) { $1 })
+        case .gone: logger.warning("webhook endpoint answered 410 Gone; subscription disabled", metadata: metadata)
+        }
+        do {
+            try await store.completeDelivery(delivery, completion: completion, statusCode: response.status, error: error)
+        } catch {
+            // The lease runs out and the attempt is sent again (same webhook-id): at least once.
+            logger.warning("recording a webhook attempt failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+        }
+    }
+
+    /// Attempts in flight: read by the leasing loop, written by finishing attempts (shared, hence atomic; a
+    /// class so the attempts' tasks can hold it).
+    private final class InFlightCount: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
+    private func refreshBacklogMetrics() async {
+        do {
+            metrics.recordWebhookBacklog(try await store.webhookBacklog(failingThreshold: configuration.failingThreshold))
+        } catch {
+            logger.debug("reading the webhook backlog failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import CIModel
+import Foundation
+import PostgresLibPQ
+
+/// One applied change of a job's state (migration 0008's outbox row), with the job as
+/// `GET /v1/jobs/{JobId}` showed it at that state.
+public struct JobStateEvent: Sendable, Hashable {
+    /// The outbox row's id: the `webhook-id` of every delivery of this event (`evt_<id>`).
+    public var eventID: Int64
+    /// Where the event sits in the feed; nil until the sequencer has positioned it.
+    public var feedPosition: Int64?
+    /// The job at that state, decoded exactly as a lookup decodes `ci_jobs`.
+    public var job: StoredJob
+
+    /// The id consumers see (`webhook-id`, the feed's `id`).
+    public var publicID: String { "evt_\(eventID)" }
+    /// When the state changed: the event's `timestamp`.
+    public var timestamp: String { job.stateChangedAt }
+}
+
+/// Where a reader of `GET /v1/events` stands: the feed position of the last event it read (0 before the
+/// first). Opaque to clients: base64url text.
+public struct EventFeedCursor: Sendable, Hashable {
+    public var position: Int64
+
+    public init(position: Int64) {
+        self.position = position
+    }
+
+    /// `base64url("e:<position>")`.
+    public var token: String { Base64URL.encode("e:\(position)") }
+
+    /// Parses a token made by `token`; nil for anything else.
+    public init?(token: String) {
+        guard let text = Base64URL.decode(token), text.hasPrefix("e:"), let position = Int64(text.dropFirst(2)), position >= 0 else { return nil }
+        self.init(position: position)
+    }
+}
+
+/// One page of the event feed.
+public struct EventFeedPage: Sendable, Hashable {
+    public var events: [JobStateEvent]
+    /// Where the next page starts: after the last event here, or where the request started when empty.
+    public var nextCursor: EventFeedCursor
+}
+
+/// What one sequencer round did.
+public struct SequencerRound: Sendable, Hashable {
+    /// Events given a feed position.
+    public var sequenced: Int
+    /// Deliveries queued for matching subscriptions.
+    public var queued: Int
+}
+
+extension JobStore {
+    /// Channel the ci_jobs trigger notifies when it writes an event (the sequencer listens).
+    public static let newEventsChannel = "ci_job_events_new"
+    /// Channel a sequencer round notifies after it positioned events (feed waits and delivery workers listen).
+    public static let sequencedEventsChannel = "ci_job_events"
+
+    /// Most events one sequencer round positions; a backlog takes several rounds.
+    public static let sequencerRoundLimit = 1000
+
+    /// Gives every committed, unpositioned event a feed position, above all earlier ones, in `event_id`
+    /// order, and queues a delivery for each subscription it matches: one transaction, serialised across
+    /// replicas by an advisory lock (keyed by schema, so schemas of one database do not wait for each other).
+    ///
+    /// Why this is exactly once for feed readers: a round runs after the lock is granted, so its snapshot
+    /// sees every earlier round's commit and numbers upwards from their highest position; rows whose
+    /// transaction has not committed are invisible to it and get a later round's, higher, position. A reader
+    /// therefore never finds a position below one it already read appear later. Rolled-back rows never
+    /// become visible and take no position.
+    public func sequenceEvents(limit: Int = JobStore.sequencerRoundLimit) async throws -> SequencerRound {
+        try await withConnection { connection in
+            try connection.transaction { connection in
+                try connection.query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.ci_job_state_events'))")
+                let row = StrictRow(try connection.query(SQLQuery(unsafeSQL: EventSQL.sequence, binds: [.text(String(max(limit, 1)))]))[0], read: "sequencer round")
+                let round = SequencerRound(sequenced: try row.int("sequenced"), queued: try row.int("queued"))
+                if round.sequenced > 0 {
+                    // Delivered after COMMIT, like every NOTIFY: feed waits and delivery workers then read it.
+                    try connection.query("SELECT pg_notify(\(Self.sequencedEventsChannel), '')")
+                }
+                return round
+            }
+        }
+    }
+
+    /// Events after `cursor` in feed order, at most `limit`.
+    public func events(after cursor: EventFeedCursor, limit: Int) async throws -> EventFeedPage {
+        try await withConnection { connection in
+            let events = try connection.query(
+                """
+                SELECT event_id, feed_position, \(unsafeRaw: EventSQL.jobColumns)
+                FROM ci_job_state_events
+                WHERE feed_position > \(cursor.position)
+                ORDER BY feed_position
+                LIMIT \(max(limit, 1))
+                """
+            ).strict("event feed", Self.stateEvent)
+            return EventFeedPage(events: events, nextCursor: EventFeedCursor(position: events.last?.feedPosition ?? cursor.position))
+        }
+    }
+
+    /// A row of `event_id, feed_position` plus ``EventSQL/jobColumns``.
+    static func stateEvent(_ row: StrictRow) throws(StoredRowError) -> JobStateEvent {
+        JobStateEvent(eventID: try row.int64("event_id"), feedPosition: try row.optionalInt("feed_position").map(Int64.init), job: try storedJob(row))
+    }
+}
+
+/// The event statements.
+enum EventSQL {
+    /// An event row's job under the names ``JobStore/storedJob(_:)`` reads, so an event decodes exactly as
+    /// the lookup of that job did at that state.
+    static let jobColumns = JobStore.jobColumns
+
+    /// `$1` the round's limit. Returns one row: `sequenced`, `queued`.
+    static let sequence = """
+        WITH base AS (
+            SELECT coalesce(max(feed_position), 0) AS top FROM ci_job_state_events
+        ), todo AS (
+            SELECT event_id, row_number() OVER (ORDER BY event_id) AS n
+            FROM ci_job_state_events
+            WHERE feed_position IS NULL
+            ORDER BY event_id
+            LIMIT $1::integer
+        ), positioned AS (
+            UPDATE ci_job_state_events e SET feed_position = base.top + todo.n
+            FROM todo, base
+            WHERE e.event_id = todo.event_id
+            RETURNING e.event_id, e.job_id, e.state, e.tag
+        ), queued AS (
+            INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
+            SELECT s.subscription_id, p.event_id, p.job_id, now(), now()
+            FROM positioned p
+            JOIN webhook_subscriptions s
+              ON s.disabled_at IS NULL
+             AND (s.tags IS NULL OR p.tag = ANY (s.tags))
+             AND (s.states IS NULL OR p.state = ANY (s.states))
+            ON CONFLICT (subscription_id, event_id) DO NOTHING
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM positioned) AS sequenced, (SELECT count(*) FROM queued) AS queued
+        """
+}

@@ -1,0 +1,406 @@
+import CIModel
+import Foundation
+import PostgresLibPQ
+
+/// A push subscription as stored.
+public struct WebhookSubscription: Sendable, Hashable {
+    public var subscriptionID: String
+    public var url: String
+    /// Only events of jobs with one of these tags; nil matches every tag.
+    public var tags: [String]?
+    /// Only events into one of these states; nil matches every state.
+    public var states: [String]?
+    public var description: String?
+    /// `whsec_…`: signs every delivery; shown only when the subscription is created.
+    public var secret: String
+    /// RFC 3339 UTC.
+    public var createdAt: String
+    /// Set when the endpoint answered 410 Gone: no more deliveries are queued or sent.
+    public var disabledAt: String?
+    public var disabledReason: String?
+    /// Failed attempts since the last success.
+    public var consecutiveFailures: Int
+    /// The first failed attempt since the last success.
+    public var failingSince: String?
+
+    public init(
+        subscriptionID: String, url: String, tags: [String]?, states: [String]?, description: String?, secret: String, createdAt: String = "",
+        disabledAt: String? = nil, disabledReason: String? = nil, consecutiveFailures: Int = 0, failingSince: String? = nil
+    ) {
+        self.subscriptionID = subscriptionID
+        self.url = url
+        self.tags = tags
+        self.states = states
+        self.description = description
+        self.secret = secret
+        self.createdAt = createdAt
+        self.disabledAt = disabledAt
+        self.disabledReason = disabledReason
+        self.consecutiveFailures = consecutiveFailures
+        self.failingSince = failingSince
+    }
+}
+
+/// Where a delivery stands.
+public enum WebhookDeliveryStatus: String, Sendable, Hashable, CaseIterable {
+    case pending
+    case succeeded
+    case failed
+}
+
+/// One attempt of a delivery.
+public struct WebhookAttempt: Sendable, Hashable {
+    public var attempt: Int
+    public var startedAt: String
+    /// nil while in flight, or when the replica sending it died (its lease ran out).
+    public var finishedAt: String?
+    public var statusCode: Int?
+    public var error: String?
+}
+
+/// A delivery of one event to one subscription, with its attempts.
+public struct WebhookDelivery: Sendable, Hashable {
+    public var deliveryID: Int64
+    public var subscriptionID: String
+    public var eventID: Int64
+    public var jobID: String
+    public var status: WebhookDeliveryStatus
+    public var attemptCount: Int
+    public var nextAttemptAt: String?
+    public var createdAt: String
+    public var completedAt: String?
+    public var attempts: [WebhookAttempt]
+}
+
+/// A page of a subscription's deliveries, newest first.
+public struct WebhookDeliveryPage: Sendable, Hashable {
+    public var deliveries: [WebhookDelivery]
+    /// The last delivery id of this page when more may follow.
+    public var nextCursor: Int64?
+}
+
+/// A delivery leased for one attempt: everything the worker needs to send it.
+public struct LeasedDelivery: Sendable, Hashable {
+    public var deliveryID: Int64
+    /// The attempt's number over the delivery's life (1-based): identifies the attempt row.
+    public var attempt: Int
+    /// The attempt's number within its schedule (a manual retry or replay starts a new schedule at 1).
+    public var scheduleAttempt: Int
+    public var subscriptionID: String
+    public var url: String
+    public var secret: String
+    public var event: JobStateEvent
+}
+
+/// How a finished attempt leaves its delivery.
+public enum DeliveryCompletion: Sendable, Hashable {
+    case succeeded
+    case retry(afterMilliseconds: Int64)
+    case failed
+    /// Failed with 410 Gone: the subscription is disabled too.
+    case gone
+}
+
+/// The delivery backlog of one subscription.
+public struct WebhookBacklog: Sendable, Hashable {
+    public var subscriptionID: String
+    public var pending: Int
+    /// Seconds since the oldest pending delivery's event was created; 0 when none is pending.
+    public var oldestPendingSeconds: Double
+    public var failing: Bool
+    public var disabled: Bool
+
+    public init(subscriptionID: String, pending: Int, oldestPendingSeconds: Double, failing: Bool, disabled: Bool) {
+        self.subscriptionID = subscriptionID
+        self.pending = pending
+        self.oldestPendingSeconds = oldestPendingSeconds
+        self.failing = failing
+        self.disabled = disabled
+    }
+}
+
+extension JobStore {
+    static let subscriptionColumns = """
+        subscription_id, url, tags, states, description, secret, \(rfc3339("created_at")) AS created_at,
+        \(rfc3339("disabled_at")) AS disabled_at, disabled_reason, consecutive_failures, \(rfc3339("failing_since")) AS failing_since
+        """
+
+    static func subscription(_ row: StrictRow) throws(StoredRowError) -> WebhookSubscription {
+        WebhookSubscription(
+            subscriptionID: try row.string("subscription_id"), url: try row.string("url"), tags: try row.optionalTextArray("tags"),
+            states: try row.optionalTextArray("states"), description: try row.optionalString("description"), secret: try row.string("secret"),
+            createdAt: try row.string("created_at"), disabledAt: try row.optionalString("disabled_at"),
+            disabledReason: try row.optionalString("disabled_reason"), consecutiveFailures: try row.int("consecutive_failures"),
+            failingSince: try row.optionalString("failing_since"))
+    }
+
+    /// Stores a new subscription; its id and secret are the caller's (random).
+    public func createSubscription(_ subscription: WebhookSubscription) async throws -> WebhookSubscription {
+        try await withConnection { connection in
+            let tags: PostgresValue = subscription.tags.map { .textArray($0) } ?? .null
+            let states: PostgresValue = subscription.states.map { .textArray($0) } ?? .null
+            return try connection.query(
+                """
+                INSERT INTO webhook_subscriptions (subscription_id, url, tags, states, description, secret, created_at)
+                VALUES (\(subscription.subscriptionID), \(subscription.url), \(tags)::text[], \(states)::text[], \(subscription.description),
+                        \(subscription.secret), now())
+                RETURNING \(unsafeRaw: Self.subscriptionColumns)
+                """
+            ).strict("new subscription", Self.subscription)[0]
+        }
+    }
+
+    /// Every subscription, oldest first, at most `limit`.
+    public func subscriptions(limit: Int) async throws -> [WebhookSubscription] {
+        try await withConnection { connection in
+            try connection.query(
+                "SELECT \(unsafeRaw: Self.subscriptionColumns) FROM webhook_subscriptions ORDER BY created_at, subscription_id LIMIT \(limit)"
+            ).strict("subscriptions", Self.subscription)
+        }
+    }
+
+    public func subscription(_ id: String) async throws -> WebhookSubscription? {
+        try await withConnection { connection in
+            try connection.query("SELECT \(unsafeRaw: Self.subscriptionColumns) FROM webhook_subscriptions WHERE subscription_id = \(id)")
+                .strict("subscription", Self.subscription).first
+        }
+    }
+
+    /// Deletes a subscription and its deliveries; false when there was none.
+    public func deleteSubscription(_ id: String) async throws -> Bool {
+        try await withConnection { connection in
+            !(try connection.query("DELETE FROM webhook_subscriptions WHERE subscription_id = \(id) RETURNING 1")).isEmpty
+        }
+    }
+
+    /// A subscription's deliveries, newest first, with their attempts; nil when the subscription does not exist.
+    public func deliveries(
+        subscriptionID: String, status: WebhookDeliveryStatus?, before cursor: Int64?, limit: Int
+    ) async throws -> WebhookDeliveryPage? {
+        try await withConnection { connection -> WebhookDeliveryPage? in
+            guard !(try connection.query("SELECT 1 FROM webhook_subscriptions WHERE subscription_id = \(subscriptionID)")).isEmpty else {
+                return nil
+            }
+            let rows = try connection.query(
+                """
+                SELECT d.delivery_id, d.subscription_id, d.event_id, d.job_id, d.status, d.attempt_count,
+                       CASE WHEN d.status = 'pending' THEN \(unsafeRaw: Self.rfc3339("d.next_attempt_at")) END AS next_attempt_at,
+                       \(unsafeRaw: Self.rfc3339("d.created_at")) AS created_at, \(unsafeRaw: Self.rfc3339("d.completed_at")) AS completed_at,
+                       coalesce((SELECT json_agg(json_build_object(
+                                    'attempt', a.attempt, 'started_at', \(unsafeRaw: Self.rfc3339("a.started_at")),
+                                    'finished_at', \(unsafeRaw: Self.rfc3339("a.finished_at")), 'status_code', a.status_code, 'error', a.error)
+                                  ORDER BY a.attempt)
+                                 FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id), '[]')::text AS attempts
+                FROM webhook_deliveries d
+                WHERE d.subscription_id = \(subscriptionID)
+                  AND (\(status?.rawValue)::text IS NULL OR d.status = \(status?.rawValue))
+                  AND d.delivery_id < \(cursor ?? Int64.max)
+                ORDER BY d.delivery_id DESC
+                LIMIT \(limit + 1)
+                """
+            )
+            var deliveries = try rows.strict("deliveries") { row throws(StoredRowError) -> WebhookDelivery in
+                WebhookDelivery(
+                    deliveryID: try row.int64("delivery_id"), subscriptionID: try row.string("subscription_id"), eventID: try row.int64("event_id"),
+                    jobID: try row.string("job_id"),
+                    status: WebhookDeliveryStatus(rawValue: try row.string("status")) ?? .pending,
+                    attemptCount: try row.int("attempt_count"), nextAttemptAt: try row.optionalString("next_attempt_at"),
+                    createdAt: try row.string("created_at"), completedAt: try row.optionalString("completed_at"),
+                    attempts: Self.attempts(fromJSON: try row.string("attempts")))
+            }
+            var next: Int64?
+            if deliveries.count > limit {
+                deliveries.removeLast()
+                next = deliveries.last?.deliveryID
+            }
+            return WebhookDeliveryPage(deliveries: deliveries, nextCursor: next)
+        }
+    }
+
+    static func attempts(fromJSON text: String) -> [WebhookAttempt] {
+        guard let array = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]] else { return [] }
+        return array.map { item in
+            WebhookAttempt(
+                attempt: item["attempt"] as? Int ?? 0, startedAt: item["started_at"] as? String ?? "", finishedAt: item["finished_at"] as? String,
+                statusCode: item["status_code"] as? Int, error: item["error"] as? String)
+        }
+    }
+
+    /// Sends a delivery again from the start of the schedule; false when the subscription has no such
+    /// delivery. A pending delivery is made due now.
+    public func retryDelivery(subscriptionID: String, deliveryID: Int64) async throws -> Bool {
+        try await withConnection { connection in
+            !(try connection.query(
+                """
+                UPDATE webhook_deliveries
+                SET status = 'pending', next_attempt_at = now(), completed_at = NULL, schedule_start = attempt_count
+                WHERE subscription_id = \(subscriptionID) AND delivery_id = \(deliveryID)
+                RETURNING 1
+                """
+            )).isEmpty
+        }
+    }
+
+    /// Queues every sequenced event of the window `[since, until)` (by when the state changed) that the
+    /// subscription's filters match, again; nil when the subscription does not exist. Returns the events
+    /// now queued (new deliveries, finished ones sent again, and ones still pending).
+    public func replay(subscriptionID: String, since: Date, until: Date) async throws -> Int? {
+        let sinceMicros = Self.epochMicros(since)
+        let untilMicros = Self.epochMicros(until)
+        return try await withConnection { connection -> Int? in
+            let rows = try connection.query(
+                """
+                WITH s AS (
+                    SELECT subscription_id, tags, states FROM webhook_subscriptions WHERE subscription_id = \(subscriptionID)
+                ), picked AS (
+                    SELECT e.event_id, e.job_id
+                    FROM ci_job_state_events e, s
+                    WHERE e.feed_position IS NOT NULL
+                      AND e.state_changed_at >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
+                      AND e.state_changed_at < 'epoch'::timestamptz + \(untilMicros)::bigint * interval '1 microsecond'
+                      AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
+                ), queued AS (
+                    INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
+                    SELECT \(subscriptionID), event_id, job_id, now(), now() FROM picked
+                    ON CONFLICT (subscription_id, event_id) DO UPDATE
+                        SET status = 'pending', next_attempt_at = now(), completed_at = NULL,
+                            schedule_start = webhook_deliveries.attempt_count
+                        WHERE webhook_deliveries.status <> 'pending'
+                    RETURNING 1
+                )
+                SELECT (SELECT count(*) FROM s) AS found, (SELECT count(*) FROM picked) AS queued
+                """
+            )
+            let row = StrictRow(rows[0], read: "replay")
+            guard try row.int("found") == 1 else { return nil }
+            return try row.int("queued")
+        }
+    }
+
+    /// Leases up to `limit` due deliveries for one attempt each, for `lease`: oldest due first, skipping
+    /// rows another replica has locked (`FOR UPDATE SKIP LOCKED`) or leased, and any delivery with an older
+    /// pending delivery of the same job to the same subscription (each job's events go out in order, one at
+    /// a time). The attempt is counted and recorded as started in the same statement.
+    public func leaseDeliveries(limit: Int, lease: Duration) async throws -> [LeasedDelivery] {
+        let leaseMilliseconds = lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000
+        return try await withConnection { connection in
+            try connection.query(
+                SQLQuery(unsafeSQL: WebhookSQL.lease, binds: [.text(String(max(limit, 1))), .text(String(leaseMilliseconds))])
+            ).strict("leased deliveries") { row throws(StoredRowError) -> LeasedDelivery in
+                LeasedDelivery(
+                    deliveryID: try row.int64("delivery_id"), attempt: try row.int("attempt_count"),
+                    scheduleAttempt: try row.int("attempt_count") - (try row.int("schedule_start")),
+                    subscriptionID: try row.string("subscription_id"), url: try row.string("url"), secret: try row.string("secret"),
+                    event: try Self.stateEvent(row))
+            }
+        }
+    }
+
+    /// Records a finished attempt and moves its delivery on; false when the delivery was no longer this
+    /// attempt's (its lease ran out and another replica took it, or it was deleted).
+    @discardableResult
+    public func completeDelivery(
+        _ delivery: LeasedDelivery, completion: DeliveryCompletion, statusCode: Int?, error: String?
+    ) async throws -> Bool {
+        let (outcome, delay): (String, Int64) =
+            switch completion {
+            case .succeeded: ("succeeded", 0)
+            case .retry(let milliseconds): ("retry", milliseconds)
+            case .failed: ("failed", 0)
+            case .gone: ("gone", 0)
+            }
+        return try await withConnection { connection in
+            let rows = try connection.query(
+                SQLQuery(
+                    unsafeSQL: WebhookSQL.complete,
+                    binds: [
+                        .text(String(delivery.deliveryID)), .text(String(delivery.attempt)), .text(outcome),
+                        statusCode.map { .text(String($0)) } ?? .null, error.map(PostgresValue.text) ?? .null, .text(String(delay)),
+                    ]))
+            return try StrictRow(rows[0], read: "delivery completion").int("completed") == 1
+        }
+    }
+
+    /// Pending deliveries per subscription, with the age of the oldest one's event, for the metrics.
+    public func webhookBacklog(failingThreshold: Int) async throws -> [WebhookBacklog] {
+        try await withConnection { connection in
+            try connection.query(
+                """
+                SELECT s.subscription_id, count(d.delivery_id) AS pending,
+                       coalesce(extract(epoch FROM now() - min(d.created_at)), 0)::float8 AS oldest,
+                       s.consecutive_failures >= \(failingThreshold) AS failing, s.disabled_at IS NOT NULL AS disabled
+                FROM webhook_subscriptions s
+                LEFT JOIN webhook_deliveries d ON d.subscription_id = s.subscription_id AND d.status = 'pending'
+                GROUP BY s.subscription_id
+                ORDER BY s.subscription_id
+                """
+            ).strict("webhook backlog") { row throws(StoredRowError) -> WebhookBacklog in
+                WebhookBacklog(
+                    subscriptionID: try row.string("subscription_id"), pending: try row.int("pending"), oldestPendingSeconds: try row.double("oldest"),
+                    failing: try row.bool("failing"), disabled: try row.bool("disabled"))
+            }
+        }
+    }
+}
+
+/// The delivery worker's statements.
+enum WebhookSQL {
+    /// `$1` most deliveries, `$2` lease in milliseconds.
+    static let lease = """
+        WITH ready AS (
+            SELECT d.delivery_id
+            FROM webhook_deliveries d
+            JOIN webhook_subscriptions s ON s.subscription_id = d.subscription_id AND s.disabled_at IS NULL
+            WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+              AND (d.leased_until IS NULL OR d.leased_until <= now())
+              AND NOT EXISTS (
+                  SELECT 1 FROM webhook_deliveries o
+                  WHERE o.subscription_id = d.subscription_id AND o.job_id = d.job_id AND o.status = 'pending' AND o.event_id < d.event_id)
+            ORDER BY d.next_attempt_at, d.delivery_id
+            LIMIT $1::integer
+            FOR UPDATE OF d SKIP LOCKED
+        ), leased AS (
+            UPDATE webhook_deliveries d
+            SET leased_until = now() + $2::bigint * interval '1 millisecond', attempt_count = d.attempt_count + 1
+            FROM ready
+            WHERE d.delivery_id = ready.delivery_id
+            RETURNING d.delivery_id, d.subscription_id, d.event_id, d.attempt_count, d.schedule_start
+        ), started AS (
+            INSERT INTO webhook_attempts (delivery_id, attempt, started_at)
+            SELECT delivery_id, attempt_count, now() FROM leased
+        )
+        SELECT l.delivery_id, l.attempt_count, l.schedule_start, s.subscription_id, s.url, s.secret,
+               e.event_id, e.feed_position, \(EventSQL.jobColumns)
+        FROM leased l
+        JOIN webhook_subscriptions s ON s.subscription_id = l.subscription_id
+        JOIN ci_job_state_events e ON e.event_id = l.event_id
+        ORDER BY l.delivery_id
+        """
+
+    /// `$1` delivery, `$2` attempt, `$3` succeeded | retry | failed | gone, `$4` status code, `$5` error,
+    /// `$6` pause before the next attempt in milliseconds. One row: `completed` (0 or 1).
+    static let complete = """
+        WITH d AS (
+            UPDATE webhook_deliveries
+            SET status = CASE $3 WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'pending' ELSE 'failed' END,
+                next_attempt_at = CASE WHEN $3 = 'retry' THEN now() + $6::bigint * interval '1 millisecond' ELSE next_attempt_at END,
+                leased_until = NULL,
+                completed_at = CASE WHEN $3 = 'retry' THEN NULL ELSE now() END,
+                last_status_code = $4::integer, last_error = $5
+            WHERE delivery_id = $1::bigint AND attempt_count = $2::integer AND status = 'pending'
+            RETURNING subscription_id
+        ), a AS (
+            UPDATE webhook_attempts SET finished_at = now(), status_code = $4::integer, error = $5
+            WHERE delivery_id = $1::bigint AND attempt = $2::integer
+        ), s AS (
+            UPDATE webhook_subscriptions
+            SET consecutive_failures = CASE WHEN $3 = 'succeeded' THEN 0 ELSE consecutive_failures + 1 END,
+                failing_since = CASE WHEN $3 = 'succeeded' THEN NULL ELSE coalesce(failing_since, now()) END,
+                disabled_at = CASE WHEN $3 = 'gone' THEN coalesce(disabled_at, now()) ELSE disabled_at END,
+                disabled_reason = CASE WHEN $3 = 'gone' THEN 'the endpoint answered 410 Gone' ELSE disabled_reason END
+            FROM d
+            WHERE webhook_subscriptions.subscription_id = d.subscription_id
+        )
+        SELECT count(*) AS completed FROM d
+        """
+}

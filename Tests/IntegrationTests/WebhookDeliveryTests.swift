@@ -1,0 +1,306 @@
+import CallbackService
+import Foundation
+import JobStore
+import PostgresLibPQ
+import Testing
+
+/// A service with the event sequencer and a delivery worker beside it, as `serve` runs them, on a fast
+/// retry schedule.
+struct WebhookService {
+    let service: ServiceHarness
+    let store: JobStore
+    private let tasks: [Task<Void, Never>]
+
+    static let fastDelivery: WebhookDeliveryConfiguration = {
+        var configuration = WebhookDeliveryConfiguration()
+        configuration.retrySchedule = [.milliseconds(200), .milliseconds(400), .milliseconds(800), .seconds(1), .seconds(2), .seconds(2), .seconds(3)]
+        configuration.timeout = .seconds(3)
+        configuration.leaseMargin = .seconds(1)
+        configuration.pollInterval = .milliseconds(100)
+        return configuration
+    }()
+
+    static func with<T>(delivery: WebhookDeliveryConfiguration = fastDelivery, _ body: (WebhookService) async throws -> T) async throws -> T {
+        let newEvents = WakeSignal()
+        let newDeliveries = WakeSignal()
+        let service = try await ServiceHarness.start(
+            signals: [JobStore.newEventsChannel: newEvents, JobStore.sequencedEventsChannel: newDeliveries])
+        let store = service.store
+        let sequencer = EventSequencer(
+            store: store, signal: newEvents, configuration: EventSequencerConfiguration(), metrics: ServiceMetrics(), logger: serviceTestLogger)
+        let worker = WebhookDeliveryWorker(store: store, signal: newDeliveries, configuration: delivery, metrics: ServiceMetrics(), logger: serviceTestLogger)
+        let tasks = [Task { _ = try? await sequencer.run() }, Task { _ = try? await worker.run() }]
+        let webhooks = WebhookService(service: service, store: store, tasks: tasks)
+        defer {}
+        do {
+            let result = try await body(webhooks)
+            await webhooks.stop()
+            return result
+        } catch {
+            await webhooks.stop()
+            throw error
+        }
+    }
+
+    private func stop() async {
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+        await service.stop()
+        try? service.dropSchema()
+    }
+
+    /// Creates a subscription to `consumer`'s `path` and tells the consumer its secret.
+    func subscribe(_ consumer: WebhookConsumer, _ path: String, tags: [String]? = nil, states: [String]? = nil) async throws -> String {
+        var request: [String: Any] = ["Url": consumer.url(path)]
+        if let tags { request["Tags"] = tags }
+        if let states { request["States"] = states }
+        let reply = try await service.request("POST", "/v1/subscriptions", body: Array(try JSONSerialization.data(withJSONObject: request)))
+        #expect(reply.status == 201, "\(reply.text)")
+        let json = try reply.json()
+        let secret = try #require(json["Secret"] as? String)
+        try consumer.setSecret(secret, for: path)
+        return try #require(json["SubscriptionId"] as? String)
+    }
+
+    func post(_ jobID: String, _ state: String, tag: String = "ExtractDigitalWatermark") async throws {
+        let status = try await service.post("/v1/callbacks", EventService.callback(jobID, state: state, tag: tag)).status
+        #expect(status == 200)
+    }
+
+    /// The whole feed, one page.
+    func feed() async throws -> [FeedEvent] {
+        let json = try await service.get("/v1/events?limit=1000").json()
+        return try (try #require(json["Events"] as? [[String: Any]])).map(FeedEvent.init)
+    }
+
+    func deliveries(_ subscriptionID: String, status: String? = nil) async throws -> [[String: Any]] {
+        let reply = try await service.get("/v1/subscriptions/\(subscriptionID)/deliveries" + (status.map { "?status=\($0)" } ?? ""))
+        #expect(reply.status == 200, "\(reply.text)")
+        return try #require(try reply.json()["Deliveries"] as? [[String: Any]])
+    }
+}
+
+@Suite("Webhook delivery", .serialized)
+struct WebhookDeliveryTests {
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_EveryAppliedChange_VerifiedByStandardWebhooks_FilteredAndInOrder() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await WebhookService.with { webhooks in
+            let all = try await webhooks.subscribe(consumer, "/ok/all")
+            _ = try await webhooks.subscribe(consumer, "/ok/final", states: ["Success", "Failed"])
+            _ = try await webhooks.subscribe(consumer, "/ok/other-tag", tags: ["Animation"])
+            let jobs = (0..<3).map { _ in RequestIDForTests.jobID() }
+            for job in jobs {
+                try await webhooks.post(job, "Submitted")
+                try await webhooks.post(job, "Running")
+                try await webhooks.post(job, "Running")  // the same body again: a duplicate, no event
+                try await webhooks.post(job, "Success")
+            }
+            #expect(try await eventually { consumer.deliveries(path: "/ok/all").count == 9 && consumer.deliveries(path: "/ok/final").count == 3 })
+            let received = consumer.deliveries()
+            #expect(received.allSatisfy { $0.verified })
+            #expect(received.allSatisfy { $0.status == "200" })
+            #expect(consumer.deliveries(path: "/ok/other-tag").isEmpty)
+            for job in jobs {
+                #expect(consumer.deliveries(path: "/ok/all").filter { $0.job == job }.map(\.state) == ["Submitted", "Running", "Success"])
+                #expect(consumer.deliveries(path: "/ok/final").filter { $0.job == job }.map(\.state) == ["Success"])
+            }
+            // The pushed body is the feed's event: the same id, type, timestamp and data.
+            let feed = try await webhooks.feed()
+            for delivery in consumer.deliveries(path: "/ok/all") {
+                let pushed = try FeedEvent(try #require(try JSONSerialization.jsonObject(with: Data(delivery.body.utf8)) as? [String: Any]))
+                let event = try #require(feed.first { $0.id == delivery.id })
+                #expect(pushed.data == event.data)
+                #expect(pushed.timestamp == event.timestamp && pushed.type == "job.state_changed")
+            }
+            let history = try await webhooks.deliveries(all, status: "succeeded")
+            #expect(history.count == 9)
+            #expect(history.allSatisfy { (($0["Attempts"] as? [[String: Any]])?.first?["StatusCode"] as? Int) == 200 })
+        }
+    }
+
+    /// A consumer that answers 500 gets the same webhook-id again, and a newer state of the job is held
+    /// back until the older one is delivered: never an older state after a newer one.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_ConsumerFails_SameIDRetried_NewerStateWaitsForOlder() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await WebhookService.with { webhooks in
+            let subscription = try await webhooks.subscribe(consumer, "/fail/3/order")
+            let job = RequestIDForTests.jobID()
+            try await webhooks.post(job, "Running")
+            #expect(try await eventually { !consumer.deliveries(path: "/fail/3/order").isEmpty })
+            try await webhooks.post(job, "Success")
+            #expect(try await eventually { consumer.deliveries(path: "/fail/3/order").filter { $0.status == "200" }.count == 2 })
+            let received = consumer.deliveries(path: "/fail/3/order")
+            #expect(received.allSatisfy { $0.verified })
+            // Running: three 500s then 200, all one webhook-id; only then Success (three 500s, then 200).
+            #expect(received.map(\.state) == ["Running", "Running", "Running", "Running", "Success", "Success", "Success", "Success"])
+            #expect(Set(received.prefix(4).map(\.id)).count == 1 && Set(received.suffix(4).map(\.id)).count == 1)
+            #expect(received.map(\.status) == ["500", "500", "500", "200", "500", "500", "500", "200"])
+            // Timestamps are renewed per attempt, never older than an earlier attempt's.
+            #expect(zip(received, received.dropFirst()).allSatisfy { $0.timestamp <= $1.timestamp })
+            // The consumer logs its answer before the service records it: wait for the record.
+            #expect(try await eventually { try await webhooks.deliveries(subscription, status: "succeeded").count == 2 })
+            let history = try await webhooks.deliveries(subscription)
+            #expect(history.map { $0["Status"] as? String } == ["succeeded", "succeeded"])
+            #expect(history.allSatisfy { (($0["Attempts"] as? [[String: Any]]) ?? []).map { $0["StatusCode"] as? Int } == [500, 500, 500, 200] })
+            // Six consecutive failures flagged the subscription failing; the success cleared it.
+            let state = try await webhooks.service.get("/v1/subscriptions/\(subscription)").json()
+            #expect(state["Failing"] as? Bool == false && state["ConsecutiveFailures"] as? Int == 0)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_410Gone_DisablesTheSubscription() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await WebhookService.with { webhooks in
+            let subscription = try await webhooks.subscribe(consumer, "/gone/x")
+            try await webhooks.post(RequestIDForTests.jobID(), "Running")
+            #expect(try await eventually { try await webhooks.service.get("/v1/subscriptions/\(subscription)").json()["Disabled"] as? Bool == true })
+            #expect(try await webhooks.deliveries(subscription, status: "failed").count == 1)
+            try await webhooks.post(RequestIDForTests.jobID(), "Running")
+            try await webhooks.store.sequenceEvents()
+            // Nothing more is queued or sent.
+            #expect(try await webhooks.deliveries(subscription).count == 1)
+            #expect(consumer.deliveries(path: "/gone/x").count == 1)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_429WithRetryAfter_WaitsAsAsked() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await WebhookService.with { webhooks in
+            _ = try await webhooks.subscribe(consumer, "/retry-after/2/x")
+            try await webhooks.post(RequestIDForTests.jobID(), "Running")
+            #expect(try await eventually { consumer.deliveries(path: "/retry-after/2/x").count == 2 })
+            let received = consumer.deliveries(path: "/retry-after/2/x")
+            #expect(received.map(\.status) == ["429", "200"])
+            // The schedule alone would retry after 200 ms; Retry-After asked for 2 s.
+            #expect(received[1].timestamp - received[0].timestamp >= 2)
+        }
+    }
+
+    /// After the last attempt the delivery is the dead letter (`failed`, still listed); the retry route
+    /// sends it again with a fresh schedule.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_LastAttemptFails_DeadLetterListed_RetryRouteSendsAgain() async throws {
+        var delivery = WebhookService.fastDelivery
+        delivery.retrySchedule = [.milliseconds(100), .milliseconds(100)]
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await WebhookService.with(delivery: delivery) { webhooks in
+            let subscription = try await webhooks.subscribe(consumer, "/fail/3/dead")
+            try await webhooks.post(RequestIDForTests.jobID(), "Running")
+            #expect(try await eventually { try await webhooks.deliveries(subscription, status: "failed").count == 1 })
+            let dead = try #require(try await webhooks.deliveries(subscription, status: "failed").first)
+            #expect(dead["AttemptCount"] as? Int == 3)
+            #expect(try await webhooks.deliveries(subscription, status: "pending").isEmpty)
+            let id = try #require(dead["DeliveryId"] as? String)
+            let retry = try await webhooks.service.request("POST", "/v1/subscriptions/\(subscription)/deliveries/\(id)/retry")
+            #expect(retry.status == 202)
+            #expect(try await eventually { try await webhooks.deliveries(subscription, status: "succeeded").count == 1 })
+            #expect(consumer.deliveries(path: "/fail/3/dead").map(\.status) == ["500", "500", "500", "200"])
+            #expect(try await webhooks.service.request("POST", "/v1/subscriptions/\(subscription)/deliveries/999999/retry").status == 404)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func replay_Window_SendsEveryMatchingEventAgain_InOrder() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await WebhookService.with { webhooks in
+            let subscription = try await webhooks.subscribe(consumer, "/ok/replay")
+            let jobs = [RequestIDForTests.jobID(), RequestIDForTests.jobID()]
+            for job in jobs {
+                try await webhooks.post(job, "Running")
+                try await webhooks.post(job, "Success")
+            }
+            #expect(try await eventually { consumer.deliveries(path: "/ok/replay").count == 4 })
+            let since = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-3600))
+            let reply = try await webhooks.service.request(
+                "POST", "/v1/subscriptions/\(subscription)/replay", body: Array(#"{"Since":"\#(since)"}"#.utf8))
+            #expect(reply.status == 202, "\(reply.text)")
+            #expect(try reply.json()["Queued"] as? Int == 4)
+            #expect(try await eventually { consumer.deliveries(path: "/ok/replay").count == 8 })
+            let received = consumer.deliveries(path: "/ok/replay")
+            #expect(received.allSatisfy { $0.verified })
+            #expect(Set(received.prefix(4).map(\.id)) == Set(received.suffix(4).map(\.id)))
+            for job in jobs {
+                #expect(received.suffix(4).filter { $0.job == job }.map(\.state) == ["Running", "Success"])
+            }
+            let bad = try await webhooks.service.request(
+                "POST", "/v1/subscriptions/\(subscription)/replay", body: Array(#"{"Since":"2026-01-02T00:00:00Z","Until":"2026-01-01T00:00:00Z"}"#.utf8))
+            #expect(bad.status == 400)
+            #expect(try await webhooks.service.request("POST", "/v1/subscriptions/sub_none/replay", body: Array(#"{"Since":"\#(since)"}"#.utf8)).status == 404)
+        }
+    }
+
+    /// The consumer is killed, changes keep coming, and it comes back on the same port: every event arrives,
+    /// verified, each job's in order.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_ConsumerDownThenBack_EverythingArrivesInOrder() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await WebhookService.with { webhooks in
+            let subscription = try await webhooks.subscribe(consumer, "/ok/outage")
+            consumer.kill()
+            let jobs = (0..<5).map { _ in RequestIDForTests.jobID() }
+            for job in jobs {
+                try await webhooks.post(job, "Running")
+                try await webhooks.post(job, "Success")
+            }
+            // Attempts fail while it is down (connection refused), and are recorded.
+            #expect(
+                try await eventually {
+                    try await webhooks.deliveries(subscription).contains { (($0["Attempts"] as? [[String: Any]]) ?? []).contains { $0["Error"] is String } }
+                })
+            try consumer.start(port: consumer.port)
+            #expect(try await eventually(within: .seconds(60)) { consumer.deliveries(path: "/ok/outage").count == 10 })
+            let received = consumer.deliveries(path: "/ok/outage")
+            #expect(received.allSatisfy { $0.verified })
+            for job in jobs {
+                #expect(received.filter { $0.job == job }.map(\.state) == ["Running", "Success"])
+            }
+        }
+    }
+
+    @Test func subscriptions_CreateListGetDelete_AndBadInput() async throws {
+        try await WebhookService.with { webhooks in
+            let service = webhooks.service
+            let created = try await service.request(
+                "POST", "/v1/subscriptions",
+                body: Array(#"{"Url":"https://consumer.example/hooks","Tags":["ExtractDigitalWatermark"],"States":["Success","Failed"],"Description":"d"}"#.utf8))
+            #expect(created.status == 201)
+            let json = try created.json()
+            let id = try #require(json["SubscriptionId"] as? String)
+            #expect((json["Secret"] as? String)?.hasPrefix("whsec_") == true)
+            #expect(json["States"] as? [String] == ["Failed", "Success"])
+            #expect(json["CreatedTime"] is String)
+            let one = try await service.get("/v1/subscriptions/\(id)").json()
+            #expect(one["Url"] as? String == "https://consumer.example/hooks" && one["Secret"] == nil)
+            let list = try await service.get("/v1/subscriptions").json()
+            #expect((list["Subscriptions"] as? [[String: Any]])?.map { $0["SubscriptionId"] as? String } == [id])
+            #expect(try await service.request("DELETE", "/v1/subscriptions/\(id)").status == 204)
+            #expect(try await service.get("/v1/subscriptions/\(id)").status == 404)
+            #expect(try await service.request("DELETE", "/v1/subscriptions/\(id)").status == 404)
+            for body in [#"{"Url":"gopher://x/"}"#, #"{"Url":"https://x/","States":["Nope"]}"#, "not json", #"{"Url":"https://x/","Extra":1}"#] {
+                let reply = try await service.request("POST", "/v1/subscriptions", body: Array(body.utf8))
+                #expect(reply.status == 400, "\(body)")
+                #expect((try reply.json()["Error"] as? [String: Any])?["Code"] is String)
+            }
+            #expect(try await service.get("/v1/subscriptions/\(id)/deliveries?status=lost").status == 400)
+        }
+    }
+}
+

@@ -1,0 +1,146 @@
+import Foundation
+import PostgresLibPQ
+import Testing
+
+/// `ci-callbackd serve` processes sharing one database: a replica killed with SIGKILL mid-delivery, and two
+/// replicas delivering together.
+@Suite("Webhook replicas", .serialized)
+struct WebhookReplicaTests {
+    /// One `ci-callbackd serve` process.
+    final class Replica: @unchecked Sendable {
+        // @unchecked: the process is started and killed by the owning test, in sequence.
+        let process = Process()
+        let port: Int
+        let log: URL
+        var base: String { "http://127.0.0.1:\(port)" }
+
+        init(schema: String) async throws {
+            port = try freeLoopbackPort()
+            log = FileManager.default.temporaryDirectory.appendingPathComponent("webhook-replica-\(UUID().uuidString).log")
+            FileManager.default.createFile(atPath: log.path, contents: nil)
+            process.executableURL = try ServiceBinaryTests.builtServiceBinary()
+            process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)"]
+            process.environment = [
+                "DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema), "WEBHOOK_TIMEOUT": "2s", "WEBHOOK_LEASE_MARGIN": "1s",
+                "WEBHOOK_RETRY_SCHEDULE": "200ms,400ms,1s,2s,2s", "LOG_LEVEL": "warning",
+            ]
+            let output = try FileHandle(forWritingTo: log)
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            let deadline = ContinuousClock.now + .seconds(90)
+            while (try? await ServiceBinaryTests.fetch("GET", base + "/readyz"))?.status != 200 {
+                try #require(process.isRunning, "ci-callbackd exited: \(String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self))")
+                try #require(ContinuousClock.now < deadline, "ci-callbackd not ready within 90 s")
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+
+        func kill9() {
+            guard process.isRunning else { return }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+
+        func stop() {
+            if process.isRunning {
+                process.terminate()
+                process.waitUntilExit()
+            }
+            try? FileManager.default.removeItem(at: log)
+        }
+
+        func post(_ jobID: String, _ state: String) async throws {
+            let reply = try await ServiceBinaryTests.fetch(
+                "POST", base + "/v1/callbacks", body: Data(EventService.callback(jobID, state: state)), contentType: "application/json")
+            #expect(reply.status == 200, "\(reply.text)")
+        }
+
+        func subscribe(_ consumer: WebhookConsumer, _ path: String) async throws -> String {
+            let reply = try await ServiceBinaryTests.fetch(
+                "POST", base + "/v1/subscriptions", body: Data(#"{"Url":"\#(consumer.url(path))"}"#.utf8), contentType: "application/json")
+            #expect(reply.status == 201, "\(reply.text)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(reply.text.utf8)) as? [String: Any])
+            try consumer.setSecret(try #require(json["Secret"] as? String), for: path)
+            return try #require(json["SubscriptionId"] as? String)
+        }
+    }
+
+    static func withSchema<T>(_ body: (String) async throws -> T) async throws -> T {
+        let schema = "t_" + RequestIDForTests.random()
+        let admin = try PostgresConnection.connect(testDatabaseURL)
+        defer {
+            _ = try? admin.execute(simpleSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE")
+            admin.close()
+        }
+        try admin.execute(simpleSQL: "CREATE SCHEMA \(schema)")
+        return try await body(schema)
+    }
+
+    /// kill -9 while the consumer holds the attempt open: another replica sends it again, with the same
+    /// webhook-id, once the lease runs out; the cut attempt stays in the history without an outcome.
+    @Test(.timeLimit(.minutes(4)))
+    func replicaKilledDuringDelivery_AnotherReplicaResendsTheSameID() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await Self.withSchema { schema in
+            let first = try await Replica(schema: schema)
+            defer { first.stop() }
+            let subscription = try await first.subscribe(consumer, "/hang/kill")
+            try await first.post(RequestIDForTests.jobID(), "Success")
+            #expect(try await eventually(within: .seconds(60)) { consumer.deliveries(path: "/hang/kill").first?.status == "hung" })
+            first.kill9()
+
+            let second = try await Replica(schema: schema)
+            defer { second.stop() }
+            #expect(try await eventually(within: .seconds(60)) { consumer.deliveries(path: "/hang/kill").count == 2 })
+            let received = consumer.deliveries(path: "/hang/kill")
+            #expect(received.map(\.status) == ["hung", "200"])
+            #expect(received.allSatisfy { $0.verified })
+            #expect(received[0].id == received[1].id)
+            let history = try await ServiceBinaryTests.fetch("GET", second.base + "/v1/subscriptions/\(subscription)/deliveries")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(history.text.utf8)) as? [String: Any])
+            let delivery = try #require((json["Deliveries"] as? [[String: Any]])?.first)
+            #expect(delivery["Status"] as? String == "succeeded")
+            let attempts = try #require(delivery["Attempts"] as? [[String: Any]])
+            #expect(attempts.map { $0["StatusCode"] as? Int } == [nil, 200])
+            #expect(attempts.first?["FinishedTime"] is NSNull)
+        }
+    }
+
+    /// Two replicas deliver together: every event arrives exactly once (no attempt is sent twice), each
+    /// job's in order.
+    @Test(.timeLimit(.minutes(4)))
+    func twoReplicas_DeliverTogether_EachEventOnceInOrder() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await Self.withSchema { schema in
+            let first = try await Replica(schema: schema)
+            defer { first.stop() }
+            let second = try await Replica(schema: schema)
+            defer { second.stop() }
+            _ = try await first.subscribe(consumer, "/ok/replicas")
+            let jobs = (0..<30).map { _ in RequestIDForTests.jobID() }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (index, job) in jobs.enumerated() {
+                    let replica = index % 2 == 0 ? first : second
+                    group.addTask {
+                        try await replica.post(job, "Running")
+                        try await replica.post(job, "Success")
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await eventually(within: .seconds(90)) { consumer.deliveries(path: "/ok/replicas").count >= 60 })
+            let received = consumer.deliveries(path: "/ok/replicas")
+            #expect(received.count == 60)
+            #expect(Set(received.map(\.id)).count == received.count)
+            #expect(received.allSatisfy { $0.verified && $0.status == "200" })
+            for job in jobs {
+                #expect(received.filter { $0.job == job }.map(\.state) == ["Running", "Success"])
+            }
+        }
+    }
+}
