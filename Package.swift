@@ -73,7 +73,7 @@ let package = Package(
             name: "CallbackService",
             dependencies: [
                 // Not PostgresLibPQ: the store speaks for the database, driver errors included.
-                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "JobStore",
+                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "COSSigning", "JobStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -97,7 +97,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // MARK: Build time: migrations/*.sql and openapi.yaml compiled into JobStore and CallbackService
+        // MARK: Build time: migrations/*.sql, openapi.yaml and console/* compiled into JobStore and CallbackService
         .executableTarget(name: "embed-files", swiftSettings: swiftSettings),
         .plugin(name: "EmbedRepositoryFiles", capability: .buildTool(), dependencies: ["embed-files"]),
 

@@ -1,6 +1,6 @@
 import CCrypto
 
-/// SHA-1, SHA-256 and HMAC-SHA1 over OpenSSL libcrypto's one-shot APIs.
+/// SHA-1, SHA-256, HMAC-SHA1 and HMAC-SHA256 over OpenSSL libcrypto's one-shot APIs.
 ///
 /// `EVP_Digest` and `HMAC()` are the non-deprecated OpenSSL 3 entry points, so building against
 /// libcrypto 3.x produces no deprecation warnings. Both only fail on allocation failure inside
@@ -31,21 +31,36 @@ public enum Digest {
     ///   - message: The bytes to authenticate.
     /// - Returns: 20 raw tag bytes.
     public static func hmacSHA1(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        hmac(EVP_sha1(), length: sha1Length, key: key, message: message)
+    }
+
+    /// HMAC-SHA256 of `message` under `key` (RFC 2104), for MACs this service issues itself (console sessions).
+    /// - Returns: 32 raw tag bytes.
+    public static func hmacSHA256(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        hmac(EVP_sha256(), length: sha256Length, key: key, message: message)
+    }
+
+    /// Whether two MACs are equal, in time that depends only on their lengths.
+    public static func macsEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+        constantTimeEqual(lhs, rhs)
+    }
+
+    private static func hmac(_ algorithm: OpaquePointer?, length: Int, key: [UInt8], message: [UInt8]) -> [UInt8] {
         precondition(key.count <= Int(Int32.max), "HMAC key longer than libcrypto accepts")
-        var output = [UInt8](repeating: 0, count: sha1Length)
+        var output = [UInt8](repeating: 0, count: length)
         var outputLength: UInt32 = 0
         let produced = withNonNullBytes(key) { keyPointer, keyCount in
             withNonNullBytes(message) { messagePointer, messageCount in
                 output.withUnsafeMutableBufferPointer { out in
                     HMAC(
-                        EVP_sha1(), keyPointer, Int32(keyCount),
+                        algorithm, keyPointer, Int32(keyCount),
                         messagePointer.assumingMemoryBound(to: UInt8.self), messageCount,
                         out.baseAddress, &outputLength
                     ) != nil
                 }
             }
         }
-        precondition(produced && outputLength == UInt32(sha1Length), "libcrypto HMAC-SHA1 failed")
+        precondition(produced && outputLength == UInt32(length), "libcrypto HMAC failed")
         return output
     }
 
