@@ -100,7 +100,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // MARK: Build time: migrations/*.sql and openapi.yaml compiled into JobStore and CallbackService
+        // MARK: Build time: migrations/*.sql, openapi.yaml and console/* compiled into JobStore and CallbackService
         .executableTarget(name: "embed-files", swiftSettings: swiftSettings),
         .plugin(name: "EmbedRepositoryFiles", capability: .buildTool(), dependencies: ["embed-files"]),
 

@@ -4,7 +4,7 @@ import PackagePlugin
 /// Compiles repository files into a target as Swift string constants, at build time.
 ///
 /// The binary then needs no file beside it (it runs copied alone into an empty folder), while the files
-/// stay where people look for them: `migrations/` and `openapi.yaml` at the repository root. The Swift
+/// stay where people look for them: `migrations/`, `openapi.yaml` and `console/` at the repository root. The Swift
 /// source is generated into the build directory on every build that changes an input; nothing generated
 /// is committed. SwiftPM's `.embedInCode` resources would need the files inside each target's folder and
 /// one declaration per file, so a new migration would mean editing Swift as well as adding its file.
@@ -20,8 +20,10 @@ struct EmbedRepositoryFiles: BuildToolPlugin {
             constant = "embeddedMigrationFiles"
             files = try sqlFiles(in: root.appending(path: "migrations"))
         case "CallbackService":
-            constant = "embeddedOpenAPIFiles"
-            files = [root.appending(path: "openapi.yaml")]
+            // The API description, and the console's stylesheet and script (served from the binary, so
+            // the console needs no CDN and its Content-Security-Policy can say 'self').
+            constant = "embeddedServiceFiles"
+            files = [root.appending(path: "openapi.yaml")] + (try assetFiles(in: root.appending(path: "console")))
         default:
             throw PluginError("EmbedRepositoryFiles does not know what to embed in target \(target.name)")
         }
@@ -35,6 +37,12 @@ struct EmbedRepositoryFiles: BuildToolPlugin {
                 outputFiles: [output]
             )
         ]
+    }
+
+    /// Every `.css` and `.js` file of `directory`, sorted by name.
+    private func assetFiles(in directory: URL) throws -> [URL] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        return names.filter { $0.hasSuffix(".css") || $0.hasSuffix(".js") }.sorted().map { directory.appending(path: $0) }
     }
 
     /// Every `.sql` file of `directory`, sorted by name; naming rules are checked where the migrations are

@@ -1,6 +1,6 @@
 import CCrypto
 
-/// SHA-1, SHA-256 and HMAC-SHA1 over OpenSSL libcrypto's one-shot APIs.
+/// SHA-1, SHA-256, HMAC-SHA1 and HMAC-SHA256 over OpenSSL libcrypto's one-shot APIs.
 ///
 /// `EVP_Digest` and `HMAC()` are the non-deprecated OpenSSL 3 entry points, so building against
 /// libcrypto 3.x produces no deprecation warnings. Both only fail on allocation failure inside
@@ -34,10 +34,16 @@ public enum Digest {
         hmac(EVP_sha1(), length: sha1Length, key: key, message: message)
     }
 
-    /// HMAC-SHA256 of `message` under `key` (RFC 2104): what Standard Webhooks signs deliveries with.
+    /// HMAC-SHA256 of `message` under `key` (RFC 2104): what Standard Webhooks signs deliveries with, and the
+    /// console's session MACs.
     /// - Returns: 32 raw tag bytes.
     public static func hmacSHA256(key: [UInt8], message: [UInt8]) -> [UInt8] {
         hmac(EVP_sha256(), length: sha256Length, key: key, message: message)
+    }
+
+    /// Whether two MACs are equal, in time that depends only on their lengths.
+    public static func macsEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+        constantTimeEqual(lhs, rhs)
     }
 
     private static func hmac(_ algorithm: OpaquePointer?, length: Int, key: [UInt8], message: [UInt8]) -> [UInt8] {

@@ -250,6 +250,11 @@ struct Serve: AsyncParsableCommand {
         help: "Lookups waiting at once; more get 503. [env: MAX_WAITERS, default: \(ServeDefaults.listener.maxWaiters)]")
     var maxWaiters: String?
 
+    @Option(
+        name: .customLong("console-session-lifetime"),
+        help: "How long a console login lasts, e.g. 12h. [env: CONSOLE_SESSION_LIFETIME, default: \(SettingFormat.duration(ServeDefaults.application.consoleSessionLifetime))]")
+    var consoleSessionLifetime: String?
+
     @Option(name: .customLong("callback-tokens"), help: "Comma-separated tokens a callback URL must carry; unset = open. Prefer the environment: flags show in ps. [env: CALLBACK_TOKENS]")
     var callbackTokens: String?
 
@@ -325,6 +330,9 @@ struct Serve: AsyncParsableCommand {
         let maxWait = try resolver.required(
             flag: maxWait, flagName: "max-wait", env: "MAX_WAIT", default: ServeDefaults.application.maxWait, parse: SettingParsers.duration,
             expected: "a duration such as 60s")
+        let consoleSessionLifetime = try resolver.required(
+            flag: consoleSessionLifetime, flagName: "console-session-lifetime", env: "CONSOLE_SESSION_LIFETIME",
+            default: ServeDefaults.application.consoleSessionLifetime, parse: SettingParsers.duration, expected: "a duration such as 12h")
         let maxWaiters = try resolver.required(
             flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: ServeDefaults.listener.maxWaiters, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
@@ -345,7 +353,7 @@ struct Serve: AsyncParsableCommand {
             logger.warning("CALLBACK_TOKENS is not set: anyone who can reach this service can post callbacks")
         }
         if accessPolicy.apiTokens.isEmpty {
-            logger.warning("API_TOKENS is not set: anyone who can reach this service can read jobs")
+            logger.warning("API_TOKENS is not set: anyone who can reach this service can read jobs, and the console at /console/ is open")
         }
         server.limits.maxConnections = Self.fitConnectionsToOpenFileLimit(server, poolSize: poolSize, logger: logger)
         let metrics = ServiceMetrics()
@@ -376,7 +384,11 @@ struct Serve: AsyncParsableCommand {
             applicationConfiguration.maxWait = maxWait
             applicationConfiguration.maxSubscriptions = webhooks.maxSubscriptions
             applicationConfiguration.webhookDelivery = webhooks.delivery
+            applicationConfiguration.consoleSessionLifetime = consoleSessionLifetime
             let submitter = ciSettings.submitter(logger: logger)
+            applicationConfiguration.workerStatus = WorkerStatus(
+                reconcile: ciSettings.reconcile && submitter != nil, reconcileInterval: ciSettings.reconciler.interval,
+                verifyCallbacks: verification.enabled)
             let verificationSignal = verification.enabled ? VerificationSignal() : nil
             // The one store of the process: the API and the workers share its batchers, so the batch limits
             // hold for the process and its batch metrics count all ingest.

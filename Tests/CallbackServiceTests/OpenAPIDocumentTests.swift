@@ -128,6 +128,8 @@ private enum RouteSamples {
         .readiness,
         .metrics,
         .openAPI,
+        // Not `.console`: the operator console is HTML for people, outside the API and its document; the
+        // README documents its pages, and ConsoleTests test them.
     ]
 
     static func template(for route: Route) -> String {
@@ -149,6 +151,7 @@ private enum RouteSamples {
         case .readiness: "/readyz"
         case .metrics: "/metrics"
         case .openAPI: "/openapi.yaml"
+        case .console: "/console/"
         }
     }
 

@@ -54,6 +54,25 @@ public struct AccessPolicy: Sendable {
         return hops.first ?? peer
     }
 
+    /// Whether the caller reached the service over TLS: only a trusted proxy's `X-Forwarded-Proto` says so
+    /// (the service itself speaks plain HTTP), taking the proxy's own entry, the rightmost.
+    public func cameOverTLS(peer: String, forwardedProto: [String]) -> Bool {
+        guard !trustedProxies.isEmpty, let peerAddress = IPAddress(peer), trustedProxies.contains(where: { $0.contains(peerAddress) })
+        else { return false }
+        let protos = forwardedProto.flatMap { $0.split(separator: ",") }.map { String($0).trimmingSpaces.lowercased() }
+        return protos.last == "https"
+    }
+
+    /// The API token `candidate` equals, compared with every token in constant time; nil when none.
+    public func matchingAPIToken(_ candidate: String) -> String? {
+        let candidateBytes = Array(candidate.utf8)
+        var matched: String?
+        for token in apiTokens where Self.constantTimeEquals(candidateBytes, Array(token.utf8)) {
+            matched = token
+        }
+        return matched
+    }
+
     /// Whether callbacks from `address` are allowed.
     public func allowsCallback(from address: String) -> Bool {
         guard !callbackAllowList.isEmpty else { return true }

@@ -23,6 +23,10 @@ public struct CallbackApplication: Sendable {
         public var maxSubscriptions = 100
         /// Delivery settings; the application reads the failing threshold a subscription's GET reports.
         public var webhookDelivery = WebhookDeliveryConfiguration()
+        /// How long a console login lasts (`CONSOLE_SESSION_LIFETIME`).
+        public var consoleSessionLifetime: Duration = .seconds(12 * 3600)
+        /// What the console's overview says about the background workers (they run beside the application).
+        public var workerStatus = WorkerStatus()
 
         public init(requiredSchemaVersion: Int, accessPolicy: AccessPolicy = AccessPolicy()) {
             self.requiredSchemaVersion = requiredSchemaVersion
@@ -172,6 +176,8 @@ public struct CallbackApplication: Sendable {
             return .json { json in json.member("Status", "ok") }
         case .readiness:
             return try await readiness()
+        case .console(let path):
+            return await console(path, request: request, logger: logger())
         }
     }
 
@@ -182,7 +188,8 @@ public struct CallbackApplication: Sendable {
     private func authorize(_ route: Route, request: some HTTPRequestHeadFields) throws {
         let policy = configuration.accessPolicy
         switch route.access {
-        case .open:
+        case .open, .consoleSession:
+            // The console checks its session itself: it answers with a login page, not a JSON 401.
             return
         case .callbackToken:
             let client = policy.clientAddress(peer: request.remoteAddress, forwardedFor: request.headers.values(for: "X-Forwarded-For"))

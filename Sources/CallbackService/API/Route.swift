@@ -26,6 +26,8 @@ public enum Route: Sendable, Hashable {
     case readiness
     case metrics
     case openAPI
+    /// `/console/…`: the operator console; `path` is what follows `/console`.
+    case console(path: [String])
 
     /// What a request resolves to.
     public enum Match: Sendable, Hashable {
@@ -48,9 +50,12 @@ public enum Route: Sendable, Hashable {
         case 1 where segments[0] == "readyz": return (.readiness, readMethods)
         case 1 where segments[0] == "metrics": return (.metrics, readMethods)
         case 1 where segments[0] == "openapi.yaml": return (.openAPI, readMethods)
-        case 0, 1: return nil
+        case 0: return nil
         default: break
         }
+        // The console routes its own pages (and answers their method errors as pages, not JSON).
+        if segments[0] == "console" { return (.console(path: Array(segments.dropFirst())), [.get, .head, .post]) }
+        guard segments.count > 1 else { return nil }
         guard segments[0] == "v1" else { return nil }
         let rest = segments.dropFirst(2)
         switch segments[1] {
@@ -95,6 +100,8 @@ public enum Route: Sendable, Hashable {
         case callbackToken
         /// A bearer API token, when tokens are configured.
         case apiToken
+        /// The console's own session (a login with an API token), when API tokens are configured.
+        case consoleSession
     }
 
     public var access: Access {
@@ -104,6 +111,7 @@ public enum Route: Sendable, Hashable {
         case .listJobs, .job, .watermark, .jobCallbacks, .callbackBody, .submitWatermarkExtraction, .events, .subscriptions, .subscription,
             .subscriptionDeliveries, .retryDelivery, .replay:
             .apiToken
+        case .console: .consoleSession
         }
     }
 
@@ -132,6 +140,7 @@ public enum Route: Sendable, Hashable {
         case .replay: "replay_subscription"
         case .health: "healthz"
         case .readiness: "readyz"
+        case .console: "console"
         }
     }
 }

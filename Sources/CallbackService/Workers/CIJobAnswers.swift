@@ -40,6 +40,26 @@ enum CIJobAnswers {
         return (corrected, discovered)
     }
 
+    /// What asking CI about one job came to.
+    enum DescribeOutcome: Sendable, Hashable {
+        /// CI's answer was stored: it differed from the stored state, or the job was new here.
+        case changed
+        case unchanged
+        /// CI reports the JobId in `NonExistJobIds`.
+        case unknownToCI
+    }
+
+    /// Asks CI about one job now (the console's "describe in CI now") and stores a changed answer as a
+    /// reconcile sweep does (``storeChanged(_:known:discover:into:)``).
+    /// - Throws: ``CIClientError`` when CI cannot be asked; store errors.
+    static func describe(jobID: String, client: CIClient, store: JobStore) async throws -> DescribeOutcome {
+        let response = try await client.describeJobs([jobID])
+        if response.envelope.nonExistJobIDs.contains(jobID) { return .unknownToCI }
+        let known = try await store.states(of: [jobID])
+        let stored = try await storeChanged(response, known: known, discover: true, into: store)
+        return stored.corrected + stored.discovered > 0 ? .changed : .unchanged
+    }
+
     /// Letters, digits, `-` and `_`, at most 64: what CI issues and what DescribeMediaJob accepts.
     static func isAskable(_ id: String) -> Bool {
         !id.isEmpty && id.utf8.count <= 64
