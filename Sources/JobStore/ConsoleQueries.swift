@@ -113,7 +113,8 @@ extension JobStore {
                 """
                 SELECT \(unsafeRaw: ConsoleSQL.callbackColumns), c.body AS body,
                        ARRAY(SELECT e.job_id FROM ci_job_events e WHERE e.callback_id = c.callback_id ORDER BY e.job_id)::text AS job_ids
-                FROM ci_callbacks c WHERE c.callback_id = \(callbackID)
+                FROM ci_callbacks c LEFT JOIN ci_callback_digests d ON d.body_sha256 = c.body_sha256
+                WHERE c.callback_id = \(callbackID)
                 """
             ).strict("callback") { row throws(StoredRowError) in try Self.callbackRecord(row) }.first
         }
@@ -142,8 +143,10 @@ extension JobStore {
 /// The console's statements. Each walks an index: the primary key for a prefix, the partial index of
 /// callbacks not accepted for rejected ones, the BRIN index on `received_at` for rates.
 enum ConsoleSQL {
+    /// A callback's columns; `d` is its digest row (`ci_callback_digests`, which counts deliveries), joined
+    /// LEFT so that a body is shown even in the moment retention has pruned its digest.
     static let callbackColumns = """
-        c.callback_id, \(JobStore.rfc3339("c.received_at")) AS received_at, c.delivery_count, c.outcome, c.rejection_reason,
+        c.callback_id, \(JobStore.rfc3339("c.received_at")) AS received_at, coalesce(d.delivery_count, 1) AS delivery_count, c.outcome, c.rejection_reason,
         c.source, c.format, c.content_type, c.remote_address, c.event_name, c.body_size, c.body_truncated
         """
 
@@ -175,7 +178,7 @@ enum ConsoleSQL {
         var sql = SQLQuery.StringInterpolation(literalCapacity: 512, interpolationCount: 4)
         sql.appendLiteral("SELECT \(callbackColumns), substring(c.body FROM 1 FOR ")
         sql.appendInterpolation(previewBytes)
-        sql.appendLiteral(") AS body, NULL::text AS job_ids\nFROM ci_callbacks c\nWHERE c.outcome = 'rejected'")
+        sql.appendLiteral(") AS body, NULL::text AS job_ids\nFROM ci_callbacks c LEFT JOIN ci_callback_digests d ON d.body_sha256 = c.body_sha256\nWHERE c.outcome = 'rejected'")
         if let before {
             sql.appendLiteral(" AND c.callback_id < ")
             sql.appendInterpolation(before)

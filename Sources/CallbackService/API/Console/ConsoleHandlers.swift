@@ -331,11 +331,8 @@ extension CallbackApplication {
                     return """
                         <tr><td data-label="Received">\(callback.receivedAt)</td>\
                         <td data-label="State" class="state-\(callback.state.rawValue)">\(callback.state.rawValue)\(callback.applied ? HTML.empty : " (not applied)")</td>\
-                        <td data-label="Source">\(callback.source)</td><td data-label="Verification">\(verification)</td>\
-                        <td data-label="Body">\(callback.format ?? "unknown"), \(callback.bodySize) bytes\
-                        \(callback.deliveryCount > 1 ? " × \(callback.deliveryCount) deliveries" : HTML.empty)</td>\
-                        <td data-label="Open"><a href="\(ConsoleURL.callback(callback.callbackID))">view #\(callback.callbackID)</a> · \
-                        <a href="\(ConsoleURL.rawBody(callback.callbackID))" download>download</a></td></tr>
+                        <td data-label="Source">\(callback.body?.source ?? "—")</td><td data-label="Verification">\(verification)</td>\
+                        \(Self.bodyCells(callback))</tr>
                         """
                 })
             let next: HTML =
@@ -358,6 +355,19 @@ extension CallbackApplication {
 
     /// `POST /console/jobs/{JobId}/describe`: asks CI about the job now and stores a changed answer, as a
     /// reconcile sweep would.
+    /// A history row's body and link cells: what the stored body says, or that retention dropped it.
+    private static func bodyCells(_ callback: StoredCallback) -> HTML {
+        guard let body = callback.body else {
+            return #"<td data-label="Body">pruned by retention (CALLBACK_RETENTION)</td><td data-label="Open">—</td>"#
+        }
+        return """
+            <td data-label="Body">\(body.format ?? "unknown"), \(body.bodySize) bytes\
+            \(body.deliveryCount > 1 ? " × \(body.deliveryCount) deliveries" : HTML.empty)</td>\
+            <td data-label="Open"><a href="\(ConsoleURL.callback(callback.callbackID))">view #\(callback.callbackID)</a> · \
+            <a href="\(ConsoleURL.rawBody(callback.callbackID))" download>download</a></td>
+            """
+    }
+
     private func describeNow(_ jobID: String, logger: Logger) async throws -> HTTPResponse {
         guard let submitter else { throw ConsoleError(status: .serviceUnavailable, message: "CI credentials are not set, so CI cannot be asked.") }
         guard CIJobAnswers.isAskable(jobID) else { throw ConsoleError(status: .badRequest, message: "CI could not have issued this JobId, so it cannot be asked about it.") }
