@@ -17,6 +17,7 @@ peer's limit, 408s), and exits non-zero when any request failed or p99 exceeds -
 Sources: `one` puts every slow connection on 127.0.0.2; `many` spreads them over 127.0.0.2-127.0.0.9.
 The database: DATABASE_URL when set, else this checkout's cluster (scripts/pg-cluster, PGCLUSTER_PORT)
 with a database of its own, ci_callbackd_slowloris. Standalone: only the Python standard library.
+scripts/chaos's slowloris scenario imports this file and calls ``measure`` against its own service.
 """
 
 import argparse
@@ -169,49 +170,65 @@ def refusal_counters(port):
     return counters
 
 
-def scenario(name, sources, args, binary, url, log_file):
-    service = subprocess.Popen([str(binary), "serve", "--host", "127.0.0.1", "--port", str(args.port), *args.serve_arg],
-                               env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "info"},
-                               stdout=log_file, stderr=log_file)
+def measure(port, sources, slow, requests=200, trickle=1.0, settle=3.0, timeout=10.0):
+    """Against a service already listening on `port`: holds `slow` slow connections from `sources` until
+    every one has been opened and `settle` seconds have passed, posts `requests` callbacks on fresh
+    connections from 127.0.0.1, and returns the figures (a dict, as printed). `slow` 0 measures the same
+    client without pressure. Also what scripts/chaos's slowloris scenario runs."""
     stop = multiprocessing.Event()
     opened = multiprocessing.Value("l", 0)
     dropped = multiprocessing.Value("l", 0)
     attacker = None
     try:
-        wait_ready(args.port, service)
-        attacker = multiprocessing.Process(target=attack, args=(args.port, sources, args.slow, args.trickle, opened, dropped, stop))
-        attacker.start()
-        deadline = time.monotonic() + 120
-        while opened.value < args.slow:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"slowloris: only {opened.value} of {args.slow} slow connections opened in 120 s")
-            time.sleep(0.1)
-        time.sleep(args.settle)
-        results = [fresh_request(args.port, args.timeout) for _ in range(args.requests)]
-        refusals = refusal_counters(args.port)
+        if slow > 0:
+            attacker = multiprocessing.Process(target=attack, args=(port, sources, slow, trickle, opened, dropped, stop))
+            attacker.start()
+            deadline = time.monotonic() + 120
+            while opened.value < slow:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {opened.value} of {slow} slow connections opened in 120 s")
+                time.sleep(0.1)
+            time.sleep(settle)
+        results = [fresh_request(port, timeout) for _ in range(requests)]
+        refusals = refusal_counters(port)
     finally:
         stop.set()
         if attacker is not None:
             attacker.join(timeout=30)
+            if attacker.is_alive():
+                attacker.kill()
+    latencies = [seconds * 1000 for _, seconds in results]
+    statuses = {}
+    for status, _ in results:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "slow_connections": slow, "sources": sources, "requests": requests,
+        "answered_200": statuses.get(200, 0), "statuses": statuses,
+        "p50_ms": round(percentile(latencies, 0.50), 1), "p99_ms": round(percentile(latencies, 0.99), 1),
+        "max_ms": round(max(latencies), 1), "slow_opened": opened.value, "slow_dropped_by_server": dropped.value,
+        "refusals": refusals,
+    }
+
+
+def scenario(name, sources, args, binary, url, log_file):
+    service = subprocess.Popen([str(binary), "serve", "--host", "127.0.0.1", "--port", str(args.port), *args.serve_arg],
+                               env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "info"},
+                               stdout=log_file, stderr=log_file)
+    try:
+        wait_ready(args.port, service)
+        try:
+            summary = measure(args.port, sources, args.slow, args.requests, args.trickle, args.settle, args.timeout)
+        except RuntimeError as error:
+            raise SystemExit(f"slowloris: {error}")
+    finally:
         service.terminate()
         try:
             service.wait(timeout=30)
         except subprocess.TimeoutExpired:
             service.kill()
-    ok = [seconds for status, seconds in results if status == 200]
-    latencies = [seconds * 1000 for _, seconds in results]
-    statuses = {}
-    for status, _ in results:
-        statuses[status] = statuses.get(status, 0) + 1
-    summary = {
-        "scenario": name, "slow_connections": args.slow, "sources": sources, "requests": args.requests,
-        "answered_200": len(ok), "statuses": statuses,
-        "p50_ms": round(percentile(latencies, 0.50), 1), "p99_ms": round(percentile(latencies, 0.99), 1),
-        "max_ms": round(max(latencies), 1), "slow_opened": opened.value, "slow_dropped_by_server": dropped.value,
-        "refusals": refusals,
-    }
+    summary = {"scenario": name, **summary}
     print(json.dumps(summary), flush=True)
-    return len(ok) == args.requests and summary["p99_ms"] <= args.p99_goal_ms
+    return summary["answered_200"] == args.requests and summary["p99_ms"] <= args.p99_goal_ms
 
 
 def main():
