@@ -350,8 +350,10 @@ class Suite:
         b.stop()
         rows = {}
         for line in self.cluster.psql(
-                "SELECT encode(body_sha256, 'hex') || ' ' || delivery_count FROM ci_callbacks "
-                f"WHERE job_count = 1 AND body_sha256 IN (SELECT c.body_sha256 FROM ci_callbacks c JOIN ci_job_events e USING (callback_id) WHERE e.job_id LIKE '{prefix}%')"):
+                # The delivery counter lives with the body's digest (migration 0006), the body row in ci_callbacks.
+                "SELECT encode(d.body_sha256, 'hex') || ' ' || d.delivery_count FROM ci_callback_digests d "
+                "JOIN ci_callbacks c USING (callback_id) "
+                f"WHERE c.job_count = 1 AND c.callback_id IN (SELECT callback_id FROM ci_job_events WHERE job_id LIKE '{prefix}%')"):
             digest, deliveries = line.split()
             rows[digest] = rows.get(digest, 0) + int(deliveries)
         events = int(self.cluster.psql(f"SELECT count(*) FROM ci_job_events WHERE job_id LIKE '{prefix}%'")[0])
