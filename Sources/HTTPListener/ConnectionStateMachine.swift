@@ -1,4 +1,5 @@
 import HTTPWire
+import TimeUnits
 
 /// The lifecycle of one client connection: what it waits for, when it times out, and what the event loop
 /// must do next. Pure: no sockets and no clock of its own (every event carries `now`, monotonic
@@ -27,8 +28,8 @@ struct ConnectionStateMachine: Sendable {
         init(limits: ListenerLimits, lingerTimeout: UInt64 = 2_000_000_000, maxLingerBytes: Int = 256 * 1024) {
             parser = limits.parser
             maxPipelinedRequests = max(1, limits.maxPipelinedRequests)
-            headerReadTimeout = limits.headerReadTimeout.nanoseconds
-            idleTimeout = limits.idleTimeout.nanoseconds
+            headerReadTimeout = UInt64(clamping: limits.headerReadTimeout.inNanoseconds)
+            idleTimeout = UInt64(clamping: limits.idleTimeout.inNanoseconds)
             self.lingerTimeout = lingerTimeout
             self.maxLingerBytes = maxLingerBytes
         }

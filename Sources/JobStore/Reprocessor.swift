@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PostgresLibPQ
 import Synchronization
+import TimeUnits
 
 /// Which stored bodies a reprocess run covers.
 public struct ReprocessScope: Sendable, Hashable {
@@ -22,7 +23,7 @@ public struct ReprocessScope: Sendable, Hashable {
 
     /// The checkpoint's key: one per set of arguments, so a run resumes only what the same command began.
     public var runKey: String {
-        let micros = { (date: Date?) in date.map { String(Int64(($0.timeIntervalSince1970 * 1_000_000).rounded())) } ?? "-" }
+        let micros = { (date: Date?) in date.map { String($0.microsecondsSince1970) } ?? "-" }
         return "since=\(micros(since)) until=\(micros(until)) job=\(jobID ?? "-")"
     }
 }
@@ -295,12 +296,12 @@ public struct Reprocessor: Sendable {
         sql.appendLiteral("::int8")
         if let since = scope.since {
             sql.appendLiteral(" AND c.received_at >= ('epoch'::timestamptz + ")
-            sql.appendInterpolation(Int64((since.timeIntervalSince1970 * 1_000_000).rounded()))
+            sql.appendInterpolation(since.microsecondsSince1970)
             sql.appendLiteral("::int8 * interval '1 microsecond')")
         }
         if let until = scope.until {
             sql.appendLiteral(" AND c.received_at < ('epoch'::timestamptz + ")
-            sql.appendInterpolation(Int64((until.timeIntervalSince1970 * 1_000_000).rounded()))
+            sql.appendInterpolation(until.microsecondsSince1970)
             sql.appendLiteral("::int8 * interval '1 microsecond')")
         }
         if let jobID = scope.jobID {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import TimeUnits
 
 /// Resolves a setting from its command-line flag, else its environment variable, else a default, so a
 /// bad value names where it came from.
@@ -100,7 +101,7 @@ enum SettingParsers {
 enum SettingFormat {
     /// `250ms`, `60s`, `5m`, `24h`: a larger unit only once the smaller one passes 120.
     static func duration(_ duration: Duration) -> String {
-        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = duration.inMilliseconds
         guard milliseconds % 1000 == 0 else { return "\(milliseconds)ms" }
         let seconds = milliseconds / 1000
         guard seconds > 120, seconds % 60 == 0 else { return "\(seconds)s" }

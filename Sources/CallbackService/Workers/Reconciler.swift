@@ -5,6 +5,7 @@ import JobStore
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TimeUnits
 
 /// How often and how far back the ``Reconciler`` looks.
 public struct ReconcilerConfiguration: Sendable, Hashable {
@@ -122,14 +123,13 @@ public final class Reconciler: Service, Sendable {
         metrics.recordReconciledJobs(outcome: "corrected", count: report.corrected)
         metrics.recordReconciledJobs(outcome: "discovered", count: report.discovered)
         metrics.recordReconciledJobs(outcome: "missing", count: report.missing)
-        let (seconds, attoseconds) = elapsed.components
         logger.info(
             "reconcile sweep",
             metadata: [
                 "reconcile.result": "\(report.result)", "reconcile.checked": "\(report.checked)",
                 "reconcile.corrected": "\(report.corrected)", "reconcile.discovered": "\(report.discovered)",
                 "reconcile.missing": "\(report.missing)", "reconcile.listed": "\(report.listed)",
-                "duration_ms": "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)",
+                "duration_ms": "\(elapsed.inMilliseconds)",
             ])
         return report
     }
@@ -137,9 +137,9 @@ public final class Reconciler: Service, Sendable {
     private func sweepLocked() async throws -> SweepReport {
         var report = SweepReport()
         let now = Date()
-        let windowStart = now.addingTimeInterval(-Self.seconds(configuration.window))
+        let windowStart = now.addingTimeInterval(-configuration.window.inSeconds)
         let open = try await store.openJobs(
-            lastHeardBefore: now.addingTimeInterval(-Self.seconds(configuration.age)), firstSeenAfter: windowStart,
+            lastHeardBefore: now.addingTimeInterval(-configuration.age.inSeconds), firstSeenAfter: windowStart,
             limit: configuration.maxOpenJobsPerSweep)
         let localStates = Dictionary(open.map { ($0.jobID, $0.state) }, uniquingKeysWith: { first, _ in first })
         // A JobId CI could not have issued (a forged callback's) would make CI refuse the whole batch.
@@ -189,10 +189,5 @@ public final class Reconciler: Service, Sendable {
             last = now
             return true
         }
-    }
-
-    private static func seconds(_ duration: Duration) -> TimeInterval {
-        let (seconds, attoseconds) = duration.components
-        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
     }
 }
