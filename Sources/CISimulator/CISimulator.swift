@@ -26,7 +26,7 @@ public final class CISimulator: Sendable {
     struct ScheduledDelivery: Sendable {
         var jobID: String
         var url: String
-        var format: CICallbackFormat
+        var format: CallbackFormat
         var due: ContinuousClock.Instant
         /// The final callback, or `nil` when it is dropped.
         var finalBody: [UInt8]?

@@ -1,4 +1,5 @@
 import CIClient
+import CIModel
 import Foundation
 import Logging
 import TimeUnits
