@@ -18,7 +18,7 @@ struct ConnectionStateMachine: Sendable {
     struct Configuration: Sendable, Hashable {
         var parser: HTTPParserLimits
         var maxPipelinedRequests: Int
-        var headerReadTimeout: UInt64
+        var requestReadTimeout: UInt64
         var idleTimeout: UInt64
         /// How long a half-closed connection waits for the peer's FIN after the last response.
         var lingerTimeout: UInt64
@@ -28,7 +28,7 @@ struct ConnectionStateMachine: Sendable {
         init(limits: ListenerLimits, lingerTimeout: UInt64 = 2_000_000_000, maxLingerBytes: Int = 256 * 1024) {
             parser = limits.parser
             maxPipelinedRequests = max(1, limits.maxPipelinedRequests)
-            headerReadTimeout = UInt64(clamping: limits.headerReadTimeout.inNanoseconds)
+            requestReadTimeout = UInt64(clamping: limits.requestReadTimeout.inNanoseconds)
             idleTimeout = UInt64(clamping: limits.idleTimeout.inNanoseconds)
             self.lingerTimeout = lingerTimeout
             self.maxLingerBytes = maxLingerBytes
@@ -510,7 +510,7 @@ struct ConnectionStateMachine: Sendable {
                 if case .open(.receiving(let current)) = state {
                     deadline = current
                 } else {
-                    deadline = now &+ configuration.headerReadTimeout
+                    deadline = now &+ configuration.requestReadTimeout
                 }
                 state = .open(.receiving(deadline: deadline))
                 want(.read, deadline: deadline, into: &actions)

@@ -32,6 +32,27 @@ struct SettingResolver {
         try value(flag: flag, flagName: flagName, env: env, default: defaultValue, parse: parse, expected: expected) ?? defaultValue
     }
 
+    /// `--request-read-timeout` / `REQUEST_READ_TIMEOUT`, also read under its deprecated names
+    /// `--header-timeout` / `HEADER_TIMEOUT` (it always bounded the body too, so the old name misled).
+    ///
+    /// A flag beats an environment variable, whichever name each uses. Giving both names at the same level
+    /// (both flags, or both variables) is an error, since which one was meant is a guess.
+    func requestReadTimeout(flag: String?, deprecatedFlag: String?, default defaultValue: Duration) throws -> Duration {
+        if flag != nil, deprecatedFlag != nil {
+            throw ValidationError("--request-read-timeout and --header-timeout are one setting (--header-timeout is its deprecated name): give only --request-read-timeout")
+        }
+        let newEnvironment = environment["REQUEST_READ_TIMEOUT"].map { !$0.isEmpty } ?? false
+        let oldEnvironment = environment["HEADER_TIMEOUT"].map { !$0.isEmpty } ?? false
+        if newEnvironment, oldEnvironment {
+            throw ValidationError("REQUEST_READ_TIMEOUT and HEADER_TIMEOUT are one setting (HEADER_TIMEOUT is its deprecated name): set only REQUEST_READ_TIMEOUT")
+        }
+        let useOldFlag = flag == nil && deprecatedFlag != nil
+        return try required(
+            flag: flag ?? deprecatedFlag, flagName: useOldFlag ? "header-timeout" : "request-read-timeout",
+            env: oldEnvironment ? "HEADER_TIMEOUT" : "REQUEST_READ_TIMEOUT", default: defaultValue,
+            parse: SettingParsers.duration, expected: "a duration such as 10s")
+    }
+
     /// `--database-url` or `DATABASE_URL`; there is no sensible default, so its absence is an error.
     func databaseURL(_ flag: String?) throws -> String {
         guard let url = try value(flag: flag, flagName: "database-url", env: "DATABASE_URL", default: nil, parse: { $0 }, expected: "")
