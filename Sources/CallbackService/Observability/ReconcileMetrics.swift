@@ -8,9 +8,9 @@ extension ServiceMetrics {
         Counter(label: "ci_submissions_total", factory: metricsFactory).increment()
     }
 
-    /// One reconciliation sweep. `result`: ok, skipped (another replica held the lock) or error.
-    func recordSweep(result: String, duration: Duration) {
-        Counter(label: "ci_reconcile_sweeps_total", dimensions: [("result", result)], factory: metricsFactory).increment()
+    /// One reconciliation sweep and how it ended.
+    func recordSweep(result: SweepResult, duration: Duration) {
+        Counter(label: "ci_reconcile_sweeps_total", dimensions: [("result", result.rawValue)], factory: metricsFactory).increment()
         Metrics.Timer(label: "ci_reconcile_sweep_duration_seconds", factory: metricsFactory)
             .recordNanoseconds(duration.inNanoseconds)
     }

@@ -30,10 +30,19 @@ public struct ReconcilerConfiguration: Sendable, Hashable {
     public init() {}
 }
 
+/// How a reconcile sweep ended: the `result` label of `ci_reconcile_sweeps_total`.
+public enum SweepResult: String, Sendable, Hashable, CaseIterable {
+    /// The sweep ran to the end.
+    case ok
+    /// Another replica held the sweep lock; this one did nothing.
+    case skipped
+    /// The sweep or one of its batches failed; the next sweep tries again.
+    case error
+}
+
 /// What one sweep did; also what the sweep's log line and metrics report.
 public struct SweepReport: Sendable, Hashable, CustomStringConvertible {
-    /// `ok`, `skipped` (another replica held the lock) or `error`.
-    public var result: String = "ok"
+    public var result: SweepResult = .ok
     /// Open jobs described.
     public var checked = 0
     /// Jobs whose stored state changed because of CI's answer.
@@ -48,7 +57,7 @@ public struct SweepReport: Sendable, Hashable, CustomStringConvertible {
     public init() {}
 
     public var description: String {
-        "result=\(result) checked=\(checked) corrected=\(corrected) discovered=\(discovered) missing=\(missing) listed=\(listed)"
+        "result=\(result.rawValue) checked=\(checked) corrected=\(corrected) discovered=\(discovered) missing=\(missing) listed=\(listed)"
     }
 }
 
@@ -107,14 +116,14 @@ public final class Reconciler: Service, Sendable {
                 report = done
             } else {
                 report = SweepReport()
-                report.result = "skipped"
+                report.result = .skipped
             }
         } catch is CancellationError {
             report = SweepReport()
-            report.result = "error"
+            report.result = .error
         } catch {
             report = SweepReport()
-            report.result = "error"
+            report.result = .error
             logger.warning("reconcile sweep failed", metadata: ["error": "\(error)"])
         }
         let elapsed = started.duration(to: .now)
@@ -126,7 +135,7 @@ public final class Reconciler: Service, Sendable {
         logger.info(
             "reconcile sweep",
             metadata: [
-                "reconcile.result": "\(report.result)", "reconcile.checked": "\(report.checked)",
+                "reconcile.result": "\(report.result.rawValue)", "reconcile.checked": "\(report.checked)",
                 "reconcile.corrected": "\(report.corrected)", "reconcile.discovered": "\(report.discovered)",
                 "reconcile.missing": "\(report.missing)", "reconcile.listed": "\(report.listed)",
                 "duration_ms": "\(elapsed.inMilliseconds)",
@@ -166,7 +175,7 @@ public final class Reconciler: Service, Sendable {
             report.corrected += try await CIJobAnswers.storeChanged(response, known: localStates, discover: false, into: store).corrected
         }
 
-        if failedBatches > 0 { report.result = "error" }
+        if failedBatches > 0 { report.result = .error }
 
         if shouldList() {
             report.listed = true

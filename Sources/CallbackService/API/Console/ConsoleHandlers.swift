@@ -332,7 +332,7 @@ extension CallbackApplication {
                     return """
                         <tr><td data-label="Received">\(callback.receivedAt)</td>\
                         <td data-label="State" class="state-\(callback.state.rawValue)">\(callback.state.rawValue)\(callback.applied ? HTML.empty : " (not applied)")</td>\
-                        <td data-label="Source">\(callback.body?.source ?? "—")</td><td data-label="Verification">\(verification)</td>\
+                        <td data-label="Source">\(callback.body?.source.rawValue ?? "—")</td><td data-label="Verification">\(verification)</td>\
                         \(Self.bodyCells(callback))</tr>
                         """
                 })
@@ -362,7 +362,7 @@ extension CallbackApplication {
             return #"<td data-label="Body">pruned by retention (CALLBACK_RETENTION)</td><td data-label="Open">—</td>"#
         }
         return """
-            <td data-label="Body">\(body.format ?? "unknown"), \(body.bodySize) bytes\
+            <td data-label="Body">\(body.format?.rawValue ?? "unknown"), \(body.bodySize) bytes\
             \(body.deliveryCount > 1 ? " × \(body.deliveryCount) deliveries" : HTML.empty)</td>\
             <td data-label="Open"><a href="\(ConsoleURL.callback(callback.callbackID))">view #\(callback.callbackID)</a> · \
             <a href="\(ConsoleURL.rawBody(callback.callbackID))" download>download</a></td>
