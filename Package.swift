@@ -47,12 +47,14 @@ let package = Package(
         .target(name: "HTTPWire", swiftSettings: swiftSettings),
         .target(name: "CIModel", swiftSettings: swiftSettings),
         .target(name: "COSSigning", dependencies: ["CCrypto"], swiftSettings: swiftSettings),
+        // Duration and Date in the units APIs, SQL and metrics take; below every target that converts.
+        .target(name: "TimeUnits", swiftSettings: swiftSettings),
 
         // MARK: I/O at the edges
         .target(
             name: "HTTPListener",
             dependencies: [
-                "HTTPWire", "CEpoll",
+                "HTTPWire", "CEpoll", "TimeUnits",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -60,13 +62,13 @@ let package = Package(
         ),
         .target(
             name: "PostgresLibPQ",
-            dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CLibPQ", "TimeUnits", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "JobStore",
             dependencies: [
-                "PostgresLibPQ", "CIModel", .product(name: "Logging", package: "swift-log"),
+                "PostgresLibPQ", "CIModel", "TimeUnits", .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings,
@@ -76,7 +78,7 @@ let package = Package(
             name: "CallbackService",
             dependencies: [
                 // Not PostgresLibPQ: the store speaks for the database, driver errors included.
-                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "JobStore", "COSSigning", "CWebhookHTTP",
+                "HTTPWire", "HTTPListener", "CIModel", "CIClient", "JobStore", "COSSigning", "CWebhookHTTP", "TimeUnits",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -88,13 +90,13 @@ let package = Package(
 
         .target(
             name: "CIClient",
-            dependencies: ["COSSigning", "CIModel", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["COSSigning", "CIModel", "TimeUnits", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "CISimulator",
             dependencies: [
-                "CIClient", "CIModel", "COSSigning", "HTTPListener", "HTTPWire",
+                "CIClient", "CIModel", "COSSigning", "HTTPListener", "HTTPWire", "TimeUnits",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -108,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "ci-callbackd",
             dependencies: [
-                "CallbackService", "CIClient", "CIModel", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire", "CEpoll",
+                "CallbackService", "CIClient", "CIModel", "JobStore", "PostgresLibPQ", "HTTPListener", "HTTPWire", "CEpoll", "TimeUnits",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -143,6 +145,7 @@ let package = Package(
             dependencies: ["CallbackService", "CIModel", "HTTPListener", "HTTPWire", "JobStore"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "TimeUnitsTests", dependencies: ["TimeUnits"], swiftSettings: swiftSettings),
         .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),
         .testTarget(name: "JobStoreTests", dependencies: ["JobStore", "PostgresLibPQ", "CIModel"], swiftSettings: swiftSettings),
         .testTarget(

@@ -1,6 +1,7 @@
 import CIModel
 import Foundation
 import Logging
+import TimeUnits
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -178,7 +179,7 @@ public final class CIClient: Sendable {
                         "ci.status": "\(failure.error.httpStatus.map(String.init) ?? "-")",
                         "ci.code": "\(failure.error.ciCode ?? "-")",
                         "ci.request_id": "\(failure.error.requestID ?? "-")",
-                        "ci.retry_in_ms": "\(CIRetryPolicy.nanoseconds(delay) / 1_000_000)",
+                        "ci.retry_in_ms": "\(delay.inMilliseconds)",
                     ])
                 try await Task.sleep(for: delay)
                 attempt += 1
@@ -196,7 +197,7 @@ public final class CIClient: Sendable {
         // URLSession's timeout restarts with every byte received, so a trickling server could stretch an
         // attempt; CI answers in one small body, and racing a timer would need URLSessionTask.cancel (see
         // `exchange`), so the inactivity timeout is the bound.
-        request.timeoutInterval = Double(CIRetryPolicy.nanoseconds(timeout)) / 1e9
+        request.timeoutInterval = timeout.inSeconds
         let started = ContinuousClock.now
         let urlRequest = request
 
@@ -225,7 +226,7 @@ public final class CIClient: Sendable {
             metadata: [
                 "ci.operation": "\(operation)", "http.method": "\(prepared.method)", "http.path": "\(prepared.url.path)",
                 "http.status": "\(http.statusCode)", "ci.request_id": "\(requestID ?? "-")",
-                "duration_ms": "\(CIRetryPolicy.nanoseconds(ContinuousClock.now - started) / 1_000_000)",
+                "duration_ms": "\((ContinuousClock.now - started).inMilliseconds)",
             ])
         guard (200..<300).contains(http.statusCode) else {
             let retryAfter = CIRetryPolicy.parseRetryAfter(http.value(forHTTPHeaderField: "Retry-After"))

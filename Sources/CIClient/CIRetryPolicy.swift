@@ -1,3 +1,4 @@
+import TimeUnits
 /// When and how long ``CIClient`` waits before trying a call again. Pure: no clock, no I/O.
 public struct CIRetryPolicy: Sendable, Hashable {
     /// Attempts per call, the first included.
@@ -44,7 +45,7 @@ public struct CIRetryPolicy: Sendable, Hashable {
     ///   - generator: The randomness source.
     public func delay(retry: Int, retryAfter: Duration?, using generator: inout some RandomNumberGenerator) -> Duration {
         let ceiling = backoffCeiling(retry: retry)
-        let ceilingNanoseconds = Self.nanoseconds(ceiling)
+        let ceilingNanoseconds = ceiling.inNanoseconds
         let jittered: Duration = ceilingNanoseconds > 0 ? .nanoseconds(Int64.random(in: 0...ceilingNanoseconds, using: &generator)) : .zero
         guard let retryAfter else { return jittered }
         return max(jittered, retryAfter)
@@ -77,9 +78,4 @@ public struct CIRetryPolicy: Sendable, Hashable {
         return .seconds(seconds)
     }
 
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        guard seconds < Int64.max / 1_000_000_000 else { return Int64.max }
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
 }

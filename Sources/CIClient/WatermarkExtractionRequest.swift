@@ -1,11 +1,4 @@
 import CIModel
-/// The format CI sends a job's callback in (`CallBackFormat`).
-public enum CICallbackFormat: String, Sendable, Hashable, CaseIterable {
-    /// `{"EventName":"TaskFinish","JobsDetail":…}`.
-    case json = "JSON"
-    /// `<Response><EventName>TaskFinish</EventName><JobsDetail>…</JobsDetail></Response>`; CI's default.
-    case xml = "XML"
-}
 
 /// An `ExtractDigitalWatermark` job to submit with `POST /jobs`: read the text watermark out of a video.
 public struct WatermarkExtractionRequest: Sendable, Hashable {
@@ -18,7 +11,7 @@ public struct WatermarkExtractionRequest: Sendable, Hashable {
     /// Where CI posts the callback; `nil` uses the queue's setting, `"no"` asks for none.
     public var callbackURL: String?
     /// The callback's format. Default: JSON (CI's own default is XML; ci-callbackd reads both).
-    public var callbackFormat: CICallbackFormat = .json
+    public var callbackFormat: CallbackFormat = .json
     /// The queue; `nil` uses ``CIConfiguration/queueID``, and CI's default queue when that is `nil` too.
     public var queueID: String?
 
@@ -35,7 +28,7 @@ public struct WatermarkExtractionRequest: Sendable, Hashable {
         userData: String? = nil,
         jobLevel: Int? = nil,
         callbackURL: String? = nil,
-        callbackFormat: CICallbackFormat = .json,
+        callbackFormat: CallbackFormat = .json,
         queueID: String? = nil
     ) {
         self.object = object

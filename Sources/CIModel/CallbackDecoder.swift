@@ -44,7 +44,13 @@ public enum CallbackDecoder {
         _ body: [UInt8],
         limits: CIDecodingLimits = .init()
     ) throws(CallbackDecodingError) -> CallbackEnvelope {
-        let (format, root) = try decodeTree(body, limits: limits)
+        try decode(body, detectedFormat: detectFormat(body), limits: limits)
+    }
+
+    static func decode(
+        _ body: [UInt8], detectedFormat: CallbackFormat?, limits: CIDecodingLimits
+    ) throws(CallbackDecodingError) -> CallbackEnvelope {
+        let (format, root) = try decodeTree(body, detectedFormat: detectedFormat, limits: limits)
         return try envelope(from: root, format: format, limits: limits.fields, maxJobs: limits.maxJobs)
     }
 
@@ -61,7 +67,19 @@ public enum CallbackDecoder {
         _ body: [UInt8],
         limits: CIDecodingLimits = .init()
     ) throws(CallbackDecodingError) -> CallbackEnvelope {
-        let envelope = try decode(body, limits: limits)
+        try decodeCallback(body, detectedFormat: detectFormat(body), limits: limits)
+    }
+
+    /// ``decodeCallback(_:limits:)`` for a caller that has already run ``detectFormat(_:)`` on `body`
+    /// because it needs the format even when decoding fails (the ingest handler stores and counts a rejected
+    /// body by format), so the body is scanned for its format once per request.
+    /// - Parameter detectedFormat: exactly what `detectFormat(body)` returned.
+    public static func decodeCallback(
+        _ body: [UInt8],
+        detectedFormat: CallbackFormat?,
+        limits: CIDecodingLimits = .init()
+    ) throws(CallbackDecodingError) -> CallbackEnvelope {
+        let envelope = try decode(body, detectedFormat: detectedFormat, limits: limits)
         guard envelope.jobs.isEmpty else { return envelope }
         guard let run = envelope.workflowExecution else {
             throw CallbackDecodingError(code: .notACallback, reason: "not a CI callback: no JobsDetail and no WorkflowExecution")
@@ -80,7 +98,13 @@ public enum CallbackDecoder {
         _ body: [UInt8],
         limits: CIDecodingLimits = .init()
     ) throws(CallbackDecodingError) -> (format: CallbackFormat, root: CINode) {
-        guard let format = detectFormat(body) else {
+        try decodeTree(body, detectedFormat: detectFormat(body), limits: limits)
+    }
+
+    static func decodeTree(
+        _ body: [UInt8], detectedFormat: CallbackFormat?, limits: CIDecodingLimits
+    ) throws(CallbackDecodingError) -> (format: CallbackFormat, root: CINode) {
+        guard let format = detectedFormat else {
             throw CallbackDecodingError(code: .notXMLOrJSON, reason: "body is neither XML nor JSON")
         }
         let root: CINode = try body.withUnsafeBufferPointer { buffer throws(CallbackDecodingError) -> CINode in

@@ -1,8 +1,11 @@
-/// The body format CI used, decided from the body's first byte.
-public enum CallbackFormat: String, Sendable {
-    /// The body starts with `<` (CI's default, `CallBackFormat=XML`).
+/// CI's two body formats: what a received body is (``CallbackDecoder/detectFormat(_:)`` decides it from the
+/// first byte) and what a submitted job asks its callbacks in (`CallBackFormat`). The raw values are CI's
+/// spelling.
+public enum CallbackFormat: String, Sendable, Hashable, CaseIterable {
+    /// `<Response><EventName>TaskFinish</EventName><JobsDetail>…</JobsDetail></Response>`: the body starts
+    /// with `<`; CI's default.
     case xml = "XML"
-    /// The body starts with `{` (`CallBackFormat=JSON`).
+    /// `{"EventName":"TaskFinish","JobsDetail":…}`: the body starts with `{`.
     case json = "JSON"
 }
 

@@ -6,6 +6,7 @@ import HTTPListener
 import HTTPWire
 import Logging
 import Synchronization
+import TimeUnits
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -25,7 +26,7 @@ public final class CISimulator: Sendable {
     struct ScheduledDelivery: Sendable {
         var jobID: String
         var url: String
-        var format: CICallbackFormat
+        var format: CallbackFormat
         var due: ContinuousClock.Instant
         /// The final callback, or `nil` when it is dropped.
         var finalBody: [UInt8]?
@@ -74,7 +75,7 @@ public final class CISimulator: Sendable {
         state = Mutex(State(random: SeededRandom(seed: seed)))
         (deliveries, deliveryContinuation) = AsyncStream.makeStream(of: ScheduledDelivery.self)
         let sessionConfiguration = URLSessionConfiguration.ephemeral
-        sessionConfiguration.timeoutIntervalForRequest = Double(configuration.deliveryTimeout.components.seconds) + 1
+        sessionConfiguration.timeoutIntervalForRequest = configuration.deliveryTimeout.inSeconds.rounded(.down) + 1
         deliverySession = URLSession(configuration: sessionConfiguration)
 
         var serverConfiguration = HTTPServerConfiguration()
@@ -246,8 +247,8 @@ public final class CISimulator: Sendable {
             return Self.error(.invalidArgument, message: problem.message, context: context)
         }
         let now = Date()
-        let startTime = now.addingTimeInterval(Self.seconds(configuration.runningAfter))
-        let endTime = startTime.addingTimeInterval(Self.seconds(configuration.jobDuration))
+        let startTime = now.addingTimeInterval(configuration.runningAfter.inSeconds)
+        let endTime = startTime.addingTimeInterval(configuration.jobDuration.inSeconds)
         let due = ContinuousClock.now + configuration.runningAfter + configuration.jobDuration + configuration.callbackDelay
         let fails = parsed.object.contains("missing")
 
@@ -382,11 +383,6 @@ public final class CISimulator: Sendable {
         xml(
             status: code.status, body: SimulatorDocuments.error(code: code, message: message, context: context), requestID: context.requestID,
             headers: headers)
-    }
-
-    static func seconds(_ duration: Duration) -> TimeInterval {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
 

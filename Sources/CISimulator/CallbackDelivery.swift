@@ -1,6 +1,8 @@
 import CIClient
+import CIModel
 import Foundation
 import Logging
+import TimeUnits
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
@@ -43,7 +45,7 @@ extension CISimulator {
         request.httpMethod = "POST"
         request.httpBody = Data(body)
         request.setValue(delivery.format == .json ? "application/json" : "application/xml", forHTTPHeaderField: "Content-Type")
-        request.timeoutInterval = Self.seconds(configuration.deliveryTimeout)
+        request.timeoutInterval = configuration.deliveryTimeout.inSeconds
         let attempts = max(1, configuration.maxDeliveryAttempts)
         for attempt in 1...attempts {
             try Task.checkCancellation()

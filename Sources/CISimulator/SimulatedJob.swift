@@ -21,7 +21,7 @@ public struct SimulatedJob: Sendable, Hashable {
     /// Where callbacks go; `nil` for none.
     public var callbackURL: String?
     /// The callbacks' format.
-    public var callbackFormat: CICallbackFormat
+    public var callbackFormat: CallbackFormat
     /// When the job was submitted.
     public var creationTime: Date
     /// When it becomes `Running`.
@@ -98,7 +98,7 @@ enum SimulatorDocuments {
 
     /// A TaskFinish callback as CI sends it (REFERENCE §2): fields in alphabetical order; XML wrapped in
     /// `<Response>` with `EventName`; JSON without the wrapper, `JobsDetail` an object or a one-element array.
-    static func callback(jobsDetail: CINode, format: CICallbackFormat, jobsDetailAsArray: Bool) -> [UInt8] {
+    static func callback(jobsDetail: CINode, format: CallbackFormat, jobsDetailAsArray: Bool) -> [UInt8] {
         let root = CINode.element([
             CIField(name: "EventName", value: .text("TaskFinish")),
             CIField(name: "JobsDetail", value: sortedAlphabetically(jobsDetail)),

@@ -58,7 +58,7 @@ struct SubmitRequest {
     var jobLevel: Int
     var queueID: String
     var callbackURL: String?
-    var callbackFormat: CICallbackFormat
+    var callbackFormat: CallbackFormat
 
     static func parse(_ body: [UInt8], configuration: SimulatorConfiguration) -> Result<SubmitRequest, RequestProblem> {
         guard let root = try? CINodeXML.decode(body, limits: CIDecodingLimits(maxDepth: 16, maxElements: 1024)), root.name == "Request" else {
@@ -94,9 +94,9 @@ struct SubmitRequest {
             }
             jobLevel = value
         }
-        var callbackFormat = CICallbackFormat.xml
+        var callbackFormat = CallbackFormat.xml
         if let format = text("CallBackFormat") {
-            guard let parsed = CICallbackFormat(rawValue: format) else {
+            guard let parsed = CallbackFormat(rawValue: format) else {
                 return .failure(RequestProblem(message: "CallBackFormat must be XML or JSON"))
             }
             callbackFormat = parsed

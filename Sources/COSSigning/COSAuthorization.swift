@@ -243,7 +243,7 @@ public enum COSSignatureVerifier {
             secretKey: secretKey, keyTime: authorization.keyTime.description
         )
         // Comparing decoded bytes rather than hex text also accepts a client that sends uppercase hex.
-        guard Digest.constantTimeEqual(expected.signatureBytes, received) else {
+        guard Digest.constantTimeEqual(received, expected.signatureBytes) else {
             return .failure(.signatureMismatch)
         }
         return .success(())

@@ -41,11 +41,6 @@ public enum Digest {
         hmac(EVP_sha256(), length: sha256Length, key: key, message: message)
     }
 
-    /// Whether two MACs are equal, in time that depends only on their lengths.
-    public static func macsEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
-        constantTimeEqual(lhs, rhs)
-    }
-
     private static func hmac(_ algorithm: OpaquePointer?, length: Int, key: [UInt8], message: [UInt8]) -> [UInt8] {
         precondition(key.count <= Int(Int32.max), "HMAC key longer than libcrypto accepts")
         var output = [UInt8](repeating: 0, count: length)
@@ -65,17 +60,24 @@ public enum Digest {
         return output
     }
 
-    /// Compares two byte strings in time that depends only on their length, never on where they differ.
+    /// Whether `presented` equals `expected`, in time that depends only on `presented`'s length: never on
+    /// where the bytes differ, nor on the length of `expected`.
     ///
-    /// Used wherever a MAC computed here is compared with one received from outside, so that response
-    /// timing does not reveal how many leading bytes of a forged signature were right.
-    static func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
-        // Lengths are public (a SHA-1 tag is always 20 bytes), so an early exit on them leaks nothing.
-        guard lhs.count == rhs.count else { return false }
-        guard !lhs.isEmpty else { return true }
-        return lhs.withUnsafeBytes { l in
-            rhs.withUnsafeBytes { r in CRYPTO_memcmp(l.baseAddress, r.baseAddress, l.count) == 0 }
+    /// The one comparison for secrets and MACs received from outside (request signatures, API and
+    /// callback tokens, console session MACs and form tokens), so that response timing reveals neither how
+    /// many leading bytes of a guess were right nor how long a token is.
+    /// - Parameters:
+    ///   - presented: what the client sent.
+    ///   - expected: the secret or the MAC computed here.
+    public static func constantTimeEqual(_ presented: [UInt8], _ expected: [UInt8]) -> Bool {
+        guard !presented.isEmpty else { return expected.isEmpty }
+        let sameLength = presented.count == expected.count
+        // On a length mismatch `presented` is compared with itself, so the work is the same either way.
+        let other = sameLength ? expected : presented
+        let bytesEqual = presented.withUnsafeBytes { p in
+            other.withUnsafeBytes { o in CRYPTO_memcmp(p.baseAddress, o.baseAddress, p.count) == 0 }
         }
+        return bytesEqual && sameLength
     }
 
     private static func digest(_ data: some Sequence<UInt8>, algorithm: OpaquePointer?, length: Int) -> [UInt8] {

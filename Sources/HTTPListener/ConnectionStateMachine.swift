@@ -1,4 +1,5 @@
 import HTTPWire
+import TimeUnits
 
 /// The lifecycle of one client connection: what it waits for, when it times out, and what the event loop
 /// must do next. Pure: no sockets and no clock of its own (every event carries `now`, monotonic
@@ -17,7 +18,7 @@ struct ConnectionStateMachine: Sendable {
     struct Configuration: Sendable, Hashable {
         var parser: HTTPParserLimits
         var maxPipelinedRequests: Int
-        var headerReadTimeout: UInt64
+        var requestReadTimeout: UInt64
         var idleTimeout: UInt64
         /// How long a half-closed connection waits for the peer's FIN after the last response.
         var lingerTimeout: UInt64
@@ -27,8 +28,8 @@ struct ConnectionStateMachine: Sendable {
         init(limits: ListenerLimits, lingerTimeout: UInt64 = 2_000_000_000, maxLingerBytes: Int = 256 * 1024) {
             parser = limits.parser
             maxPipelinedRequests = max(1, limits.maxPipelinedRequests)
-            headerReadTimeout = limits.headerReadTimeout.nanoseconds
-            idleTimeout = limits.idleTimeout.nanoseconds
+            requestReadTimeout = UInt64(clamping: limits.requestReadTimeout.inNanoseconds)
+            idleTimeout = UInt64(clamping: limits.idleTimeout.inNanoseconds)
             self.lingerTimeout = lingerTimeout
             self.maxLingerBytes = maxLingerBytes
         }
@@ -509,7 +510,7 @@ struct ConnectionStateMachine: Sendable {
                 if case .open(.receiving(let current)) = state {
                     deadline = current
                 } else {
-                    deadline = now &+ configuration.headerReadTimeout
+                    deadline = now &+ configuration.requestReadTimeout
                 }
                 state = .open(.receiving(deadline: deadline))
                 want(.read, deadline: deadline, into: &actions)

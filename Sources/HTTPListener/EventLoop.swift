@@ -5,6 +5,7 @@ import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
+import TimeUnits
 
 /// One connection, owned by the loop thread that accepted it: its socket, its output buffer, and the state
 /// machine that decides everything else.
@@ -622,7 +623,7 @@ final class EventLoop: @unchecked Sendable {
 
     private func beginShutdown() {
         shuttingDown = true
-        graceDeadline = now + context.shutdownGracePeriod.nanoseconds
+        graceDeadline = now + UInt64(clamping: context.shutdownGracePeriod.inNanoseconds)
         // Refuses new connections at once for every loop, including those yet to see the request.
         listener.stopListening()
         releaseListener()

@@ -21,7 +21,7 @@ public struct HTTPRefusal: Sendable, Hashable {
         case unsupportedTransferCoding = "unsupported_transfer_coding"
         /// 505: an HTTP version other than 1.0 and 1.1.
         case versionNotSupported = "version_not_supported"
-        /// 408: a started request did not arrive whole within `headerReadTimeout`.
+        /// 408: a started request did not arrive whole within `requestReadTimeout`.
         case requestTimeout = "request_timeout"
         /// 503: a connection beyond `maxConnections`.
         case atCapacity = "at_capacity"

@@ -8,7 +8,13 @@ public struct ListenerLimits: Sendable, Hashable {
     /// Time from the first byte of a request until it is complete (head and body). Past it the client gets
     /// 408 and the connection closes. Absolute, not reset by trickling bytes, so a slow-loris client cannot
     /// hold a connection. Default: 10 s.
-    public var headerReadTimeout: Duration
+    public var requestReadTimeout: Duration
+    /// The old name of ``requestReadTimeout``, which always bounded the body too.
+    @available(*, deprecated, renamed: "requestReadTimeout")
+    public var headerReadTimeout: Duration {
+        get { requestReadTimeout }
+        set { requestReadTimeout = newValue }
+    }
     /// Time a keep-alive connection may sit with nothing received, pending or being written before it is
     /// closed silently; also how long a partly written response may wait for the peer to read before the
     /// connection is dropped. Default: 60 s.
@@ -43,7 +49,7 @@ public struct ListenerLimits: Sendable, Hashable {
     /// Creates limits; every argument has the documented default.
     public init(
         parser: HTTPParserLimits = HTTPParserLimits(),
-        headerReadTimeout: Duration = .seconds(10),
+        requestReadTimeout: Duration = .seconds(10),
         idleTimeout: Duration = .seconds(60),
         maxConnections: Int = 8192,
         maxConnectionsPerPeer: Int = 1024,
@@ -54,7 +60,7 @@ public struct ListenerLimits: Sendable, Hashable {
         self.maxInflightBodyBytes = maxInflightBodyBytes
         self.maxRefusingConnections = maxRefusingConnections
         self.parser = parser
-        self.headerReadTimeout = headerReadTimeout
+        self.requestReadTimeout = requestReadTimeout
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
         self.maxConnectionsPerPeer = maxConnectionsPerPeer

@@ -169,15 +169,6 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
 
-extension Duration {
-    /// The duration in nanoseconds, clamped to 0 for negative durations.
-    var nanoseconds: UInt64 {
-        let (seconds, attoseconds) = components
-        guard seconds >= 0 else { return 0 }
-        return UInt64(seconds) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-    }
-}
-
 func closeDescriptor(_ fd: Int32) {
     _ = close(fd)
 }

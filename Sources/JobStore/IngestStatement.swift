@@ -1,6 +1,7 @@
 import CIModel
 import Foundation
 import PostgresLibPQ
+import TimeUnits
 
 /// One callback ready to be written: the `ci_callbacks` row plus its jobs as JSON records.
 struct IngestRecord: Sendable {
@@ -51,7 +52,7 @@ struct IngestRecord: Sendable {
                 rejectionReason.map(PostgresValue.text) ?? .null,
                 .text(source.rawValue),
                 .text(String(jobCount)),
-                .text(String(Int64((receivedAt.timeIntervalSince1970 * 1_000_000).rounded()))),
+                .text(String(receivedAt.microsecondsSince1970)),
                 .text(jobsJSON),
             ]
         )
@@ -64,7 +65,7 @@ struct IngestRecord: Sendable {
     var earlierWriteQuery: SQLQuery {
         SQLQuery(
             unsafeSQL: Self.earlierWriteSQL,
-            binds: [.bytea(body), .text(String(Int64((receivedAt.timeIntervalSince1970 * 1_000_000).rounded())))]
+            binds: [.bytea(body), .text(String(receivedAt.microsecondsSince1970))]
         )
     }
 
@@ -142,7 +143,7 @@ struct IngestBatchStatement {
             callbacks.optionalMember("rejection_reason", record.rejectionReason)
             callbacks.member("source", record.source.rawValue)
             callbacks.member("job_count", record.jobCount)
-            callbacks.member("received_us", Int(Int64((record.receivedAt.timeIntervalSince1970 * 1_000_000).rounded())))
+            callbacks.member("received_us", Int(record.receivedAt.microsecondsSince1970))
             callbacks.endObject()
         }
         callbacks.endArray()

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PostgresLibPQ
 import Synchronization
+import TimeUnits
 
 /// Lets requests wait until a job reaches a final state, woken by PostgreSQL `NOTIFY` (migration 0002),
 /// so a waiter on one replica hears about a callback stored by another, and nobody polls.
@@ -185,7 +186,7 @@ public final class JobCompletionListener: Sendable {
                 var metadata: Logger.Metadata = ["error": "\(error)"]
                 if let refusal = error.connectionRefusal { metadata["hint"] = "\(refusal)" }
                 logger.warning("job notifications unavailable; retrying", metadata: metadata)
-                Thread.sleep(forTimeInterval: Double(backoff.components.seconds) + Double(backoff.components.attoseconds) / 1e18)
+                Thread.sleep(forTimeInterval: backoff.inSeconds)
                 backoff = min(backoff * 2, configuration.maxReconnectDelay)
                 continue
             }

@@ -47,10 +47,10 @@ extension JobStore {
             body = StoredCallbackBodyInfo(
                 lastReceivedAt: try row.string("last_received_at"),
                 deliveryCount: try row.int("delivery_count"),
-                format: try row.optionalString("format"),
+                format: try row.optionalValue("format", as: CallbackFormat.self),
                 contentType: try row.optionalString("content_type"),
                 eventName: try row.optionalString("event_name"),
-                source: try row.string("source"),
+                source: try row.value("source", as: CallbackSource.self),
                 bodySize: try row.int("body_size")
             )
         }

@@ -303,7 +303,7 @@ public final class JobStore: Sendable {
                 StoredBody(
                     bytes: try row.bytes("body"),
                     contentType: try row.optionalString("content_type"),
-                    format: try row.optionalString("format"),
+                    format: try row.optionalValue("format", as: CallbackFormat.self),
                     truncated: try row.bool("body_truncated")
                 ))
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresLibPQ
+import TimeUnits
 
 /// One schema change: a file `NNNN_description.sql` of the repository's `migrations/` folder.
 public struct Migration: Sendable, Hashable {
@@ -139,7 +140,7 @@ public struct Migrator: Sendable {
     public var logger: Logger
     /// Blocks the calling thread (a pool connection's own thread, never the cooperative pool).
     var sleep: @Sendable (Duration) -> Void = { duration in
-        Thread.sleep(forTimeInterval: Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18)
+        Thread.sleep(forTimeInterval: duration.inSeconds)
     }
 
     public init(migrations: MigrationSet, configuration: MigratorConfiguration = MigratorConfiguration(), logger: Logger) {
@@ -160,7 +161,7 @@ public struct Migrator: Sendable {
         defer { _ = try? connection.query("SELECT set_config('statement_timeout', \(statementTimeout), false)") }
         try takeAdvisoryLock(connection)
         defer { _ = try? connection.query("SELECT pg_advisory_unlock(\(Self.advisoryLockKey))") }
-        let milliseconds = configuration.lockTimeout.components.seconds * 1000 + configuration.lockTimeout.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = configuration.lockTimeout.inMilliseconds
         try connection.query("SELECT set_config('lock_timeout', \("\(max(milliseconds, 1))ms"), false)")
         defer { _ = try? connection.execute(simpleSQL: "RESET lock_timeout") }
 

@@ -1,6 +1,7 @@
 import CIModel
 import Foundation
 import PostgresLibPQ
+import TimeUnits
 
 /// A job the store has not seen reach a final state, as the reconciler needs it.
 public struct OpenJob: Sendable, Hashable {
@@ -59,6 +60,6 @@ extension JobStore {
     }
 
     static func epochMicros(_ date: Date) -> Int64 {
-        Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        date.microsecondsSince1970
     }
 }

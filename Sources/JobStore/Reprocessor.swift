@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PostgresLibPQ
 import Synchronization
+import TimeUnits
 
 /// Which stored bodies a reprocess run covers.
 public struct ReprocessScope: Sendable, Hashable {
@@ -22,7 +23,7 @@ public struct ReprocessScope: Sendable, Hashable {
 
     /// The checkpoint's key: one per set of arguments, so a run resumes only what the same command began.
     public var runKey: String {
-        let micros = { (date: Date?) in date.map { String(Int64(($0.timeIntervalSince1970 * 1_000_000).rounded())) } ?? "-" }
+        let micros = { (date: Date?) in date.map { String($0.microsecondsSince1970) } ?? "-" }
         return "since=\(micros(since)) until=\(micros(until)) job=\(jobID ?? "-")"
     }
 }
@@ -146,19 +147,16 @@ public struct Reprocessor: Sendable {
         var callbackID: Int64
         var receivedMicros: Int64
         var bytes: [UInt8]
-        var outcome: String
+        var outcome: StoredOutcome
         var truncated: Bool
         var source: CallbackSource
     }
 
     static func storedBody(_ row: StrictRow) throws -> Body {
-        let sourceText = try row.string("source")
-        guard let source = CallbackSource(rawValue: sourceText) else {
-            throw StoredRowError.mistyped(try row.cell("source"), expected: "callback, submit or reconcile", read: row.read)
-        }
-        return Body(
+        Body(
             callbackID: try row.int64("callback_id"), receivedMicros: try row.int64("received_micros"), bytes: try row.bytes("body"),
-            outcome: try row.string("outcome"), truncated: try row.bool("body_truncated"), source: source)
+            outcome: try row.value("outcome", as: StoredOutcome.self), truncated: try row.bool("body_truncated"),
+            source: try row.value("source", as: CallbackSource.self))
     }
 
     /// Decodes `body` with the current decoder and writes what differs, inside the caller's transaction.
@@ -169,7 +167,7 @@ public struct Reprocessor: Sendable {
             // Callbacks went through the callback rule; CI's own answers (submit, reconcile) are envelopes.
             envelope = body.source == .callback ? try CallbackDecoder.decodeCallback(body.bytes) : try CallbackDecoder.decode(body.bytes)
         } catch {
-            if body.outcome == "rejected" { counts.stillRejected += 1 } else { counts.noLongerDecode += 1 }
+            if body.outcome == .rejected { counts.stillRejected += 1 } else { counts.noLongerDecode += 1 }
             return
         }
         if body.truncated {
@@ -178,17 +176,17 @@ public struct Reprocessor: Sendable {
         }
         let receivedAt = "('epoch'::timestamptz + \(body.receivedMicros)::int8 * interval '1 microsecond')"
         let jobs = JobStore.deduplicatedByJobID(envelope.jobs)
-        let outcome = jobs.isEmpty ? "no_jobs" : "accepted"
+        let outcome: StoredOutcome = jobs.isEmpty ? .noJobs : .accepted
         let updated = try connection.query(
             """
-            UPDATE ci_callbacks SET outcome = \(outcome), rejection_reason = NULL, format = \(envelope.format.rawValue),
+            UPDATE ci_callbacks SET outcome = \(outcome.rawValue), rejection_reason = NULL, format = \(envelope.format.rawValue),
                    event_name = \(envelope.eventName), job_count = \(jobs.count)
             WHERE callback_id = \(body.callbackID)::int8 AND received_at = \(unsafeRaw: receivedAt)
               AND (outcome, rejection_reason, format, event_name, job_count)
-                  IS DISTINCT FROM (\(outcome), NULL::text, \(envelope.format.rawValue), \(envelope.eventName), \(jobs.count)::int)
+                  IS DISTINCT FROM (\(outcome.rawValue), NULL::text, \(envelope.format.rawValue), \(envelope.eventName), \(jobs.count)::int)
             RETURNING 1
             """)
-        if body.outcome == "rejected" && !updated.isEmpty { counts.rejectedNowAccepted += 1 }
+        if body.outcome == .rejected && !updated.isEmpty { counts.rejectedNowAccepted += 1 }
         guard !jobs.isEmpty else { return }
 
         let jobIDs = jobs.map(\.jobID)
@@ -295,12 +293,12 @@ public struct Reprocessor: Sendable {
         sql.appendLiteral("::int8")
         if let since = scope.since {
             sql.appendLiteral(" AND c.received_at >= ('epoch'::timestamptz + ")
-            sql.appendInterpolation(Int64((since.timeIntervalSince1970 * 1_000_000).rounded()))
+            sql.appendInterpolation(since.microsecondsSince1970)
             sql.appendLiteral("::int8 * interval '1 microsecond')")
         }
         if let until = scope.until {
             sql.appendLiteral(" AND c.received_at < ('epoch'::timestamptz + ")
-            sql.appendInterpolation(Int64((until.timeIntervalSince1970 * 1_000_000).rounded()))
+            sql.appendInterpolation(until.microsecondsSince1970)
             sql.appendLiteral("::int8 * interval '1 microsecond')")
         }
         if let jobID = scope.jobID {

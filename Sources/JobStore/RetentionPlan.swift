@@ -1,4 +1,5 @@
 import Foundation
+import TimeUnits
 
 /// How long stored data is kept, and how far ahead partitions are made. One value, read by the in-process
 /// retention run and the `ci-callbackd retention` command alike.
@@ -108,7 +109,7 @@ public enum RetentionPlan {
             start = end
         }
         if let retention {
-            let cutoff = now.addingTimeInterval(-retention.seconds)
+            let cutoff = now.addingTimeInterval(-retention.inSeconds)
             for partition in existing.sorted(by: { ($0.upper ?? .distantFuture) < ($1.upper ?? .distantFuture) }) {
                 guard let upper = partition.upper, upper <= min(cutoff, now) else { continue }
                 actions.append(.drop(name: partition.name, detachPending: partition.detachPending))
@@ -146,12 +147,5 @@ public enum RetentionPlan {
             cutoff = min(cutoff, lower)
         }
         return cutoff
-    }
-}
-
-extension Duration {
-    /// Whole and fractional seconds.
-    var seconds: TimeInterval {
-        TimeInterval(components.seconds) + TimeInterval(components.attoseconds) / 1e18
     }
 }

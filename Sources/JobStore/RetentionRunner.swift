@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Logging
 import PostgresLibPQ
+import TimeUnits
 
 /// What one retention run did (or, dry, would do).
 public struct RetentionReport: Sendable, Hashable, CustomStringConvertible {
@@ -65,7 +66,7 @@ public struct RetentionRunner: Sendable {
     func runBlocking(now: Date, dryRun: Bool) throws -> RetentionReport {
         let connection = try PostgresConnection.connect(conninfo, settings: settings)
         defer { connection.close() }
-        try connection.execute(simpleSQL: "SET lock_timeout = '\(Int64(policy.lockTimeout.seconds * 1000))ms'")
+        try connection.execute(simpleSQL: "SET lock_timeout = '\(policy.lockTimeout.inMilliseconds)ms'")
         var report = RetentionReport()
         var remainingBodies: [PartitionInfo] = []
         for (table, retention, ahead) in tables {
@@ -103,7 +104,7 @@ public struct RetentionRunner: Sendable {
         }
         if let retention = policy.jobRetention {
             // A job goes when its last callback is that old; first ≤ last, so the received index finds them.
-            let cutoff = Self.literal(now.addingTimeInterval(-retention.seconds))
+            let cutoff = Self.literal(now.addingTimeInterval(-retention.inSeconds))
             report.jobsDeleted = try deleteInBatches(
                 dryRun: dryRun, on: connection,
                 count: "SELECT count(*)::int8 AS n FROM ci_jobs WHERE first_received_at < '\(cutoff)'::timestamptz AND last_received_at < '\(cutoff)'::timestamptz",
@@ -152,7 +153,7 @@ public struct RetentionRunner: Sendable {
             """)
         return try rows.map { row in
             let row = StrictRow(row, read: "partitions")
-            let instant = { (micros: Int64?) in micros.map { Date(timeIntervalSince1970: TimeInterval($0) / 1_000_000) } }
+            let instant = { (micros: Int64?) in micros.map(Date.init(microsecondsSince1970:)) }
             return PartitionInfo(
                 name: try row.string("name"), lower: instant(try row.optionalInt("lower_micros").map(Int64.init)),
                 upper: instant(try row.optionalInt("upper_micros").map(Int64.init)), detachPending: try row.bool("detach_pending"))
@@ -189,7 +190,7 @@ public struct RetentionRunner: Sendable {
 
     /// `2026-12-05 00:00:00.000000+00`: an instant PostgreSQL reads the same in any session time zone.
     static func literal(_ date: Date) -> String {
-        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        let micros = date.microsecondsSince1970
         let seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
         let parts = PartitionedTable.utc.dateComponents(
             [.year, .month, .day, .hour, .minute, .second], from: Date(timeIntervalSince1970: TimeInterval(seconds)))

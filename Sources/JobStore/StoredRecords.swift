@@ -3,7 +3,7 @@ import Foundation
 
 /// Where a stored JobsDetail came from: CI calling us, our own submit request, or our reconciler
 /// asking CI about a job.
-public enum CallbackSource: String, Sendable, Hashable {
+public enum CallbackSource: String, Sendable, Hashable, CaseIterable {
     case callback
     case submit
     case reconcile
@@ -100,11 +100,22 @@ public struct StoredCallback: Sendable, Hashable {
 public struct StoredCallbackBodyInfo: Sendable, Hashable {
     public var lastReceivedAt: String
     public var deliveryCount: Int
-    public var format: String?
+    /// Nil for a rejected body that is neither XML nor JSON.
+    public var format: CallbackFormat?
     public var contentType: String?
     public var eventName: String?
-    public var source: String
+    public var source: CallbackSource
     public var bodySize: Int
+}
+
+/// What became of a stored callback (the `outcome` column).
+public enum StoredOutcome: String, Sendable, Hashable, CaseIterable {
+    /// Stored, with at least one job.
+    case accepted
+    /// Stored, with no job (WorkflowFinish).
+    case noJobs = "no_jobs"
+    /// Refused with 400; the body is kept (capped) for operators and `reprocess`.
+    case rejected
 }
 
 /// A callback body lookup's answer.
@@ -131,7 +142,8 @@ public enum CallbackVerification: String, Sendable, Hashable {
 public struct StoredBody: Sendable, Hashable {
     public var bytes: [UInt8]
     public var contentType: String?
-    public var format: String?
+    /// Nil for a rejected body that is neither XML nor JSON.
+    public var format: CallbackFormat?
     public var truncated: Bool
 }
 

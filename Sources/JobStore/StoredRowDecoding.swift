@@ -111,6 +111,22 @@ struct StrictRow {
         return value
     }
 
+    /// A text column holding one of `T`'s raw values; any other text is a mistyped column.
+    func value<T: RawRepresentable & CaseIterable>(_ column: String, as type: T.Type) throws(StoredRowError) -> T where T.RawValue == String {
+        guard let value = try optionalValue(column, as: type) else { throw .null(column, read: read) }
+        return value
+    }
+
+    /// ``value(_:as:)`` that allows NULL.
+    func optionalValue<T: RawRepresentable & CaseIterable>(_ column: String, as type: T.Type) throws(StoredRowError) -> T?
+    where T.RawValue == String {
+        guard let text = try optionalString(column) else { return nil }
+        guard let value = T(rawValue: text) else {
+            throw .mistyped(try cell(column), expected: "one of " + T.allCases.map { "\($0.rawValue)" }.joined(separator: ", "), read: read)
+        }
+        return value
+    }
+
     /// A `text[]` column; nil for SQL NULL.
     func optionalTextArray(_ column: String) throws(StoredRowError) -> [String]? {
         let cell = try cell(column)

@@ -1,6 +1,7 @@
 import CIModel
 import Foundation
 import PostgresLibPQ
+import TimeUnits
 
 /// A push subscription as stored.
 public struct WebhookSubscription: Sendable, Hashable {
@@ -282,7 +283,7 @@ extension JobStore {
     /// pending delivery of the same job to the same subscription (each job's events go out in order, one at
     /// a time). The attempt is counted and recorded as started in the same statement.
     public func leaseDeliveries(limit: Int, lease: Duration) async throws -> [LeasedDelivery] {
-        let leaseMilliseconds = lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000
+        let leaseMilliseconds = lease.inMilliseconds
         return try await withConnection { connection in
             try connection.query(
                 SQLQuery(unsafeSQL: WebhookSQL.lease, binds: [.text(String(max(limit, 1))), .text(String(leaseMilliseconds))])

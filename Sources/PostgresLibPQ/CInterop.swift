@@ -7,6 +7,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import TimeUnits
 
 /// Query parameters laid out for `PQexecPrepared` / `PQsendQueryPrepared`.
 ///
@@ -152,7 +153,7 @@ enum SocketWait {
             var milliseconds: Int32 = -1
             if let deadline {
                 let remaining = deadline - ContinuousClock.now
-                milliseconds = remaining <= .zero ? 0 : Self.milliseconds(rounding: remaining)
+                milliseconds = remaining <= .zero ? 0 : Int32(clamping: remaining.inMillisecondsRoundedUp)
             }
             let ready = poll(&descriptor, 1, milliseconds)
             if ready < 0 {
@@ -168,12 +169,6 @@ enum SocketWait {
         }
     }
 
-    /// Rounds up so a short positive wait never becomes a busy `poll(…, 0)`.
-    static func milliseconds(rounding duration: Duration) -> Int32 {
-        let (seconds, attoseconds) = duration.components
-        let total = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-        return Int32(clamping: total)
-    }
 }
 
 /// Copies a C string from libpq, or `nil` for a NULL pointer.

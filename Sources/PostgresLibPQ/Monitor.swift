@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import TimeUnits
 
 /// A pthread mutex with several condition variables that time out on the monotonic clock.
 ///
@@ -75,10 +76,10 @@ final class Monitor: @unchecked Sendable {
         #else
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
-        let (seconds, attoseconds) = remaining.components
+        let nanoseconds = remaining.inNanoseconds
         var absolute = timespec(
-            tv_sec: now.tv_sec + Int(seconds),
-            tv_nsec: now.tv_nsec + Int(attoseconds / 1_000_000_000)
+            tv_sec: now.tv_sec + Int(nanoseconds / 1_000_000_000),
+            tv_nsec: now.tv_nsec + Int(nanoseconds % 1_000_000_000)
         )
         if absolute.tv_nsec >= 1_000_000_000 {
             absolute.tv_sec += 1
@@ -108,8 +109,8 @@ final class Monitor: @unchecked Sendable {
 
     #if canImport(Darwin)
     private static func timespec(_ duration: Duration) -> timespec {
-        let (seconds, attoseconds) = duration.components
-        return Darwin.timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+        let nanoseconds = duration.inNanoseconds
+        return Darwin.timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     }
     #endif
 }

@@ -1,3 +1,4 @@
+import TimeUnits
 /// How long a connection may wait for PostgreSQL, and how a dead peer is noticed: one set of bounds for every
 /// connection the service makes (the pool, the LISTEN connection, the sweep lock, migrations).
 ///
@@ -56,13 +57,13 @@ public struct PostgresConnectionSettings: Sendable, Hashable {
             (key: "keepalives_idle", value: String(Self.wholeSeconds(self.keepalivesIdle))),
             (key: "keepalives_interval", value: String(Self.wholeSeconds(self.keepalivesInterval))),
             (key: "keepalives_count", value: String(max(1, self.keepalivesCount))),
-            (key: "tcp_user_timeout", value: String(Self.milliseconds(self.effectiveTCPUserTimeout))),
+            (key: "tcp_user_timeout", value: String(max(0, self.effectiveTCPUserTimeout.inMillisecondsRoundedUp))),
         ]
     }
 
     /// The `SET` that applies ``statementTimeout`` (milliseconds; 0 is PostgreSQL's "no limit").
     public var statementTimeoutSQL: String {
-        "SET statement_timeout = \(Self.milliseconds(self.statementTimeout))"
+        "SET statement_timeout = \(max(0, self.statementTimeout.inMillisecondsRoundedUp))"
     }
 
     /// Rounded up, and at least 1, so a sub-second setting never becomes libpq's "no timeout" (0).
@@ -70,8 +71,4 @@ public struct PostgresConnectionSettings: Sendable, Hashable {
         max(1, Int((duration / .seconds(1)).rounded(.up)))
     }
 
-    static func milliseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return max(0, seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
-    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TimeUnits
 
 /// A fixed set of PostgreSQL connections, each living on its OWN thread, shared by async callers.
 ///
@@ -299,13 +300,12 @@ final class PoolCore: @unchecked Sendable {
     func statistics() -> PostgresPool.Statistics {
         self.monitor.lock()
         defer { self.monitor.unlock() }
-        let (seconds, attoseconds) = self.totalWait.components
         return PostgresPool.Statistics(
             size: self.configuration.size,
             open: self.open,
             inUse: self.inUse,
             waiting: self.queue.count,
-            totalWaitSeconds: Double(seconds) + Double(attoseconds) / 1e18,
+            totalWaitSeconds: self.totalWait.inSeconds,
             acquired: self.acquired
         )
     }

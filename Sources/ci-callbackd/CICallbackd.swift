@@ -211,8 +211,13 @@ struct Serve: AsyncParsableCommand {
     var maxInflightBodyBytes: String?
 
     @Option(
+        name: .customLong("request-read-timeout"),
+        help: "Time to receive a whole request, head and body, once it starts, e.g. 10s. [env: REQUEST_READ_TIMEOUT, default: \(SettingFormat.duration(ServeDefaults.server.limits.requestReadTimeout))]")
+    var requestReadTimeout: String?
+
+    @Option(
         name: .customLong("header-timeout"),
-        help: "Time to receive a whole request once it starts, e.g. 10s. [env: HEADER_TIMEOUT, default: \(SettingFormat.duration(ServeDefaults.server.limits.headerReadTimeout))]")
+        help: "Deprecated name of --request-read-timeout (it always bounded the body too). [env: HEADER_TIMEOUT, deprecated name of REQUEST_READ_TIMEOUT]")
     var headerTimeout: String?
 
     @Option(
@@ -287,9 +292,8 @@ struct Serve: AsyncParsableCommand {
         server.limits.maxInflightBodyBytes = try resolver.required(
             flag: maxInflightBodyBytes, flagName: "max-inflight-body-bytes", env: "MAX_INFLIGHT_BODY_BYTES",
             default: server.limits.maxInflightBodyBytes, parse: SettingParsers.byteSize, expected: "a size such as 64m")
-        server.limits.headerReadTimeout = try resolver.required(
-            flag: headerTimeout, flagName: "header-timeout", env: "HEADER_TIMEOUT", default: server.limits.headerReadTimeout,
-            parse: SettingParsers.duration, expected: "a duration such as 10s")
+        server.limits.requestReadTimeout = try resolver.requestReadTimeout(
+            flag: requestReadTimeout, deprecatedFlag: headerTimeout, default: server.limits.requestReadTimeout)
         server.limits.idleTimeout = try resolver.required(
             flag: idleTimeout, flagName: "idle-timeout", env: "IDLE_TIMEOUT", default: server.limits.idleTimeout,
             parse: SettingParsers.duration, expected: "a duration such as 60s")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import TimeUnits
 
 /// Resolves a setting from its command-line flag, else its environment variable, else a default, so a
 /// bad value names where it came from.
@@ -29,6 +30,27 @@ struct SettingResolver {
         flag: String?, flagName: String, env: String, default defaultValue: T, parse: (String) -> T?, expected: String
     ) throws -> T {
         try value(flag: flag, flagName: flagName, env: env, default: defaultValue, parse: parse, expected: expected) ?? defaultValue
+    }
+
+    /// `--request-read-timeout` / `REQUEST_READ_TIMEOUT`, also read under its deprecated names
+    /// `--header-timeout` / `HEADER_TIMEOUT` (it always bounded the body too, so the old name misled).
+    ///
+    /// A flag beats an environment variable, whichever name each uses. Giving both names at the same level
+    /// (both flags, or both variables) is an error, since which one was meant is a guess.
+    func requestReadTimeout(flag: String?, deprecatedFlag: String?, default defaultValue: Duration) throws -> Duration {
+        if flag != nil, deprecatedFlag != nil {
+            throw ValidationError("--request-read-timeout and --header-timeout are one setting (--header-timeout is its deprecated name): give only --request-read-timeout")
+        }
+        let newEnvironment = environment["REQUEST_READ_TIMEOUT"].map { !$0.isEmpty } ?? false
+        let oldEnvironment = environment["HEADER_TIMEOUT"].map { !$0.isEmpty } ?? false
+        if newEnvironment, oldEnvironment {
+            throw ValidationError("REQUEST_READ_TIMEOUT and HEADER_TIMEOUT are one setting (HEADER_TIMEOUT is its deprecated name): set only REQUEST_READ_TIMEOUT")
+        }
+        let useOldFlag = flag == nil && deprecatedFlag != nil
+        return try required(
+            flag: flag ?? deprecatedFlag, flagName: useOldFlag ? "header-timeout" : "request-read-timeout",
+            env: oldEnvironment ? "HEADER_TIMEOUT" : "REQUEST_READ_TIMEOUT", default: defaultValue,
+            parse: SettingParsers.duration, expected: "a duration such as 10s")
     }
 
     /// `--database-url` or `DATABASE_URL`; there is no sensible default, so its absence is an error.
@@ -100,7 +122,7 @@ enum SettingParsers {
 enum SettingFormat {
     /// `250ms`, `60s`, `5m`, `24h`: a larger unit only once the smaller one passes 120.
     static func duration(_ duration: Duration) -> String {
-        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = duration.inMilliseconds
         guard milliseconds % 1000 == 0 else { return "\(milliseconds)ms" }
         let seconds = milliseconds / 1000
         guard seconds > 120, seconds % 60 == 0 else { return "\(seconds)s" }

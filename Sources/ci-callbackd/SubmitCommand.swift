@@ -46,8 +46,8 @@ struct Submit: AsyncParsableCommand {
         }
     }
 
-    private func format() throws -> CICallbackFormat {
-        guard let format = CICallbackFormat(rawValue: callbackFormat.uppercased()) else {
+    private func format() throws -> CallbackFormat {
+        guard let format = CallbackFormat(rawValue: callbackFormat.uppercased()) else {
             throw ValidationError("--callback-format '\(callbackFormat)' is not valid: expected json or xml")
         }
         return format

@@ -1,3 +1,4 @@
+import CIModel
 import COSSigning
 import Foundation
 import Testing

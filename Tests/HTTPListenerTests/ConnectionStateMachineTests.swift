@@ -12,7 +12,7 @@ private func ms(_ value: UInt64) -> UInt64 { value * 1_000_000 }
 private func machine(pipeline: Int = 16, gate: Machine.Gate = .unlimited, at now: UInt64 = 0) -> Machine {
     var limits = ListenerLimits()
     limits.maxPipelinedRequests = pipeline
-    limits.headerReadTimeout = .seconds(10)
+    limits.requestReadTimeout = .seconds(10)
     limits.idleTimeout = .seconds(60)
     return Machine(configuration: .init(limits: limits, lingerTimeout: ms(2000), maxLingerBytes: 100), remoteAddress: "10.0.0.1", gate: gate, now: now)
 }

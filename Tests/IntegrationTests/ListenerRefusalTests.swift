@@ -229,7 +229,7 @@ private struct RefusalTestService: Sendable {
         configuration.port = 0
         configuration.eventLoopCount = 1
         configuration.limits.parser = HTTPParserLimits(maxHeaderBytes: 1024, maxBodyBytes: 10_000)
-        configuration.limits.headerReadTimeout = .milliseconds(300)
+        configuration.limits.requestReadTimeout = .milliseconds(300)
         configuration.limits.maxInflightBodyBytes = 1000
         configure(&configuration.limits)
         let hold = Hold()

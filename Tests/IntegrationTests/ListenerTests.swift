@@ -425,7 +425,7 @@ private func expectPlainRefusal(_ response: ListenerTestResponse, status: Int) {
 }
 
 @Test func listener_IncompleteRequestGets408AfterReadTimeout() async throws {
-    try await withListenerServer(configure: { $0.limits.headerReadTimeout = .milliseconds(300) }) { port in
+    try await withListenerServer(configure: { $0.limits.requestReadTimeout = .milliseconds(300) }) { port in
         try await listenerBlocking {
             let client = try ListenerTestClient(port: port)
             let started = ContinuousClock.now

@@ -221,7 +221,7 @@ struct LoopTests {
                 try await Task.sleep(for: .milliseconds(20))
             }
             let report = await rig.reconciler.sweep()
-            #expect(report.result == "ok")
+            #expect(report.result == .ok)
             #expect(report.discovered == 1)
             let job = try await rig.service.get("/v1/jobs/\(jobID)/watermark").json()
             #expect(job["State"] as? String == "Success")
@@ -245,7 +245,7 @@ struct LoopTests {
                 try await Task.sleep(for: .milliseconds(20))
             }
             let report = await rig.reconciler.sweep()
-            #expect(report.result == "ok")
+            #expect(report.result == .ok)
             #expect(report.checked == 1)
         }
     }
@@ -255,8 +255,8 @@ struct LoopTests {
         try await LoopRig.with { rig in
             let other = SweepLock(conninfo: conninfo(testDatabaseURL, searchPath: rig.service.schema), logger: loopTestLogger)
             let report = try await other.withLock { await rig.reconciler.sweep() }
-            #expect(report?.result == "skipped")
-            #expect(await rig.reconciler.sweep().result == "ok")
+            #expect(report?.result == .skipped)
+            #expect(await rig.reconciler.sweep().result == .ok)
             await other.close()
             #expect(rig.metricsText().contains(#"ci_reconcile_sweeps_total{result="skipped"} 1"#))
         }

@@ -8,7 +8,7 @@ private func submit(
     _ harness: CISimulatorTestHarness,
     object: String = "input/demo.mp4",
     to receiver: CISimulatorCallbackReceiver,
-    format: CICallbackFormat = .json
+    format: CallbackFormat = .json
 ) async throws -> String {
     let response = try await harness.client().submitWatermarkExtraction(
         WatermarkExtractionRequest(object: object, userData: "cb-test", callbackURL: receiver.url, callbackFormat: format))

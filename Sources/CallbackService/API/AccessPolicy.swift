@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import COSSigning
 
 /// Who may call what.
 ///
@@ -67,7 +68,7 @@ public struct AccessPolicy: Sendable {
     public func matchingAPIToken(_ candidate: String) -> String? {
         let candidateBytes = Array(candidate.utf8)
         var matched: String?
-        for token in apiTokens where Self.constantTimeEquals(candidateBytes, Array(token.utf8)) {
+        for token in apiTokens where Digest.constantTimeEqual(candidateBytes, Array(token.utf8)) {
             matched = token
         }
         return matched
@@ -86,20 +87,9 @@ public struct AccessPolicy: Sendable {
         let candidateBytes = Array((candidate ?? "").utf8)
         var matched = false
         for token in tokens {
-            matched = constantTimeEquals(candidateBytes, Array(token.utf8)) || matched
+            matched = Digest.constantTimeEqual(candidateBytes, Array(token.utf8)) || matched
         }
         return candidate != nil && matched
-    }
-
-    static func constantTimeEquals(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: lhs.count ^ rhs.count)
-        let length = max(lhs.count, rhs.count)
-        for index in 0..<length {
-            let left = index < lhs.count ? lhs[index] : 0
-            let right = index < rhs.count ? rhs[index] : 0
-            difference |= left ^ right
-        }
-        return difference == 0 && lhs.count == rhs.count
     }
 }
 

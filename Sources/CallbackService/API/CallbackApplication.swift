@@ -5,6 +5,7 @@ import HTTPWire
 import JobStore
 import Logging
 import Synchronization
+import TimeUnits
 
 /// The HTTP face of ci-callbackd: routes each request, logs one line for it, and turns every error
 /// into a JSON error body. Its `respond(to:)` is what the listener calls.
@@ -275,8 +276,7 @@ public struct CallbackApplication: Sendable {
     /// `1.234` for 1234 µs. Integer arithmetic: Foundation's `String(format:)` was a visible share of the
     /// per-request CPU.
     static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let micros = max(0, seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
+        let micros = max(0, duration.inMicroseconds)
         let fraction = String(micros % 1000)
         return String(micros / 1000) + "." + String(repeating: "0", count: 3 - fraction.utf8.count) + fraction
     }

@@ -21,20 +21,22 @@ extension CallbackApplication {
         let prepared: JobStore.PreparedIngest
         let format: CallbackFormat
         let eventName: String?
+        // Detected once: a rejected body is stored and counted by its format too.
+        let detectedFormat = CallbackDecoder.detectFormat(request.body)
         do {
-            let envelope = try CallbackDecoder.decodeCallback(request.body)
+            let envelope = try CallbackDecoder.decodeCallback(request.body, detectedFormat: detectedFormat)
             format = envelope.format
             eventName = envelope.eventName
             prepared = store.prepareIngest(envelope, body: received)
         } catch {
             do {
-                try await store.recordRejected(received, format: CallbackDecoder.detectFormat(request.body), reason: error.reason)
+                try await store.recordRejected(received, format: detectedFormat, reason: error.reason)
             } catch {
                 // The answer is 400 either way: the body is wrong, and a retry of it would be too.
                 logger.error("could not keep a rejected callback", metadata: ["error": "\(error)"])
             }
             logger.notice("callback rejected", metadata: ["callback.reason": "\(error.reason)"])
-            metrics.recordCallback(format: CallbackDecoder.detectFormat(request.body), outcome: .rejected)
+            metrics.recordCallback(format: detectedFormat, outcome: .rejected)
             throw APIError.invalidCallback(error.reason)
         }
 

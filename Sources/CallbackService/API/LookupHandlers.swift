@@ -62,8 +62,8 @@ extension CallbackApplication {
                 if let body = callback.body {
                     json.member("LastReceivedTime", body.lastReceivedAt)
                     json.member("DeliveryCount", body.deliveryCount)
-                    json.member("Source", body.source)
-                    json.member("Format", body.format)
+                    json.member("Source", body.source.rawValue)
+                    json.member("Format", body.format?.rawValue)
                     json.member("ContentType", body.contentType)
                     json.member("EventName", body.eventName)
                 }
@@ -110,9 +110,9 @@ extension CallbackApplication {
         }
         let contentType =
             switch body.format {
-            case "XML": "application/xml; charset=utf-8"
-            case "JSON": "application/json; charset=utf-8"
-            default: "application/octet-stream"
+            case .xml: "application/xml; charset=utf-8"
+            case .json: "application/json; charset=utf-8"
+            case nil: "application/octet-stream"
             }
         var headers: HTTPHeaders = [
             "Content-Type": contentType,

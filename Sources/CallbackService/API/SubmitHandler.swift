@@ -56,7 +56,7 @@ extension CallbackApplication {
         var object: String
         var userData: String?
         var jobLevel: Int?
-        var callbackFormat: CICallbackFormat
+        var callbackFormat: CallbackFormat
     }
 
     /// The body as sent. A member may be absent, but not `null`: a client that sends `null` meant
@@ -108,9 +108,9 @@ extension CallbackApplication {
         guard let object = decoded.object else {
             throw APIError.invalidParameter("Object", "is required")
         }
-        var format = CICallbackFormat.json
+        var format = CallbackFormat.json
         if let text = decoded.callbackFormat {
-            guard let parsed = CICallbackFormat(rawValue: text) else {
+            guard let parsed = CallbackFormat(rawValue: text) else {
                 throw APIError.invalidParameter("CallBackFormat", "must be JSON or XML")
             }
             format = parsed

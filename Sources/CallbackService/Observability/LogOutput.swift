@@ -3,6 +3,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import TimeUnits
 import CIModel
 import Synchronization
 
@@ -125,7 +126,7 @@ public final class LogOutput: Sendable {
             wake.signal()
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { return false }
-            _ = wrote.wait(timeout: .now() + .nanoseconds(Int(Self.nanoseconds(min(remaining, configuration.flushInterval)))))
+            _ = wrote.wait(timeout: .now() + .nanoseconds(Int(min(remaining, configuration.flushInterval).inNanoseconds)))
         }
     }
 
@@ -143,7 +144,7 @@ public final class LogOutput: Sendable {
 
     /// The writer thread: swaps the buffer out under the lock, writes it outside.
     private func runWriter() {
-        let interval = Int(Self.nanoseconds(configuration.flushInterval))
+        let interval = Int(configuration.flushInterval.inNanoseconds)
         var chunk: [UInt8] = []
         while true {
             _ = wake.wait(timeout: .now() + .nanoseconds(interval))
@@ -182,11 +183,6 @@ public final class LogOutput: Sendable {
             json.endObject()
             return json.bytes + [0x0A]
         }
-    }
-
-    private static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
     private static func writeAll(_ bytes: [UInt8], to descriptor: Int32) {

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Metrics
+import TimeUnits
 
 extension ServiceMetrics {
     /// A job submitted to CI through `POST /v1/watermark-extractions`.
@@ -7,12 +8,11 @@ extension ServiceMetrics {
         Counter(label: "ci_submissions_total", factory: metricsFactory).increment()
     }
 
-    /// One reconciliation sweep. `result`: ok, skipped (another replica held the lock) or error.
-    func recordSweep(result: String, duration: Duration) {
-        Counter(label: "ci_reconcile_sweeps_total", dimensions: [("result", result)], factory: metricsFactory).increment()
-        let (seconds, attoseconds) = duration.components
+    /// One reconciliation sweep and how it ended.
+    func recordSweep(result: SweepResult, duration: Duration) {
+        Counter(label: "ci_reconcile_sweeps_total", dimensions: [("result", result.rawValue)], factory: metricsFactory).increment()
         Metrics.Timer(label: "ci_reconcile_sweep_duration_seconds", factory: metricsFactory)
-            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            .recordNanoseconds(duration.inNanoseconds)
     }
 
     /// Jobs a sweep handled. `outcome`: checked, corrected, discovered or missing.
@@ -32,9 +32,8 @@ extension ServiceMetrics {
 
     /// Time from a held callback's arrival to CI's verdict on it.
     func recordVerificationDelay(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
         Metrics.Timer(label: "ci_callback_verification_delay_seconds", factory: metricsFactory)
-            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            .recordNanoseconds(duration.inNanoseconds)
     }
 
     /// The verification queue after a pass: callbacks still pending, and the age of the oldest (0 when

@@ -6,6 +6,7 @@ import JobStore
 import Metrics
 import Prometheus
 import Synchronization
+import TimeUnits
 
 /// The service's metrics, recorded through swift-metrics and exposed by swift-prometheus at `/metrics`.
 ///
@@ -66,7 +67,7 @@ public final class ServiceMetrics: Sendable {
             return made
         }
         counter.increment()
-        timer.recordNanoseconds(Self.nanoseconds(duration))
+        timer.recordNanoseconds(duration.inNanoseconds)
     }
 
     /// One refusal by the listener itself (``HTTPRefusal``): `reason` is one of a fixed set, `status` the code
@@ -132,7 +133,7 @@ public final class ServiceMetrics: Sendable {
     }
 
     func recordCommit(duration: Duration) {
-        Metrics.Timer(label: "db_commit_duration_seconds", factory: factory).recordNanoseconds(Self.nanoseconds(duration))
+        Metrics.Timer(label: "db_commit_duration_seconds", factory: factory).recordNanoseconds(duration.inNanoseconds)
     }
 
     /// Brings the gauges that mirror other components up to date, then renders the Prometheus text.
@@ -160,11 +161,6 @@ public final class ServiceMetrics: Sendable {
         }
         Counter(label: "log_lines_dropped_total", factory: factory).increment(by: newlyDropped)
         return registry.emitToBuffer()
-    }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
 

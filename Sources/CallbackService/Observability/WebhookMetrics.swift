@@ -1,6 +1,7 @@
 import JobStore
 import Metrics
 import Synchronization
+import TimeUnits
 
 extension ServiceMetrics {
     /// A sequencer round: events given feed positions and deliveries queued.
@@ -15,7 +16,7 @@ extension ServiceMetrics {
     /// One delivery attempt: its outcome (succeeded, retried, failed, gone) and how long it took.
     func recordDeliveryAttempt(outcome: String, duration: Duration) {
         Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: metricsFactory).increment()
-        Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: metricsFactory).recordNanoseconds(Self.nanoseconds(duration))
+        Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: metricsFactory).recordNanoseconds(duration.inNanoseconds)
     }
 
     /// Pending deliveries and the oldest one's age per subscription, and which subscriptions are failing or

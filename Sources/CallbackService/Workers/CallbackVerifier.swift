@@ -4,6 +4,7 @@ import Foundation
 import JobStore
 import Logging
 import ServiceLifecycle
+import TimeUnits
 
 /// How the ``CallbackVerifier`` paces itself.
 public struct CallbackVerifierConfiguration: Sendable, Hashable {
@@ -159,14 +160,13 @@ public final class CallbackVerifier: Service, Sendable {
             metrics.recordVerifications(result: "confirmed", count: report.confirmed)
             metrics.recordVerifications(result: "contradicted", count: report.contradicted)
             metrics.recordVerifications(result: "error", count: report.errors)
-            let (seconds, attoseconds) = started.duration(to: .now).components
             logger.info(
                 "callback verification batch",
                 metadata: [
                     "verify.callbacks": "\(pending.count)", "verify.confirmed": "\(report.confirmed)",
                     "verify.contradicted": "\(report.contradicted)", "verify.errors": "\(report.errors)",
                     "verify.settled_elsewhere": "\(report.settledElsewhere)",
-                    "duration_ms": "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)",
+                    "duration_ms": "\(started.duration(to: .now).inMilliseconds)",
                 ])
         }
         await recordBacklog()
@@ -294,15 +294,14 @@ public final class CallbackVerifier: Service, Sendable {
         do {
             let backlog = try await store.verificationBacklog()
             let age = backlog.oldestReceivedMicros.map { Self.delay(since: $0, until: Date()) } ?? .zero
-            let (seconds, attoseconds) = age.components
-            metrics.recordVerificationBacklog(pending: backlog.pending, oldestAgeSeconds: Double(seconds) + Double(attoseconds) / 1e18)
+            metrics.recordVerificationBacklog(pending: backlog.pending, oldestAgeSeconds: age.inSeconds)
         } catch {
             logger.debug("reading the verification backlog failed", metadata: ["error": "\(error)"])
         }
     }
 
     private static func delay(since micros: Int64, until date: Date) -> Duration {
-        let now = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        let now = date.microsecondsSince1970
         return .microseconds(max(0, now - micros))
     }
 }

@@ -5,6 +5,7 @@ import JobStore
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TimeUnits
 
 /// How often and how far back the ``Reconciler`` looks.
 public struct ReconcilerConfiguration: Sendable, Hashable {
@@ -29,10 +30,19 @@ public struct ReconcilerConfiguration: Sendable, Hashable {
     public init() {}
 }
 
+/// How a reconcile sweep ended: the `result` label of `ci_reconcile_sweeps_total`.
+public enum SweepResult: String, Sendable, Hashable, CaseIterable {
+    /// The sweep ran to the end.
+    case ok
+    /// Another replica held the sweep lock; this one did nothing.
+    case skipped
+    /// The sweep or one of its batches failed; the next sweep tries again.
+    case error
+}
+
 /// What one sweep did; also what the sweep's log line and metrics report.
 public struct SweepReport: Sendable, Hashable, CustomStringConvertible {
-    /// `ok`, `skipped` (another replica held the lock) or `error`.
-    public var result: String = "ok"
+    public var result: SweepResult = .ok
     /// Open jobs described.
     public var checked = 0
     /// Jobs whose stored state changed because of CI's answer.
@@ -47,7 +57,7 @@ public struct SweepReport: Sendable, Hashable, CustomStringConvertible {
     public init() {}
 
     public var description: String {
-        "result=\(result) checked=\(checked) corrected=\(corrected) discovered=\(discovered) missing=\(missing) listed=\(listed)"
+        "result=\(result.rawValue) checked=\(checked) corrected=\(corrected) discovered=\(discovered) missing=\(missing) listed=\(listed)"
     }
 }
 
@@ -106,14 +116,14 @@ public final class Reconciler: Service, Sendable {
                 report = done
             } else {
                 report = SweepReport()
-                report.result = "skipped"
+                report.result = .skipped
             }
         } catch is CancellationError {
             report = SweepReport()
-            report.result = "error"
+            report.result = .error
         } catch {
             report = SweepReport()
-            report.result = "error"
+            report.result = .error
             logger.warning("reconcile sweep failed", metadata: ["error": "\(error)"])
         }
         let elapsed = started.duration(to: .now)
@@ -122,14 +132,13 @@ public final class Reconciler: Service, Sendable {
         metrics.recordReconciledJobs(outcome: "corrected", count: report.corrected)
         metrics.recordReconciledJobs(outcome: "discovered", count: report.discovered)
         metrics.recordReconciledJobs(outcome: "missing", count: report.missing)
-        let (seconds, attoseconds) = elapsed.components
         logger.info(
             "reconcile sweep",
             metadata: [
-                "reconcile.result": "\(report.result)", "reconcile.checked": "\(report.checked)",
+                "reconcile.result": "\(report.result.rawValue)", "reconcile.checked": "\(report.checked)",
                 "reconcile.corrected": "\(report.corrected)", "reconcile.discovered": "\(report.discovered)",
                 "reconcile.missing": "\(report.missing)", "reconcile.listed": "\(report.listed)",
-                "duration_ms": "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)",
+                "duration_ms": "\(elapsed.inMilliseconds)",
             ])
         return report
     }
@@ -137,9 +146,9 @@ public final class Reconciler: Service, Sendable {
     private func sweepLocked() async throws -> SweepReport {
         var report = SweepReport()
         let now = Date()
-        let windowStart = now.addingTimeInterval(-Self.seconds(configuration.window))
+        let windowStart = now.addingTimeInterval(-configuration.window.inSeconds)
         let open = try await store.openJobs(
-            lastHeardBefore: now.addingTimeInterval(-Self.seconds(configuration.age)), firstSeenAfter: windowStart,
+            lastHeardBefore: now.addingTimeInterval(-configuration.age.inSeconds), firstSeenAfter: windowStart,
             limit: configuration.maxOpenJobsPerSweep)
         let localStates = Dictionary(open.map { ($0.jobID, $0.state) }, uniquingKeysWith: { first, _ in first })
         // A JobId CI could not have issued (a forged callback's) would make CI refuse the whole batch.
@@ -166,7 +175,7 @@ public final class Reconciler: Service, Sendable {
             report.corrected += try await CIJobAnswers.storeChanged(response, known: localStates, discover: false, into: store).corrected
         }
 
-        if failedBatches > 0 { report.result = "error" }
+        if failedBatches > 0 { report.result = .error }
 
         if shouldList() {
             report.listed = true
@@ -189,10 +198,5 @@ public final class Reconciler: Service, Sendable {
             last = now
             return true
         }
-    }
-
-    private static func seconds(_ duration: Duration) -> TimeInterval {
-        let (seconds, attoseconds) = duration.components
-        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
     }
 }

@@ -33,7 +33,7 @@ public struct WatermarkSubmitter: Sendable {
 
     /// Builds the CI request for an object, with this submitter's callback URL.
     public func request(
-        object: String, userData: String?, jobLevel: Int?, callbackFormat: CICallbackFormat = .json
+        object: String, userData: String?, jobLevel: Int?, callbackFormat: CallbackFormat = .json
     ) -> WatermarkExtractionRequest {
         WatermarkExtractionRequest(
             object: object, userData: userData, jobLevel: jobLevel, callbackURL: callbackURL, callbackFormat: callbackFormat)

@@ -4,6 +4,7 @@ import JobStore
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TimeUnits
 
 /// Sends pending webhook deliveries, in every replica at once.
 ///
@@ -112,7 +113,7 @@ public struct WebhookDeliveryWorker: Service {
             completion = .succeeded
             outcome = "succeeded"
         case .retry(let pause):
-            completion = .retry(afterMilliseconds: pause.components.seconds * 1000 + pause.components.attoseconds / 1_000_000_000_000_000)
+            completion = .retry(afterMilliseconds: pause.inMilliseconds)
             outcome = "retried"
         case .failed:
             completion = .failed

@@ -1,5 +1,6 @@
 import CWebhookHTTP
 import Foundation
+import TimeUnits
 
 /// Sends one webhook attempt with libcurl, on a thread of its own (the call blocks; Swift's cooperative
 /// threads must not).
@@ -43,8 +44,7 @@ struct WebhookHTTPClient: Sendable {
         let policy = AddressPolicy(configuration)
         let lines = headers.map { "\($0.0): \($0.1)" }
         var result = cwh_result()
-        let timeout = configuration.timeout.components
-        let timeoutMilliseconds = Int(timeout.seconds * 1000 + timeout.attoseconds / 1_000_000_000_000_000)
+        let timeoutMilliseconds = Int(configuration.timeout.inMilliseconds)
         let filter: cwh_address_filter = { context, address, length in
             guard let context, let address else { return 0 }
             let policy = Unmanaged<AddressPolicy>.fromOpaque(context).takeUnretainedValue()

@@ -1,5 +1,6 @@
 import Foundation
 import JobStore
+import TimeUnits
 
 /// Callbacks per minute by outcome as an inline SVG bar chart, drawn on the server: no chart library, no
 /// script, and presentation attributes only (the Content-Security-Policy forbids inline styles; colours
@@ -23,7 +24,7 @@ enum CallbackRateChart {
         var bars: [HTML] = []
         for (index, bucket) in counts.enumerated() {
             var base = bottom
-            let start = Date(timeIntervalSince1970: Double(startMicros + Int64(index) * bucketMicros) / 1_000_000)
+            let start = Date(microsecondsSince1970: startMicros + Int64(index) * bucketMicros)
             for outcome in outcomes {
                 guard let count = bucket[outcome], count > 0 else { continue }
                 let rate = Double(count) * perMinute
@@ -37,8 +38,8 @@ enum CallbackRateChart {
                     """)
             }
         }
-        let end = Date(timeIntervalSince1970: Double(startMicros + Int64(bucketCount) * bucketMicros) / 1_000_000)
-        let first = Date(timeIntervalSince1970: Double(startMicros) / 1_000_000)
+        let end = Date(microsecondsSince1970: startMicros + Int64(bucketCount) * bucketMicros)
+        let first = Date(microsecondsSince1970: startMicros)
         return """
             <svg class="chart" viewBox="0 0 1000 200" role="img" aria-label="\(title)" xmlns="http://www.w3.org/2000/svg">\
             <line x1="48" y1="176" x2="995" y2="176"></line><line x1="48" y1="8" x2="995" y2="8"></line>\

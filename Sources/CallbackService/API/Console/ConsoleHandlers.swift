@@ -4,6 +4,7 @@ import Foundation
 import HTTPWire
 import JobStore
 import Logging
+import TimeUnits
 
 /// What the overview says about the background workers, which run beside the application.
 public struct WorkerStatus: Sendable, Hashable {
@@ -166,13 +167,13 @@ extension CallbackApplication {
     // MARK: Overview
 
     private func overview(_ context: ConsoleContext) async throws -> HTTPResponse {
-        let nowMicros = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        let nowMicros = Date().microsecondsSince1970
         let minute: Int64 = 60_000_000
         let dayBucket: Int64 = 20 * minute
         let dayStart = (nowMicros / dayBucket) * dayBucket - 71 * dayBucket
         let hourStart = (nowMicros / minute) * minute - 59 * minute
         // One read of the day by minute; the day chart sums minutes into 20-minute bars.
-        let minutes = try await store.callbackRates(since: Date(timeIntervalSince1970: Double(dayStart) / 1_000_000), bucketSeconds: 60)
+        let minutes = try await store.callbackRates(since: Date(microsecondsSince1970: dayStart), bucketSeconds: 60)
         var day: [String: CallbackRateBucket] = [:]
         for bucket in minutes {
             let start = dayStart + ((bucket.startMicros - dayStart) / dayBucket) * dayBucket
@@ -331,7 +332,7 @@ extension CallbackApplication {
                     return """
                         <tr><td data-label="Received">\(callback.receivedAt)</td>\
                         <td data-label="State" class="state-\(callback.state.rawValue)">\(callback.state.rawValue)\(callback.applied ? HTML.empty : " (not applied)")</td>\
-                        <td data-label="Source">\(callback.body?.source ?? "—")</td><td data-label="Verification">\(verification)</td>\
+                        <td data-label="Source">\(callback.body?.source.rawValue ?? "—")</td><td data-label="Verification">\(verification)</td>\
                         \(Self.bodyCells(callback))</tr>
                         """
                 })
@@ -361,7 +362,7 @@ extension CallbackApplication {
             return #"<td data-label="Body">pruned by retention (CALLBACK_RETENTION)</td><td data-label="Open">—</td>"#
         }
         return """
-            <td data-label="Body">\(body.format ?? "unknown"), \(body.bodySize) bytes\
+            <td data-label="Body">\(body.format?.rawValue ?? "unknown"), \(body.bodySize) bytes\
             \(body.deliveryCount > 1 ? " × \(body.deliveryCount) deliveries" : HTML.empty)</td>\
             <td data-label="Open"><a href="\(ConsoleURL.callback(callback.callbackID))">view #\(callback.callbackID)</a> · \
             <a href="\(ConsoleURL.rawBody(callback.callbackID))" download>download</a></td>

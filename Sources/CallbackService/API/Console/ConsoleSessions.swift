@@ -37,7 +37,7 @@ struct ConsoleSessions: Sendable {
         let payload = parts[0] + "." + parts[1]
         var matched = false
         for token in tokens {
-            matched = Digest.macsEqual(Self.mac(String(payload), key: token), presented) || matched
+            matched = Digest.constantTimeEqual(presented, Self.mac(String(payload), key: token)) || matched
         }
         return matched && Int64(now.timeIntervalSince1970) < expiry
     }
@@ -90,6 +90,6 @@ enum ConsoleCSRF {
         if let origin, origin != "null" {
             guard let host, let schemeEnd = origin.range(of: "://"), origin[schemeEnd.upperBound...] == host else { return false }
         }
-        return Digest.macsEqual(Array(cookie.utf8), Array(field.utf8))
+        return Digest.constantTimeEqual(Array(field.utf8), Array(cookie.utf8))
     }
 }
