@@ -15,6 +15,10 @@ the release build of ci-callbackd, then measures:
   lookup   wrk GETting /v1/jobs/{JobId} over the ingested ids, -c32, 10 s
   pgbench  the service's own ingest statement under pgbench, -c32, 10 s: PostgreSQL's ceiling
 
+With --read-standby, each round also makes a hot standby of the round's cluster (scripts/pg-cluster
+standby) and measures lookups twice more on fresh services, order alternating per round: reads on the
+primary, and reads on the standby (READ_DATABASE_URL); PostgreSQL CPU then counts both clusters.
+
 For each phase: requests/s, p50 and p99 latency, non-2xx answers, server CPU ms and PostgreSQL CPU ms
 per request (utime+stime deltas from /proc), and peak RSS (VmHWM). Ingest also checks durability: rows
 stored >= 2xx answers, or the benchmark fails. Every round appends one JSON line to
@@ -92,9 +96,18 @@ def proc_cpu_ticks(pid, children=False):
     return ticks
 
 
-def postgres_cpu_ticks():
-    """CPU of the whole cluster: the postmaster, its live children, and the children it has reaped."""
-    postmaster = int((CLUSTER / "data" / "postmaster.pid").read_text().split()[0])
+def postgres_cpu_ticks(cluster=None):
+    """CPU of the whole cluster: the postmaster, its live children, and the children it has reaped; with a
+    standby in CLUSTER/standby running, that one's too."""
+    cluster = cluster or CLUSTER
+    total = 0
+    for data in (cluster / "data", cluster / "standby" / "data"):
+        if (data / "postmaster.pid").exists():
+            total += postmaster_cpu_ticks(int((data / "postmaster.pid").read_text().split()[0]))
+    return total
+
+
+def postmaster_cpu_ticks(postmaster):
     total = proc_cpu_ticks(postmaster, children=True)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -117,6 +130,7 @@ def peak_rss_kib(pid):
 
 def start_cluster():
     if CLUSTER.exists():
+        subprocess.run([str(REPO / "scripts/pg-cluster"), "stop", str(CLUSTER / "standby")], check=False)
         subprocess.run([str(REPO / "scripts/pg-cluster"), "stop", str(CLUSTER), str(PG_PORT)], check=False)
         shutil.rmtree(CLUSTER)
     url = run([str(REPO / "scripts/pg-cluster"), "start", str(CLUSTER), str(PG_PORT)],
@@ -125,6 +139,7 @@ def start_cluster():
 
 
 def stop_cluster():
+    subprocess.run([str(REPO / "scripts/pg-cluster"), "stop", str(CLUSTER / "standby")], check=False)
     subprocess.run([str(REPO / "scripts/pg-cluster"), "stop", str(CLUSTER), str(PG_PORT)], check=False)
 
 
@@ -165,11 +180,11 @@ def wrk(script, port, seconds, connections, env):
     raise SystemExit(f"bench: wrk printed no summary:\n{output}")
 
 
-def measured(label, service_pid, action):
+def measured(label, service_pid, action, cluster=None):
     """Runs `action`, returning its result with CPU deltas of the service and of PostgreSQL."""
-    service_before, pg_before = proc_cpu_ticks(service_pid), postgres_cpu_ticks()
+    service_before, pg_before = proc_cpu_ticks(service_pid), postgres_cpu_ticks(cluster)
     result = action()
-    service_after, pg_after = proc_cpu_ticks(service_pid), postgres_cpu_ticks()
+    service_after, pg_after = proc_cpu_ticks(service_pid), postgres_cpu_ticks(cluster)
     requests = max(result["requests"], 1)
     result["server_cpu_ms_per_req"] = (service_after - service_before) * 1000 / TICKS / requests
     result["pg_cpu_ms_per_req"] = (pg_after - pg_before) * 1000 / TICKS / requests
@@ -234,16 +249,63 @@ def one_round(binary, migrations, args, round_index):
             ids.write(psql(url, "SELECT job_id FROM ci_jobs ORDER BY random() LIMIT 20000") + "\n")
         lookup = measured("lookup", service.pid, lambda: wrk(BENCH / "lookup.lua", args.port, args.lookup_seconds, args.connections,
                                                              {"BENCH_IDS": ids.name}))
-        os.unlink(ids.name)
         rss = peak_rss_kib(service.pid)
     finally:
         stop_service(service)
         service_log.close()
+    reads = {}
+    if args.read_standby:
+        reads = standby_lookups(binary, migrations, args, url, ids.name, round_index)
+    os.unlink(ids.name)
     ceiling = pgbench_ceiling(binary, url, args.pgbench_seconds, args.connections)
     stop_cluster()
     log(f"pgbench ceiling: {ceiling:.0f} tps; peak RSS {rss / 1024:.1f} MB")
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ingest": ingest, "lookup": lookup,
-            "pgbench_tps": ceiling, "peak_rss_mb": rss / 1024, "connections": args.connections, "pool_size": args.pool_size}
+            "pgbench_tps": ceiling, "peak_rss_mb": rss / 1024, "connections": args.connections, "pool_size": args.pool_size,
+            **reads}
+
+
+def metric(port, name, labels):
+    """The value of one series on /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + labels + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def standby_lookups(binary, migrations, args, url, ids_path, round_index):
+    """Lookups on fresh services reading the primary and reading a hot standby, order alternating per round.
+    The standby's share of reads (db_reads_total) is recorded: a run where it did not serve is void."""
+    standby_url = run([str(REPO / "scripts/pg-cluster"), "standby", str(CLUSTER)], capture_output=True,
+                      env={**os.environ, "PGCLUSTER_DB": "bench"}).stdout.strip()
+    results = {}
+    variants = [("lookup_primary", None), ("lookup_standby", standby_url)]
+    for name, read_url in (variants if round_index % 2 == 0 else list(reversed(variants))):
+        service_log = open(BENCH / "results" / "service.log", "a")
+        env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": args.log_level}
+        if read_url:
+            env["READ_DATABASE_URL"] = read_url
+            env["READ_POOL_SIZE"] = str(args.pool_size)
+        service = subprocess.Popen([str(binary), "serve", "--port", str(args.port), "--migrations-dir", str(migrations),
+                                    "--pool-size", str(args.pool_size)], env=env, stdout=service_log, stderr=service_log)
+        try:
+            wait_ready(args.port, service)
+            if read_url:
+                deadline = time.time() + 60
+                while metric(args.port, "db_read_standby_state", '{state="in_sync"}') != 1:
+                    if time.time() > deadline:
+                        raise SystemExit("bench: the standby never came in sync")
+                    time.sleep(0.2)
+            result = measured(name, service.pid, lambda: wrk(BENCH / "lookup.lua", args.port, args.lookup_seconds, args.connections,
+                                                             {"BENCH_IDS": ids_path}))
+            result["standby_reads"] = metric(args.port, "db_reads_total", '{target="standby"}')
+            log(f"{name}: {result['standby_reads']:.0f} reads answered by the standby")
+            results[name] = result
+        finally:
+            stop_service(service)
+            service_log.close()
+    return results
 
 
 def main():
@@ -255,6 +317,8 @@ def main():
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument("--pool-size", type=int, default=8)
     parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--read-standby", action="store_true",
+                        help="also measure lookups reading a hot standby against reading the primary (see the docstring)")
     parser.add_argument("--log-level", default="info", help="the service's LOG_LEVEL (default info: one line per request)")
     parser.add_argument("--label", default="", help="a note stored with each result line")
     parser.add_argument("--binary", help="benchmark this ci-callbackd instead of building the checkout's release binary")
@@ -319,6 +383,15 @@ def report(name, rounds, args):
         ("lookup server CPU ms/req", median(["lookup", "server_cpu_ms_per_req"]), ""),
         ("lookup PostgreSQL CPU ms/req", median(["lookup", "pg_cpu_ms_per_req"]), ""),
         ("pgbench ingest-statement tps", ceiling, "1.00x"),
+    ] + ([
+        ("lookup on primary req/s", median(["lookup_primary", "rps"]), ""),
+        ("lookup on standby req/s", median(["lookup_standby", "rps"]),
+         f"{median(['lookup_standby', 'rps']) / median(['lookup_primary', 'rps']):.2f}x primary"),
+        ("lookup on primary p99 ms", median(["lookup_primary", "p99_us"]) / 1000, ""),
+        ("lookup on standby p99 ms", median(["lookup_standby", "p99_us"]) / 1000, ""),
+        ("lookup on standby PG CPU ms/req", median(["lookup_standby", "pg_cpu_ms_per_req"]), "both clusters"),
+        ("lookup on primary PG CPU ms/req", median(["lookup_primary", "pg_cpu_ms_per_req"]), "both clusters"),
+    ] if args.read_standby else []) + [
         ("peak RSS MB", median(["peak_rss_mb"]), ""),
     ]
     print(f"\n{name}: medians of {len(rounds)} round(s), -c{args.connections}, pool {args.pool_size}:")

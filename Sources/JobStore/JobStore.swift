@@ -22,6 +22,9 @@ public final class JobStore: Sendable {
     /// for the verifier instead of becoming the job's state, and this is signalled after each commit that
     /// held one. Answers CI itself gave (submit, reconcile) are never held.
     public let verificationSignal: VerificationSignal?
+    /// The hot standby that answers lookups and listings when it is fresh enough (`READ_DATABASE_URL`);
+    /// nil: every read goes to ``pool``.
+    public let readStandby: ReadStandby?
     /// Answers lookups by JobId that arrive together with one query (`job_id = ANY($1)`).
     private let jobLookups: PoolBatcher<String, StoredJob?>
 
@@ -34,7 +37,11 @@ public final class JobStore: Sendable {
         return StoreStatistics(
             poolSize: pool.size, poolOpen: pool.open, poolInUse: pool.inUse, poolWaiting: pool.waiting,
             poolWaitSeconds: pool.totalWaitSeconds, poolAcquired: pool.acquired,
-            ingestQueued: batcher.statistics.queued, lookupsQueued: jobLookups.queued)
+            ingestQueued: batcher.statistics.queued, lookupsQueued: jobLookups.queued,
+            readPool: readStandby.map { standby in
+                let pool = standby.pool.statistics
+                return ReadPoolStatistics(poolSize: pool.size, poolOpen: pool.open, poolInUse: pool.inUse, poolWaiting: pool.waiting, standby: standby.status)
+            })
     }
 
     /// Most JobIds in one batched lookup query.
@@ -43,11 +50,14 @@ public final class JobStore: Sendable {
     /// - Parameters:
     ///   - logger: Where the ingest batcher reports lost connections and failed batches.
     ///   - metricsFactory: Where the ingest batch metrics go (``IngestBatcher``); the global factory by default.
+    ///   - readPool: Connections to a hot standby of `pool`'s database, for reads (``ReadStandby``).
     public init(
         pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024, batching: IngestBatcher.Configuration = IngestBatcher.Configuration(),
-        verificationSignal: VerificationSignal? = nil, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
+        verificationSignal: VerificationSignal? = nil, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        readPool: PostgresPool? = nil, readRouting: ReadStandby.Configuration = ReadStandby.Configuration()
     ) {
         self.pool = pool
+        self.readStandby = readPool.map { ReadStandby(pool: $0, configuration: readRouting, metricsFactory: metricsFactory) }
         self.rejectedBodyLimit = rejectedBodyLimit
         self.batcher = IngestBatcher(pool: pool, configuration: batching, logger: logger, metricsFactory: metricsFactory)
         self.verificationSignal = verificationSignal
@@ -159,6 +169,8 @@ public final class JobStore: Sendable {
             receipts.append(
                 JobReceipt(jobID: jobID, receivedState: received, currentState: current, applied: try row.bool("applied"), heldForVerification: held))
         }
+        // After the commit: reads of these jobs go to the primary until the standby has replayed it.
+        readStandby?.acknowledged(receipts.map(\.jobID))
         return IngestResult(callbackID: callbackID, duplicate: duplicate, jobs: receipts)
     }
 
@@ -232,17 +244,22 @@ public final class JobStore: Sendable {
 
     // MARK: Reading
 
-    /// The job with this JobId, or nil.
+    /// The job with this JobId, or nil; from the standby when it is fresh enough (see ``ReadStandby``) unless
+    /// `requirePrimary` (a `?wait=`, woken by the primary's NOTIFY, must read what that commit wrote).
     ///
     /// Lookups that arrive together share one query and one pool hand-off (``PoolBatcher``): under load
     /// that, not the query itself, is most of a lookup's cost.
-    public func job(_ jobID: String) async throws -> StoredJob? {
-        try await translatingErrors { try await jobLookups.submit(jobID) }
+    public func job(_ jobID: String, requirePrimary: Bool = false) async throws -> StoredJob? {
+        try await routedRead(
+            jobID: jobID, requirePrimary: requirePrimary,
+            primary: { try await self.translatingErrors { try await self.jobLookups.submit(jobID) } },
+            standby: { standby in try await self.translatingErrors { try await standby.lookups.submit(jobID) } },
+            complete: { $0 != nil })
     }
 
     /// Answers one batch of lookups with one query. A failed query fails the batch's members (a lost
     /// connection is left to ``PoolBatcher``, which retries them once on a fresh connection).
-    private static func lookUpJobs(
+    static func lookUpJobs(
         _ batch: [PoolBatcher<String, StoredJob?>.Member], on connection: PostgresConnection
     ) -> (error: any Error, unfinished: [PoolBatcher<String, StoredJob?>.Member])? {
         var jobIDs: [String] = []
@@ -287,7 +304,7 @@ public final class JobStore: Sendable {
     /// The raw body of one of the job's callbacks: `.unknown` unless that callback mentioned that job, and
     /// `.pruned` when the history names it but retention has dropped the body.
     public func callbackBody(jobID: String, callbackID: Int64) async throws -> CallbackBodyLookup {
-        try await withConnection { connection in
+        try await routedRead(jobID: jobID) { connection in
             let rows = try connection.query(
                 """
                 SELECT c.callback_id IS NULL AS pruned, c.body, c.content_type, c.format, c.body_truncated
@@ -306,6 +323,9 @@ public final class JobStore: Sendable {
                     format: try row.optionalValue("format", as: CallbackFormat.self),
                     truncated: try row.bool("body_truncated")
                 ))
+        } complete: { lookup in
+            // A body the standby calls unknown or pruned may be on the primary (a newer callback).
+            if case .stored = lookup { true } else { false }
         }
     }
 
@@ -366,6 +386,17 @@ public struct StoreStatistics: Sendable, Hashable {
     public var ingestQueued: Int
     /// Lookups by JobId waiting for a lookup batch.
     public var lookupsQueued: Int
+    /// The read standby's pool and state; nil without one.
+    public var readPool: ReadPoolStatistics? = nil
+}
+
+/// The read standby's connections and state (``ReadStandby``).
+public struct ReadPoolStatistics: Sendable, Hashable {
+    public var poolSize: Int
+    public var poolOpen: Int
+    public var poolInUse: Int
+    public var poolWaiting: Int
+    public var standby: ReadStandby.Status
 }
 
 /// A store operation got an answer it cannot use; the database is reachable but disagrees with the code.

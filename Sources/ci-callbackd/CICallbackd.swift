@@ -180,6 +180,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var timeouts: DatabaseTimeoutOptions
     @OptionGroup var retention: RetentionOptions
+    @OptionGroup var readStandby: ReadStandbyOptions
 
     @Option(
         name: .customLong("retention-interval"),
@@ -310,6 +311,7 @@ struct Serve: AsyncParsableCommand {
             flag: poolSize, flagName: "pool-size", env: "DB_POOL_SIZE", default: ServeDefaults.pool.size, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
         let databaseTimeouts = try timeouts.resolve(resolver)
+        let reads = try readStandby.resolve(resolver)
         let migrate = try resolver.required(
             flag: autoMigrate.map(String.init), flagName: "auto-migrate", env: "AUTO_MIGRATE", default: ServeDefaults.autoMigrate, parse: SettingParsers.bool,
             expected: "true or false")
@@ -359,7 +361,7 @@ struct Serve: AsyncParsableCommand {
         if accessPolicy.apiTokens.isEmpty {
             logger.warning("API_TOKENS is not set: anyone who can reach this service can read jobs, and the console at /console/ is open")
         }
-        server.limits.maxConnections = Self.fitConnectionsToOpenFileLimit(server, poolSize: poolSize, logger: logger)
+        server.limits.maxConnections = Self.fitConnectionsToOpenFileLimit(server, poolSize: poolSize + (reads?.poolSize ?? 0), logger: logger)
         let metrics = ServiceMetrics()
         MetricsSystem.bootstrap(metrics.metricsFactory)
         let memoryReturn = MemoryReturn(logger: logger)
@@ -370,6 +372,12 @@ struct Serve: AsyncParsableCommand {
         poolConfiguration.connection = databaseTimeouts.connection
         poolConfiguration.acquireTimeout = databaseTimeouts.acquireTimeout
         let pool = PostgresPool(configuration: poolConfiguration, logger: logger)
+        let readPool = reads.map { reads in
+            var configuration = poolConfiguration
+            configuration.conninfo = reads.url
+            configuration.size = reads.poolSize
+            return PostgresPool(configuration: configuration, logger: logger)
+        }
         do {
             try await prepareDatabase(
                 databaseURL: databaseURL, settings: databaseTimeouts.connection,
@@ -396,7 +404,12 @@ struct Serve: AsyncParsableCommand {
             let verificationSignal = verification.enabled ? VerificationSignal() : nil
             // The one store of the process: the API and the workers share its batchers, so the batch limits
             // hold for the process and its batch metrics count all ingest.
-            let store = JobStore(pool: pool, verificationSignal: verificationSignal, logger: logger, metricsFactory: metrics.metricsFactory)
+            let store = JobStore(
+                pool: pool, verificationSignal: verificationSignal, logger: logger, metricsFactory: metrics.metricsFactory,
+                readPool: readPool, readRouting: reads?.routing ?? ReadStandby.Configuration())
+            if reads != nil {
+                logger.info("lookups and listings read the standby at READ_DATABASE_URL while it is within READ_MAX_LAG")
+            }
             let application = CallbackApplication(
                 store: store,
                 configuration: applicationConfiguration,
@@ -423,6 +436,10 @@ struct Serve: AsyncParsableCommand {
                     service: EventSequencer(
                         store: store, signal: newEvents, configuration: ServeDefaults.sequencer, metrics: metrics, logger: logger)),
             ]
+            if reads != nil {
+                // Only with a standby: a service that returns ends the whole group.
+                services.append(.init(service: ReadStandbyMonitor(store: store)))
+            }
             if webhooks.deliver {
                 services.append(
                     .init(
@@ -456,9 +473,11 @@ struct Serve: AsyncParsableCommand {
             }
         } catch {
             await pool.close()
+            await readPool?.close()
             throw error
         }
         await pool.close()
+        await readPool?.close()
         logger.info("stopped")
     }
 
@@ -536,6 +555,8 @@ struct DatabaseStartupError: Error, CustomStringConvertible {
 enum ServeDefaults {
     static let server = HTTPServerConfiguration()
     static let pool = PostgresPool.Configuration(conninfo: "")
+    static let readPoolSize = 8
+    static let readRouting = ReadStandby.Configuration()
     static let listener = JobCompletionListener.Configuration(conninfo: "")
     static let application = CallbackApplication.Configuration(requiredSchemaVersion: 0)
     static let reconciler = ReconcilerConfiguration()

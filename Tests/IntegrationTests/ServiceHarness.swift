@@ -85,7 +85,9 @@ final class ServiceHarness: Sendable {
         acquireTimeout: Duration? = nil,
         logger: Logger = serviceTestLogger,
         configureServer: (inout HTTPServerConfiguration) -> Void = { _ in },
-        signals: [String: WakeSignal] = [:]
+        signals: [String: WakeSignal] = [:],
+        readDatabaseURL: String? = nil,
+        readRouting: ReadStandby.Configuration = ReadStandby.Configuration()
     ) async throws -> ServiceHarness {
         if migrate {
             let admin = try PostgresConnection.connect(databaseURL)
@@ -123,7 +125,15 @@ final class ServiceHarness: Sendable {
         if let connection { listenerConfiguration.connection = connection }
         let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
         let listenerTask = Task { await completionListener.run() }
-        let store = JobStore(pool: pool, verificationSignal: verificationSignal, logger: logger, metricsFactory: metrics.metricsFactory)
+        let readPool = readDatabaseURL.map { url in
+            var read = configuration
+            read.conninfo = conninfo(url, searchPath: schema)
+            read.size = 2
+            return PostgresPool(configuration: read, logger: logger)
+        }
+        let store = JobStore(
+            pool: pool, verificationSignal: verificationSignal, logger: logger, metricsFactory: metrics.metricsFactory,
+            readPool: readPool, readRouting: readRouting)
         let application = CallbackApplication(
             store: store,
             configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),
@@ -169,6 +179,7 @@ final class ServiceHarness: Sendable {
         listenerTask.cancel()
         await listenerTask.value
         await pool.close()
+        await store.readStandby?.pool.close()
     }
 
     func dropSchema(databaseURL: String = testDatabaseURL) throws {

@@ -143,9 +143,18 @@ extension CallbackApplication {
                 message: "the database schema is at version \(version); this build needs \(configuration.requiredSchemaVersion) (run `ci-callbackd migrate`)"
             )
         }
+        // A standby that is down or behind is reported, not a reason to be unready: reads fall back to the primary.
+        let standby = store.readStandby?.status
         return .json { json in
             json.member("Status", "ready")
             json.member("SchemaVersion", version)
+            if let standby {
+                json.key("ReadStandby")
+                json.beginObject()
+                json.member("State", standby.state.rawValue)
+                if let lag = standby.lagSeconds { json.member("LagMilliseconds", Int((lag * 1000).rounded())) }
+                json.endObject()
+            }
         }
     }
 
@@ -160,13 +169,15 @@ extension CallbackApplication {
         _ jobID: String, request: HTTPRequest, check: (StoredJob) throws -> Void = { _ in }
     ) async throws -> StoredJob {
         let wait = try Self.waitParameter(request.queryItems, maximum: configuration.maxWait)
-        guard let job = try await store.job(jobID) else { throw APIError.noSuchJob(jobID) }
+        // A wait reads the primary throughout: the NOTIFY that wakes it comes from the primary's commit,
+        // which the standby may not have replayed yet.
+        guard let job = try await store.job(jobID, requirePrimary: wait != nil) else { throw APIError.noSuchJob(jobID) }
         try check(job)
         guard let wait, !job.state.isFinal, let completionListener else { return job }
         do {
             return try await completionListener.waitForFinal(
                 jobID: jobID, timeout: wait,
-                read: { try await store.job(jobID) ?? job },
+                read: { try await store.job(jobID, requirePrimary: true) ?? job },
                 isFinal: { $0.state.isFinal }
             )
         } catch is JobCompletionListener.TooManyWaiters {

@@ -149,6 +149,19 @@ public final class ServiceMetrics: Sendable {
             return (max(0, store.poolAcquired - last.acquired), max(0, store.poolWaitSeconds - last.waitSeconds))
         }
         Counter(label: "db_pool_acquired_total", factory: factory).increment(by: acquired)
+        if let read = store.readPool {
+            Gauge(label: "db_read_pool_connections", dimensions: [("state", "size")], factory: factory).record(read.poolSize)
+            Gauge(label: "db_read_pool_connections", dimensions: [("state", "open")], factory: factory).record(read.poolOpen)
+            Gauge(label: "db_read_pool_connections", dimensions: [("state", "in_use")], factory: factory).record(read.poolInUse)
+            Gauge(label: "db_read_pool_connections", dimensions: [("state", "waiting")], factory: factory).record(read.poolWaiting)
+            for state in [ReadStandby.Status.State.inSync, .lagging, .down] {
+                Gauge(label: "db_read_standby_state", dimensions: [("state", state.rawValue)], factory: factory)
+                    .record(read.standby.state == state ? 1 : 0)
+            }
+            if let lag = read.standby.lagSeconds {
+                Gauge(label: "db_read_standby_lag_seconds", factory: factory).record(lag)
+            }
+        }
         FloatingPointCounter(label: "db_pool_wait_seconds_total", factory: factory).increment(by: waited)
         if let listener {
             Gauge(label: "http_open_connections", factory: factory).record(listener.openConnections)

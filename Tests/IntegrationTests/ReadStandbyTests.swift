@@ -1,0 +1,163 @@
+import CallbackService
+import Foundation
+import JobStore
+import PostgresLibPQ
+import Testing
+
+/// A hot standby of the test cluster, made by `scripts/pg-cluster standby` (pg_basebackup -R) in the
+/// cluster's directory; `TEST_READ_DATABASE_URL` names another one instead.
+enum TestStandby {
+    /// The cluster directory of the test database: its Unix socket directory's parent.
+    static var clusterDirectory: String? {
+        guard let host = URLComponents(string: testDatabaseURL)?.queryItems?.first(where: { $0.name == "host" })?.value,
+            host.hasSuffix("/run")
+        else { return nil }
+        return String(host.dropLast("/run".count))
+    }
+
+    static var databaseName: String {
+        URLComponents(string: testDatabaseURL)?.path.split(separator: "/").last.map(String.init) ?? "ci_callbackd_test"
+    }
+
+    /// Starts the standby (making it first when missing) and returns its URL.
+    static func start() throws -> String {
+        if let url = ProcessInfo.processInfo.environment["TEST_READ_DATABASE_URL"], !url.isEmpty { return url }
+        let directory = try #require(clusterDirectory, "the test database is not a scripts/pg-cluster cluster; set TEST_READ_DATABASE_URL")
+        return try pgCluster(["standby", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private static func pgCluster(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = repositoryRoot.appendingPathComponent("scripts/pg-cluster")
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["PGCLUSTER_DB"] = databaseName
+        process.environment = environment
+        // A file, not a pipe: a PostgreSQL that pg_ctl starts inherits the descriptor and keeps it open, so a
+        // pipe would never reach end-of-file.
+        let outputURL = FileManager.default.temporaryDirectory.appendingPathComponent("pg-cluster-\(UUID().uuidString).out")
+        try Data().write(to: outputURL)
+        defer { try? FileManager.default.removeItem(at: outputURL) }
+        let output = try FileHandle(forWritingTo: outputURL)
+        process.standardOutput = output
+        try process.run()
+        process.waitUntilExit()
+        try output.close()
+        try #require(process.terminationStatus == 0, "scripts/pg-cluster \(arguments.joined(separator: " ")) failed")
+        return String(decoding: try Data(contentsOf: outputURL), as: UTF8.self)
+    }
+
+    static func execute(_ url: String, _ sql: String) throws {
+        let connection = try PostgresConnection.connect(url)
+        defer { connection.close() }
+        try connection.execute(simpleSQL: sql)
+    }
+}
+
+/// Lookups and listings from a hot standby (`READ_DATABASE_URL`): they go there when it is fresh, and are
+/// still right at once after an acknowledged callback when it lags or is gone. One standby for the suite,
+/// so its tests take turns.
+@Suite("Read standby", .serialized)
+struct ReadStandbyTests {
+    /// A service reading from the standby, with its lag probe running.
+    private static func withService(maxLag: Duration, _ body: (ServiceHarness, String) async throws -> Void) async throws {
+        let standbyURL = try TestStandby.start()
+        var routing = ReadStandby.Configuration()
+        routing.maxLag = maxLag
+        routing.checkInterval = .milliseconds(50)
+        let service = try await ServiceHarness.start(readDatabaseURL: standbyURL, readRouting: routing)
+        let monitor = Task { try await ReadStandbyMonitor(store: service.store).run() }
+        do {
+            try await body(service, standbyURL)
+        } catch {
+            monitor.cancel()
+            await service.stop()
+            try? service.dropSchema()
+            throw error
+        }
+        monitor.cancel()
+        await service.stop()
+        try service.dropSchema()
+    }
+
+    private static func callback(_ jobID: String, _ state: String) -> [UInt8] {
+        Array(
+            #"{"EventName":"TaskFinish","JobsDetail":{"JobId":"\#(jobID)","State":"\#(state)","Tag":"ExtractDigitalWatermark","Operation":{"ExtractDigitalWatermark":{"Type":"Text","Version":"V1","Message":"m-\#(state)"}}}}"#
+                .utf8)
+    }
+
+    private static func newJobID() -> String { "j" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased() }
+
+    /// `db_reads_total` for one target (and reason), from `/metrics`.
+    private static func reads(_ service: ServiceHarness, target: String, reason: String? = nil) async throws -> Int {
+        let labels = reason.map { #"{target="\#(target)",reason="\#($0)"}"# } ?? #"{target="\#(target)"}"#
+        let text = try await service.get("/metrics").text
+        let line = text.split(separator: "\n").first { $0.hasPrefix(ReadStandby.readsMetric + labels + " ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) } ?? 0
+    }
+
+    private static func standbyState(_ service: ServiceHarness) async throws -> String? {
+        let ready = try await service.get("/readyz").json()
+        return (ready["ReadStandby"] as? [String: Any])?["State"] as? String
+    }
+
+    /// Whether `path` is answered 200 by the standby (its counter moves by the request).
+    private static func servedByStandby(_ service: ServiceHarness, _ path: String) async throws -> Bool {
+        let before = try await reads(service, target: "standby")
+        let reply = try await service.get(path)
+        guard reply.status == 200 else { return false }
+        return try await reads(service, target: "standby") > before
+    }
+
+    @Test func readStandby_InSync_LookupsListsAndHistoryReadTheStandby() async throws {
+        try await Self.withService(maxLag: .seconds(10)) { service, _ in
+            let jobID = Self.newJobID()
+            #expect(try await service.post("/v1/callbacks", Self.callback(jobID, "Success")).status == 200)
+            #expect(try await eventually { try await Self.standbyState(service) == "in_sync" })
+            for path in ["/v1/jobs/\(jobID)", "/v1/jobs/\(jobID)/watermark", "/v1/jobs?limit=5", "/v1/jobs/\(jobID)/callbacks"] {
+                #expect(try await eventually { try await Self.servedByStandby(service, path) }, "\(path) never read the standby")
+            }
+            let history = try await service.get("/v1/jobs/\(jobID)/callbacks").json()
+            let bodyURL = try #require((history["Callbacks"] as? [[String: Any]])?.first?["BodyUrl"] as? String)
+            #expect(try await eventually { try await Self.servedByStandby(service, bodyURL) })
+        }
+    }
+
+    @Test func readStandby_ReplayPaused_AcknowledgedCallbackIsReadRightAtOnce() async throws {
+        try await Self.withService(maxLag: .seconds(1)) { service, standbyURL in
+            let jobID = Self.newJobID()
+            #expect(try await service.post("/v1/callbacks", Self.callback(jobID, "Running")).status == 200)
+            #expect(try await eventually { try await Self.servedByStandby(service, "/v1/jobs/\(jobID)") })
+            try TestStandby.execute(standbyURL, "SELECT pg_wal_replay_pause()")
+            do {
+                // The standby still says Running; the acknowledged Success must be what a lookup sees, at once.
+                #expect(try await service.post("/v1/callbacks", Self.callback(jobID, "Success")).status == 200)
+                let job = try await service.get("/v1/jobs/\(jobID)").json()
+                #expect((job["JobsDetail"] as? [String: Any])?["State"] as? String == "Success")
+                let watermark = try await service.get("/v1/jobs/\(jobID)/watermark").json()
+                #expect(watermark["Message"] as? String == "m-Success")
+                let history = try await service.get("/v1/jobs/\(jobID)/callbacks").json()
+                let callbacks = try #require(history["Callbacks"] as? [[String: Any]])
+                #expect(callbacks.count == 2)
+                let newest = try #require(callbacks.last?["BodyUrl"] as? String)
+                #expect(try await service.get(newest).status == 200)
+                // A job the standby has never seen.
+                let other = Self.newJobID()
+                #expect(try await service.post("/v1/callbacks", Self.callback(other, "Success")).status == 200)
+                #expect(try await service.get("/v1/jobs/\(other)").status == 200)
+                #expect(try await Self.reads(service, target: "primary", reason: "recent_write") >= 1)
+                // Once the lag passes READ_MAX_LAG, listings go to the primary too and /readyz says so.
+                #expect(try await eventually { try await Self.standbyState(service) == "lagging" })
+                let list = try await service.get("/v1/jobs?limit=100").json()
+                let listed = (list["Jobs"] as? [[String: Any]])?.compactMap { ($0["JobsDetail"] as? [String: Any])?["JobId"] as? String } ?? []
+                #expect(listed.contains(other))
+                #expect(try await Self.reads(service, target: "primary", reason: "lagging") >= 1)
+            } catch {
+                try? TestStandby.execute(standbyURL, "SELECT pg_wal_replay_resume()")
+                throw error
+            }
+            try TestStandby.execute(standbyURL, "SELECT pg_wal_replay_resume()")
+            #expect(try await eventually { try await Self.servedByStandby(service, "/v1/jobs/\(jobID)") })
+        }
+    }
+}
