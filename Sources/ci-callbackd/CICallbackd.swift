@@ -255,6 +255,11 @@ struct Serve: AsyncParsableCommand {
         help: "How long a console login lasts, e.g. 12h. [env: CONSOLE_SESSION_LIFETIME, default: \(SettingFormat.duration(ServeDefaults.application.consoleSessionLifetime))]")
     var consoleSessionLifetime: String?
 
+    @Option(
+        name: .customLong("console-rollup-interval"),
+        help: "Pause between rollups of callbacks into the overview's per-minute counts, e.g. 30s. [env: CONSOLE_ROLLUP_INTERVAL, default: \(SettingFormat.duration(ServeDefaults.consoleRollupInterval))]")
+    var consoleRollupInterval: String?
+
     @Option(name: .customLong("callback-tokens"), help: "Comma-separated tokens a callback URL must carry; unset = open. Prefer the environment: flags show in ps. [env: CALLBACK_TOKENS]")
     var callbackTokens: String?
 
@@ -337,6 +342,9 @@ struct Serve: AsyncParsableCommand {
             flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: ServeDefaults.listener.maxWaiters, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
         let retentionPolicy = try retention.resolve(resolver)
+        let consoleRollupInterval = try resolver.required(
+            flag: consoleRollupInterval, flagName: "console-rollup-interval", env: "CONSOLE_ROLLUP_INTERVAL", default: ServeDefaults.consoleRollupInterval,
+            parse: SettingParsers.duration, expected: "a duration such as 30s")
         let retentionInterval = try resolver.required(
             flag: retentionInterval, flagName: "retention-interval", env: "RETENTION_INTERVAL", default: ServeDefaults.retentionInterval,
             parse: SettingParsers.duration, expected: "a duration such as 1h")
@@ -415,6 +423,7 @@ struct Serve: AsyncParsableCommand {
                         lock: SweepLock(
                             conninfo: databaseURL, settings: databaseTimeouts.connection, classID: RetentionSweeper.lockClassID, logger: logger),
                         interval: retentionInterval, logger: logger)),
+                .init(service: CallbackRateRollup(store: store, interval: consoleRollupInterval, logger: logger)),
                 .init(
                     service: EventSequencer(
                         store: store, signal: newEvents, configuration: ServeDefaults.sequencer, metrics: metrics, logger: logger)),
@@ -538,6 +547,7 @@ enum ServeDefaults {
     static let verifier = CallbackVerifierConfiguration()
     static let retention = RetentionPolicy()
     static let retentionInterval: Duration = .seconds(3600)
+    static let consoleRollupInterval: Duration = .seconds(30)
     static let sequencer = EventSequencerConfiguration()
     static let webhooks = WebhookDeliveryConfiguration()
     static let autoMigrate = true
