@@ -54,4 +54,21 @@ struct ConsolePlanTests {
             }
         }
     }
+
+    @Test func consolePlans_jobDeliveries_walkTheJobIndex() async throws {
+        try await ListPlanTests.withLoadedSchema { service in
+            _ = try await service.query(
+                "INSERT INTO webhook_subscriptions (subscription_id, url, secret, created_at) VALUES ('sub_plan', 'https://h.example/x', 'whsec_p', now())")
+            _ = try await service.query(
+                """
+                INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, status, next_attempt_at, created_at)
+                SELECT 'sub_plan', i, 'j' || lpad(i::text, 8, '0'), 'succeeded', now(), now() FROM generate_series(1, 20000) AS i
+                """)
+            _ = try await service.query("ANALYZE webhook_deliveries")
+            let plan = try await ListPlanTests.explain(ConsoleDeliverySQL.forJob("j00010000", limit: 50), on: service)
+            let deliveries = ListPlanTests.nodes(plan).filter { $0.relation == "webhook_deliveries" }
+            #expect(!deliveries.isEmpty && deliveries.allSatisfy { $0.type != "Seq Scan" }, "deliveries by job walk an index: \(plan)")
+            #expect(!ListPlanTests.nodes(plan).contains { $0.type == "Seq Scan" && $0.relation == "ci_job_state_events" && $0.rows > 1 })
+        }
+    }
 }

@@ -119,6 +119,8 @@ extension CallbackApplication {
             return try await jobDetail(jobID, request: request, context: context)
         case .describe(let jobID):
             return try await describeNow(jobID, logger: logger)
+        case .redeliver(let jobID):
+            return try await redeliver(jobID, request: request, logger: logger)
         case .rejected:
             return try await rejectedList(request, context: context)
         case .callback(let callbackID):
@@ -281,7 +283,8 @@ extension CallbackApplication {
         }
         async let storedJob = store.job(jobID)
         async let storedHistory = store.callbacks(forJob: jobID, page: historyQuery)
-        let (job, history) = try await (storedJob, storedHistory)
+        async let storedDeliveries = jobDeliveries(jobID)
+        let (job, history, deliveries) = try await (storedJob, storedHistory, storedDeliveries)
         guard job != nil || history != nil else { throw ConsoleError(status: .notFound, message: "No job has the JobId \(jobID).") }
 
         var sections: [HTML] = []
@@ -299,6 +302,11 @@ extension CallbackApplication {
         case "changed": sections.append(#"<p role="status">CI was asked: its answer changed the job.</p>"#)
         case "unchanged": sections.append(#"<p role="status">CI was asked: it reports the state already stored.</p>"#)
         case "unknown": sections.append(#"<p role="status" class="error">CI does not know this job.</p>"#)
+        default: break
+        }
+        switch request.queryItem("redelivered") {
+        case "queued": sections.append(#"<p role="status">The delivery is due again now, with a fresh retry schedule.</p>"#)
+        case "missing": sections.append(#"<p role="status" class="error">That subscription has no such delivery (any more).</p>"#)
         default: break
         }
         if let job {
@@ -346,6 +354,9 @@ extension CallbackApplication {
                 <tbody>\(rows)</tbody></table>\(next)
                 """)
         }
+        if let deliveries {
+            sections.append(Self.deliverySection(jobID, deliveries, context: context))
+        }
         if let job {
             sections.append("<h2>JobsDetail</h2><pre>\(BodyPrettyPrinter.json(job.detailJSON))</pre>")
         }
@@ -353,8 +364,56 @@ extension CallbackApplication {
         return Self.page(title: "Job \(jobID)", context: context, main: body)
     }
 
-    /// `POST /console/jobs/{JobId}/describe`: asks CI about the job now and stores a changed answer, as a
-    /// reconcile sweep would.
+    /// The job's webhook deliveries when any subscription exists; nil (no section) when none does.
+    private func jobDeliveries(_ jobID: String) async throws -> [JobDelivery]? {
+        guard try await store.hasSubscriptions() else { return nil }
+        return try await store.deliveries(forJob: jobID)
+    }
+
+    /// Every value here came from a subscriber's endpoint or an operator: all of it is escaped by ``HTML``.
+    private static func deliverySection(_ jobID: String, _ deliveries: [JobDelivery], context: ConsoleContext) -> HTML {
+        let rows = HTML(
+            joining: deliveries.map { delivery in
+                let lastError: HTML =
+                    switch (delivery.lastStatusCode, delivery.lastError) {
+                    case (nil, nil): "—"
+                    case (let code?, nil): "HTTP \(code)"
+                    case (nil, let error?): "\(error)"
+                    case (let code?, let error?): "HTTP \(code): \(error)"
+                    }
+                let when: HTML =
+                    if let next = delivery.nextAttemptAt { "next attempt \(next)" } else { "\(delivery.completedAt ?? "—")" }
+                return """
+                    <tr><td data-label="Subscription" class="id"><code>\(delivery.subscriptionID)</code><br><span class="muted">\(delivery.url)</span></td>\
+                    <td data-label="Event">\(delivery.eventState ?? "—")</td><td data-label="State" class="delivery-\(delivery.status.rawValue)">\(delivery.status.rawValue)</td>\
+                    <td data-label="Attempts">\(delivery.attemptCount)</td><td data-label="Last error">\(lastError)</td><td data-label="When">\(when)</td>\
+                    <td data-label="Action"><form method="post" action="\(ConsoleURL.job(jobID))/redeliver">\(csrfField(context))\
+                    <input type="hidden" name="subscription" value="\(delivery.subscriptionID)"><input type="hidden" name="delivery" value="\(delivery.deliveryID)">\
+                    <button type="submit" class="secondary">Redeliver</button></form></td></tr>
+                    """
+            })
+        guard !deliveries.isEmpty else { return "<h2>Webhook deliveries</h2><p>No subscription has had a delivery of this job.</p>" }
+        return """
+            <h2>Webhook deliveries</h2>
+            <table class="wide" id="deliveries"><thead><tr><th>Subscription</th><th>Event</th><th>State</th><th>Attempts</th><th>Last error</th>\
+            <th>When</th><th>Action</th></tr></thead>
+            <tbody>\(rows)</tbody></table>
+            """
+    }
+
+    /// `POST /console/jobs/{JobId}/redeliver` with `subscription` and `delivery`: the delivery is due again at
+    /// once with a fresh retry schedule, through the store call of the API's
+    /// `POST /v1/subscriptions/{id}/deliveries/{deliveryId}/retry`.
+    private func redeliver(_ jobID: String, request: HTTPRequest, logger: Logger) async throws -> HTTPResponse {
+        let form = Self.formItems(request.body)
+        guard let subscription = form.first(where: { $0.name == "subscription" })?.value, !subscription.isEmpty,
+            let delivery = form.first(where: { $0.name == "delivery" }).flatMap({ Int64($0.value) }), delivery > 0
+        else { throw ConsoleError(status: .badRequest, message: "The form names no subscription and delivery; reload the job's page.") }
+        let queued = try await store.retryDelivery(subscriptionID: subscription, deliveryID: delivery)
+        logger.info("console redelivery", metadata: ["job.id": "\(jobID)", "webhook.delivery_id": "\(delivery)", "queued": "\(queued)"])
+        return Self.redirect(ConsoleURL.with(ConsoleURL.job(jobID), [("redelivered", queued ? "queued" : "missing")]))
+    }
+
     /// A history row's body and link cells: what the stored body says, or that retention dropped it.
     private static func bodyCells(_ callback: StoredCallback) -> HTML {
         guard let body = callback.body else {
@@ -368,6 +427,8 @@ extension CallbackApplication {
             """
     }
 
+    /// `POST /console/jobs/{JobId}/describe`: asks CI about the job now and stores a changed answer, as a
+    /// reconcile sweep would.
     private func describeNow(_ jobID: String, logger: Logger) async throws -> HTTPResponse {
         guard let submitter else { throw ConsoleError(status: .serviceUnavailable, message: "CI credentials are not set, so CI cannot be asked.") }
         guard CIJobAnswers.isAskable(jobID) else { throw ConsoleError(status: .badRequest, message: "CI could not have issued this JobId, so it cannot be asked about it.") }
