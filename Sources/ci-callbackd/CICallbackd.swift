@@ -260,6 +260,11 @@ struct Serve: AsyncParsableCommand {
         help: "Pause between rollups of callbacks into the overview's per-minute counts, e.g. 30s. [env: CONSOLE_ROLLUP_INTERVAL, default: \(SettingFormat.duration(ServeDefaults.consoleRollupInterval))]")
     var consoleRollupInterval: String?
 
+    @Option(
+        name: .customLong("console-login-attempts"),
+        help: "Failed console logins a client address may make per minute; more get 429. [env: CONSOLE_LOGIN_ATTEMPTS, default: \(ServeDefaults.application.consoleLoginAttempts)]")
+    var consoleLoginAttempts: String?
+
     @Option(name: .customLong("callback-tokens"), help: "Comma-separated tokens a callback URL must carry; unset = open. Prefer the environment: flags show in ps. [env: CALLBACK_TOKENS]")
     var callbackTokens: String?
 
@@ -341,6 +346,9 @@ struct Serve: AsyncParsableCommand {
         let maxWaiters = try resolver.required(
             flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: ServeDefaults.listener.maxWaiters, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
+        let consoleLoginAttempts = try resolver.required(
+            flag: consoleLoginAttempts, flagName: "console-login-attempts", env: "CONSOLE_LOGIN_ATTEMPTS",
+            default: ServeDefaults.application.consoleLoginAttempts, parse: SettingParsers.positiveInt, expected: "a positive whole number")
         let retentionPolicy = try retention.resolve(resolver)
         let consoleRollupInterval = try resolver.required(
             flag: consoleRollupInterval, flagName: "console-rollup-interval", env: "CONSOLE_ROLLUP_INTERVAL", default: ServeDefaults.consoleRollupInterval,
@@ -393,6 +401,7 @@ struct Serve: AsyncParsableCommand {
             applicationConfiguration.maxSubscriptions = webhooks.maxSubscriptions
             applicationConfiguration.webhookDelivery = webhooks.delivery
             applicationConfiguration.consoleSessionLifetime = consoleSessionLifetime
+            applicationConfiguration.consoleLoginAttempts = consoleLoginAttempts
             let submitter = ciSettings.submitter(logger: logger)
             applicationConfiguration.workerStatus = WorkerStatus(
                 reconcile: ciSettings.reconcile && submitter != nil, reconcileInterval: ciSettings.reconciler.interval,

@@ -139,8 +139,21 @@ extension CallbackApplication {
         var status = HTTPStatus.ok
         var notice = HTML.empty
         if request.method == .post {
+            let client = configuration.accessPolicy.clientAddress(
+                peer: request.remoteAddress, forwardedFor: request.headers.values(for: "X-Forwarded-For"))
+            if case .refuse(let retryAfter) = consoleLogins.decision(for: client) {
+                logger.warning("console login refused: too many failed logins", metadata: ["net.peer": "\(client)"])
+                var response = Self.errorPage(
+                    ConsoleError(
+                        status: .tooManyRequests,
+                        message: "Too many wrong tokens from your address; try again in \(retryAfter) s (CONSOLE_LOGIN_ATTEMPTS a minute)."),
+                    context: context)
+                response.headers.replaceOrAdd(name: "Retry-After", value: "\(retryAfter)")
+                return response
+            }
             let token = Self.formItems(request.body).first { $0.name == "token" }?.value ?? ""
             if let matched = configuration.accessPolicy.matchingAPIToken(token) {
+                consoleLogins.recordSuccess(from: client)
                 var response = Self.redirect("/console/")
                 response.headers.add(
                     name: "Set-Cookie",
@@ -149,7 +162,8 @@ extension CallbackApplication {
                         maxAge: sessions.lifetime.components.seconds, secure: context.secure))
                 return response
             }
-            logger.warning("console login refused", metadata: ["net.peer": "\(request.remoteAddress)"])
+            consoleLogins.recordFailure(from: client)
+            logger.warning("console login refused", metadata: ["net.peer": "\(client)"])
             status = .unauthorized
             notice = #"<p class="error" role="alert">That token is not one of the API tokens.</p>"#
         }
