@@ -104,6 +104,16 @@ extension JobStore {
         }
     }
 
+    /// The jobs whose history names `callbackID` (at most ``maximumPrefixMatches``). For a callback with no
+    /// stored body this tells a pruned one (retention dropped the body; the history outlives it) from an id
+    /// never stored; empty for both a never-stored one and a pruned one that mentioned no job.
+    public func jobIDs(mentionedBy callbackID: Int64) async throws -> [String] {
+        try await withConnection { connection in
+            try connection.query(ConsoleSQL.jobsMentioning(callbackID, limit: Self.maximumPrefixMatches))
+                .strict("jobs of a callback") { row throws(StoredRowError) in try row.string("job_id") }
+        }
+    }
+
     private static func callbackRecord(_ row: StrictRow) throws(StoredRowError) -> StoredCallbackRecord {
         StoredCallbackRecord(
             callbackID: try row.int64("callback_id"),
@@ -133,6 +143,11 @@ enum ConsoleSQL {
         c.callback_id, \(JobStore.rfc3339("c.received_at")) AS received_at, coalesce(d.delivery_count, 1) AS delivery_count, c.outcome, c.rejection_reason,
         c.source, c.format, c.content_type, c.remote_address, c.event_name, c.body_size, c.body_truncated
         """
+
+    /// Through the history's index on `callback_id`.
+    static func jobsMentioning(_ callbackID: Int64, limit: Int) -> SQLQuery {
+        "SELECT DISTINCT job_id FROM ci_job_events WHERE callback_id = \(callbackID) ORDER BY job_id LIMIT \(limit)"
+    }
 
     static let openJobs: SQLQuery = "SELECT count(*) AS open FROM ci_jobs WHERE NOT is_final"
 

@@ -8,7 +8,7 @@ import Testing
 /// JobId prefix search is a range of the primary key, rejected callbacks walk the partial index of
 /// callbacks not accepted, the overview's figures come from partial indexes, and its rates from the
 /// rolled-up minutes plus the callbacks since the rollup's watermark, read through the BRIN index on received_at.
-@Suite("Console plans")
+@Suite("Console plans", .serialized)
 struct ConsolePlanTests {
     @Test func consolePlans_prefixSearch_rejected_overview_andRates_useIndexes() async throws {
         try await ListPlanTests.withLoadedSchema { service in
@@ -28,6 +28,9 @@ struct ConsolePlanTests {
             ] {
                 ListPlanTests.expectIndexOnly(try await ListPlanTests.explain(query, on: service), shape: "rejected \(query.sql)")
             }
+
+            let mentioning = try await ListPlanTests.explain(ConsoleSQL.jobsMentioning(10_000, limit: 50), on: service)
+            ListPlanTests.expectIndexOnly(mentioning, shape: "jobs of a pruned callback")
 
             // The overview: open jobs from the partial index of open jobs; rates from the rolled-up minutes
             // and, after the watermark, from the BRIN index on received_at; the rollup reads that index too.

@@ -501,7 +501,14 @@ extension CallbackApplication {
 
     private func callbackPage(_ callbackID: Int64, context: ConsoleContext) async throws -> HTTPResponse {
         guard let callback = try await store.callbackRecord(callbackID) else {
-            throw ConsoleError(status: .notFound, message: "There is no callback \(callbackID).")
+            let jobs = try await prunedCallbackJobs(callbackID)
+            let links = HTML(joining: jobs.map { #"<li><a href="\#(ConsoleURL.job($0))"><code>\#($0)</code></a></li>"# })
+            let body: HTML = """
+                <h1>Callback #\(callbackID)</h1>
+                <p class="error" role="alert">\(Self.prunedMessage(callbackID))</p>
+                <p>The history of the jobs it mentioned remains:</p><ul>\(links)</ul>
+                """
+            return Self.page(status: .gone, title: "Callback \(callbackID)", context: context, main: body)
         }
         let jobs = HTML(joining: callback.jobIDs.map { #"<a href="\#(ConsoleURL.job($0))">\#($0)</a> "# })
         let body: HTML = """
@@ -523,7 +530,8 @@ extension CallbackApplication {
     /// Content-Type, which could say `text/html`).
     private func rawBody(_ callbackID: Int64) async throws -> HTTPResponse {
         guard let callback = try await store.callbackRecord(callbackID) else {
-            throw ConsoleError(status: .notFound, message: "There is no callback \(callbackID).")
+            _ = try await prunedCallbackJobs(callbackID)
+            throw ConsoleError(status: .gone, message: Self.prunedMessage(callbackID))
         }
         let (contentType, suffix) =
             switch callback.format {
@@ -535,6 +543,18 @@ extension CallbackApplication {
             status: .ok,
             headers: ["Content-Type": contentType, "Content-Disposition": "attachment; filename=\"callback-\(callbackID).\(suffix)\""],
             body: callback.body)
+    }
+
+    /// The jobs a callback whose body is not stored had mentioned: its body was pruned by retention. Throws
+    /// 404 when no history names it, so it was never stored (or it mentioned no job, which cannot be told).
+    private func prunedCallbackJobs(_ callbackID: Int64) async throws -> [String] {
+        let jobs = try await store.jobIDs(mentionedBy: callbackID)
+        guard !jobs.isEmpty else { throw ConsoleError(status: .notFound, message: "There is no callback \(callbackID).") }
+        return jobs
+    }
+
+    private static func prunedMessage(_ callbackID: Int64) -> String {
+        "Callback #\(callbackID) was stored, but its body has been pruned by retention (CALLBACK_RETENTION)."
     }
 
     /// Up to 160 characters of a body for a table cell, control characters shown as U+FFFD.
