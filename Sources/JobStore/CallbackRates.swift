@@ -36,10 +36,10 @@ extension JobStore {
             let end = CallbackRateSQL.minuteFloor(Self.epochMicros(now))
             while true {
                 let done: Bool? = try connection.transaction { connection in
-                    guard
-                        let mark = try connection.query(CallbackRateSQL.lockWatermark)
-                            .strict("rollup watermark") { row throws(StoredRowError) in try row.int64("counted_before_micros") }.first
-                    else { return nil }
+                    let locked = try connection.query(CallbackRateSQL.lockWatermark).strict("rollup watermark") { row throws(StoredRowError) in
+                        try row.int64("counted_before_micros")
+                    }
+                    guard let mark = locked.first else { return nil }
                     let (from, to) = CallbackRateSQL.chunk(watermark: mark, end: end, policy: policy)
                     report.countedBeforeMicros = max(mark, to)
                     guard from < to else { return true }
