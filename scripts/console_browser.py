@@ -103,7 +103,26 @@ def main():
         copy.click()
         page.wait_for_function("document.querySelector('button[data-copy]').textContent !== 'Copy watermark text'")
         no_csp_violations(page, "job detail")
+
+        # The job's webhook delivery (the subscription's endpoint refuses connections): listed with its
+        # attempts and last error once the worker has tried, then redelivered from the page.
+        deliveries = page.locator("#deliveries tbody tr")
+        for _ in range(60):
+            if deliveries.count() and deliveries.first.locator("td[data-label=Attempts]").inner_text() != "0":
+                break
+            page.wait_for_timeout(500)
+            page.reload()
+        row = deliveries.first
+        check(deliveries.count() == 1 and row.locator("td[data-label=Attempts]").inner_text() != "0",
+              "the job page lists its webhook delivery once the worker has tried it")
+        last_error = row.locator("td[data-label='Last error']").inner_text()
+        check(last_error not in ("", "—"), f"the delivery shows its last error ({last_error!r})")
         shot(page, "job")
+        row.locator("button", has_text="Redeliver").click()
+        page.wait_for_url("**redelivered=queued")
+        check(page.locator("p[role=status]", has_text="due again now").is_visible(),
+              "redeliver (a POST with the CSRF token) queues the delivery again")
+        no_csp_violations(page, "job deliveries")
 
         # Open a raw body, pretty-printed, then download it byte for byte.
         page.locator("a", has_text="view #").first.click()

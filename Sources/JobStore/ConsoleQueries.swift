@@ -70,27 +70,11 @@ extension JobStore {
         let backlog = try await verificationBacklog()
         return try await withConnection { connection in
             // Both read the partial index ci_jobs_open_idx, which holds open jobs only.
-            let count = try StrictRow(connection.query("SELECT count(*) AS open FROM ci_jobs WHERE NOT is_final")[0], read: "open jobs").int("open")
-            let oldest = try connection.query(
-                """
-                SELECT job_id, \(unsafeRaw: Self.rfc3339("last_received_at")) AS last_received_at
-                FROM ci_jobs WHERE NOT is_final ORDER BY last_received_at LIMIT 1
-                """
-            ).strict("longest silent open job") { row throws(StoredRowError) in
+            let count = try StrictRow(connection.query(ConsoleSQL.openJobs)[0], read: "open jobs").int("open")
+            let oldest = try connection.query(ConsoleSQL.longestSilentOpenJob).strict("longest silent open job") { row throws(StoredRowError) in
                 (jobID: try row.string("job_id"), lastReceivedAt: try row.string("last_received_at"))
             }.first
             return ConsoleOverview(openJobs: count, longestSilentOpenJob: oldest, verification: backlog)
-        }
-    }
-
-    /// Callbacks received since `since`, counted per `bucketSeconds` and outcome (duplicates are counted by
-    /// their first receipt only). Reads the callbacks of the period through the BRIN index on `received_at`.
-    public func callbackRates(since: Date, bucketSeconds: Int) async throws -> [CallbackRateBucket] {
-        let query = ConsoleSQL.rates(sinceMicros: Self.epochMicros(since), bucketSeconds: bucketSeconds)
-        return try await withConnection { connection in
-            try connection.query(query).strict("callback rates") { row throws(StoredRowError) in
-                CallbackRateBucket(startMicros: try row.int64("bucket_micros"), outcome: try row.string("outcome"), count: try row.int("n"))
-            }
         }
     }
 
@@ -120,6 +104,16 @@ extension JobStore {
         }
     }
 
+    /// The jobs whose history names `callbackID` (at most ``maximumPrefixMatches``). For a callback with no
+    /// stored body this tells a pruned one (retention dropped the body; the history outlives it) from an id
+    /// never stored; empty for both a never-stored one and a pruned one that mentioned no job.
+    public func jobIDs(mentionedBy callbackID: Int64) async throws -> [String] {
+        try await withConnection { connection in
+            try connection.query(ConsoleSQL.jobsMentioning(callbackID, limit: Self.maximumPrefixMatches))
+                .strict("jobs of a callback") { row throws(StoredRowError) in try row.string("job_id") }
+        }
+    }
+
     private static func callbackRecord(_ row: StrictRow) throws(StoredRowError) -> StoredCallbackRecord {
         StoredCallbackRecord(
             callbackID: try row.int64("callback_id"),
@@ -141,7 +135,7 @@ extension JobStore {
 }
 
 /// The console's statements. Each walks an index: the primary key for a prefix, the partial index of
-/// callbacks not accepted for rejected ones, the BRIN index on `received_at` for rates.
+/// callbacks not accepted for rejected ones (the rates are in ``CallbackRateSQL``).
 enum ConsoleSQL {
     /// A callback's columns; `d` is its digest row (`ci_callback_digests`, which counts deliveries), joined
     /// LEFT so that a body is shown even in the moment retention has pruned its digest.
@@ -149,6 +143,19 @@ enum ConsoleSQL {
         c.callback_id, \(JobStore.rfc3339("c.received_at")) AS received_at, coalesce(d.delivery_count, 1) AS delivery_count, c.outcome, c.rejection_reason,
         c.source, c.format, c.content_type, c.remote_address, c.event_name, c.body_size, c.body_truncated
         """
+
+    /// Through the history's index on `callback_id`.
+    static func jobsMentioning(_ callbackID: Int64, limit: Int) -> SQLQuery {
+        "SELECT DISTINCT job_id FROM ci_job_events WHERE callback_id = \(callbackID) ORDER BY job_id LIMIT \(limit)"
+    }
+
+    static let openJobs: SQLQuery = "SELECT count(*) AS open FROM ci_jobs WHERE NOT is_final"
+
+    static let longestSilentOpenJob = SQLQuery(
+        unsafeSQL: """
+            SELECT job_id, \(JobStore.rfc3339("last_received_at")) AS last_received_at
+            FROM ci_jobs WHERE NOT is_final ORDER BY last_received_at LIMIT 1
+            """, binds: [])
 
     /// A range of the primary key: `job_id >= prefix AND job_id < prefix || U+10FFFF`, exact under the
     /// C collation the cluster is created with; `starts_with` keeps the answer right under any other.
@@ -159,18 +166,6 @@ enum ConsoleSQL {
             WHERE job_id >= \(prefix) AND job_id < \(upper) AND starts_with(job_id, \(prefix))
             ORDER BY job_id
             LIMIT \(min(max(limit, 1), JobStore.maximumPrefixMatches))
-            """
-    }
-
-    static func rates(sinceMicros: Int64, bucketSeconds: Int) -> SQLQuery {
-        let bucketMicros = Int64(max(bucketSeconds, 1)) * 1_000_000
-        return """
-            SELECT ((extract(epoch FROM received_at) * 1000000)::bigint / \(bucketMicros)::bigint) * \(bucketMicros)::bigint AS bucket_micros,
-                   outcome, count(*)::int AS n
-            FROM ci_callbacks
-            WHERE received_at >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
-            GROUP BY 1, 2
-            ORDER BY 1, 2
             """
     }
 

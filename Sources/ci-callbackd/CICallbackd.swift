@@ -261,6 +261,16 @@ struct Serve: AsyncParsableCommand {
         help: "How long a console login lasts, e.g. 12h. [env: CONSOLE_SESSION_LIFETIME, default: \(SettingFormat.duration(ServeDefaults.application.consoleSessionLifetime))]")
     var consoleSessionLifetime: String?
 
+    @Option(
+        name: .customLong("console-rollup-interval"),
+        help: "Pause between rollups of callbacks into the overview's per-minute counts, e.g. 30s. [env: CONSOLE_ROLLUP_INTERVAL, default: \(SettingFormat.duration(ServeDefaults.consoleRollupInterval))]")
+    var consoleRollupInterval: String?
+
+    @Option(
+        name: .customLong("console-login-attempts"),
+        help: "Failed console logins a client address may make per minute; more get 429. [env: CONSOLE_LOGIN_ATTEMPTS, default: \(ServeDefaults.application.consoleLoginAttempts)]")
+    var consoleLoginAttempts: String?
+
     @Option(name: .customLong("callback-tokens"), help: "Comma-separated tokens a callback URL must carry; unset = open. Prefer the environment: flags show in ps. [env: CALLBACK_TOKENS]")
     var callbackTokens: String?
 
@@ -342,7 +352,13 @@ struct Serve: AsyncParsableCommand {
         let maxWaiters = try resolver.required(
             flag: maxWaiters, flagName: "max-waiters", env: "MAX_WAITERS", default: ServeDefaults.listener.maxWaiters, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
+        let consoleLoginAttempts = try resolver.required(
+            flag: consoleLoginAttempts, flagName: "console-login-attempts", env: "CONSOLE_LOGIN_ATTEMPTS",
+            default: ServeDefaults.application.consoleLoginAttempts, parse: SettingParsers.positiveInt, expected: "a positive whole number")
         let retentionPolicy = try retention.resolve(resolver)
+        let consoleRollupInterval = try resolver.required(
+            flag: consoleRollupInterval, flagName: "console-rollup-interval", env: "CONSOLE_ROLLUP_INTERVAL", default: ServeDefaults.consoleRollupInterval,
+            parse: SettingParsers.duration, expected: "a duration such as 30s")
         let retentionInterval = try resolver.required(
             flag: retentionInterval, flagName: "retention-interval", env: "RETENTION_INTERVAL", default: ServeDefaults.retentionInterval,
             parse: SettingParsers.duration, expected: "a duration such as 1h")
@@ -397,6 +413,7 @@ struct Serve: AsyncParsableCommand {
             applicationConfiguration.maxSubscriptions = webhooks.maxSubscriptions
             applicationConfiguration.webhookDelivery = webhooks.delivery
             applicationConfiguration.consoleSessionLifetime = consoleSessionLifetime
+            applicationConfiguration.consoleLoginAttempts = consoleLoginAttempts
             let submitter = ciSettings.submitter(logger: logger)
             applicationConfiguration.workerStatus = WorkerStatus(
                 reconcile: ciSettings.reconcile && submitter != nil, reconcileInterval: ciSettings.reconciler.interval,
@@ -432,6 +449,7 @@ struct Serve: AsyncParsableCommand {
                         lock: SweepLock(
                             conninfo: databaseURL, settings: databaseTimeouts.connection, classID: RetentionSweeper.lockClassID, logger: logger),
                         interval: retentionInterval, logger: logger)),
+                .init(service: CallbackRateRollup(store: store, interval: consoleRollupInterval, logger: logger)),
                 .init(
                     service: EventSequencer(
                         store: store, signal: newEvents, configuration: ServeDefaults.sequencer, metrics: metrics, logger: logger)),
@@ -563,6 +581,7 @@ enum ServeDefaults {
     static let verifier = CallbackVerifierConfiguration()
     static let retention = RetentionPolicy()
     static let retentionInterval: Duration = .seconds(3600)
+    static let consoleRollupInterval: Duration = .seconds(30)
     static let sequencer = EventSequencerConfiguration()
     static let webhooks = WebhookDeliveryConfiguration()
     static let autoMigrate = true

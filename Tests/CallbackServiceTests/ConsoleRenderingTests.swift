@@ -30,6 +30,8 @@ struct ConsoleRenderingTests {
         #expect(ConsoleRoute.match(method: .get, path: ["jobs", "j1"]) == .route(.job(jobID: "j1")))
         #expect(ConsoleRoute.match(method: .post, path: ["jobs", "j1", "describe"]) == .route(.describe(jobID: "j1")))
         #expect(ConsoleRoute.match(method: .get, path: ["jobs", "j1", "describe"]) == .methodNotAllowed(allowed: [.post]))
+        #expect(ConsoleRoute.match(method: .post, path: ["jobs", "j1", "redeliver"]) == .route(.redeliver(jobID: "j1")))
+        #expect(ConsoleRoute.match(method: .get, path: ["jobs", "j1", "redeliver"]) == .methodNotAllowed(allowed: [.post]))
         #expect(ConsoleRoute.match(method: .get, path: ["rejected"]) == .route(.rejected))
         #expect(ConsoleRoute.match(method: .get, path: ["callbacks", "7"]) == .route(.callback(callbackID: 7)))
         #expect(ConsoleRoute.match(method: .get, path: ["callbacks", "7", "raw"]) == .route(.rawBody(callbackID: 7)))

@@ -142,6 +142,8 @@ struct ListPlanTests {
         // Loading 22,000 rows and ANALYZE may take longer than the service's statement timeout on a busy machine.
         var unbounded = PostgresConnectionSettings()
         unbounded.statementTimeout = .zero
+        // Several plan suites load at once on a loaded 2-core machine: one INSERT may take longer than 8 s.
+        unbounded.ioTimeout = .seconds(120)
         try await ServiceHarness.with(connection: unbounded) { service in
             _ = try await service.query(
                 """

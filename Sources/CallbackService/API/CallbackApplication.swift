@@ -26,6 +26,10 @@ public struct CallbackApplication: Sendable {
         public var webhookDelivery = WebhookDeliveryConfiguration()
         /// How long a console login lasts (`CONSOLE_SESSION_LIFETIME`).
         public var consoleSessionLifetime: Duration = .seconds(12 * 3600)
+        /// Failed console logins a client address may make per minute (`CONSOLE_LOGIN_ATTEMPTS`); more get 429.
+        public var consoleLoginAttempts = 10
+        /// Client addresses whose failed logins are remembered at once: bounds the limiter's memory.
+        public var consoleLoginTrackedAddresses = 10_000
         /// What the console's overview says about the background workers (they run beside the application).
         public var workerStatus = WorkerStatus()
 
@@ -47,6 +51,8 @@ public struct CallbackApplication: Sendable {
     public let submitter: WatermarkSubmitter?
     /// Counts and logs the listener's refusals.
     private let refusals: ListenerRefusalRecorder
+    /// Failed console logins per client address, shared by every request of the process.
+    let consoleLogins: ConsoleLoginLimiter
 
     public init(
         store: JobStore, configuration: Configuration, logger: Logger, metrics: ServiceMetrics = ServiceMetrics(),
@@ -61,6 +67,8 @@ public struct CallbackApplication: Sendable {
         self.metrics = metrics
         self.listenerStatistics = listenerStatistics
         refusals = ListenerRefusalRecorder(metrics: metrics, logger: logger)
+        consoleLogins = ConsoleLoginLimiter(
+            limits: .init(attempts: configuration.consoleLoginAttempts, window: .seconds(60), addresses: configuration.consoleLoginTrackedAddresses))
     }
 
     /// What the listener needs from the application: callbacks are admitted or refused on their head

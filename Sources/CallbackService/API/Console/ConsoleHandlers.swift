@@ -120,6 +120,8 @@ extension CallbackApplication {
             return try await jobDetail(jobID, request: request, context: context)
         case .describe(let jobID):
             return try await describeNow(jobID, logger: logger)
+        case .redeliver(let jobID):
+            return try await redeliver(jobID, request: request, logger: logger)
         case .rejected:
             return try await rejectedList(request, context: context)
         case .callback(let callbackID):
@@ -138,8 +140,21 @@ extension CallbackApplication {
         var status = HTTPStatus.ok
         var notice = HTML.empty
         if request.method == .post {
+            let client = configuration.accessPolicy.clientAddress(
+                peer: request.remoteAddress, forwardedFor: request.headers.values(for: "X-Forwarded-For"))
+            if case .refuse(let retryAfter) = consoleLogins.decision(for: client) {
+                logger.warning("console login refused: too many failed logins", metadata: ["net.peer": "\(client)"])
+                var response = Self.errorPage(
+                    ConsoleError(
+                        status: .tooManyRequests,
+                        message: "Too many wrong tokens from your address; try again in \(retryAfter) s (CONSOLE_LOGIN_ATTEMPTS a minute)."),
+                    context: context)
+                response.headers.replaceOrAdd(name: "Retry-After", value: "\(retryAfter)")
+                return response
+            }
             let token = Self.formItems(request.body).first { $0.name == "token" }?.value ?? ""
             if let matched = configuration.accessPolicy.matchingAPIToken(token) {
+                consoleLogins.recordSuccess(from: client)
                 var response = Self.redirect("/console/")
                 response.headers.add(
                     name: "Set-Cookie",
@@ -148,7 +163,8 @@ extension CallbackApplication {
                         maxAge: sessions.lifetime.components.seconds, secure: context.secure))
                 return response
             }
-            logger.warning("console login refused", metadata: ["net.peer": "\(request.remoteAddress)"])
+            consoleLogins.recordFailure(from: client)
+            logger.warning("console login refused", metadata: ["net.peer": "\(client)"])
             status = .unauthorized
             notice = #"<p class="error" role="alert">That token is not one of the API tokens.</p>"#
         }
@@ -282,7 +298,8 @@ extension CallbackApplication {
         }
         async let storedJob = store.job(jobID)
         async let storedHistory = store.callbacks(forJob: jobID, page: historyQuery)
-        let (job, history) = try await (storedJob, storedHistory)
+        async let storedDeliveries = jobDeliveries(jobID)
+        let (job, history, deliveries) = try await (storedJob, storedHistory, storedDeliveries)
         guard job != nil || history != nil else { throw ConsoleError(status: .notFound, message: "No job has the JobId \(jobID).") }
 
         var sections: [HTML] = []
@@ -300,6 +317,11 @@ extension CallbackApplication {
         case "changed": sections.append(#"<p role="status">CI was asked: its answer changed the job.</p>"#)
         case "unchanged": sections.append(#"<p role="status">CI was asked: it reports the state already stored.</p>"#)
         case "unknown": sections.append(#"<p role="status" class="error">CI does not know this job.</p>"#)
+        default: break
+        }
+        switch request.queryItem("redelivered") {
+        case "queued": sections.append(#"<p role="status">The delivery is due again now, with a fresh retry schedule.</p>"#)
+        case "missing": sections.append(#"<p role="status" class="error">That subscription has no such delivery (any more).</p>"#)
         default: break
         }
         if let job {
@@ -347,6 +369,9 @@ extension CallbackApplication {
                 <tbody>\(rows)</tbody></table>\(next)
                 """)
         }
+        if let deliveries {
+            sections.append(Self.deliverySection(jobID, deliveries, context: context))
+        }
         if let job {
             sections.append("<h2>JobsDetail</h2><pre>\(BodyPrettyPrinter.json(job.detailJSON))</pre>")
         }
@@ -354,8 +379,56 @@ extension CallbackApplication {
         return Self.page(title: "Job \(jobID)", context: context, main: body)
     }
 
-    /// `POST /console/jobs/{JobId}/describe`: asks CI about the job now and stores a changed answer, as a
-    /// reconcile sweep would.
+    /// The job's webhook deliveries when any subscription exists; nil (no section) when none does.
+    private func jobDeliveries(_ jobID: String) async throws -> [JobDelivery]? {
+        guard try await store.hasSubscriptions() else { return nil }
+        return try await store.deliveries(forJob: jobID)
+    }
+
+    /// Every value here came from a subscriber's endpoint or an operator: all of it is escaped by ``HTML``.
+    private static func deliverySection(_ jobID: String, _ deliveries: [JobDelivery], context: ConsoleContext) -> HTML {
+        let rows = HTML(
+            joining: deliveries.map { delivery in
+                let lastError: HTML =
+                    switch (delivery.lastStatusCode, delivery.lastError) {
+                    case (nil, nil): "—"
+                    case (let code?, nil): "HTTP \(code)"
+                    case (nil, let error?): "\(error)"
+                    case (let code?, let error?): "HTTP \(code): \(error)"
+                    }
+                let when: HTML =
+                    if let next = delivery.nextAttemptAt { "next attempt \(next)" } else { "\(delivery.completedAt ?? "—")" }
+                return """
+                    <tr><td data-label="Subscription" class="id"><code>\(delivery.subscriptionID)</code><br><span class="muted">\(delivery.url)</span></td>\
+                    <td data-label="Event">\(delivery.eventState ?? "—")</td><td data-label="State" class="delivery-\(delivery.status.rawValue)">\(delivery.status.rawValue)</td>\
+                    <td data-label="Attempts">\(delivery.attemptCount)</td><td data-label="Last error">\(lastError)</td><td data-label="When">\(when)</td>\
+                    <td data-label="Action"><form method="post" action="\(ConsoleURL.job(jobID))/redeliver">\(csrfField(context))\
+                    <input type="hidden" name="subscription" value="\(delivery.subscriptionID)"><input type="hidden" name="delivery" value="\(delivery.deliveryID)">\
+                    <button type="submit" class="secondary">Redeliver</button></form></td></tr>
+                    """
+            })
+        guard !deliveries.isEmpty else { return "<h2>Webhook deliveries</h2><p>No subscription has had a delivery of this job.</p>" }
+        return """
+            <h2>Webhook deliveries</h2>
+            <table class="wide" id="deliveries"><thead><tr><th>Subscription</th><th>Event</th><th>State</th><th>Attempts</th><th>Last error</th>\
+            <th>When</th><th>Action</th></tr></thead>
+            <tbody>\(rows)</tbody></table>
+            """
+    }
+
+    /// `POST /console/jobs/{JobId}/redeliver` with `subscription` and `delivery`: the delivery is due again at
+    /// once with a fresh retry schedule, through the store call of the API's
+    /// `POST /v1/subscriptions/{id}/deliveries/{deliveryId}/retry`.
+    private func redeliver(_ jobID: String, request: HTTPRequest, logger: Logger) async throws -> HTTPResponse {
+        let form = Self.formItems(request.body)
+        guard let subscription = form.first(where: { $0.name == "subscription" })?.value, !subscription.isEmpty,
+            let delivery = form.first(where: { $0.name == "delivery" }).flatMap({ Int64($0.value) }), delivery > 0
+        else { throw ConsoleError(status: .badRequest, message: "The form names no subscription and delivery; reload the job's page.") }
+        let queued = try await store.retryDelivery(subscriptionID: subscription, deliveryID: delivery)
+        logger.info("console redelivery", metadata: ["job.id": "\(jobID)", "webhook.delivery_id": "\(delivery)", "queued": "\(queued)"])
+        return Self.redirect(ConsoleURL.with(ConsoleURL.job(jobID), [("redelivered", queued ? "queued" : "missing")]))
+    }
+
     /// A history row's body and link cells: what the stored body says, or that retention dropped it.
     private static func bodyCells(_ callback: StoredCallback) -> HTML {
         guard let body = callback.body else {
@@ -369,6 +442,8 @@ extension CallbackApplication {
             """
     }
 
+    /// `POST /console/jobs/{JobId}/describe`: asks CI about the job now and stores a changed answer, as a
+    /// reconcile sweep would.
     private func describeNow(_ jobID: String, logger: Logger) async throws -> HTTPResponse {
         guard let submitter else { throw ConsoleError(status: .serviceUnavailable, message: "CI credentials are not set, so CI cannot be asked.") }
         guard CIJobAnswers.isAskable(jobID) else { throw ConsoleError(status: .badRequest, message: "CI could not have issued this JobId, so it cannot be asked about it.") }
@@ -427,7 +502,14 @@ extension CallbackApplication {
 
     private func callbackPage(_ callbackID: Int64, context: ConsoleContext) async throws -> HTTPResponse {
         guard let callback = try await store.callbackRecord(callbackID) else {
-            throw ConsoleError(status: .notFound, message: "There is no callback \(callbackID).")
+            let jobs = try await prunedCallbackJobs(callbackID)
+            let links = HTML(joining: jobs.map { #"<li><a href="\#(ConsoleURL.job($0))"><code>\#($0)</code></a></li>"# })
+            let body: HTML = """
+                <h1>Callback #\(callbackID)</h1>
+                <p class="error" role="alert">\(Self.prunedMessage(callbackID))</p>
+                <p>The history of the jobs it mentioned remains:</p><ul>\(links)</ul>
+                """
+            return Self.page(status: .gone, title: "Callback \(callbackID)", context: context, main: body)
         }
         let jobs = HTML(joining: callback.jobIDs.map { #"<a href="\#(ConsoleURL.job($0))">\#($0)</a> "# })
         let body: HTML = """
@@ -449,7 +531,8 @@ extension CallbackApplication {
     /// Content-Type, which could say `text/html`).
     private func rawBody(_ callbackID: Int64) async throws -> HTTPResponse {
         guard let callback = try await store.callbackRecord(callbackID) else {
-            throw ConsoleError(status: .notFound, message: "There is no callback \(callbackID).")
+            _ = try await prunedCallbackJobs(callbackID)
+            throw ConsoleError(status: .gone, message: Self.prunedMessage(callbackID))
         }
         let (contentType, suffix) =
             switch callback.format {
@@ -461,6 +544,18 @@ extension CallbackApplication {
             status: .ok,
             headers: ["Content-Type": contentType, "Content-Disposition": "attachment; filename=\"callback-\(callbackID).\(suffix)\""],
             body: callback.body)
+    }
+
+    /// The jobs a callback whose body is not stored had mentioned: its body was pruned by retention. Throws
+    /// 404 when no history names it, so it was never stored (or it mentioned no job, which cannot be told).
+    private func prunedCallbackJobs(_ callbackID: Int64) async throws -> [String] {
+        let jobs = try await store.jobIDs(mentionedBy: callbackID)
+        guard !jobs.isEmpty else { throw ConsoleError(status: .notFound, message: "There is no callback \(callbackID).") }
+        return jobs
+    }
+
+    private static func prunedMessage(_ callbackID: Int64) -> String {
+        "Callback #\(callbackID) was stored, but its body has been pruned by retention (CALLBACK_RETENTION)."
     }
 
     /// Up to 160 characters of a body for a table cell, control characters shown as U+FFFD.

@@ -10,6 +10,8 @@ enum ConsoleRoute: Sendable, Hashable {
     case job(jobID: String)
     /// POST: ask CI about the job now (the reconciler's single-job path).
     case describe(jobID: String)
+    /// POST: send one of the job's webhook deliveries again (the API's delivery retry).
+    case redeliver(jobID: String)
     case rejected
     case callback(callbackID: Int64)
     /// The callback's body byte for byte, as a download.
@@ -55,6 +57,7 @@ enum ConsoleRoute: Sendable, Hashable {
             }
         case 3:
             if path[0] == "jobs", path[2] == "describe" { return (.describe(jobID: path[1]), [.post]) }
+            if path[0] == "jobs", path[2] == "redeliver" { return (.redeliver(jobID: path[1]), [.post]) }
             if path[0] == "callbacks", path[2] == "raw", let id = Int64(path[1]), id > 0 { return (.rawBody(callbackID: id), read) }
             return nil
         default:
