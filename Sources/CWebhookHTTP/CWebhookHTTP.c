@@ -81,6 +81,13 @@ int cwh_post(const char *url, const char *const *headers, size_t header_count, c
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "ci-callbackd-webhooks");
     curl_easy_setopt(curl, CURLOPT_FORBID_REUSE, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075700
+    /* CURLOPT_TIMEOUT_MS ends a transfer stuck resolving the name, but at cleanup libcurl (threaded resolver,
+       as Debian builds it) then joins the getaddrinfo thread, which waits out the resolver's own timeout
+       (5 s per try by default): an attempt to a name whose DNS server is silent took 10 s under a 2 s
+       WEBHOOK_TIMEOUT. Quick exit detaches that thread instead; it frees its data when getaddrinfo returns. */
+    curl_easy_setopt(curl, CURLOPT_QUICK_EXIT, 1L);
+#endif
 
     CURLcode code = curl_easy_perform(curl);
     result->curl_code = (int)code;

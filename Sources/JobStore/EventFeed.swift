@@ -37,6 +37,15 @@ public struct EventFeedCursor: Sendable, Hashable {
     }
 }
 
+/// A feed cursor that points below what retention kept: events after it were deleted, so following it
+/// would skip them. The reader must start again without a cursor (from ``horizon``) and accept the gap.
+public struct EventFeedCursorExpired: Error, Sendable, Hashable {
+    /// The cursor asked for.
+    public var cursor: EventFeedCursor
+    /// The highest position retention deleted: the oldest cursor still served.
+    public var horizon: EventFeedCursor
+}
+
 /// One page of the event feed.
 public struct EventFeedPage: Sendable, Hashable {
     public var events: [JobStateEvent]
@@ -85,20 +94,39 @@ extension JobStore {
         }
     }
 
-    /// Events after `cursor` in feed order, at most `limit`.
-    public func events(after cursor: EventFeedCursor, limit: Int) async throws -> EventFeedPage {
-        try await withConnection { connection in
-            let events = try connection.query(
+    /// Events after `cursor` in feed order, at most `limit`; without a cursor, from the oldest retained event.
+    ///
+    /// Retention deletes old events and records the highest position it deleted (the horizon, migration
+    /// 0011); the feed holds the positions above it. A cursor below the horizon has missed deleted events:
+    /// that throws ``EventFeedCursorExpired`` rather than silently skipping them. The horizon and the page
+    /// are read by one statement, so they agree.
+    public func events(after cursor: EventFeedCursor?, limit: Int) async throws -> EventFeedPage {
+        let asked = cursor?.position ?? 0
+        let rows = try await withConnection { connection in
+            try connection.query(
                 """
-                SELECT event_id, feed_position, \(unsafeRaw: EventSQL.jobColumns)
-                FROM ci_job_state_events
-                WHERE feed_position > \(cursor.position)
-                ORDER BY feed_position
-                LIMIT \(max(limit, 1))
-                """
-            ).strict("event feed", Self.stateEvent)
-            return EventFeedPage(events: events, nextCursor: EventFeedCursor(position: events.last?.feedPosition ?? cursor.position))
+                WITH horizon AS (SELECT pruned_through FROM ci_event_feed_horizon)
+                SELECT h.pruned_through, e.event_id, e.feed_position, \(unsafeRaw: EventSQL.jobColumns)
+                FROM horizon h
+                LEFT JOIN LATERAL (
+                    SELECT * FROM ci_job_state_events
+                    WHERE feed_position > greatest(\(asked)::bigint, h.pruned_through)
+                    ORDER BY feed_position
+                    LIMIT \(max(limit, 1))
+                ) e ON true
+                ORDER BY e.feed_position
+                """)
         }
+        guard let first = rows.first else {
+            throw JobStoreError("ci_event_feed_horizon has no row: the schema is not at migration 0011")
+        }
+        let horizon = try StrictRow(first, read: "event feed horizon").int64("pruned_through")
+        if let cursor, cursor.position < horizon {
+            throw EventFeedCursorExpired(cursor: cursor, horizon: EventFeedCursor(position: horizon))
+        }
+        // Without events the lateral join leaves one row of NULLs: only the horizon.
+        let events = try rows.filter { !$0["event_id"].isNull }.map { row throws(StoredRowError) in try Self.stateEvent(StrictRow(row, read: "event feed")) }
+        return EventFeedPage(events: events, nextCursor: EventFeedCursor(position: events.last?.feedPosition ?? max(asked, horizon)))
     }
 
     /// A row of `event_id, feed_position` plus ``EventSQL/jobColumns``.
@@ -116,7 +144,9 @@ enum EventSQL {
     /// `$1` the round's limit. Returns one row: `sequenced`, `queued`.
     static let sequence = """
         WITH base AS (
-            SELECT coalesce(max(feed_position), 0) AS top FROM ci_job_state_events
+            -- Above the horizon too: retention may have deleted every positioned event, the top one included.
+            SELECT greatest(coalesce(max(feed_position), 0), (SELECT pruned_through FROM ci_event_feed_horizon)) AS top
+            FROM ci_job_state_events
         ), todo AS (
             SELECT event_id, row_number() OVER (ORDER BY event_id) AS n
             FROM ci_job_state_events

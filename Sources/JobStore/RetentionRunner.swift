@@ -14,12 +14,16 @@ public struct RetentionReport: Sendable, Hashable, CustomStringConvertible {
     public var digestsDeleted = 0
     /// Jobs past `JOB_RETENTION` deleted.
     public var jobsDeleted = 0
+    /// Webhook deliveries (with their attempts) past `CALLBACK_RETENTION` deleted.
+    public var deliveriesDeleted = 0
+    /// State events (the outbox, the feed) past `CALLBACK_RETENTION` deleted.
+    public var eventsDeleted = 0
 
     public init() {}
 
     public var description: String {
         "created \(created.isEmpty ? "none" : created.joined(separator: ", ")); dropped \(dropped.isEmpty ? "none" : dropped.joined(separator: ", "));"
-            + " \(digestsDeleted) digests and \(jobsDeleted) jobs deleted"
+            + " \(digestsDeleted) digests, \(jobsDeleted) jobs, \(deliveriesDeleted) webhook deliveries and \(eventsDeleted) events deleted"
     }
 }
 
@@ -119,17 +123,37 @@ public struct RetentionRunner: Sendable {
                     SELECT count(*)::int8 AS n FROM deleted
                     """)
         }
+        if let retention = policy.callbackRetention {
+            let cutoff = Self.literal(now.addingTimeInterval(-retention.seconds))
+            report.deliveriesDeleted = try deleteInBatches(
+                dryRun: dryRun, on: connection, count: RetentionSQL.countDeliveries(before: cutoff),
+                batch: RetentionSQL.deleteDeliveries(before: cutoff, limit: policy.deleteBatch))
+            report.eventsDeleted = try deleteInBatches(
+                dryRun: dryRun, on: connection, count: RetentionSQL.countEvents(before: cutoff),
+                batch: RetentionSQL.deleteEvents(before: cutoff, limit: policy.deleteBatch), lock: RetentionSQL.eventsLock)
+        }
         return report
     }
 
     /// Runs `batch` until it deletes nothing, returning the rows deleted; dry, only `count`s them.
-    private func deleteInBatches(dryRun: Bool, on connection: PostgresConnection, count: String, batch: String) throws -> Int {
+    /// With `lock`, each batch is a transaction that runs `lock` first (a statement of its own, so the
+    /// batch's snapshot is taken after the lock is granted).
+    private func deleteInBatches(dryRun: Bool, on connection: PostgresConnection, count: String, batch: String, lock: String? = nil) throws -> Int {
         if dryRun {
             return Int(try StrictRow(connection.query(SQLQuery(unsafeSQL: count))[0], read: "retention count").int64("n"))
         }
         var total = 0
         while true {
-            let deleted = Int(try StrictRow(connection.query(SQLQuery(unsafeSQL: batch))[0], read: "retention delete").int64("n"))
+            let rows: PostgresRows
+            if let lock {
+                rows = try connection.transaction { connection in
+                    try connection.query(SQLQuery(unsafeSQL: lock))
+                    return try connection.query(SQLQuery(unsafeSQL: batch))
+                }
+            } else {
+                rows = try connection.query(SQLQuery(unsafeSQL: batch))
+            }
+            let deleted = Int(try StrictRow(rows[0], read: "retention delete").int64("n"))
             total += deleted
             if deleted < policy.deleteBatch { return total }
         }
@@ -198,4 +222,85 @@ public struct RetentionRunner: Sendable {
             format: "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", parts.year!, parts.month!, parts.day!, parts.hour!, parts.minute!, parts.second!,
             Int(micros - seconds * 1_000_000))
     }
+}
+
+/// Retention of the webhook tables (migrations 0008, 0011). Events follow `CALLBACK_RETENTION`: an event
+/// older than it goes once no delivery refers to it, and a delivery goes once it finished (succeeded or
+/// failed) that long ago. So a pending delivery keeps its event however old (it can still be sent), every
+/// listed delivery can be retried, and the history shows deliveries for the retention after they finished.
+/// Pending deliveries of a subscription disabled by 410 Gone are never sent: they go once that old too.
+///
+/// `cutoff` is a ``RetentionRunner/literal(_:)`` made by the runner from a clock, never input.
+enum RetentionSQL {
+    /// A delivery retention deletes: finished before the cutoff, or pending since then for a disabled subscription.
+    static func deliveryExpired(_ d: String, before cutoff: String) -> String {
+        """
+        ((\(d).status <> 'pending' AND \(d).completed_at < '\(cutoff)'::timestamptz)
+         OR (\(d).status = 'pending' AND \(d).created_at < '\(cutoff)'::timestamptz
+             AND EXISTS (SELECT 1 FROM webhook_subscriptions s WHERE s.subscription_id = \(d).subscription_id AND s.disabled_at IS NOT NULL)))
+        """
+    }
+
+    static func countDeliveries(before cutoff: String) -> String {
+        "SELECT count(*)::int8 AS n FROM webhook_deliveries d WHERE \(deliveryExpired("d", before: cutoff))"
+    }
+
+    /// Finished deliveries first (by the index on `completed_at`), then the never-to-be-sent ones. The
+    /// DELETE checks the status again: a manual retry that made a delivery pending meanwhile wins.
+    static func deleteDeliveries(before cutoff: String, limit: Int) -> String {
+        """
+        WITH finished AS (
+            SELECT delivery_id FROM webhook_deliveries
+            WHERE status <> 'pending' AND completed_at < '\(cutoff)'::timestamptz
+            ORDER BY completed_at LIMIT \(limit)
+        ), abandoned AS (
+            SELECT d.delivery_id FROM webhook_deliveries d
+            JOIN webhook_subscriptions s ON s.subscription_id = d.subscription_id AND s.disabled_at IS NOT NULL
+            WHERE d.status = 'pending' AND d.created_at < '\(cutoff)'::timestamptz
+            LIMIT \(limit)
+        ), deleted AS (
+            DELETE FROM webhook_deliveries d
+            WHERE d.delivery_id IN (SELECT delivery_id FROM finished UNION ALL SELECT delivery_id FROM abandoned)
+              AND (d.status <> 'pending' OR d.delivery_id IN (SELECT delivery_id FROM abandoned))
+            RETURNING 1
+        )
+        SELECT count(*)::int8 AS n FROM deleted
+        """
+    }
+
+    /// Counts, for a dry run, the events a run would delete: those of its deleted deliveries too.
+    static func countEvents(before cutoff: String) -> String {
+        """
+        SELECT count(*)::int8 AS n FROM ci_job_state_events e
+        WHERE e.created_at < '\(cutoff)'::timestamptz AND e.feed_position IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.event_id AND NOT \(deliveryExpired("d", before: cutoff)))
+        """
+    }
+
+    /// Deletes old events no delivery refers to, and moves the feed's horizon up to the highest position
+    /// deleted, in one statement: a reader sees both or neither. Unsequenced events are never deleted (the
+    /// sequencer still has to position them and queue their deliveries).
+    static func deleteEvents(before cutoff: String, limit: Int) -> String {
+        """
+        WITH gone AS (
+            SELECT e.event_id FROM ci_job_state_events e
+            WHERE e.created_at < '\(cutoff)'::timestamptz AND e.feed_position IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.event_id)
+            ORDER BY e.created_at LIMIT \(limit)
+        ), deleted AS (
+            DELETE FROM ci_job_state_events e USING gone WHERE e.event_id = gone.event_id RETURNING e.feed_position
+        ), top AS (
+            SELECT max(feed_position) AS position, count(*)::int8 AS n FROM deleted
+        ), moved AS (
+            UPDATE ci_event_feed_horizon h SET pruned_through = top.position FROM top WHERE top.position > h.pruned_through
+        )
+        SELECT n FROM top
+        """
+    }
+
+    /// Taken (exclusively) by each event batch and (shared) by a replay, which queues deliveries of old
+    /// events: without it a batch could delete an event whose replayed delivery commits a moment later.
+    static let eventsLock = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.ci_job_state_events.retention'))"
+    /// The replay's side of ``eventsLock``.
+    static let eventsLockShared = "SELECT pg_advisory_xact_lock_shared(hashtext(current_schema() || '.ci_job_state_events.retention'))"
 }

@@ -249,29 +249,33 @@ extension JobStore {
         let sinceMicros = Self.epochMicros(since)
         let untilMicros = Self.epochMicros(until)
         return try await withConnection { connection -> Int? in
-            let rows = try connection.query(
-                """
-                WITH s AS (
-                    SELECT subscription_id, tags, states FROM webhook_subscriptions WHERE subscription_id = \(subscriptionID)
-                ), picked AS (
-                    SELECT e.event_id, e.job_id
-                    FROM ci_job_state_events e, s
-                    WHERE e.feed_position IS NOT NULL
-                      AND e.state_changed_at >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
-                      AND e.state_changed_at < 'epoch'::timestamptz + \(untilMicros)::bigint * interval '1 microsecond'
-                      AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
-                ), queued AS (
-                    INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
-                    SELECT \(subscriptionID), event_id, job_id, now(), now() FROM picked
-                    ON CONFLICT (subscription_id, event_id) DO UPDATE
-                        SET status = 'pending', next_attempt_at = now(), completed_at = NULL,
-                            schedule_start = webhook_deliveries.attempt_count
-                        WHERE webhook_deliveries.status <> 'pending'
-                    RETURNING 1
+            // Retention must not delete an event between this statement's snapshot and its commit.
+            let rows = try connection.transaction { connection in
+                try connection.query(SQLQuery(unsafeSQL: RetentionSQL.eventsLockShared))
+                return try connection.query(
+                    """
+                    WITH s AS (
+                        SELECT subscription_id, tags, states FROM webhook_subscriptions WHERE subscription_id = \(subscriptionID)
+                    ), picked AS (
+                        SELECT e.event_id, e.job_id
+                        FROM ci_job_state_events e, s
+                        WHERE e.feed_position IS NOT NULL
+                          AND e.state_changed_at >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
+                          AND e.state_changed_at < 'epoch'::timestamptz + \(untilMicros)::bigint * interval '1 microsecond'
+                          AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
+                    ), queued AS (
+                        INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
+                        SELECT \(subscriptionID), event_id, job_id, now(), now() FROM picked
+                        ON CONFLICT (subscription_id, event_id) DO UPDATE
+                            SET status = 'pending', next_attempt_at = now(), completed_at = NULL,
+                                schedule_start = webhook_deliveries.attempt_count
+                            WHERE webhook_deliveries.status <> 'pending'
+                        RETURNING 1
+                    )
+                    SELECT (SELECT count(*) FROM s) AS found, (SELECT count(*) FROM picked) AS queued
+                    """
                 )
-                SELECT (SELECT count(*) FROM s) AS found, (SELECT count(*) FROM picked) AS queued
-                """
-            )
+            }
             let row = StrictRow(rows[0], read: "replay")
             guard try row.int("found") == 1 else { return nil }
             return try row.int("queued")

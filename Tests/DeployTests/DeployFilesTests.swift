@@ -334,6 +334,11 @@ import Yams
         // Issue 16: connections refused at capacity, and every listener refusal by reason.
         #expect(dashboard.expressions.contains { $0.contains("http_listener_refusals_total") && $0.contains(#"reason=~"at_capacity|at_capacity_unanswered""#) })
         #expect(dashboard.expressions.contains { $0.contains("by (reason, status)") && $0.contains("http_listener_refusals_total") })
+        // Issue 13: deliveries by outcome, pending and oldest pending age per subscription, attempt latency.
+        #expect(dashboard.expressions.contains { $0.contains("by (outcome)") && $0.contains("webhook_deliveries_total") })
+        #expect(dashboard.expressions.contains { $0.contains("by (subscription)") && $0.contains("webhook_pending_deliveries{") })
+        #expect(dashboard.expressions.contains { $0.contains("by (subscription)") && $0.contains("webhook_oldest_pending_seconds") })
+        #expect(dashboard.expressions.contains { $0.contains("histogram_quantile(0.99") && $0.contains("webhook_attempt_duration_seconds_bucket") })
     }
 
     @Test func prometheus_AlertRulesCoverReadinessErrorsCommitLatencyAndRejections() throws {
@@ -352,6 +357,10 @@ import Yams
         #expect(expressions.contains { $0.contains("db_commit_duration_seconds_bucket") && $0.contains("histogram_quantile(0.99") })
         #expect(expressions.contains { $0.contains(#"outcome="rejected""#) })
         #expect(expressions.contains { $0.contains("http_listener_refusals_total") && $0.contains("at_capacity") })
+        // Issue 13: a webhook backlog that ages, dead letters, a failing subscription.
+        #expect(expressions.contains { $0.contains("webhook_oldest_pending_seconds") && $0.contains("by (job, subscription)") })
+        #expect(expressions.contains { $0.contains("webhook_deliveries_total") && $0.contains("failed") })
+        #expect(expressions.contains { $0.contains("webhook_subscription_failing") })
     }
 
     // MARK: systemd
@@ -437,6 +446,10 @@ private enum ExportedMetrics {
         "db_commit_duration_seconds_bucket", "db_pool_connections", "db_pool_wait_seconds_total", "db_pool_acquired_total", "http_open_connections",
         "ci_reconcile_sweeps_total", "ci_callbackd_build_info", "ci_callback_verifications_total", "ci_callback_verifications_pending",
         "ci_callback_verification_oldest_pending_seconds", "http_listener_refusals_total", "http_inflight_body_bytes",
+        // Issue 13: events and webhook delivery.
+        "ci_events_sequenced_total", "webhook_deliveries_queued_total", "webhook_deliveries_total", "webhook_attempt_duration_seconds_bucket",
+        "webhook_pending_deliveries_total", "webhook_pending_deliveries", "webhook_oldest_pending_seconds", "webhook_subscription_failing",
+        "webhook_subscription_disabled",
     ]
 }
 

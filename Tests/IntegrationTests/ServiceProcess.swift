@@ -22,16 +22,26 @@ final class ServiceProcess {
     ///   - environment: Settings besides `DATABASE_URL`.
     ///   - output: Standard output and standard error (a `FileHandle` or a `Pipe`).
     ///   - log: What the service logged so far, for failure messages.
+    ///   - launcher: A command that runs the binary (its path and arguments follow), e.g. `unshare` with a
+    ///     shell that prepares the process's mount namespace and then `exec`s it (same process id).
     static func start(
-        environment: [String: String] = [:], output: Any = FileHandle.nullDevice, log: @escaping () -> String = { "" }
+        environment: [String: String] = [:], output: Any = FileHandle.nullDevice, log: @escaping () -> String = { "" },
+        launcher: [String] = []
     ) async throws -> ServiceProcess {
         let schema = "t_" + RequestIDForTests.random()
         let admin = try PostgresConnection.connect(testDatabaseURL)
         try admin.execute(simpleSQL: "CREATE SCHEMA \(schema)")
         let port = try freeLoopbackPort()
         let process = Process()
-        process.executableURL = try ServiceBinaryTests.builtServiceBinary()
-        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)"]
+        let binary = try ServiceBinaryTests.builtServiceBinary()
+        let arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)"]
+        if let command = launcher.first {
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = Array(launcher.dropFirst()) + [binary.path] + arguments
+        } else {
+            process.executableURL = binary
+            process.arguments = arguments
+        }
         process.environment = environment.merging(["DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema)]) { $1 }
         process.standardOutput = output
         process.standardError = output

@@ -99,10 +99,15 @@ struct WebhookReplicaTests {
             #expect(received.map(\.status) == ["hung", "200"])
             #expect(received.allSatisfy { $0.verified })
             #expect(received[0].id == received[1].id)
-            let history = try await ServiceBinaryTests.fetch("GET", second.base + "/v1/subscriptions/\(subscription)/deliveries")
-            let json = try #require(try JSONSerialization.jsonObject(with: Data(history.text.utf8)) as? [String: Any])
-            let delivery = try #require((json["Deliveries"] as? [[String: Any]])?.first)
-            #expect(delivery["Status"] as? String == "succeeded")
+            // The consumer logs the request before the service has read its answer and recorded it: wait for that.
+            var delivery: [String: Any] = [:]
+            #expect(
+                try await eventually {
+                    let history = try await ServiceBinaryTests.fetch("GET", second.base + "/v1/subscriptions/\(subscription)/deliveries")
+                    let json = try JSONSerialization.jsonObject(with: Data(history.text.utf8)) as? [String: Any]
+                    delivery = (json?["Deliveries"] as? [[String: Any]])?.first ?? [:]
+                    return delivery["Status"] as? String == "succeeded"
+                })
             let attempts = try #require(delivery["Attempts"] as? [[String: Any]])
             #expect(attempts.map { $0["StatusCode"] as? Int } == [nil, 200])
             #expect(attempts.first?["FinishedTime"] is NSNull)

@@ -44,6 +44,14 @@ public struct APIError: Error, Sendable, Hashable, CustomStringConvertible {
         APIError(status: .badRequest, code: "InvalidParameter", message: "parameter '\(name)': \(problem)")
     }
 
+    /// `GET /v1/events` with a cursor below retention's horizon: the events after it were deleted.
+    static func cursorExpired(_ expired: EventFeedCursorExpired) -> APIError {
+        APIError(
+            status: .gone, code: "CursorExpired",
+            message: "events after this cursor were deleted by retention (CALLBACK_RETENTION); events up to position \(expired.horizon.position) are gone."
+                + " Ask again without after to start at the oldest retained event, and recover what was missed from GET /v1/jobs")
+    }
+
     public static func notFound(path: String) -> APIError {
         APIError(status: .notFound, code: "NoSuchRoute", message: "no route for \(path)")
     }

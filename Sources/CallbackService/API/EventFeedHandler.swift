@@ -9,16 +9,21 @@ extension CallbackApplication {
     func eventFeed(_ request: HTTPRequest) async throws -> HTTPResponse {
         let query = try Self.eventFeedQuery(request.queryItems, maximumWait: configuration.maxWait)
         let store = self.store
-        var page = try await store.events(after: query.after, limit: query.limit)
-        if page.events.isEmpty, let wait = query.wait, let completionListener {
-            do {
+        var page: EventFeedPage
+        do {
+            page = try await store.events(after: query.after, limit: query.limit)
+            if page.events.isEmpty, let wait = query.wait, let completionListener {
+                // Waits from where the first read stopped, so a reader without a cursor keeps its place.
+                let start = page.nextCursor
                 page = try await completionListener.waitForEvents(
-                    timeout: wait, read: { try await store.events(after: query.after, limit: query.limit) }, isDone: { !$0.events.isEmpty })
-            } catch is JobCompletionListener.TooManyWaiters {
-                throw APIError(
-                    status: .serviceUnavailable, code: "TooManyWaiters",
-                    message: "too many requests are waiting; retry, or ask without wait", headers: ["Retry-After": "1"])
+                    timeout: wait, read: { try await store.events(after: start, limit: query.limit) }, isDone: { !$0.events.isEmpty })
             }
+        } catch is JobCompletionListener.TooManyWaiters {
+            throw APIError(
+                status: .serviceUnavailable, code: "TooManyWaiters",
+                message: "too many requests are waiting; retry, or ask without wait", headers: ["Retry-After": "1"])
+        } catch let expired as EventFeedCursorExpired {
+            throw APIError.cursorExpired(expired)
         }
         return .json { json in
             json.key("Events")
@@ -47,7 +52,8 @@ extension CallbackApplication {
 
     /// The parameters of `GET /v1/events`.
     struct EventFeedQuery: Sendable, Hashable {
-        var after = EventFeedCursor(position: 0)
+        /// nil: from the oldest retained event.
+        var after: EventFeedCursor?
         var limit = 100
         var wait: Duration?
 

@@ -54,6 +54,7 @@ public final class RetentionSweeper: Service, Sendable {
                 metadata: [
                     "retention.created": "\(report.created.count)", "retention.dropped": "\(report.dropped.joined(separator: ","))",
                     "retention.digests_deleted": "\(report.digestsDeleted)", "retention.jobs_deleted": "\(report.jobsDeleted)",
+                    "retention.deliveries_deleted": "\(report.deliveriesDeleted)", "retention.events_deleted": "\(report.eventsDeleted)",
                 ])
             return report
         } catch {
