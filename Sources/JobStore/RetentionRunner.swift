@@ -124,7 +124,7 @@ public struct RetentionRunner: Sendable {
                     """)
         }
         if let retention = policy.callbackRetention {
-            let cutoff = Self.literal(now.addingTimeInterval(-retention.seconds))
+            let cutoff = Self.literal(now.addingTimeInterval(-retention.inSeconds))
             report.deliveriesDeleted = try deleteInBatches(
                 dryRun: dryRun, on: connection, count: RetentionSQL.countDeliveries(before: cutoff),
                 batch: RetentionSQL.deleteDeliveries(before: cutoff, limit: policy.deleteBatch))
