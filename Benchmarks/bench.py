@@ -42,7 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "Benchmarks"
 CLUSTER = REPO / ".pgdata-bench"
-PG_PORT = 54349
+# Another port when two benchmarks (or a benchmark and a test cluster) share the machine.
+PG_PORT = int(os.environ.get("BENCH_PG_PORT", "54349"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
