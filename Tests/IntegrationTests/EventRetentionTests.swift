@@ -125,6 +125,12 @@ struct EventRetentionTests {
             try await webhooks.post(job, "Running")
             try await webhooks.post(job, "Success")
             #expect(try await eventually { try await webhooks.service.get("/v1/subscriptions/\(subscription)").json()["Disabled"] as? Bool == true })
+            // A replay queues only events in the feed: wait until the sequencer has positioned both.
+            #expect(
+                try await eventually {
+                    let events = try await webhooks.service.get("/v1/events").json()["Events"] as? [[String: Any]] ?? []
+                    return events.filter { (($0["data"] as? [String: Any])?["JobsDetail"] as? [String: Any])?["JobId"] as? String == job }.count == 2
+                })
             // Whether the second event was queued before the 410 depends on timing; a replay queues both, pending
             // for a subscription that will never send them.
             let since = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-3600))
