@@ -35,6 +35,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import wait_ready  # noqa: E402  (one readiness wait for every benchmark)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -137,21 +140,6 @@ def database_url():
     env = {**os.environ, "PGCLUSTER_DB": "ci_callbackd_slowloris"}
     return subprocess.run([str(REPO / "scripts/pg-cluster"), "start"], check=True, text=True, capture_output=True,
                           env=env).stdout.strip()
-
-
-def wait_ready(port, service, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if service.poll() is not None:
-            raise SystemExit("slowloris: ci-callbackd exited during start; see its log")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("slowloris: ci-callbackd did not become ready")
 
 
 def refusal_counters(port):
