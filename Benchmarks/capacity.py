@@ -178,7 +178,7 @@ SELECT t.name,
        coalesce(sum(pg_relation_size(p.relid) + pg_relation_size(p.relid, 'fsm') + pg_relation_size(p.relid, 'vm')
                     + coalesce(pg_total_relation_size(c.reltoastrelid), 0)), 0),
        coalesce(sum(pg_indexes_size(p.relid)), 0)
-FROM unnest(ARRAY['ci_jobs', 'ci_callbacks', 'ci_callback_digests', 'ci_job_events', 'ci_job_state_events']) AS t(name)
+FROM unnest(ARRAY['ci_jobs', 'ci_callbacks', 'ci_callback_digests', 'ci_job_events', 'ci_job_state_events', 'ci_event_feed']) AS t(name)
 CROSS JOIN LATERAL pg_partition_tree(t.name::regclass) AS p
 JOIN pg_class c ON c.oid = p.relid
 WHERE p.isleaf

@@ -62,8 +62,6 @@ public struct SequencerRound: Sendable, Hashable {
 }
 
 extension JobStore {
-    /// Channel the ci_jobs trigger notifies when it writes an event (the sequencer listens).
-    public static let newEventsChannel = "ci_job_events_new"
     /// Channel a sequencer round notifies after it positioned events (feed waits and delivery workers listen).
     public static let sequencedEventsChannel = "ci_job_events"
 
@@ -79,11 +77,28 @@ extension JobStore {
     /// transaction has not committed are invisible to it and get a later round's, higher, position. A reader
     /// therefore never finds a position below one it already read appear later. Rolled-back rows never
     /// become visible and take no position.
+    ///
+    /// Which rows a round looks at (migration 0012): a complete round stores its snapshot, and every event
+    /// whose writer had finished by then was visible to it and is positioned. So the next round looks only at
+    /// events whose writer was running then (the snapshot's list) or began later (at or above its xmax),
+    /// skipping those already positioned. A round cut short by `limit` keeps the older snapshot, so the next
+    /// one looks at the same rows again.
     public func sequenceEvents(limit: Int = JobStore.sequencerRoundLimit) async throws -> SequencerRound {
         try await withConnection { connection in
             try connection.transaction { connection in
                 try connection.query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.ci_job_state_events'))")
-                let row = StrictRow(try connection.query(SQLQuery(unsafeSQL: EventSQL.sequence, binds: [.text(String(max(limit, 1)))]))[0], read: "sequencer round")
+                // Read first and bound as values, so that the round's statement is planned for them: with the
+                // snapshot read inside it, the planner must guess at `writer_xid >= $xmax` and scans the table.
+                guard let lastRound = try connection.query(EventSQL.lastRound).first else {
+                    throw JobStoreError("ci_event_sequencer has no row: the schema is not at migration 0012")
+                }
+                let last = StrictRow(lastRound, read: "sequencer's last round")
+                let row = StrictRow(
+                    try connection.query(
+                        SQLQuery(
+                            unsafeSQL: EventSQL.sequence,
+                            binds: [.text(String(max(limit, 1))), .text(try last.string("xmax")), .text(try last.string("running"))])
+                    )[0], read: "sequencer round")
                 let round = SequencerRound(sequenced: try row.int("sequenced"), queued: try row.int("queued"))
                 if round.sequenced > 0 {
                     // Delivered after COMMIT, like every NOTIFY: feed waits and delivery workers then read it.
@@ -109,9 +124,11 @@ extension JobStore {
                 SELECT h.pruned_through, e.event_id, e.feed_position, \(unsafeRaw: EventSQL.jobColumns)
                 FROM horizon h
                 LEFT JOIN LATERAL (
-                    SELECT * FROM ci_job_state_events
-                    WHERE feed_position > greatest(\(asked)::bigint, h.pruned_through)
-                    ORDER BY feed_position
+                    SELECT f.feed_position, e.*
+                    FROM ci_event_feed f
+                    JOIN ci_job_state_events e ON e.event_id = f.event_id
+                    WHERE f.feed_position > greatest(\(asked)::bigint, h.pruned_through)
+                    ORDER BY f.feed_position
                     LIMIT \(max(limit, 1))
                 ) e ON true
                 ORDER BY e.feed_position
@@ -141,34 +158,54 @@ enum EventSQL {
     /// the lookup of that job did at that state.
     static let jobColumns = JobStore.jobColumns
 
-    /// `$1` the round's limit. Returns one row: `sequenced`, `queued`.
+    /// The last complete round's snapshot: `xmax` (`0` before the first round, which then looks at every
+    /// event with a writer id; 0012 left positioned ones without) and the writers it saw `running`, as the
+    /// text of an `xid8[]`.
+    static let lastRound: SQLQuery = """
+        SELECT coalesce(pg_snapshot_xmax(last_round), '0'::xid8)::text AS xmax,
+               ARRAY(SELECT pg_snapshot_xip(last_round))::text AS running
+        FROM ci_event_sequencer
+        """
+
+    /// `$1` the round's limit, `$2` and `$3` the ``lastRound``. Returns one row: `sequenced`, `queued`. Every
+    /// CTE reads the statement's one snapshot, the one `pg_current_snapshot()` stores for the next round.
     static let sequence = """
         WITH base AS (
             -- Above the horizon too: retention may have deleted every positioned event, the top one included.
-            SELECT greatest(coalesce(max(feed_position), 0), (SELECT pruned_through FROM ci_event_feed_horizon)) AS top
-            FROM ci_job_state_events
+            SELECT greatest(coalesce((SELECT max(feed_position) FROM ci_event_feed), 0),
+                            (SELECT pruned_through FROM ci_event_feed_horizon)) AS top
+        ), candidates AS (
+            -- Writers still running at the last complete round, or begun since: the only ones whose events
+            -- that round cannot have positioned.
+            SELECT e.event_id, e.job_id, e.state, e.tag
+            FROM ci_job_state_events e
+            WHERE e.writer_xid >= $2::xid8 OR e.writer_xid = ANY ($3::xid8[])
         ), todo AS (
-            SELECT event_id, row_number() OVER (ORDER BY event_id) AS n
-            FROM ci_job_state_events
-            WHERE feed_position IS NULL
-            ORDER BY event_id
+            SELECT c.event_id, c.job_id, c.state, c.tag, row_number() OVER (ORDER BY c.event_id) AS n
+            FROM candidates c
+            WHERE NOT EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = c.event_id)
+            ORDER BY c.event_id
             LIMIT $1::integer
         ), positioned AS (
-            UPDATE ci_job_state_events e SET feed_position = base.top + todo.n
-            FROM todo, base
-            WHERE e.event_id = todo.event_id
-            RETURNING e.event_id, e.job_id, e.state, e.tag
+            INSERT INTO ci_event_feed (feed_position, event_id)
+            SELECT base.top + todo.n, todo.event_id FROM todo, base
         ), queued AS (
             INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
             SELECT s.subscription_id, p.event_id, p.job_id, now(), now()
-            FROM positioned p
+            FROM todo p
             JOIN webhook_subscriptions s
               ON s.disabled_at IS NULL
              AND (s.tags IS NULL OR p.tag = ANY (s.tags))
              AND (s.states IS NULL OR p.state = ANY (s.states))
             ON CONFLICT (subscription_id, event_id) DO NOTHING
             RETURNING 1
+        ), remembered AS (
+            -- After a complete round (one cut short by the limit left events behind), and only when the
+            -- last snapshot still matched events: once it matches none, remembering again would only make
+            -- an idle sequencer write (and take a transaction id) every interval.
+            UPDATE ci_event_sequencer SET last_round = pg_current_snapshot()
+            WHERE (SELECT count(*) FROM todo) < $1::integer AND EXISTS (SELECT 1 FROM candidates)
         )
-        SELECT (SELECT count(*) FROM positioned) AS sequenced, (SELECT count(*) FROM queued) AS queued
+        SELECT (SELECT count(*) FROM todo) AS sequenced, (SELECT count(*) FROM queued) AS queued
         """
 }

@@ -22,6 +22,12 @@ public final class JobStore: Sendable {
     /// for the verifier instead of becoming the job's state, and this is signalled after each commit that
     /// held one. Answers CI itself gave (submit, reconcile) are never held.
     public let verificationSignal: VerificationSignal?
+    /// Raised after each commit that changed a job's state, and so wrote an event into the outbox
+    /// (migration 0008's trigger): the event sequencer then positions it at once. In-process rather than a
+    /// NOTIFY from the trigger, because a notifying transaction holds a database-wide lock through its
+    /// commit, which would serialise the ingest committers. A change committed by another process (another
+    /// replica, `ci-callbackd reprocess`) is positioned by that replica's sequencer or at the next interval.
+    public let stateEventSignal: WakeSignal?
     /// The hot standby that answers lookups and listings when it is fresh enough (`READ_DATABASE_URL`);
     /// nil: every read goes to ``pool``.
     public let readStandby: ReadStandby?
@@ -53,7 +59,7 @@ public final class JobStore: Sendable {
     ///   - readPool: Connections to a hot standby of `pool`'s database, for reads (``ReadStandby``).
     public init(
         pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024, batching: IngestBatcher.Configuration = IngestBatcher.Configuration(),
-        verificationSignal: VerificationSignal? = nil, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        verificationSignal: VerificationSignal? = nil, stateEventSignal: WakeSignal? = nil, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory,
         readPool: PostgresPool? = nil, readRouting: ReadStandby.Configuration = ReadStandby.Configuration()
     ) {
         self.pool = pool
@@ -61,6 +67,7 @@ public final class JobStore: Sendable {
         self.rejectedBodyLimit = rejectedBodyLimit
         self.batcher = IngestBatcher(pool: pool, configuration: batching, logger: logger, metricsFactory: metricsFactory)
         self.verificationSignal = verificationSignal
+        self.stateEventSignal = stateEventSignal
         // One lookup batch at a time: a primary-key query for 64 ids costs PostgreSQL little more than for
         // one, so a single runner keeps batches large (measured: 0.029 against 0.032 ms service CPU and
         // 0.011 against 0.014 ms PostgreSQL CPU per lookup with two, at equal latency), and the rest of
@@ -120,6 +127,9 @@ public final class JobStore: Sendable {
         let result = try await write(prepared.record, receivedStates: prepared.receivedStates)
         if result.jobs.contains(where: \.heldForVerification) {
             verificationSignal?.signal()
+        }
+        if result.jobs.contains(where: \.applied) {
+            stateEventSignal?.signal()
         }
         return result
     }

@@ -272,7 +272,8 @@ enum RetentionSQL {
     static func countEvents(before cutoff: String) -> String {
         """
         SELECT count(*)::int8 AS n FROM ci_job_state_events e
-        WHERE e.created_at < '\(cutoff)'::timestamptz AND e.feed_position IS NOT NULL
+        WHERE e.created_at < '\(cutoff)'::timestamptz
+          AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id)
           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.event_id AND NOT \(deliveryExpired("d", before: cutoff)))
         """
     }
@@ -284,13 +285,16 @@ enum RetentionSQL {
         """
         WITH gone AS (
             SELECT e.event_id FROM ci_job_state_events e
-            WHERE e.created_at < '\(cutoff)'::timestamptz AND e.feed_position IS NOT NULL
+            WHERE e.created_at < '\(cutoff)'::timestamptz
+              AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id)
               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.event_id)
             ORDER BY e.created_at LIMIT \(limit)
         ), deleted AS (
-            DELETE FROM ci_job_state_events e USING gone WHERE e.event_id = gone.event_id RETURNING e.feed_position
+            DELETE FROM ci_job_state_events e USING gone WHERE e.event_id = gone.event_id RETURNING e.event_id
+        ), unfed AS (
+            DELETE FROM ci_event_feed f USING deleted WHERE f.event_id = deleted.event_id RETURNING f.feed_position
         ), top AS (
-            SELECT max(feed_position) AS position, count(*)::int8 AS n FROM deleted
+            SELECT max(feed_position) AS position, count(*)::int8 AS n FROM unfed
         ), moved AS (
             UPDATE ci_event_feed_horizon h SET pruned_through = top.position FROM top WHERE top.position > h.pruned_through
         )

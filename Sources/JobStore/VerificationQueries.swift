@@ -132,7 +132,7 @@ extension JobStore {
     /// - Returns: nil when the event is no longer pending (another replica settled it).
     public func confirmVerification(_ pending: PendingVerification, verifiedAt: Date = Date()) async throws -> ConfirmedVerification? {
         let verifiedMicros = Self.epochMicros(verifiedAt)
-        return try await withConnection { connection -> ConfirmedVerification? in
+        let confirmed = try await withConnection { connection -> ConfirmedVerification? in
             let stored = try connection.query(
                 """
                 SELECT c.body FROM ci_job_events e JOIN ci_callbacks c ON c.callback_id = e.callback_id AND c.received_at = e.received_at
@@ -160,6 +160,10 @@ extension JobStore {
             return ConfirmedVerification(
                 applied: try strict.bool("applied"), currentState: try strict.optionalString("current_state").map(JobState.init(rawValue:)))
         }
+        if confirmed?.applied == true {
+            stateEventSignal?.signal()
+        }
+        return confirmed
     }
 
     /// Marks a held callback `contradicted`, with `note` saying what CI answered; the job is left alone.

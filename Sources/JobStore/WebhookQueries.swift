@@ -259,7 +259,7 @@ extension JobStore {
                     ), picked AS (
                         SELECT e.event_id, e.job_id
                         FROM ci_job_state_events e, s
-                        WHERE e.feed_position IS NOT NULL
+                        WHERE EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id)
                           AND e.state_changed_at >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
                           AND e.state_changed_at < 'epoch'::timestamptz + \(untilMicros)::bigint * interval '1 microsecond'
                           AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
@@ -375,10 +375,11 @@ enum WebhookSQL {
             SELECT delivery_id, attempt_count, now() FROM leased
         )
         SELECT l.delivery_id, l.attempt_count, l.schedule_start, s.subscription_id, s.url, s.secret,
-               e.event_id, e.feed_position, \(EventSQL.jobColumns)
+               e.event_id, f.feed_position, \(EventSQL.jobColumns)
         FROM leased l
         JOIN webhook_subscriptions s ON s.subscription_id = l.subscription_id
         JOIN ci_job_state_events e ON e.event_id = l.event_id
+        LEFT JOIN ci_event_feed f ON f.event_id = e.event_id
         ORDER BY l.delivery_id
         """
 

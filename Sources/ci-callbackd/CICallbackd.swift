@@ -402,10 +402,11 @@ struct Serve: AsyncParsableCommand {
             var listenerConfiguration = JobCompletionListener.Configuration(conninfo: databaseURL)
             listenerConfiguration.maxWaiters = maxWaiters
             listenerConfiguration.connection = databaseTimeouts.connection
-            // Event sequencing and delivery wake on NOTIFYs heard by the same LISTEN connection.
+            // The sequencer wakes when this process commits a state change (the store raises `newEvents`);
+            // delivery workers wake on the sequencer's NOTIFY, from any replica, heard by the LISTEN connection.
             let newEvents = WakeSignal()
             let newDeliveries = WakeSignal()
-            listenerConfiguration.signals = [JobStore.newEventsChannel: newEvents, JobStore.sequencedEventsChannel: newDeliveries]
+            listenerConfiguration.signals = [JobStore.sequencedEventsChannel: newDeliveries]
             let completionListener = JobCompletionListener(configuration: listenerConfiguration, logger: logger)
             var applicationConfiguration = CallbackApplication.Configuration(
                 requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy)
@@ -422,8 +423,8 @@ struct Serve: AsyncParsableCommand {
             // The one store of the process: the API and the workers share its batchers, so the batch limits
             // hold for the process and its batch metrics count all ingest.
             let store = JobStore(
-                pool: pool, verificationSignal: verificationSignal, logger: logger, metricsFactory: metrics.metricsFactory,
-                readPool: readPool, readRouting: reads?.routing ?? ReadStandby.Configuration())
+                pool: pool, verificationSignal: verificationSignal, stateEventSignal: newEvents, logger: logger,
+                metricsFactory: metrics.metricsFactory, readPool: readPool, readRouting: reads?.routing ?? ReadStandby.Configuration())
             if reads != nil {
                 logger.info("lookups and listings read the standby at READ_DATABASE_URL while it is within READ_MAX_LAG")
             }

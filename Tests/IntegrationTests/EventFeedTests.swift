@@ -10,13 +10,17 @@ struct EventService {
     let store: JobStore
     private let sequencerTask: Task<Void, Never>
 
-    static func with<T>(_ body: (EventService) async throws -> T) async throws -> T {
+    /// - Parameter configuration: The sequencer's; nil runs none, so that the test alone runs rounds.
+    static func with<T>(
+        sequencer configuration: EventSequencerConfiguration? = EventSequencerConfiguration(), _ body: (EventService) async throws -> T
+    ) async throws -> T {
         let newEvents = WakeSignal()
-        let service = try await ServiceHarness.start(signals: [JobStore.newEventsChannel: newEvents])
+        let service = try await ServiceHarness.start(stateEventSignal: newEvents)
         let store = service.store
-        let sequencer = EventSequencer(
-            store: store, signal: newEvents, configuration: EventSequencerConfiguration(), metrics: ServiceMetrics(), logger: serviceTestLogger)
-        let task = Task { _ = try? await sequencer.run() }
+        let sequencer = configuration.map {
+            EventSequencer(store: store, signal: newEvents, configuration: $0, metrics: ServiceMetrics(), logger: serviceTestLogger)
+        }
+        let task = Task { _ = try? await sequencer?.run() }
         let events = EventService(service: service, store: store, sequencerTask: task)
         do {
             let result = try await body(events)
@@ -140,6 +144,70 @@ struct EventFeedTests {
             #expect(try await events.feed(after: third.next).events.isEmpty)
         }
     }
+
+    /// A round remembers its snapshot and the next looks only at writers that were running then or began
+    /// later (migration 0012). Pins the two writers that rule must not miss: one that had no transaction id
+    /// yet when a round ran (it takes one above that round's xmax), and one still running at a round that
+    /// was cut short by its limit (the round keeps the older snapshot). Every event is positioned once.
+    @Test func eventFeed_WritersWithoutAnIdYetAndRoundsCutShort_EveryEventOnce() async throws {
+        try await EventService.with(sequencer: nil) { events in
+            let schema = events.service.schema
+            let idle = try PostgresConnection.connect(conninfo(testDatabaseURL, searchPath: schema))
+            defer { idle.close() }
+            let running = try PostgresConnection.connect(conninfo(testDatabaseURL, searchPath: schema))
+            defer { running.close() }
+            let jobs = (0..<5).map { _ in RequestIDForTests.jobID() }
+            for jobID in jobs {
+                #expect(try await events.service.post("/v1/callbacks", EventService.callback(jobID, state: "Running")).status == 200)
+            }
+            // `idle` is in a transaction but has written nothing (no id); `running` has written an event.
+            try idle.execute(simpleSQL: "BEGIN")
+            try idle.query("SELECT 1")
+            try running.execute(simpleSQL: "BEGIN")
+            try running.query("UPDATE ci_jobs SET state = 'Pause', detail = jsonb_set(detail, '{State}', '\"Pause\"') WHERE job_id = \(jobs[0])")
+            // Rounds of two: the first two are cut short, the third completes and remembers its snapshot.
+            #expect(try await events.store.sequenceEvents(limit: 2).sequenced == 2)
+            #expect(try await events.store.sequenceEvents(limit: 2).sequenced == 2)
+            #expect(try await events.store.sequenceEvents(limit: 2).sequenced == 1)
+            #expect(try await events.store.sequenceEvents(limit: 2).sequenced == 0)
+
+            try idle.query("UPDATE ci_jobs SET state = 'Pause', detail = jsonb_set(detail, '{State}', '\"Pause\"') WHERE job_id = \(jobs[1])")
+            try idle.execute(simpleSQL: "COMMIT")
+            try running.execute(simpleSQL: "COMMIT")
+            #expect(try await events.store.sequenceEvents(limit: 2).sequenced == 2)
+            #expect(try await events.store.sequenceEvents(limit: 2).sequenced == 0)
+
+            let page = try await events.feed()
+            #expect(page.events.count == 7)
+            #expect(Set(page.events.compactMap(\.id)).count == 7)
+            #expect(page.events.filter { $0.state == "Pause" }.compactMap(\.jobID).sorted() == [jobs[0], jobs[1]].sorted())
+            let positions = try await events.service.query("SELECT count(*) AS n, count(DISTINCT event_id) AS events FROM ci_event_feed")
+            #expect(positions.first?["n"].int == 7)
+            #expect(positions.first?["events"].int == 7)
+        }
+    }
+
+    /// The process that commits a state change wakes its sequencer: the event reaches a waiting feed reader
+    /// without the sequencer's periodic round (here far beyond the test) and without a NOTIFY from the
+    /// trigger, which migration 0012 removed from the ingest path.
+    @Test func eventFeed_CommitWakesTheSequencer_WithoutWaitingForItsInterval() async throws {
+        try await EventService.with(sequencer: Self.neverOnItsOwn) { events in
+            let start = try await events.feed()
+            let waiting = Task { try await events.feed(after: start.next, wait: "30s") }
+            #expect(try await eventually { events.service.completionListener.sleepingWaiters(for: "") == 1 })
+            let jobID = RequestIDForTests.jobID()
+            #expect(try await events.service.post("/v1/callbacks", EventService.callback(jobID, state: "Running")).status == 200)
+            let page = try await waiting.value
+            #expect(page.events.map(\.jobID) == [jobID])
+        }
+    }
+
+    /// A sequencer whose periodic round never comes during a test.
+    static let neverOnItsOwn: EventSequencerConfiguration = {
+        var configuration = EventSequencerConfiguration()
+        configuration.interval = .seconds(3600)
+        return configuration
+    }()
 
     /// Many writers commit concurrently while a reader follows the feed with `wait`: every event is read
     /// exactly once, and each job's states in the order they were applied.

@@ -80,6 +80,7 @@ final class ServiceHarness: Sendable {
         port: Int = 0,
         submitter: WatermarkSubmitter? = nil,
         verificationSignal: VerificationSignal? = nil,
+        stateEventSignal: WakeSignal? = nil,
         metrics: ServiceMetrics = ServiceMetrics(),
         connection: PostgresConnectionSettings? = nil,
         acquireTimeout: Duration? = nil,
@@ -132,8 +133,8 @@ final class ServiceHarness: Sendable {
             return PostgresPool(configuration: read, logger: logger)
         }
         let store = JobStore(
-            pool: pool, verificationSignal: verificationSignal, logger: logger, metricsFactory: metrics.metricsFactory,
-            readPool: readPool, readRouting: readRouting)
+            pool: pool, verificationSignal: verificationSignal, stateEventSignal: stateEventSignal, logger: logger,
+            metricsFactory: metrics.metricsFactory, readPool: readPool, readRouting: readRouting)
         let application = CallbackApplication(
             store: store,
             configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),

@@ -23,8 +23,7 @@ struct WebhookService {
     static func with<T>(delivery: WebhookDeliveryConfiguration = fastDelivery, _ body: (WebhookService) async throws -> T) async throws -> T {
         let newEvents = WakeSignal()
         let newDeliveries = WakeSignal()
-        let service = try await ServiceHarness.start(
-            signals: [JobStore.newEventsChannel: newEvents, JobStore.sequencedEventsChannel: newDeliveries])
+        let service = try await ServiceHarness.start(stateEventSignal: newEvents, signals: [JobStore.sequencedEventsChannel: newDeliveries])
         let store = service.store
         let sequencer = EventSequencer(
             store: store, signal: newEvents, configuration: EventSequencerConfiguration(), metrics: ServiceMetrics(), logger: serviceTestLogger)

@@ -4,9 +4,9 @@ import ServiceLifecycle
 
 /// How the ``EventSequencer`` paces itself.
 public struct EventSequencerConfiguration: Sendable, Hashable {
-    /// Pause between rounds when no notification arrives: bounds how long an event waits when a
-    /// notification was missed (a LISTEN connection that broke, a replica that stored it while this one
-    /// restarted). Default: 1 s.
+    /// Pause between rounds when no wake-up arrives: bounds how long an event waits when the process that
+    /// committed it does not sequence it (a replica killed right after its commit, `ci-callbackd reprocess`).
+    /// Default: 1 s.
     public var interval: Duration = .seconds(1)
     /// Pause after a round failed (the database is unavailable). Default: 1 s.
     public var retryDelay: Duration = .seconds(1)
@@ -16,8 +16,9 @@ public struct EventSequencerConfiguration: Sendable, Hashable {
 }
 
 /// Gives committed events their feed positions and queues their deliveries (``JobStore/sequenceEvents(limit:)``),
-/// woken by the ci_jobs trigger's `NOTIFY` and at every interval. Every replica runs one; the rounds of all
-/// replicas take turns on an advisory lock, so a replica that finds nothing to do costs one short query.
+/// woken by its store after each commit that changed a job's state (``JobStore/stateEventSignal``) and at
+/// every interval. Every replica runs one; the rounds of all replicas take turns on an advisory lock, so a
+/// replica that finds nothing to do costs one short query.
 public struct EventSequencer: Service {
     let store: JobStore
     let signal: WakeSignal
