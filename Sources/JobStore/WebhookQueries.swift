@@ -303,6 +303,10 @@ extension JobStore {
 
     /// Records a finished attempt and moves its delivery on; false when the delivery was no longer this
     /// attempt's (its lease ran out and another replica took it, or it was deleted).
+    ///
+    /// A success after failures means the endpoint is back: every pending delivery of the subscription that
+    /// waits for a later retry is due at once, so a consumer that was down catches up as fast as it takes
+    /// them instead of at the retry schedule's pace (up to hours apart by then).
     @discardableResult
     public func completeDelivery(
         _ delivery: LeasedDelivery, completion: DeliveryCompletion, statusCode: Int?, error: String?
@@ -398,6 +402,14 @@ enum WebhookSQL {
         ), a AS (
             UPDATE webhook_attempts SET finished_at = now(), status_code = $4::integer, error = $5
             WHERE delivery_id = $1::bigint AND attempt = $2::integer
+        ), resumed AS (
+            -- The endpoint is back: the subscription's deliveries waiting for a later retry are due now. The
+            -- subscription row read here is the one before this statement's update (one snapshot).
+            UPDATE webhook_deliveries w SET next_attempt_at = now()
+            FROM d JOIN webhook_subscriptions p ON p.subscription_id = d.subscription_id
+            WHERE $3 = 'succeeded' AND p.consecutive_failures > 0
+              AND w.subscription_id = d.subscription_id AND w.status = 'pending' AND w.next_attempt_at > now()
+              AND w.delivery_id <> $1::bigint
         ), s AS (
             UPDATE webhook_subscriptions
             SET consecutive_failures = CASE WHEN $3 = 'succeeded' THEN 0 ELSE consecutive_failures + 1 END,

@@ -246,6 +246,36 @@ struct WebhookDeliveryTests {
 
     /// The consumer is killed, changes keep coming, and it comes back on the same port: every event arrives,
     /// verified, each job's in order.
+    /// Once an endpoint answers again, the deliveries that failed while it was down do not wait for their
+    /// next retry (here a minute away; hours, later in the default schedule): the first success makes
+    /// every pending delivery of the subscription due.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_EndpointBack_FirstSuccessMakesEveryWaitingRetryDue() async throws {
+        var delivery = WebhookService.fastDelivery
+        delivery.retrySchedule = [.seconds(60), .seconds(60)]
+        delivery.jitter = 0
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try consumer.start()
+        try await WebhookService.with(delivery: delivery) { webhooks in
+            let subscription = try await webhooks.subscribe(consumer, "/ok/back")
+            consumer.kill()
+            let jobs = (0..<3).map { _ in RequestIDForTests.jobID() }
+            for job in jobs { try await webhooks.post(job, "Success") }
+            // Each has failed once and waits a minute for its retry.
+            #expect(
+                try await eventually {
+                    let pending = try await webhooks.deliveries(subscription, status: "pending")
+                    return pending.count == 3 && pending.allSatisfy { ($0["Attempts"] as? [[String: Any]])?.count == 1 }
+                })
+            try consumer.start(port: consumer.port)
+            let later = RequestIDForTests.jobID()
+            try await webhooks.post(later, "Success")
+            #expect(try await eventually(within: .seconds(20)) { consumer.deliveries(path: "/ok/back").count == 4 })
+            #expect(Set(consumer.deliveries(path: "/ok/back").compactMap(\.job)) == Set(jobs + [later]))
+        }
+    }
+
     @Test(.timeLimit(.minutes(3)))
     func delivery_ConsumerDownThenBack_EverythingArrivesInOrder() async throws {
         let consumer = try WebhookConsumer()

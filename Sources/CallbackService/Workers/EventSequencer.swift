@@ -10,6 +10,11 @@ public struct EventSequencerConfiguration: Sendable, Hashable {
     public var interval: Duration = .seconds(1)
     /// Pause after a round failed (the database is unavailable). Default: 1 s.
     public var retryDelay: Duration = .seconds(1)
+    /// Least time from one round's start to the next's: wake-ups meanwhile collapse into one round. Under
+    /// load every ingest commit wakes the sequencer, and each round is a transaction of its own with a WAL
+    /// flush; spacing them makes a round position the events of many commits at once, for at most this much
+    /// more latency. Default: 20 ms.
+    public var roundSpacing: Duration = .milliseconds(20)
 
     /// The defaults.
     public init() {}
@@ -40,12 +45,12 @@ public struct EventSequencer: Service {
                 group.addTask { [signal = self.signal, interval = self.configuration.interval] in await signal.signalEvery(interval) }
                 self.signal.signal()
                 for await _ in self.signal.wakeups {
-                    if await !self.sequencePending() {
-                        do {
-                            try await Task.sleep(for: self.configuration.retryDelay)
-                        } catch {
-                            break
-                        }
+                    let started = ContinuousClock.now
+                    let pause = await self.sequencePending() ? self.configuration.roundSpacing : self.configuration.retryDelay
+                    do {
+                        try await Task.sleep(until: started + pause)
+                    } catch {
+                        break
                     }
                 }
                 group.cancelAll()

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Webhook benchmarks (issue 13's Performance section), on bench.py's cluster, build and wrk helpers.
+
+    Benchmarks/webhooks.py                      # all three, outage 5 minutes
+    Benchmarks/webhooks.py --quick              # all three, short: outage 30 s, fewer seconds each
+    Benchmarks/webhooks.py --only ratio         # one of: ratio, latency, outage
+
+  ratio    ingest (wrk -c32, ingest.lua) with 2 subscriptions matching every event vs none, each round on
+           a fresh cluster, order alternating; goal: with >= 0.85x without.
+  latency  at half of the peak ingest measured by `ratio` (or --rate), paced wrk (ingest-paced.lua) with
+           2 subscriptions to a fast local consumer: commit-to-delivery p50/p99 (goal p99 <= 100 ms) and
+           whether the pending backlog grows (sampled every second).
+  outage   the same load; the consumer is stopped for --outage-seconds (default 300), then started
+           again: seconds until it has caught up (goal <= 60 s).
+
+Commit-to-delivery is, per delivery (each subscription, each event), the consumer's arrival time minus
+the event row's created_at, which is the start of the transaction that stored it (a little before its
+commit), so the figure errs high. The consumer is an asyncio HTTP/1.1 server in its own process that
+answers 200 at once and logs (path, webhook-id, arrival time); it does not check signatures (the tests
+do, with standardwebhooks).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (the cluster, build, wrk and CPU helpers)
+
+RESULTS = bench.BENCH / "results"
+
+
+def log(message):
+    print(f"webhooks-bench: {message}", file=sys.stderr, flush=True)
+
+
+# MARK: The consumer
+
+
+def consumer_main(port, log_path):
+    """A fast webhook consumer: answers 200 to every POST and logs `webhook-id arrival` lines."""
+    out = open(log_path, "w", buffering=1 << 16)
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                arrived = time.time()
+                length = 0
+                webhook_id = "-"
+                request_line = head.split(b"\r\n", 1)[0].split(b" ")
+                path = request_line[1].decode() if len(request_line) > 1 else "-"
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value.strip())
+                    elif name == b"webhook-id":
+                        webhook_id = value.strip().decode()
+                if length:
+                    await reader.readexactly(length)
+                out.write(f"{path} {webhook_id} {arrived:.6f}\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve():
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        async with server:
+            await stop.wait()
+        out.flush()
+
+    asyncio.run(serve())
+
+
+class Consumer:
+    def __init__(self, port, log_path):
+        self.port, self.log_path, self.process = port, log_path, None
+
+    def start(self):
+        self.process = subprocess.Popen([sys.executable, __file__, "--consumer", str(self.port), str(self.log_path)])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{self.port}/", data=b"", method="POST"), timeout=1)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("webhooks-bench: the consumer did not start")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def arrivals(self):
+        """(path, webhook-id) -> first arrival time: one entry per delivery (subscription and event)."""
+        first = {}
+        for path in [self.log_path]:
+            if not Path(path).exists():
+                continue
+            for line in Path(path).read_text().splitlines():
+                parts = line.split(" ")
+                if len(parts) != 3 or not parts[1].startswith("evt_"):
+                    continue
+                key = (parts[0], parts[1])
+                if key not in first:
+                    first[key] = float(parts[2])
+        return first
+
+
+# MARK: The service
+
+
+class Service:
+    """A fresh cluster and ci-callbackd on it."""
+
+    def __init__(self, binary, args, extra_env=None):
+        self.url = bench.start_cluster()
+        self.port = args.port
+        self.log = open(RESULTS / "webhooks-service.log", "a")
+        env = {**os.environ, "DATABASE_URL": self.url, "LOG_LEVEL": args.log_level, **(extra_env or {})}
+        self.process = subprocess.Popen([str(binary), "serve", "--port", str(args.port), "--pool-size", str(args.pool_size)],
+                                        env=env, stdout=self.log, stderr=self.log)
+        bench.wait_ready(args.port, self.process)
+
+    def subscribe(self, url):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/v1/subscriptions", method="POST",
+                                         data=json.dumps({"Url": url, "Description": "benchmark"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["SubscriptionId"]
+
+    def scalar(self, sql):
+        return bench.psql(self.url, sql)
+
+    def pending(self):
+        return int(self.scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'"))
+
+    def stop(self):
+        bench.stop_service(self.process)
+        self.log.close()
+        bench.stop_cluster()
+
+
+def ingest(service, args, seconds, run_id, pace_ms=None, connections=None):
+    script = bench.BENCH / ("ingest-paced.lua" if pace_ms is not None else "ingest.lua")
+    env = {"BENCH_RUN_ID": str(run_id)}
+    if pace_ms is not None:
+        env["BENCH_DELAY_MS"] = str(pace_ms)
+    return bench.measured("ingest", service.process.pid,
+                          lambda: bench.wrk(script, service.port, seconds, connections or args.connections, env))
+
+
+class BacklogSampler(threading.Thread):
+    """Samples the pending deliveries every second while the load runs."""
+
+    def __init__(self, service):
+        super().__init__(daemon=True)
+        self.service, self.samples, self.stopped = service, [], threading.Event()
+
+    def run(self):
+        start = time.time()
+        while not self.stopped.wait(1.0):
+            try:
+                self.samples.append((time.time() - start, self.service.pending()))
+            except subprocess.CalledProcessError:
+                pass
+
+    def stop(self):
+        self.stopped.set()
+        self.join()
+        return self.samples
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def latencies(service, consumer, paths, since_event=0):
+    """Commit-to-delivery seconds of every delivery (each of `paths`, each event after `since_event`), and
+    the count undelivered."""
+    rows = service.scalar(f"SELECT event_id || ' ' || extract(epoch FROM created_at) FROM ci_job_state_events WHERE event_id > {since_event}")
+    arrivals = consumer.arrivals()
+    values, missing = [], 0
+    for line in rows.splitlines():
+        event_id, created = line.split()
+        for path in paths:
+            arrived = arrivals.get((path, f"evt_{event_id}"))
+            if arrived is None:
+                missing += 1
+            else:
+                values.append(arrived - float(created))
+    return values, missing
+
+
+# MARK: The three measurements
+
+
+def measure_ratio(binary, args):
+    rounds = {"without": [], "with": []}
+    for index in range(args.rounds):
+        order = ["without", "with"] if index % 2 == 0 else ["with", "without"]
+        for side in order:
+            consumer = Consumer(args.consumer_port, RESULTS / "webhooks-consumer.log")
+            service = Service(binary, args)
+            try:
+                if side == "with":
+                    consumer.start()
+                    for n in range(2):
+                        service.subscribe(f"http://127.0.0.1:{args.consumer_port}/hooks/{n}")
+                log(f"ratio round {index + 1}/{args.rounds}: {side} subscriptions")
+                result = ingest(service, args, args.ingest_seconds, int(time.time()))
+                rounds[side].append(result["rps"])
+                if side == "with":
+                    result["pending_after"] = service.pending()
+            finally:
+                service.stop()
+                consumer.stop()
+    without, with_subscriptions = statistics.median(rounds["without"]), statistics.median(rounds["with"])
+    ratio = with_subscriptions / without
+    log(f"ratio: without {rounds['without']}, with {rounds['with']}")
+    return {"without_rps": without, "with_rps": with_subscriptions, "ratio": ratio, "rounds": rounds, "goal": 0.85, "met": ratio >= 0.85}
+
+
+def paced_setup(binary, args, rate):
+    consumer = Consumer(args.consumer_port, RESULTS / "webhooks-consumer.log")
+    consumer.start()
+    service = Service(binary, args)
+    for n in range(args.subscriptions):
+        service.subscribe(f"http://127.0.0.1:{args.consumer_port}/hooks/{n}")
+    # Each connection sends, waits for the answer, pauses: about connections * 1000 / (pause + ~2 ms) per second.
+    pace = max(0, round(args.paced_connections * 1000 / rate - 2))
+    return consumer, service, pace
+
+
+def measure_latency(binary, args, rate):
+    consumer, service, pace = paced_setup(binary, args, rate)
+    try:
+        log(f"latency: {rate:.0f} callbacks/s wanted (-c{args.paced_connections}, pause {pace} ms), {args.subscriptions} subscriptions, {args.latency_seconds} s")
+        sampler = BacklogSampler(service)
+        sampler.start()
+        load = ingest(service, args, args.latency_seconds, int(time.time()), pace_ms=pace, connections=args.paced_connections)
+        samples = sampler.stop()
+        drain_start = time.time()
+        while service.pending() > 0 and time.time() - drain_start < 120:
+            time.sleep(0.2)
+        drained = time.time() - drain_start
+        values, missing = latencies(service, consumer, [f"/hooks/{n}" for n in range(args.subscriptions)])
+    finally:
+        service.stop()
+        consumer.stop()
+    half = len(samples) // 2
+    first_half = statistics.mean(p for _, p in samples[:half]) if half else 0
+    second_half = statistics.mean(p for _, p in samples[half:]) if samples[half:] else 0
+    result = {
+        "rate_wanted": rate, "rate": load["rps"], "ingest_p99_ms": load["p99_us"] / 1000, "subscriptions": args.subscriptions,
+        "deliveries": len(values) + missing, "undelivered_after_drain": missing,
+        "p50_ms": percentile(values, 0.5) * 1000, "p99_ms": percentile(values, 0.99) * 1000, "max_ms": max(values, default=0) * 1000,
+        "pending_mean_first_half": first_half, "pending_mean_second_half": second_half,
+        "pending_max": max((p for _, p in samples), default=0), "drain_seconds_after_load": drained,
+    }
+    result["met"] = result["p99_ms"] <= 100 and missing == 0 and second_half <= max(first_half * 1.5, 50)
+    log(f"latency: {json.dumps(result)}")
+    return result
+
+
+def measure_outage(binary, args, rate):
+    consumer, service, pace = paced_setup(binary, args, rate)
+    total = args.warmup_seconds + args.outage_seconds + args.recovery_seconds
+    try:
+        log(f"outage: {rate:.0f} callbacks/s for {total} s; consumer down from {args.warmup_seconds} s for {args.outage_seconds} s")
+        run_id = int(time.time())
+        load = {}
+        wrk_thread = threading.Thread(target=lambda: load.update(
+            ingest(service, args, total, run_id, pace_ms=pace, connections=args.paced_connections)))
+        sampler = BacklogSampler(service)
+        wrk_thread.start()
+        sampler.start()
+        time.sleep(args.warmup_seconds)
+        consumer.stop()
+        down_at = time.time()
+        log("outage: consumer stopped")
+        time.sleep(args.outage_seconds)
+        backlog_at_return = service.pending()
+        last_event_before = int(service.scalar("SELECT coalesce(max(event_id), 0) FROM ci_job_state_events"))
+        consumer.log_path = RESULTS / "webhooks-consumer-after.log"
+        consumer.start()
+        back_at = time.time()
+        log(f"outage: consumer back after {back_at - down_at:.0f} s; {backlog_at_return} deliveries pending")
+        # Caught up: every event committed while it was down has reached it (both subscriptions).
+        caught_up = None
+        while time.time() - back_at < max(args.recovery_seconds, 1) + 600:
+            undelivered = int(service.scalar(
+                f"SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND event_id <= {last_event_before}"))
+            if undelivered == 0:
+                caught_up = time.time() - back_at
+                break
+            time.sleep(0.5)
+        log(f"outage: caught up after {caught_up} s" if caught_up is not None else "outage: not caught up within the wait")
+        wrk_thread.join()
+        samples = sampler.stop()
+        attempts = service.scalar("SELECT count(*) || ' ' || count(*) FILTER (WHERE error IS NOT NULL) FROM webhook_attempts").split()
+    finally:
+        service.stop()
+        consumer.stop()
+    result = {
+        "rate_wanted": rate, "rate": load.get("rps"), "outage_seconds": args.outage_seconds, "backlog_at_return": backlog_at_return,
+        "caught_up_seconds": caught_up, "attempts": int(attempts[0]), "failed_attempts": int(attempts[1]),
+        "pending_max": max((p for _, p in samples), default=0), "goal_seconds": 60,
+    }
+    result["met"] = caught_up is not None and caught_up <= 60
+    log(f"outage: {json.dumps(result)}")
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["ratio", "latency", "outage"], action="append", help="run only these (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="short durations: ingest 8 s, latency 20 s, outage 30 s")
+    parser.add_argument("--rounds", type=int, default=3, help="ratio rounds per side (default 3; medians)")
+    parser.add_argument("--rate", type=float, help="the paced load, callbacks/s (default: half the ratio's ingest without subscriptions)")
+    parser.add_argument("--subscriptions", type=int, default=2, help="subscriptions to the consumer in latency and outage (default 2)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--paced-connections", type=int, default=32)
+    parser.add_argument("--ingest-seconds", type=int, default=15)
+    parser.add_argument("--latency-seconds", type=int, default=60)
+    parser.add_argument("--warmup-seconds", type=int, default=20)
+    parser.add_argument("--outage-seconds", type=int, default=300)
+    parser.add_argument("--recovery-seconds", type=int, default=60, help="load kept on after the consumer returns (default 60)")
+    parser.add_argument("--pool-size", type=int, default=8)
+    parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--consumer-port", type=int, default=18090)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--binary", help="this ci-callbackd instead of building the checkout's release binary")
+    parser.add_argument("--consumer", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.consumer:
+        consumer_main(int(args.consumer[0]), args.consumer[1])
+        return
+    if args.quick:
+        args.ingest_seconds, args.latency_seconds, args.outage_seconds, args.warmup_seconds, args.rounds = 8, 20, 30, 10, min(args.rounds, 2)
+
+    bench.ensure_tools()
+    binary = Path(args.binary) if args.binary else bench.build()
+    RESULTS.mkdir(exist_ok=True)
+    only = set(args.only or ["ratio", "latency", "outage"])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=bench.REPO, capture_output=True, text=True).stdout.strip()
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit, "binary": str(binary), "quick": args.quick}
+    rate = args.rate
+    if "ratio" in only:
+        record["ratio"] = measure_ratio(binary, args)
+        rate = rate or record["ratio"]["without_rps"] / 2
+    if rate is None and only & {"latency", "outage"}:
+        service = Service(binary, args)
+        try:
+            rate = ingest(service, args, args.ingest_seconds, int(time.time()))["rps"] / 2
+        finally:
+            service.stop()
+    if "latency" in only:
+        record["latency"] = measure_latency(binary, args, rate)
+    if "outage" in only:
+        record["outage"] = measure_outage(binary, args, rate)
+    with open(RESULTS / "webhooks.jsonl", "a") as results:
+        results.write(json.dumps(record) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
