@@ -418,6 +418,9 @@ enum WebhookSQL {
                 disabled_reason = CASE WHEN $3 = 'gone' THEN 'the endpoint answered 410 Gone' ELSE disabled_reason END
             FROM d
             WHERE webhook_subscriptions.subscription_id = d.subscription_id
+              -- A success on a healthy subscription changes nothing: writing the row anyway made every
+              -- delivery of a subscription queue for its one row lock and leave a dead version behind.
+              AND ($3 <> 'succeeded' OR webhook_subscriptions.consecutive_failures <> 0 OR webhook_subscriptions.failing_since IS NOT NULL)
         )
         SELECT count(*) AS completed FROM d
         """
