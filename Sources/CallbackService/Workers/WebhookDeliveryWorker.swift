@@ -24,6 +24,10 @@ public struct WebhookDeliveryWorker: Service {
     /// How often the backlog gauges are refreshed.
     static let backlogInterval: Duration = .seconds(10)
 
+    /// Free attempt slots the worker waits for before it leases again, while attempts are in flight: a
+    /// quarter of the concurrency.
+    static func leaseBatch(concurrency: Int) -> Int { max(1, concurrency / 4) }
+
     public init(store: JobStore, signal: WakeSignal, configuration: WebhookDeliveryConfiguration, metrics: ServiceMetrics, logger: Logger) {
         self.store = store
         self.signal = signal
@@ -50,8 +54,12 @@ public struct WebhookDeliveryWorker: Service {
                 }
                 self.signal.signal()
                 for await _ in self.signal.wakeups {
-                    let free = self.configuration.concurrency - inFlight.value.load(ordering: .relaxed)
-                    guard free > 0 else { continue }
+                    let busy = inFlight.value.load(ordering: .relaxed)
+                    let free = self.configuration.concurrency - busy
+                    // Leases go in batches: one costs the database about as much for one delivery as for
+                    // sixteen, and leasing a single slot each time an attempt finished made the lease query
+                    // the ceiling of the delivery rate (measured: about 50 deliveries/s under a backlog).
+                    guard free > 0, busy == 0 || free >= Self.leaseBatch(concurrency: self.configuration.concurrency) else { continue }
                     let leased: [LeasedDelivery]
                     do {
                         leased = try await self.store.leaseDeliveries(limit: free, lease: self.configuration.timeout + self.configuration.leaseMargin)
