@@ -43,7 +43,9 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "Benchmarks"
 CLUSTER = REPO / ".pgdata-bench"
 # Another port when two benchmarks (or a benchmark and a test cluster) share the machine.
-PG_PORT = int(os.environ.get("BENCH_PG_PORT", "54349"))
+# Below the kernel's ephemeral range (32768-60999 by default): every round stops the cluster and starts it
+# again on this port, and a port in that range may meanwhile be the local port of some outgoing connection.
+PG_PORT = int(os.environ.get("BENCH_PG_PORT", "25349"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
