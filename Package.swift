@@ -133,6 +133,11 @@ let package = Package(
         ),
 
         // MARK: Tests
+        // What the test targets share: child processes waited for off Swift's cooperative pool, the
+        // repository, the test database, the built products. Not a product: only test targets link it.
+        .target(name: "CSpawn", path: "Tests/CSpawn"),
+        .target(name: "TestSupport", dependencies: ["CSpawn"], path: "Tests/TestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "HTTPWireTests", dependencies: ["HTTPWire"], swiftSettings: swiftSettings),
         .testTarget(name: "HTTPListenerTests", dependencies: ["HTTPListener", "HTTPWire"], swiftSettings: swiftSettings),
         .testTarget(
@@ -157,19 +162,19 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "HTTPWire", "HTTPListener", "CIModel", "PostgresLibPQ", "JobStore", "CallbackService",
-                "CIClient", "CISimulator", "COSSigning",
+                "CIClient", "CISimulator", "COSSigning", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "DeployTests", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: swiftSettings),
+        .testTarget(name: "DeployTests", dependencies: ["TestSupport", .product(name: "Yams", package: "Yams")], swiftSettings: swiftSettings),
         .testTarget(name: "PostgresLibPQTests", dependencies: ["PostgresLibPQ"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CLITests",
             dependencies: [
-                "ci-callbackd", "CallbackService", "HTTPListener", "HTTPWire", "JobStore", "PostgresLibPQ",
+                "ci-callbackd", "CallbackService", "HTTPListener", "HTTPWire", "JobStore", "PostgresLibPQ", "TestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -5,11 +5,8 @@ import HTTPListener
 import HTTPWire
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 @testable import ci_callbackd
 
@@ -115,7 +112,7 @@ struct CommandLineTests {
 
     @Test func submit_JobLevelOutOfRange_NamesTheFlagAndShowsSubmitUsage() async throws {
         let run = try await CommandRun.finished(["submit", "--object", "input/demo.mp4", "--job-level", "7"])
-        #expect(run.process.terminationStatus == ExitCode.validationFailure.rawValue)
+        #expect(run.exitCode == ExitCode.validationFailure.rawValue)
         #expect(run.errors.contains("--job-level must be 0, 1 or 2"), "\(run.errors)")
         #expect(!run.errors.contains("JobLevel"), "\(run.errors)")
         #expect(run.errors.contains("Usage: ci-callbackd submit"), "\(run.errors)")
@@ -123,7 +120,7 @@ struct CommandLineTests {
 
     @Test func serve_BadEnvironmentValue_ShowsServeUsage() async throws {
         let run = try await CommandRun.finished(["serve"], environment: ["DATABASE_URL": testDatabaseURL, "PORT": "eighty"])
-        #expect(run.process.terminationStatus == ExitCode.validationFailure.rawValue)
+        #expect(run.exitCode == ExitCode.validationFailure.rawValue)
         #expect(run.errors.contains("PORT='eighty' is not valid"), "\(run.errors)")
         #expect(run.errors.contains("Usage: ci-callbackd serve"), "\(run.errors)")
         #expect(run.errors.contains("See 'ci-callbackd serve --help'"), "\(run.errors)")
@@ -134,7 +131,7 @@ struct CommandLineTests {
         // Retrying cannot create the database: the service gives up at once (it retries a database
         // that is unreachable for 30 s, so the deadline is below that).
         let run = try await CommandRun.finished(["serve", "--port", "0"], environment: ["DATABASE_URL": missing], within: .seconds(25))
-        #expect(run.process.terminationStatus == 1)
+        #expect(run.exitCode == 1)
         #expect(run.errors.contains("the database named in DATABASE_URL (--database-url) does not exist: create it"), "\(run.errors)")
     }
 
@@ -154,7 +151,7 @@ struct CommandLineTests {
         try await run.waitUntil(within: .seconds(60), "serve did not start listening; stderr: \(run.errors)") {
             run.errors.contains("http server listening")
         }
-        kill(run.process.processIdentifier, SIGTERM)
+        run.child.terminate()
         // The process (not a reaper that collects orphans now and then) sees it exit: measured at 0.26 s.
         let status = try await run.waitForExit(within: .seconds(15))
         #expect(status == 0, "\(run.errors)")

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 import Yams
 
@@ -365,7 +366,7 @@ import Yams
 
     // MARK: systemd
 
-    @Test func systemd_UnitPassesSystemdAnalyzeVerify() throws {
+    @Test func systemd_UnitPassesSystemdAnalyzeVerify() async throws {
         let unitText = try DeployTree.text("systemd/ci-callbackd.service")
         let execStart = "ExecStart=/usr/local/bin/ci-callbackd serve"
         #expect(unitText.split(separator: "\n").contains(Substring(execStart)))
@@ -374,19 +375,19 @@ import Yams
             Issue.record("systemd-analyze not found in PATH: install Debian's `systemd` package (.ci/run does) — this check must not be skipped")
             return
         }
-        let outcome = try SystemdAnalyze.verify(unitText: unitText, executable: "/usr/local/bin/ci-callbackd", analyze: analyze)
+        let outcome = try await SystemdAnalyze.verify(unitText: unitText, executable: "/usr/local/bin/ci-callbackd", analyze: analyze)
         #expect(outcome.status == 0, "systemd-analyze verify exited \(outcome.status): \(outcome.output)")
         // verify exits 0 on unknown keys and unparsable values and only prints them: any output is a defect.
         #expect(outcome.output.isEmpty, "systemd-analyze verify reported: \(outcome.output)")
     }
 
-    @Test func systemdAnalyze_ReportsAnUnknownDirective() throws {
+    @Test func systemdAnalyze_ReportsAnUnknownDirective() async throws {
         guard let analyze = SystemdAnalyze.locate() else {
             Issue.record("systemd-analyze not found in PATH: install Debian's `systemd` package")
             return
         }
         let broken = "[Service]\nExecStart=/usr/local/bin/ci-callbackd serve\nProtectSytem=strict\n"
-        let outcome = try SystemdAnalyze.verify(unitText: broken, executable: "/usr/local/bin/ci-callbackd", analyze: analyze)
+        let outcome = try await SystemdAnalyze.verify(unitText: broken, executable: "/usr/local/bin/ci-callbackd", analyze: analyze)
         #expect(outcome.output.contains("ProtectSytem"))
     }
 
@@ -473,13 +474,9 @@ private struct DeployFileError: Error, CustomStringConvertible {
 
 // MARK: - Files
 
-/// The repository's `deploy/` folder, found from this source file's path.
+/// The repository's `deploy/` folder.
 private enum DeployTree {
-    static let root: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent()  // DeployTests
-        .deletingLastPathComponent()  // Tests
-        .deletingLastPathComponent()  // repository
-        .appendingPathComponent("deploy")
+    static let root: URL = repositoryRoot.appendingPathComponent("deploy")
 
     static func text(_ relativePath: String) throws -> String {
         let url = root.appendingPathComponent(relativePath)
@@ -906,7 +903,7 @@ private enum SystemdAnalyze {
         return directories.map { $0 + "/systemd-analyze" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    static func verify(unitText: String, executable: String, analyze: String) throws -> Outcome {
+    static func verify(unitText: String, executable: String, analyze: String) async throws -> Outcome {
         let fileManager = FileManager.default
         let directory = fileManager.temporaryDirectory.appendingPathComponent("deploy-systemd-\(UUID().uuidString)")
         try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -918,18 +915,9 @@ private enum SystemdAnalyze {
         let unit = directory.appendingPathComponent("ci-callbackd.service")
         try unitText.replacingOccurrences(of: executable, with: stub.path).write(to: unit, atomically: true, encoding: .utf8)
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: analyze)
         // --man=no: the unit documents nothing under man(1); checking that would need man-db.
-        process.arguments = ["verify", "--man=no", unit.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        // Read before waiting, so a chatty verify cannot block on a full pipe.
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let output = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return Outcome(status: process.terminationStatus, output: output)
+        let finished = try await ChildProcess.run(analyze, ["verify", "--man=no", unit.path], within: .seconds(120))
+        let output = (finished.output + finished.errors).trimmingCharacters(in: .whitespacesAndNewlines)
+        return Outcome(status: finished.status.code ?? -1, output: output)
     }
 }

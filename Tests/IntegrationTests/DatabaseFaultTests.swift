@@ -1,6 +1,7 @@
 import Foundation
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 /// PostgreSQL behind a ``FaultProxy``: silent (a blackhole), or losing the answer to a commit that landed.

@@ -2,6 +2,7 @@ import CallbackService
 import Foundation
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 /// A service with the event sequencer running beside it, as `ci-callbackd serve` runs it.

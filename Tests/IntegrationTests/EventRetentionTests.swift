@@ -2,6 +2,7 @@ import CallbackService
 import Foundation
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 /// Retention of the outbox, deliveries and attempts (`CALLBACK_RETENTION`), against a real service,
@@ -27,7 +28,7 @@ struct EventRetentionTests {
     func eventRetention_OldEventsAndFinishedDeliveriesGo_PendingDeliveriesKeepTheirEvents() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with(delivery: Self.slowRetries) { webhooks in
             let delivered = try await webhooks.subscribe(consumer, "/ok/delivered", tags: ["ExtractDigitalWatermark"])
             let failing = try await webhooks.subscribe(consumer, "/fail/100/failing", tags: ["Animation"])
@@ -118,7 +119,7 @@ struct EventRetentionTests {
     func eventRetention_DisabledSubscription_PendingDeliveriesGo() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with(delivery: Self.slowRetries) { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/gone/retention")
             let job = RequestIDForTests.jobID()

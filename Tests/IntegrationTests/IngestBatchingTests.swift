@@ -5,6 +5,7 @@ import JobStore
 import Logging
 import PostgresLibPQ
 import Synchronization
+import TestSupport
 import Testing
 
 /// Group commit: callbacks committed together must behave exactly as if each had its own transaction.

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPListener
 import HTTPWire
+import TestSupport
 import Testing
 
 /// The request-body budget (`maxInflightBodyBytes`, issue 10 §2): bodies beyond it are refused with 503

@@ -2,6 +2,7 @@ import Foundation
 import HTTPListener
 import HTTPWire
 import Logging
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -144,46 +145,24 @@ private func portTestBurst(port: Int, connections: Int) throws -> [String] {
     }
 }
 
-/// The `ci-callbackd` executable SwiftPM built next to this test binary.
-private func builtServiceExecutable() throws -> URL {
-    let testBinary = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-    let executable = testBinary.deletingLastPathComponent().appendingPathComponent("ci-callbackd")
-    try #require(
-        FileManager.default.isExecutableFile(atPath: executable.path),
-        "\(executable.path) is missing: build it with `swift build --build-tests` before `swift test --skip-build`")
-    return executable
-}
-
 @Test func serve_SecondInstanceOnHeldPortExitsNonZeroNamingTheAddress() async throws {
-    let executable = try builtServiceExecutable()
+    let executable = try builtServiceBinary()
     try await withHeldPort(loops: 2) { port in
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--no-auto-migrate"]
-        process.currentDirectoryURL = repositoryRoot
         var environment = ProcessInfo.processInfo.environment
         environment["DATABASE_URL"] = testDatabaseURL
         environment["LOG_LEVEL"] = "error"
-        process.environment = environment
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
-        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        let stillRunning = process.isRunning
-        if stillRunning { process.terminate() }
-        // EOF once the process has gone; read off the cooperative pool all the same.
-        let stderrText: String = await withCheckedContinuation { continuation in
-            DispatchQueue(label: "serve-stderr").async {
-                continuation.resume(returning: String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
-            }
-        }
-        guard !stillRunning else {
+        let files = try OutputFiles(name: "serve-held-port")
+        defer { files.remove() }
+        let process = try ChildProcess(
+            executable.path, ["serve", "--host", "127.0.0.1", "--port", "\(port)", "--no-auto-migrate"], environment: environment,
+            workingDirectory: repositoryRoot.path, standardOutput: .discard, standardError: .file(files.errors))
+        guard let status = try? await process.exit(within: .seconds(30)) else {
+            await process.stop(grace: .zero)
             Issue.record("a second ci-callbackd on a held port was still running after 30 s")
             return
         }
-        #expect(process.terminationStatus != 0)
+        let stderrText = files.read(files.errors)
+        #expect(status.code != 0, "\(status)")
         #expect(stderrText.contains("127.0.0.1:\(port)"), "stderr: \(stderrText)")
         #expect(stderrText.contains("in use by another process"), "stderr: \(stderrText)")
         // The first instance still owns the port.

@@ -6,6 +6,7 @@ import JobStore
 import Logging
 import PostgresLibPQ
 import Synchronization
+import TestSupport
 import Testing
 
 /// Every refusal the listener makes reaches the application: answered with the service's JSON error body

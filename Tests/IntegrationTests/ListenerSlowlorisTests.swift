@@ -4,17 +4,11 @@ import HTTPListener
 import HTTPWire
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Runs blocking socket work off the cooperative pool.
-private func slowlorisBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue(label: "slowloris-test").async { continuation.resume(with: Result { try body() }) }
-    }
-}
 
 private struct SlowlorisSocketError: Error, CustomStringConvertible {
     let operation: String
@@ -114,11 +108,13 @@ private final class SlowlorisAttack: @unchecked Sendable {
 }
 
 /// One request on a fresh connection from 127.0.0.254 (an address no slow connection uses: CI is not the
-/// attacker), as CI sends each callback: the status and how long it took.
-private func freshConnectionRequest(port: Int) throws -> (status: Int, seconds: Double) {
+/// attacker), as CI sends each callback: the status, how long it took, and how long passed between the
+/// connection being established and the request being sent (this thread's scheduling, on a loaded machine).
+private func freshConnectionRequest(port: Int) throws -> (status: Int, seconds: Double, sendDelay: Double) {
     let started = ContinuousClock.now
     let fd = slowlorisSocket(from: "127.0.0.254", to: port, nonBlocking: false)
     guard fd >= 0 else { throw SlowlorisSocketError(operation: "connect", errno: errno) }
+    let connected = ContinuousClock.now
     defer { close(fd) }
     var timeout = timeval(tv_sec: 10, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -126,6 +122,7 @@ private func freshConnectionRequest(port: Int) throws -> (status: Int, seconds: 
     guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
         throw SlowlorisSocketError(operation: "send", errno: errno)
     }
+    let sent = ContinuousClock.now
     var response: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     while !response.contains(UInt8(ascii: "\n")) {
@@ -135,8 +132,8 @@ private func freshConnectionRequest(port: Int) throws -> (status: Int, seconds: 
     }
     let statusLine = String(decoding: response.prefix { $0 != UInt8(ascii: "\r") }, as: UTF8.self)
     let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
-    let elapsed = ContinuousClock.now - started
-    return (status, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    func seconds(_ duration: Duration) -> Double { Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18 }
+    return (status, seconds(ContinuousClock.now - started), seconds(sent - connected))
 }
 
 /// The source addresses of the slow connections: one, or eight.
@@ -169,9 +166,14 @@ func listener_SlowConnectionsHoldingEveryPlace_DoNotLockOutFreshClients(_ source
     configuration.limits.maxConnections = 256
     configuration.limits.maxConnectionsPerPeer = 64
     let statistics = ListenerStatistics()
+    // The fresh client's refusals by reason, so a failure says which path turned it away.
+    let freshRefusals = Mutex<[HTTPRefusal.Reason: Int]>([:])
+    let hooks = HTTPServerHooks(refusalObserver: { refusal, _ in
+        if refusal.remoteAddress == "127.0.0.254" { freshRefusals.withLock { $0[refusal.reason, default: 0] += 1 } }
+    })
     let server = HTTPServer(
         configuration: configuration, logger: Logger(label: "slowloris-test") { _ in SwiftLogNoOpLogHandler() }, statistics: statistics,
-        responder: { _ in HTTPResponse(status: .ok, body: Array("fresh".utf8)) })
+        hooks: hooks, responder: { _ in HTTPResponse(status: .ok, body: Array("fresh".utf8)) })
     let run = Task { try await server.run() }
     let port = try await server.waitUntilListening()
     let attack = SlowlorisAttack(port: port, count: 1500, sources: sources.addresses)
@@ -183,17 +185,25 @@ func listener_SlowConnectionsHoldingEveryPlace_DoNotLockOutFreshClients(_ source
             attack.opened.load(ordering: .relaxed) >= 1500 && statistics.openConnections >= admitted
         }
         try #require(pressed, "the slow connections never filled the server: \(statistics.openConnections) open")
-        let results = try await slowlorisBlocking { try (0..<200).map { _ in try freshConnectionRequest(port: port) } }
+        let results = try await listenerBlocking { try (0..<200).map { _ in try freshConnectionRequest(port: port) } }
         let answered = results.filter { $0.status == 200 }.count
         let slowest = results.map(\.seconds).max() ?? 0
-        #expect(answered == 200, "\(answered) of 200 fresh requests answered 200; statuses \(Set(results.map(\.status)).sorted()); slowest \(slowest) s")
+        let refusals = freshRefusals.withLock { $0.map { "\($0.key.rawValue): \($0.value)" }.sorted() }
+        let others = results.filter { $0.status != 200 }.map { String(format: "%.3f s (sent after %.3f s)", $0.seconds, $0.sendDelay) }
+        let longestSendDelay = results.map(\.sendDelay).max() ?? 0
+        #expect(
+            answered == 200,
+            """
+            \(answered) of 200 fresh requests answered 200; statuses \(Set(results.map(\.status)).sorted()); slowest \(slowest) s; \
+            refusals \(refusals); the others took \(others); longest connect-to-send \(longestSendDelay) s
+            """)
     } catch {
-        try await slowlorisBlocking { attack.stop() }
+        try await listenerBlocking { attack.stop() }
         run.cancel()
         _ = try? await run.value
         throw error
     }
-    try await slowlorisBlocking { attack.stop() }
+    try await listenerBlocking { attack.stop() }
     run.cancel()
     try await run.value
 }

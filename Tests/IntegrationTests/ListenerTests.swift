@@ -5,6 +5,7 @@ import HTTPWire
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TestSupport
 import Testing
 #if canImport(FoundationNetworking)
 import FoundationNetworking

@@ -8,6 +8,7 @@ import JobStore
 import Logging
 import PostgresLibPQ
 import Prometheus
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -3,6 +3,7 @@ import JobStore
 import Logging
 import PostgresLibPQ
 import Synchronization
+import TestSupport
 import Testing
 
 /// Migrations marked `-- ci-callbackd: no-transaction` build indexes `CONCURRENTLY`, under `lock_timeout`,

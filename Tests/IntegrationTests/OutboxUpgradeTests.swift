@@ -1,6 +1,7 @@
 import CallbackService
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 @Suite("Outbox upgrade")

@@ -1,8 +1,8 @@
 import CallbackService
 import Foundation
-import Glibc
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 /// A hot standby of the test cluster, made by `scripts/pg-cluster standby` (pg_basebackup -R) in the
@@ -21,43 +21,16 @@ enum TestStandby {
     }
 
     /// Starts the standby (making it first when missing) and returns its URL.
-    static func start() throws -> String {
+    static func start() async throws -> String {
         if let url = ProcessInfo.processInfo.environment["TEST_READ_DATABASE_URL"], !url.isEmpty { return url }
         let directory = try #require(clusterDirectory, "the test database is not a scripts/pg-cluster cluster; set TEST_READ_DATABASE_URL")
-        return try pgCluster(["standby", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    /// Runs `scripts/pg-cluster` with posix_spawn and waits with waitpid. Not Foundation's `Process`: in the
-    /// full parallel suite its `waitUntilExit` missed this script's exit (the script stayed a zombie, never
-    /// reaped, and the suite hung); waiting on the one pid ourselves cannot miss it.
-    private static func pgCluster(_ arguments: [String]) throws -> String {
-        let script = repositoryRoot.appendingPathComponent("scripts/pg-cluster").path
         var environment = ProcessInfo.processInfo.environment
         environment["PGCLUSTER_DB"] = databaseName
-        // A file, not a pipe: a PostgreSQL that pg_ctl starts inherits the descriptor and keeps it open, so a
-        // pipe would never reach end-of-file.
-        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("pg-cluster-\(UUID().uuidString).out").path
-        defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        let argv: [UnsafeMutablePointer<CChar>?] = ([script] + arguments).map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, script, &actions, nil, argv, envp)
-        try #require(spawned == 0, "could not start scripts/pg-cluster: errno \(spawned)")
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 {
-            try #require(errno == EINTR, "waitpid for scripts/pg-cluster failed: errno \(errno)")
-        }
-        let exitedCleanly = status & 0x7f == 0 && (status >> 8) & 0xff == 0
-        try #require(exitedCleanly, "scripts/pg-cluster \(arguments.joined(separator: " ")) failed (wait status \(status))")
-        return String(decoding: try Data(contentsOf: URL(fileURLWithPath: outputPath)), as: UTF8.self)
+        // Output to a file (as ChildProcess always does): a PostgreSQL that pg_ctl starts inherits the
+        // descriptor and keeps it open, so a pipe would never reach end-of-file.
+        let script = repositoryRoot.appendingPathComponent("scripts/pg-cluster").path
+        return try await ChildProcess.succeed(script, ["standby", directory], environment: environment, within: .seconds(600))
+            .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     static func execute(_ url: String, _ sql: String) throws {
@@ -74,7 +47,7 @@ enum TestStandby {
 struct ReadStandbyTests {
     /// A service reading from the standby, with its lag probe running.
     private static func withService(maxLag: Duration, _ body: (ServiceHarness, String) async throws -> Void) async throws {
-        let standbyURL = try TestStandby.start()
+        let standbyURL = try await TestStandby.start()
         var routing = ReadStandby.Configuration()
         routing.maxLag = maxLag
         routing.checkInterval = .milliseconds(50)

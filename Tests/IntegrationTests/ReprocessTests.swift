@@ -3,6 +3,7 @@ import JobStore
 import PostgresLibPQ
 import Dispatch
 import Synchronization
+import TestSupport
 import Testing
 
 /// `ci-callbackd reprocess` against real PostgreSQL: stored bodies re-decoded and re-applied.

@@ -1,6 +1,7 @@
 import Foundation
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 /// Retention by partition against a real service and PostgreSQL: runs are given a clock ("now" days

@@ -1,6 +1,7 @@
 import Foundation
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -14,7 +15,7 @@ import FoundationNetworking
 struct ServiceBinaryTests {
     @Test(.timeLimit(.minutes(3)))
     func binary_CopiedAloneAndStartedFromRoot_MigratesBecomesReadyAndServes() async throws {
-        let built = try Self.builtServiceBinary()
+        let built = try builtServiceBinary()
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ci-callbackd-alone-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -34,21 +35,12 @@ struct ServiceBinaryTests {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("ci-callbackd-alone-\(UUID().uuidString).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: log) }
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)"]
-        process.currentDirectoryURL = URL(fileURLWithPath: "/")
-        process.environment = ["DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema)]
-        let output = try FileHandle(forWritingTo: log)
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        defer {
-            if process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
-        }
+        let process = try ChildProcess(
+            binary.path, ["serve", "--host", "127.0.0.1", "--port", "\(port)"],
+            environment: ["DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema)],
+            workingDirectory: "/", standardOutput: .file(log.path))
+        // On a failure: the reaping thread collects it once it has stopped. On success it is stopped below.
+        defer { process.terminate() }
         let serviceLog = { String(decoding: FileManager.default.contents(atPath: log.path) ?? Data(), as: UTF8.self) }
         let base = "http://127.0.0.1:\(port)"
 
@@ -56,7 +48,7 @@ struct ServiceBinaryTests {
         let deadline = ContinuousClock.now.advanced(by: .seconds(90))
         var readiness = try? await Self.fetch("GET", base + "/readyz")
         while readiness?.status != 200 {
-            try #require(process.isRunning, "ci-callbackd exited (\(process.terminationStatus)) before it was ready:\n\(serviceLog())")
+            try #require(process.isRunning, "ci-callbackd exited (\(process.exitStatus.map { "\($0)" } ?? "")) before it was ready:\n\(serviceLog())")
             try #require(ContinuousClock.now < deadline, "ci-callbackd not ready within 90 s:\n\(serviceLog())")
             try await Task.sleep(for: .milliseconds(100))
             readiness = try? await Self.fetch("GET", base + "/readyz")
@@ -78,24 +70,7 @@ struct ServiceBinaryTests {
         let document = try await Self.fetch("GET", base + "/openapi.yaml")
         #expect(document.status == 200)
         #expect(document.text.hasPrefix("openapi: 3.1.0\n"))
-    }
-
-    /// The `ci-callbackd` that `swift build` put beside this test runner (`CI_CALLBACKD_BINARY` names
-    /// another). Missing is a failure, not a skip: the suite builds every product before it runs.
-    static func builtServiceBinary() throws -> URL {
-        if let explicit = ProcessInfo.processInfo.environment["CI_CALLBACKD_BINARY"], !explicit.isEmpty {
-            return URL(fileURLWithPath: explicit)
-        }
-        var folders: [URL] = []
-        if let runner = Bundle.main.executableURL {
-            folders.append(runner.resolvingSymlinksInPath().deletingLastPathComponent())
-        }
-        // On macOS the tests load as an .xctest bundle in the products folder, run by a helper elsewhere.
-        folders += Bundle.allBundles.filter { $0.bundlePath.hasSuffix(".xctest") }.map { $0.bundleURL.deletingLastPathComponent() }
-        let candidates = folders.map { $0.appendingPathComponent("ci-callbackd") }
-        return try #require(
-            candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) },
-            "no built ci-callbackd in \(folders.map(\.path)); run swift build (or set CI_CALLBACKD_BINARY)")
+        await process.stop()
     }
 
     struct Reply {

@@ -5,25 +5,12 @@ import HTTPWire
 import JobStore
 import Logging
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-
-/// The repository checkout the tests run from.
-let repositoryRoot: URL = {
-    if let root = ProcessInfo.processInfo.environment["CI_CALLBACKD_REPO"], !root.isEmpty {
-        return URL(fileURLWithPath: root)
-    }
-    // …/Tests/IntegrationTests/ServiceHarness.swift → the repository.
-    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-}()
-
-/// The database the tests use: `DATABASE_URL` (scripts/test sets it), else the project-local cluster.
-let testDatabaseURL: String =
-    ProcessInfo.processInfo.environment["DATABASE_URL"]
-    ?? "postgresql://postgres@/ci_callbackd_test?host=\(repositoryRoot.path)/.pgdata/run&port=54329"
 
 /// Tests assert on responses and rows, not on log lines; keep their output readable.
 let serviceTestLogger: Logger = {

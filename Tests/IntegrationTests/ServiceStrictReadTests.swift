@@ -1,5 +1,6 @@
 import Foundation
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 @testable import JobStore

@@ -1,5 +1,6 @@
 import Foundation
 import JobStore
+import TestSupport
 import Testing
 
 /// `?wait=` lookups, woken by PostgreSQL NOTIFY.

@@ -1,5 +1,6 @@
 import CIModel
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 @testable import JobStore

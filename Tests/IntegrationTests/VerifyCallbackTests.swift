@@ -7,6 +7,7 @@ import Foundation
 import JobStore
 import Logging
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -1,13 +1,14 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// A real webhook consumer: `scripts/webhook_consumer.py` in a venv with PyPI's `standardwebhooks`
 /// (made by `scripts/webhook-consumer-venv`), verifying every delivery as a consumer would.
 final class WebhookConsumer: @unchecked Sendable {
-    // @unchecked: `process` is replaced only by `start`/`kill`, which the owning test calls in sequence.
+    // @unchecked: `child` and `port` are replaced only by `start`/`kill`, which the owning test calls in sequence.
     let directory: URL
     private(set) var port: Int = 0
-    private var process: Process?
+    private var child: ChildProcess?
 
     /// One request as the consumer logged it.
     struct Delivery: Sendable, Hashable {
@@ -28,19 +29,26 @@ final class WebhookConsumer: @unchecked Sendable {
         try Data("{}".utf8).write(to: directory.appendingPathComponent("secrets.json"))
     }
 
-    /// The venv's python, made once per test process.
-    static let python: Result<String, any Error> = Result {
-        let script = repositoryRoot.appendingPathComponent("scripts/webhook-consumer-venv")
-        let process = Process()
-        process.executableURL = script
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ConsumerError("scripts/webhook-consumer-venv failed (\(process.terminationStatus))") }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    /// Makes the venv (scripts/webhook-consumer-venv) once per test process. An actor, so concurrent first
+    /// callers share one run of the script; the script runs as a child waited for off the cooperative
+    /// pool, so a pip install (on a fresh clone, when scripts/test has not made the venv already) holds
+    /// no thread the other tests need.
+    private actor Venv {
+        private var python: Task<String, any Error>?
+
+        func path() async throws -> String {
+            if let python { return try await python.value }
+            let made = Task {
+                let output = try await ChildProcess.succeed(
+                    repositoryRoot.appendingPathComponent("scripts/webhook-consumer-venv").path, within: .seconds(600))
+                return output.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            python = made
+            return try await made.value
+        }
     }
+
+    private static let venv = Venv()
 
     struct ConsumerError: Error, CustomStringConvertible {
         var description: String
@@ -48,33 +56,32 @@ final class WebhookConsumer: @unchecked Sendable {
     }
 
     /// Starts the consumer (on `port`, or a free one the first time) and waits until it listens.
-    func start(port requested: Int? = nil) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try Self.python.get())
-        process.arguments = [
-            repositoryRoot.appendingPathComponent("scripts/webhook_consumer.py").path, "--dir", directory.path, "--port", "\(requested ?? 0)",
-        ]
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        self.process = process
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { throw ConsumerError("the consumer exited before listening") }
-            line += chunk
+    func start(port requested: Int? = nil) async throws {
+        let python = try await Self.venv.path()
+        let output = directory.appendingPathComponent("consumer.out").path
+        let script = repositoryRoot.appendingPathComponent("scripts/webhook_consumer.py").path
+        let child = try ChildProcess(
+            python, [script, "--dir", directory.path, "--port", "\(requested ?? 0)"], standardOutput: .file(output), standardError: .inherit)
+        self.child = child
+        var printed = ""
+        let ended = try await eventually(within: .seconds(60)) {
+            printed = String(decoding: FileManager.default.contents(atPath: output) ?? Data(), as: UTF8.self)
+            return printed.contains("\n") || !child.isRunning
         }
-        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard text.hasPrefix("listening "), let port = Int(text.dropFirst("listening ".count)) else { throw ConsumerError("unexpected: \(text)") }
+        let line = printed.prefix { $0 != "\n" }
+        guard line.hasPrefix("listening "), let port = Int(line.dropFirst("listening ".count)) else {
+            child.kill()
+            throw ConsumerError(ended ? "the consumer exited before listening, or printed: \(printed)" : "the consumer did not listen within 60 s")
+        }
         self.port = port
     }
 
-    /// kill -9.
-    func kill() {
-        guard let process, process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        self.process = nil
+    /// kill -9, and wait until it has gone (so its port can be listened on again).
+    func kill() async {
+        guard let child else { return }
+        child.kill()
+        _ = try? await child.exit(within: .seconds(60))
+        self.child = nil
     }
 
     func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
@@ -100,8 +107,9 @@ final class WebhookConsumer: @unchecked Sendable {
         }.filter { path == nil || $0.path == path }
     }
 
+    /// For a `defer`: kills it without waiting (its reaping thread collects it) and removes its files.
     func stop() {
-        kill()
+        child?.kill()
         try? FileManager.default.removeItem(at: directory)
     }
 }

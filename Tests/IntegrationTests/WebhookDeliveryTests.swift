@@ -2,6 +2,7 @@ import CallbackService
 import Foundation
 import JobStore
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 /// A service with the event sequencer and a delivery worker beside it, as `serve` runs them, on a fast
@@ -85,7 +86,7 @@ struct WebhookDeliveryTests {
     func delivery_EveryAppliedChange_VerifiedByStandardWebhooks_FilteredAndInOrder() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with { webhooks in
             let all = try await webhooks.subscribe(consumer, "/ok/all")
             _ = try await webhooks.subscribe(consumer, "/ok/final", states: ["Success", "Failed"])
@@ -126,7 +127,7 @@ struct WebhookDeliveryTests {
     func delivery_ConsumerFails_SameIDRetried_NewerStateWaitsForOlder() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/fail/3/order")
             let job = RequestIDForTests.jobID()
@@ -157,7 +158,7 @@ struct WebhookDeliveryTests {
     func delivery_410Gone_DisablesTheSubscription() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/gone/x")
             try await webhooks.post(RequestIDForTests.jobID(), "Running")
@@ -175,7 +176,7 @@ struct WebhookDeliveryTests {
     func delivery_429WithRetryAfter_WaitsAsAsked() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with { webhooks in
             _ = try await webhooks.subscribe(consumer, "/retry-after/2/x")
             try await webhooks.post(RequestIDForTests.jobID(), "Running")
@@ -195,7 +196,7 @@ struct WebhookDeliveryTests {
         delivery.retrySchedule = [.milliseconds(100), .milliseconds(100)]
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with(delivery: delivery) { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/fail/3/dead")
             try await webhooks.post(RequestIDForTests.jobID(), "Running")
@@ -216,7 +217,7 @@ struct WebhookDeliveryTests {
     func replay_Window_SendsEveryMatchingEventAgain_InOrder() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/ok/replay")
             let jobs = [RequestIDForTests.jobID(), RequestIDForTests.jobID()]
@@ -256,10 +257,10 @@ struct WebhookDeliveryTests {
         delivery.jitter = 0
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with(delivery: delivery) { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/ok/back")
-            consumer.kill()
+            await consumer.kill()
             let jobs = (0..<3).map { _ in RequestIDForTests.jobID() }
             for job in jobs { try await webhooks.post(job, "Success") }
             // Each has failed once and waits a minute for its retry.
@@ -268,7 +269,7 @@ struct WebhookDeliveryTests {
                     let pending = try await webhooks.deliveries(subscription, status: "pending")
                     return pending.count == 3 && pending.allSatisfy { ($0["Attempts"] as? [[String: Any]])?.count == 1 }
                 })
-            try consumer.start(port: consumer.port)
+            try await consumer.start(port: consumer.port)
             let later = RequestIDForTests.jobID()
             try await webhooks.post(later, "Success")
             #expect(try await eventually(within: .seconds(20)) { consumer.deliveries(path: "/ok/back").count == 4 })
@@ -280,10 +281,10 @@ struct WebhookDeliveryTests {
     func delivery_ConsumerDownThenBack_EverythingArrivesInOrder() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await WebhookService.with { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/ok/outage")
-            consumer.kill()
+            await consumer.kill()
             let jobs = (0..<5).map { _ in RequestIDForTests.jobID() }
             for job in jobs {
                 try await webhooks.post(job, "Running")
@@ -294,7 +295,7 @@ struct WebhookDeliveryTests {
                 try await eventually {
                     try await webhooks.deliveries(subscription).contains { (($0["Attempts"] as? [[String: Any]]) ?? []).contains { $0["Error"] is String } }
                 })
-            try consumer.start(port: consumer.port)
+            try await consumer.start(port: consumer.port)
             #expect(try await eventually(within: .seconds(60)) { consumer.deliveries(path: "/ok/outage").count == 10 })
             let received = consumer.deliveries(path: "/ok/outage")
             #expect(received.allSatisfy { $0.verified })

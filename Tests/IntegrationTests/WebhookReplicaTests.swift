@@ -1,5 +1,6 @@
 import Foundation
 import PostgresLibPQ
+import TestSupport
 import Testing
 
 /// `ci-callbackd serve` processes sharing one database: a replica killed with SIGKILL mid-delivery, and two
@@ -7,9 +8,8 @@ import Testing
 @Suite("Webhook replicas", .serialized)
 struct WebhookReplicaTests {
     /// One `ci-callbackd serve` process.
-    final class Replica: @unchecked Sendable {
-        // @unchecked: the process is started and killed by the owning test, in sequence.
-        let process = Process()
+    final class Replica: Sendable {
+        let child: ChildProcess
         let port: Int
         let log: URL
         var base: String { "http://127.0.0.1:\(port)" }
@@ -17,36 +17,29 @@ struct WebhookReplicaTests {
         init(schema: String) async throws {
             port = try freeLoopbackPort()
             log = FileManager.default.temporaryDirectory.appendingPathComponent("webhook-replica-\(UUID().uuidString).log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
-            process.executableURL = try ServiceBinaryTests.builtServiceBinary()
-            process.arguments = ["serve", "--host", "127.0.0.1", "--port", "\(port)"]
-            process.environment = [
-                "DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema), "WEBHOOK_TIMEOUT": "2s", "WEBHOOK_LEASE_MARGIN": "1s",
-                "WEBHOOK_RETRY_SCHEDULE": "200ms,400ms,1s,2s,2s", "LOG_LEVEL": "warning",
-            ]
-            let output = try FileHandle(forWritingTo: log)
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
+            child = try ChildProcess(
+                try builtServiceBinary().path, ["serve", "--host", "127.0.0.1", "--port", "\(port)"],
+                environment: [
+                    "DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema), "WEBHOOK_TIMEOUT": "2s", "WEBHOOK_LEASE_MARGIN": "1s",
+                    "WEBHOOK_RETRY_SCHEDULE": "200ms,400ms,1s,2s,2s", "LOG_LEVEL": "warning",
+                ], standardOutput: .file(log.path))
             let deadline = ContinuousClock.now + .seconds(90)
             while (try? await ServiceBinaryTests.fetch("GET", base + "/readyz"))?.status != 200 {
-                try #require(process.isRunning, "ci-callbackd exited: \(String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self))")
+                try #require(child.isRunning, "ci-callbackd exited: \(String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self))")
                 try #require(ContinuousClock.now < deadline, "ci-callbackd not ready within 90 s")
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
 
-        func kill9() {
-            guard process.isRunning else { return }
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        /// kill -9, and wait until it has gone.
+        func kill9() async {
+            child.kill()
+            _ = try? await child.exit(within: .seconds(60))
         }
 
+        /// For a `defer`: SIGTERM without waiting (its reaping thread collects it).
         func stop() {
-            if process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
+            child.terminate()
             try? FileManager.default.removeItem(at: log)
         }
 
@@ -83,14 +76,14 @@ struct WebhookReplicaTests {
     func replicaKilledDuringDelivery_AnotherReplicaResendsTheSameID() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await Self.withSchema { schema in
             let first = try await Replica(schema: schema)
             defer { first.stop() }
             let subscription = try await first.subscribe(consumer, "/hang/kill")
             try await first.post(RequestIDForTests.jobID(), "Success")
             #expect(try await eventually(within: .seconds(60)) { consumer.deliveries(path: "/hang/kill").first?.status == "hung" })
-            first.kill9()
+            await first.kill9()
 
             let second = try await Replica(schema: schema)
             defer { second.stop() }
@@ -120,7 +113,7 @@ struct WebhookReplicaTests {
     func twoReplicas_DeliverTogether_EachEventOnceInOrder() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
-        try consumer.start()
+        try await consumer.start()
         try await Self.withSchema { schema in
             let first = try await Replica(schema: schema)
             defer { first.stop() }
