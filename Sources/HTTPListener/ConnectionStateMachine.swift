@@ -178,13 +178,19 @@ struct ConnectionStateMachine: Sendable {
     /// Whether the loop should read the socket (a lingering connection reads to discard).
     var wantsInput: Bool { interest == .read }
 
-    /// Whether the connection may be closed to make room: open, with nothing in flight or being written.
+    /// Whether the connection may be closed to make room: open, with nothing in flight or being written;
+    /// or lingering, its last answer written, only waiting for the peer to close.
     var isEvictable: Bool {
         guard slots.isEmpty, outputStall == nil else { return false }
         switch state {
-        case .open(.idle), .open(.receiving): return true
+        case .open(.idle), .open(.receiving), .lingering: return true
         default: return false
         }
+    }
+
+    /// Lingering after its last answer: nothing is owed to it, so it is the first to go when room is needed.
+    var isLingering: Bool {
+        if case .lingering = state { true } else { false }
     }
 
     // MARK: - Events
@@ -315,8 +321,10 @@ struct ConnectionStateMachine: Sendable {
 
     /// Close to make room for another connection. Only an ``isEvictable`` connection is evicted; it gets a
     /// best-effort 503 and is closed at once, without lingering: the point is to free its descriptor now.
+    /// A lingering connection has had its answer, and is closed without another.
     mutating func evict(now: UInt64) -> [Action] {
         guard isEvictable else { return [] }
+        if isLingering { return close() }
         state = .closed
         gate.releaseBody(&bodyReservation)
         let refusal = HTTPRefusal(

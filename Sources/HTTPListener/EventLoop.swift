@@ -327,7 +327,9 @@ final class EventLoop: @unchecked Sendable {
         for connection in connections.values where connection.counted && connection.machine.isEvictable {
             if let peer, connection.remoteAddress != peer { continue }
             candidates.append(
-                EvictionPolicy.Candidate(id: connection.id, quietSince: connection.machine.quietSince, bytesReceived: connection.machine.bytesSinceQuiet))
+                EvictionPolicy.Candidate(
+                    id: connection.id, quietSince: connection.machine.quietSince, bytesReceived: connection.machine.bytesSinceQuiet,
+                    lingering: connection.machine.isLingering))
         }
         let victims = EvictionPolicy.victims(candidates, count: count, now: now)
         for id in victims {

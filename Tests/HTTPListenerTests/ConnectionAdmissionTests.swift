@@ -33,6 +33,13 @@ private func candidate(_ id: UInt64, quietSince: UInt64, bytes: Int) -> Eviction
     #expect(EvictionPolicy.victims(candidates, count: 1, now: 9 * second) == [2])
 }
 
+@Test func eviction_LingeringAfterTheirAnswer_GoFirstEvenWhenTheyBeganLingeringThisTurn() {
+    var lingering = candidate(3, quietSince: 9 * second, bytes: 0)
+    lingering.lingering = true
+    let candidates = [candidate(1, quietSince: 1 * second, bytes: 0), candidate(2, quietSince: 2 * second, bytes: 0), lingering]
+    #expect(EvictionPolicy.victims(candidates, count: 2, now: 9 * second) == [3, 1])
+}
+
 @Test func eviction_ConnectionAcceptedThisTurn_IsNeverChosen() {
     let candidates = [candidate(1, quietSince: 5 * second, bytes: 0), candidate(2, quietSince: 4 * second, bytes: 0)]
     #expect(EvictionPolicy.victims(candidates, count: 2, now: 5 * second) == [2])

@@ -345,6 +345,17 @@ private func get(_ path: String, _ extra: String = "") -> String { "GET \(path) 
     #expect(describe(idle.evict(now: 0)) == ["write 503 evicted", "close"])
 }
 
+@Test func connection_LingeringAfterItsAnswer_IsEvictedWithoutAnotherAnswer() {
+    var connection = machine()
+    _ = connection.accepted(now: 0)
+    _ = connection.on("BAD\r\n\r\n", at: 0)
+    _ = connection.sent(at: 0)
+    #expect(connection.isLingering)
+    #expect(connection.isEvictable)
+    #expect(describe(connection.evict(now: ms(1))) == ["close"])
+    #expect(connection.state == .closed)
+}
+
 // MARK: - Admission and the body budget
 
 @Test func connection_HeadRefusedByAdmission_AnswersTheApplicationsResponseWithoutReadingTheBody() {
