@@ -257,8 +257,10 @@ enum ConsoleSQL {
     /// arithmetic is only stable, and would leave the pruning to run time and the planning to every partition).
     static func overview(_ window: OverviewWindow, cap: Int) -> SQLQuery {
         let instant = { (micros: Int64) in RetentionRunner.literal(Date(microsecondsSince1970: micros)) }
-        let (day, live) = (instant(window.dayStartMicros), instant(window.liveSinceMicros))
+        let (hour, day, live) = (instant(window.hourStartMicros), instant(window.dayStartMicros), instant(window.liveSinceMicros))
         let limit = max(cap, 0) + 1
+        // Bars and minutes are grouped as timestamps and turned into microseconds per output row only
+        // (a numeric `extract` on each of the day's minutes was about a third of the statement's time).
         return """
             WITH mark AS MATERIALIZED (
                 SELECT coalesce((SELECT counted_before FROM ci_callback_rollup), \(day)::timestamptz) AS counted_before
@@ -271,18 +273,18 @@ enum ConsoleSQL {
                 FROM ci_callbacks c
                 WHERE c.received_at >= \(live)::timestamptz AND c.received_at >= (SELECT counted_before FROM mark)
                 GROUP BY 1, 2
-            ), buckets AS (
-                SELECT (extract(epoch FROM minute) * 1000000)::int8 AS micros, outcome, n FROM minutes
             )
-            SELECT 'hour' AS kind, micros, outcome, sum(n)::int8 AS n,
+            SELECT 'hour' AS kind, (extract(epoch FROM minute) * 1000000)::int8 AS micros, outcome, sum(n)::int8 AS n,
                    NULL::text AS job_id, NULL::text AS job_received_at, NULL::int8 AS pending, NULL::int8 AS pending_micros
-            FROM buckets WHERE micros >= \(window.hourStartMicros)::int8
-            GROUP BY micros, outcome
+            FROM minutes WHERE minute >= \(hour)::timestamptz
+            GROUP BY minute, outcome
             UNION ALL
-            SELECT 'day', \(window.dayStartMicros)::int8 + (micros - \(window.dayStartMicros)::int8) / \(window.dayBucketMicros)::int8 * \(window.dayBucketMicros)::int8,
-                   outcome, sum(n)::int8, NULL, NULL, NULL, NULL
-            FROM buckets
-            GROUP BY 2, 3
+            SELECT 'day', (extract(epoch FROM bar) * 1000000)::int8, outcome, n, NULL, NULL, NULL, NULL
+            FROM (
+                SELECT date_bin(\(window.dayBucketMicros / 1_000_000)::int8 * interval '1 second', minute, \(day)::timestamptz) AS bar,
+                       outcome, sum(n)::int8 AS n
+                FROM minutes GROUP BY 1, 2
+            ) AS bars
             UNION ALL
             SELECT 'figures', (SELECT (extract(epoch FROM counted_before) * 1000000)::int8 FROM mark), NULL,
                    (SELECT count(*) FROM (SELECT 1 FROM ci_jobs WHERE NOT is_final LIMIT \(limit)) AS open),

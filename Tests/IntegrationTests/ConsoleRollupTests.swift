@@ -47,6 +47,10 @@ struct ConsoleRollupTests {
             let settled = try await service.store.consoleOverview(now: now).hour
             #expect(Self.counts(settled) == ["accepted": 4, "rejected": 3], "runs again count no minute twice")
             #expect(settled.filter { $0.outcome == "accepted" }.map(\.count).sorted() == [1, 3])
+            // The day chart sums the same minutes into 20-minute bars on its own grid, the older callback too.
+            let day = try await service.store.consoleOverview(now: now)
+            #expect(Self.counts(day.day) == ["accepted": 4, "rejected": 3, "no_jobs": 1])
+            #expect(day.day.allSatisfy { ($0.startMicros - day.dayStartMicros) % day.dayBucketMicros == 0 && $0.startMicros >= day.dayStartMicros })
 
             // The counts outlive the bodies: retention dropping them leaves the chart as it was.
             _ = try await service.query("DELETE FROM ci_callbacks WHERE received_at < now() - interval '2 minutes' AND outcome <> 'no_jobs'")
