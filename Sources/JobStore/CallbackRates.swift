@@ -56,27 +56,6 @@ extension JobStore {
             }
         }
     }
-
-    /// Callbacks received since `since`, counted per `bucketSeconds` and outcome (duplicates by their first
-    /// receipt only): the rolled-up minutes before the watermark, and the callbacks received after it,
-    /// counted now through the BRIN index on `received_at` (at most a rollup interval and a minute of them).
-    public func callbackRates(since: Date, bucketSeconds: Int) async throws -> [CallbackRateBucket] {
-        let sinceMicros = Self.epochMicros(since)
-        return try await withConnection { connection in
-            let mark = try connection.query(CallbackRateSQL.watermark)
-                .strict("rollup watermark") { row throws(StoredRowError) in try row.int64("counted_before_micros") }.first ?? sinceMicros
-            var buckets: [CallbackRateBucket] = []
-            for query in [
-                CallbackRateSQL.rolledUp(sinceMicros: sinceMicros, beforeMicros: mark, bucketSeconds: bucketSeconds),
-                CallbackRateSQL.received(sinceMicros: max(sinceMicros, mark), bucketSeconds: bucketSeconds),
-            ] {
-                buckets += try connection.query(query).strict("callback rates") { row throws(StoredRowError) in
-                    CallbackRateBucket(startMicros: try row.int64("bucket_micros"), outcome: try row.string("outcome"), count: try row.int("n"))
-                }
-            }
-            return CallbackRateSQL.merge(buckets)
-        }
-    }
 }
 
 extension Duration {
@@ -107,10 +86,6 @@ enum CallbackRateSQL {
         FROM ci_callback_rollup FOR UPDATE SKIP LOCKED
         """
 
-    static let watermark: SQLQuery = """
-        SELECT (extract(epoch FROM counted_before) * 1000000)::bigint AS counted_before_micros FROM ci_callback_rollup
-        """
-
     /// Counts `[from, to)` per minute and outcome, replacing what an earlier run counted for those minutes.
     static func count(fromMicros: Int64, toMicros: Int64) -> SQLQuery {
         """
@@ -132,40 +107,5 @@ enum CallbackRateSQL {
         UPDATE ci_callback_rollup
         SET counted_before = greatest(counted_before, 'epoch'::timestamptz + \(toMicros)::bigint * interval '1 microsecond')
         """
-    }
-
-    /// The rolled-up minutes in `[since, before)`, summed into buckets.
-    static func rolledUp(sinceMicros: Int64, beforeMicros: Int64, bucketSeconds: Int) -> SQLQuery {
-        let bucketMicros = Int64(max(bucketSeconds, 1)) * 1_000_000
-        return """
-            SELECT ((extract(epoch FROM minute) * 1000000)::bigint / \(bucketMicros)::bigint) * \(bucketMicros)::bigint AS bucket_micros,
-                   outcome, sum(callbacks)::int AS n
-            FROM ci_callback_minutes
-            WHERE minute >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
-              AND minute < 'epoch'::timestamptz + \(beforeMicros)::bigint * interval '1 microsecond'
-            GROUP BY 1, 2
-            """
-    }
-
-    /// The callbacks received since `since`, counted now.
-    static func received(sinceMicros: Int64, bucketSeconds: Int) -> SQLQuery {
-        let bucketMicros = Int64(max(bucketSeconds, 1)) * 1_000_000
-        return """
-            SELECT ((extract(epoch FROM received_at) * 1000000)::bigint / \(bucketMicros)::bigint) * \(bucketMicros)::bigint AS bucket_micros,
-                   outcome, count(*)::int AS n
-            FROM ci_callbacks
-            WHERE received_at >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
-            GROUP BY 1, 2
-            """
-    }
-
-    /// One bucket per start and outcome, in that order (a bucket can straddle the watermark).
-    static func merge(_ buckets: [CallbackRateBucket]) -> [CallbackRateBucket] {
-        var merged: [String: CallbackRateBucket] = [:]
-        for bucket in buckets {
-            merged["\(bucket.startMicros) \(bucket.outcome)", default: CallbackRateBucket(startMicros: bucket.startMicros, outcome: bucket.outcome, count: 0)]
-                .count += bucket.count
-        }
-        return merged.values.sorted { ($0.startMicros, $0.outcome) < ($1.startMicros, $1.outcome) }
     }
 }

@@ -6,8 +6,10 @@ import Testing
 
 /// The console's own statements walk indexes, on the same 20,000-job schema as ``ListPlanTests``: the
 /// JobId prefix search is a range of the primary key, rejected callbacks walk the partial index of
-/// callbacks not accepted, the overview's figures come from partial indexes, and its rates from the
-/// rolled-up minutes plus the callbacks since the rollup's watermark, read through the BRIN index on received_at.
+/// callbacks not accepted, a callback's page is one statement over primary keys and the history's
+/// callback index, and the overview is one statement whose figures come from partial indexes and whose
+/// rates come from the rolled-up minutes plus the callbacks since the rollup's watermark, read through the
+/// BRIN index on received_at.
 @Suite("Console plans", .serialized)
 struct ConsolePlanTests {
     @Test func consolePlans_prefixSearch_rejected_overview_andRates_useIndexes() async throws {
@@ -29,32 +31,40 @@ struct ConsolePlanTests {
                 ListPlanTests.expectIndexOnly(try await ListPlanTests.explain(query, on: service), shape: "rejected \(query.sql)")
             }
 
-            let mentioning = try await ListPlanTests.explain(ConsoleSQL.jobsMentioning(10_000, limit: 50), on: service)
-            ListPlanTests.expectIndexOnly(mentioning, shape: "jobs of a pruned callback")
+            let lookup = try await ListPlanTests.explain(ConsoleSQL.callbackLookup(10_000, jobLimit: 1_000), on: service)
+            ListPlanTests.expectIndexOnly(lookup, shape: "callback lookup")
 
-            // The overview: open jobs from the partial index of open jobs; rates from the rolled-up minutes
-            // and, after the watermark, from the BRIN index on received_at; the rollup reads that index too.
-            for (name, query) in [("open jobs", ConsoleSQL.openJobs), ("longest silent open job", ConsoleSQL.longestSilentOpenJob)] {
-                let plan = try await ListPlanTests.explain(query, on: service)
-                ListPlanTests.expectIndexOnly(plan, shape: name)
-                #expect(ListPlanTests.nodes(plan).contains { $0.type.contains("Index") && $0.relation == "ci_jobs" }, "\(name): \(plan)")
-            }
+            // The overview, one statement: open jobs and pending verifications from their partial indexes
+            // (counted up to the cap), rates from the rolled-up minutes and, after the watermark, from the
+            // BRIN index on received_at of the live window's partitions only; the rollup reads that index too.
+            // Some jobs open and some callbacks awaiting verification, as in production (the loaded jobs are final).
+            _ = try await service.query("UPDATE ci_jobs SET is_final = false WHERE state IN ('Running', 'Submitted', 'Pause')")
+            _ = try await service.query("UPDATE ci_job_events SET verification = 'pending' WHERE job_id IN ('j00000100', 'j00000200', 'j00000300')")
+            _ = try await service.query("ANALYZE ci_jobs")
+            _ = try await service.query("ANALYZE ci_job_events")
             let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
-            let day = now - 86_400_000_000
-            let rolledUp = try await ListPlanTests.explain(CallbackRateSQL.rolledUp(sinceMicros: day, beforeMicros: now - 60_000_000, bucketSeconds: 60), on: service)
+            let window = ConsoleSQL.OverviewWindow(nowMicros: now, policy: ConsoleOverviewPolicy())
+            let overview = try await ListPlanTests.explain(ConsoleSQL.overview(window, cap: 10_000), on: service)
+            ListPlanTests.expectIndexOnly(overview, shape: "overview")
+            let nodes = ListPlanTests.nodes(overview)
+            let table = { (node: ListPlanTests.Node) in node.relation.flatMap(ListPlanTests.table(of:)) }
+            let indexed = { (node: ListPlanTests.Node) in node.type.hasPrefix("Index") || node.type == "Bitmap Heap Scan" }
+            #expect(nodes.contains { indexed($0) && table($0) == "ci_jobs" }, "open jobs from ci_jobs_open_idx: \(overview)")
+            #expect(nodes.contains { indexed($0) && table($0) == "ci_job_events" }, "pending verifications from the pending index: \(overview)")
             #expect(
-                !ListPlanTests.nodes(rolledUp).contains { $0.relation.flatMap(ListPlanTests.table(of:)) == "ci_callbacks" },
-                "the rolled-up minutes are read without the callbacks: \(rolledUp)")
-            for (name, query) in [
-                ("rates since the watermark", CallbackRateSQL.received(sinceMicros: now - 120_000_000, bucketSeconds: 60)),
-                ("rollup count", CallbackRateSQL.count(fromMicros: now - 3_600_000_000, toMicros: now)),
-            ] {
-                let plan = try await ListPlanTests.explain(query, on: service)
-                ListPlanTests.expectIndexOnly(plan, shape: name)
-                #expect(
-                    ListPlanTests.nodes(plan).contains { $0.type == "Bitmap Index Scan" || $0.type.hasPrefix("Index") },
-                    "\(name) reads the received_at index: \(plan)")
-            }
+                nodes.contains { $0.type == "Bitmap Heap Scan" && table($0) == "ci_callbacks" },
+                "callbacks since the watermark through the received_at index: \(overview)")
+            var capped = ConsoleOverviewPolicy()
+            capped.countCap = 100
+            let counted = try await service.store.consoleOverview(policy: capped)
+            #expect(counted.openJobs.counted == 101 && counted.openJobs.exceedsCap, "1,200 open jobs, counted up to the cap")
+            #expect(counted.verificationPending.counted == 3 && !counted.verificationPending.exceedsCap)
+
+            let rollup = try await ListPlanTests.explain(CallbackRateSQL.count(fromMicros: now - 3_600_000_000, toMicros: now), on: service)
+            ListPlanTests.expectIndexOnly(rollup, shape: "rollup count")
+            #expect(
+                ListPlanTests.nodes(rollup).contains { $0.type == "Bitmap Index Scan" || $0.type.hasPrefix("Index") },
+                "the rollup count reads the received_at index: \(rollup)")
         }
     }
 

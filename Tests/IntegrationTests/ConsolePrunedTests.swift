@@ -37,6 +37,30 @@ struct ConsolePrunedTests {
         }
     }
 
+    /// A rejected callback names no job, so once retention drops its body (and its digest) nothing says it
+    /// existed: its page must not claim it never did, only a callback id never handed out is "no callback".
+    @Test func callbackPage_rejectedCallbackPrunedByRetention_saysNotFoundOrPruned_notThatItNeverExisted() async throws {
+        try await ServiceHarness.with { service in
+            let rejected = try await service.post("/v1/callbacks", Array(#"{"JobsDetail":{"State":"Success"}}"#.utf8))
+            #expect(rejected.status == 400)
+            let rows = try await service.query("SELECT max(callback_id)::text AS id FROM ci_callbacks WHERE outcome = 'rejected'")
+            let callbackID = try #require(rows.first?[0].string.flatMap { Int64($0) })
+            _ = try await service.query("DELETE FROM ci_callbacks WHERE callback_id = \(callbackID)")
+            _ = try await service.query("DELETE FROM ci_callback_digests WHERE callback_id = \(callbackID)")
+            let client = ConsoleClient(service)
+
+            for path in ["/console/callbacks/\(callbackID)", "/console/callbacks/\(callbackID)/raw"] {
+                let page = try await client.send("GET", path)
+                #expect(page.status == 404, "\(path)")
+                #expect(page.text.contains("not found or pruned by retention"), "\(path): \(page.text)")
+                #expect(page.text.contains("CALLBACK_RETENTION"), "\(path) names the setting")
+                #expect(!page.text.contains("There is no callback"), "\(path) does not claim it never existed")
+            }
+            let never = try await client.send("GET", "/console/callbacks/\(callbackID + 1_000_000)")
+            #expect(never.status == 404 && never.text.contains("There is no callback"), "an id never handed out")
+        }
+    }
+
     static func links(in html: String) -> [String] {
         html.components(separatedBy: #"href=""#).dropFirst().compactMap { $0.split(separator: "\"", maxSplits: 1).first.map(String.init) }
             .map { $0.replacingOccurrences(of: "&amp;", with: "&") }

@@ -34,13 +34,4 @@ struct CallbackRateRangeTests {
         let range = CallbackRateSQL.chunk(watermark: end, end: end, policy: policy)
         #expect(range.from == end - 2 * minute && range.to == end)
     }
-
-    @Test func merge_addsTheRollupAndTheLiveCountOfOneBucket() {
-        let merged = CallbackRateSQL.merge([
-            CallbackRateBucket(startMicros: minute, outcome: "accepted", count: 2),
-            CallbackRateBucket(startMicros: 0, outcome: "rejected", count: 1),
-            CallbackRateBucket(startMicros: minute, outcome: "accepted", count: 3),
-        ])
-        #expect(merged == [CallbackRateBucket(startMicros: 0, outcome: "rejected", count: 1), CallbackRateBucket(startMicros: minute, outcome: "accepted", count: 5)])
-    }
 }

@@ -13,8 +13,9 @@ public final class CallbackRateRollup: Service, Sendable {
     private let policy: CallbackRollupPolicy
     private let logger: Logger
 
-    /// - Parameter interval: Pause between runs (`CONSOLE_ROLLUP_INTERVAL`); the overview counts at most
-    ///   this and a minute of callbacks itself.
+    /// - Parameter interval: Pause between runs (`CONSOLE_ROLLUP_INTERVAL`); the overview counts this and a
+    ///   minute of callbacks itself, and at most ``ConsoleOverviewPolicy/liveWindow`` (15 minutes): an
+    ///   interval longer than that leaves minutes the overview shows as not counted yet.
     public init(store: JobStore, interval: Duration, policy: CallbackRollupPolicy = CallbackRollupPolicy(), logger: Logger) {
         self.store = store
         self.interval = interval

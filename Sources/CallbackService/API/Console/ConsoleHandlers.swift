@@ -184,24 +184,14 @@ extension CallbackApplication {
 
     private func overview(_ context: ConsoleContext) async throws -> HTTPResponse {
         let nowMicros = Date().microsecondsSince1970
-        let minute: Int64 = 60_000_000
-        let dayBucket: Int64 = 20 * minute
-        let dayStart = (nowMicros / dayBucket) * dayBucket - 71 * dayBucket
-        let hourStart = (nowMicros / minute) * minute - 59 * minute
-        // One read of the day by minute; the day chart sums minutes into 20-minute bars.
-        let minutes = try await store.callbackRates(since: Date(microsecondsSince1970: dayStart), bucketSeconds: 60)
-        var day: [String: CallbackRateBucket] = [:]
-        for bucket in minutes {
-            let start = dayStart + ((bucket.startMicros - dayStart) / dayBucket) * dayBucket
-            day["\(start) \(bucket.outcome)", default: CallbackRateBucket(startMicros: start, outcome: bucket.outcome, count: 0)].count += bucket.count
-        }
-        let overview = try await store.consoleOverview()
+        let overview = try await store.consoleOverview(now: Date(microsecondsSince1970: nowMicros))
         let hourChart = CallbackRateChart.svg(
-            minutes, startMicros: hourStart, bucketSeconds: 60, bucketCount: 60, title: "Callbacks per minute by outcome, last hour")
+            overview.hour, startMicros: overview.hourStartMicros, bucketSeconds: 60, bucketCount: 60, title: "Callbacks per minute by outcome, last hour")
+        let dayBucketSeconds = Int(overview.dayBucketMicros / 1_000_000)
         let dayChart = CallbackRateChart.svg(
-            Array(day.values), startMicros: dayStart, bucketSeconds: 1200, bucketCount: 72,
-            title: "Callbacks per minute by outcome, last day (20-minute bars)")
-        let hourTotals = Dictionary(grouping: minutes.filter { $0.startMicros >= hourStart }, by: \.outcome).mapValues { $0.reduce(0) { $0 + $1.count } }
+            overview.day, startMicros: overview.dayStartMicros, bucketSeconds: dayBucketSeconds, bucketCount: 86_400 / dayBucketSeconds,
+            title: "Callbacks per minute by outcome, last day (\(dayBucketSeconds / 60)-minute bars)")
+        let hourTotals = Dictionary(grouping: overview.hour, by: \.outcome).mapValues { $0.reduce(0) { $0 + $1.count } }
 
         let oldest: HTML =
             if let job = overview.longestSilentOpenJob {
@@ -211,8 +201,8 @@ extension CallbackApplication {
         let verification: HTML =
             if status.verifyCallbacks {
                 """
-                on: \(overview.verification.pending) pending\
-                \(overview.verification.oldestReceivedMicros.map { Self.since($0, nowMicros: nowMicros) } ?? .empty)
+                on: \(Self.figure(overview.verificationPending)) pending\
+                \(overview.oldestPendingMicros.map { Self.since($0, nowMicros: nowMicros) } ?? .empty)
                 """
             } else { "off (<code>VERIFY_CALLBACKS=false</code>)" }
         let reconcile: HTML =
@@ -226,16 +216,36 @@ extension CallbackApplication {
         let body: HTML = """
             <h1>Overview</h1>
             <div class="cards">
-            <div class="card"><div class="muted">Open jobs</div><div class="figure">\(overview.openJobs)</div><a href="/console/jobs?state=Running">running</a> · <a href="/console/jobs?state=Submitted">submitted</a></div>
+            <div class="card"><div class="muted">Open jobs</div><div class="figure">\(Self.figure(overview.openJobs))</div><a href="/console/jobs?state=Running">running</a> · <a href="/console/jobs?state=Submitted">submitted</a></div>
             <div class="card"><div class="muted">Open job silent longest</div>\(oldest)</div>
             <div class="card"><div class="muted">Verification</div>\(verification)</div>
             <div class="card"><div class="muted">Reconciler</div>\(reconcile)</div>
             </div>
+            \(overview.rollupBehind ? Self.rollupBehindNotice(overview) : HTML.empty)
             <h2>Callbacks per minute, last hour</h2>\(hourChart)
             <p class="legend">\(legend)</p>
             <h2>Callbacks per minute, last day</h2>\(dayChart)
             """
         return Self.page(title: "Overview", context: context, main: body)
+    }
+
+    /// A capped count: "10,000+" past the cap, since counting further would cost as many index entries.
+    private static func figure(_ count: CappedCount) -> String {
+        guard count.exceedsCap else { return "\(count.counted)" }
+        var digits = ""
+        for (index, digit) in String(count.cap).reversed().enumerated() {
+            if index > 0, index % 3 == 0 { digits.append(",") }
+            digits.append(digit)
+        }
+        return String(digits.reversed()) + "+"
+    }
+
+    private static func rollupBehindNotice(_ overview: ConsoleOverview) -> HTML {
+        """
+            <p class="error" role="status">The per-minute counts are behind: callbacks from \(CallbackRateChart.timeLabel(overview.rolledUpBeforeMicros)) \
+            to \(CallbackRateChart.timeLabel(overview.liveSinceMicros)) UTC are not counted yet. The rollup runs every <code>CONSOLE_ROLLUP_INTERVAL</code> \
+            on every replica; the log says why it has not.</p>
+            """
     }
 
     private static func since(_ micros: Int64, nowMicros: Int64) -> HTML {
@@ -501,8 +511,13 @@ extension CallbackApplication {
     }
 
     private func callbackPage(_ callbackID: Int64, context: ConsoleContext) async throws -> HTTPResponse {
-        guard let callback = try await store.callbackRecord(callbackID) else {
-            let jobs = try await prunedCallbackJobs(callbackID)
+        let callback: StoredCallbackRecord
+        switch try await store.callbackLookup(callbackID) {
+        case .stored(let record):
+            callback = record
+        case .notStored(let issued):
+            throw Self.notStored(callbackID, issued: issued)
+        case .pruned(let jobs):
             let links = HTML(joining: jobs.map { #"<li><a href="\#(ConsoleURL.job($0))"><code>\#($0)</code></a></li>"# })
             let body: HTML = """
                 <h1>Callback #\(callbackID)</h1>
@@ -530,9 +545,11 @@ extension CallbackApplication {
     /// The body exactly as stored, as a download: typed by its detected format (never the sender's
     /// Content-Type, which could say `text/html`).
     private func rawBody(_ callbackID: Int64) async throws -> HTTPResponse {
-        guard let callback = try await store.callbackRecord(callbackID) else {
-            _ = try await prunedCallbackJobs(callbackID)
-            throw ConsoleError(status: .gone, message: Self.prunedMessage(callbackID))
+        let callback: StoredCallbackRecord
+        switch try await store.callbackLookup(callbackID) {
+        case .stored(let record): callback = record
+        case .pruned: throw ConsoleError(status: .gone, message: Self.prunedMessage(callbackID))
+        case .notStored(let issued): throw Self.notStored(callbackID, issued: issued)
         }
         let (contentType, suffix) =
             switch callback.format {
@@ -546,12 +563,18 @@ extension CallbackApplication {
             body: callback.body)
     }
 
-    /// The jobs a callback whose body is not stored had mentioned: its body was pruned by retention. Throws
-    /// 404 when no history names it, so it was never stored (or it mentioned no job, which cannot be told).
-    private func prunedCallbackJobs(_ callbackID: Int64) async throws -> [String] {
-        let jobs = try await store.jobIDs(mentionedBy: callbackID)
-        guard !jobs.isEmpty else { throw ConsoleError(status: .notFound, message: "There is no callback \(callbackID).") }
-        return jobs
+    /// No body and no history names the id. An id the sequence never reached was never a callback; one it
+    /// did was either a callback that named no job (a rejected one) whose body retention dropped, or an id a
+    /// repeated delivery used up: nothing left tells which, so the page says both rather than "never existed".
+    private static func notStored(_ callbackID: Int64, issued: Bool) -> ConsoleError {
+        guard issued else { return ConsoleError(status: .notFound, message: "There is no callback \(callbackID).") }
+        return ConsoleError(
+            status: .notFound,
+            message: """
+                Callback #\(callbackID) was not found or pruned by retention: no body is stored under this id, and no job's history \
+                names it. Retention drops bodies after CALLBACK_RETENTION, and a callback that named no job (a rejected one) leaves \
+                nothing behind; an id can also have been used up without a body being stored (a repeated delivery).
+                """)
     }
 
     private static func prunedMessage(_ callbackID: Int64) -> String {
