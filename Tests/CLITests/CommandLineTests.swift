@@ -148,7 +148,8 @@ struct CommandLineTests {
         let run = try CommandRun(
             ["serve", "--host", "127.0.0.1", "--port", "0", "--migrations-dir", repositoryRoot.appendingPathComponent("migrations").path],
             environment: ["DATABASE_URL": testDatabaseURL + separator + "options=-csearch_path%3D\(schema)"])
-        try await run.waitUntil(within: .seconds(60), "serve did not start listening; stderr: \(run.errors)") {
+        // Generous: it waits its turn for the database's migration lock behind the rest of the suite's services.
+        try await run.waitUntil(within: .seconds(240), "serve did not start listening; stderr: \(run.errors)") {
             run.errors.contains("http server listening")
         }
         run.child.terminate()
