@@ -181,9 +181,12 @@ enum EventSQL {
             FROM ci_job_state_events e
             WHERE e.writer_xid >= $2::xid8 OR e.writer_xid = ANY ($3::xid8[])
         ), todo AS (
+            -- One probe of ci_event_feed's event_id index per candidate, as a subplan: written as NOT EXISTS,
+            -- the planner may hash the whole feed table instead (it misjudges how many candidates there
+            -- are), which made every round cost time in proportion to all events ever positioned.
             SELECT c.event_id, c.job_id, c.state, c.tag, row_number() OVER (ORDER BY c.event_id) AS n
             FROM candidates c
-            WHERE NOT EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = c.event_id)
+            WHERE (SELECT f.feed_position FROM ci_event_feed f WHERE f.event_id = c.event_id) IS NULL
             ORDER BY c.event_id
             LIMIT $1::integer
         ), positioned AS (
