@@ -102,6 +102,26 @@ public enum DeliveryCompletion: Sendable, Hashable {
     case gone
 }
 
+/// One finished attempt, as the worker hands it to ``JobStore/completeDeliveries(_:)``.
+public struct FinishedAttempt: Sendable, Hashable {
+    public var delivery: LeasedDelivery
+    public var completion: DeliveryCompletion
+    public var statusCode: Int?
+    public var error: String?
+    /// When the request was sent and when its answer (or failure) came: the attempt row's times.
+    public var startedAt: Date
+    public var finishedAt: Date
+
+    public init(delivery: LeasedDelivery, completion: DeliveryCompletion, statusCode: Int?, error: String?, startedAt: Date, finishedAt: Date) {
+        self.delivery = delivery
+        self.completion = completion
+        self.statusCode = statusCode
+        self.error = error
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
+}
+
 /// The delivery backlog of one subscription.
 public struct WebhookBacklog: Sendable, Hashable {
     public var subscriptionID: String
@@ -191,7 +211,14 @@ extension JobStore {
                                     'attempt', a.attempt, 'started_at', \(unsafeRaw: Self.rfc3339("a.started_at")),
                                     'finished_at', \(unsafeRaw: Self.rfc3339("a.finished_at")), 'status_code', a.status_code, 'error', a.error)
                                   ORDER BY a.attempt)
-                                 FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id), '[]')::text AS attempts
+                                 FROM (SELECT attempt, started_at, finished_at, status_code, error
+                                       FROM webhook_attempts WHERE delivery_id = d.delivery_id
+                                       UNION ALL
+                                       -- The leased attempt has no row until its outcome is recorded (migration 0013).
+                                       SELECT d.attempt_count, d.leased_at, NULL, NULL, NULL
+                                       WHERE d.leased_until IS NOT NULL AND d.leased_at IS NOT NULL
+                                         AND NOT EXISTS (SELECT 1 FROM webhook_attempts w
+                                                         WHERE w.delivery_id = d.delivery_id AND w.attempt = d.attempt_count)) a), '[]')::text AS attempts
                 FROM webhook_deliveries d
                 WHERE d.subscription_id = \(subscriptionID)
                   AND (\(status?.rawValue)::text IS NULL OR d.status = \(status?.rawValue))
@@ -301,32 +328,28 @@ extension JobStore {
         }
     }
 
-    /// Records a finished attempt and moves its delivery on; false when the delivery was no longer this
-    /// attempt's (its lease ran out and another replica took it, or it was deleted).
+    /// Records finished attempts and moves their deliveries on, in one statement: each attempt's row is
+    /// written once, here, with its outcome. Returns, in the order given, whether each was still its
+    /// delivery's current attempt; false when its lease ran out and another replica took the delivery, or
+    /// when the delivery was deleted meanwhile.
     ///
     /// A success after failures means the endpoint is back: every pending delivery of the subscription that
     /// waits for a later retry is due at once, so a consumer that was down catches up as fast as it takes
-    /// them instead of at the retry schedule's pace (up to hours apart by then).
+    /// them instead of at the retry schedule's pace (up to hours apart by then). Within one batch, outcomes
+    /// apply to the subscription in the order given, as if recorded one by one.
     @discardableResult
-    public func completeDelivery(
-        _ delivery: LeasedDelivery, completion: DeliveryCompletion, statusCode: Int?, error: String?
-    ) async throws -> Bool {
-        let (outcome, delay): (String, Int64) =
-            switch completion {
-            case .succeeded: ("succeeded", 0)
-            case .retry(let milliseconds): ("retry", milliseconds)
-            case .failed: ("failed", 0)
-            case .gone: ("gone", 0)
-            }
+    public func completeDeliveries(_ attempts: [FinishedAttempt]) async throws -> [Bool] {
+        guard !attempts.isEmpty else { return [] }
+        let query = WebhookSQL.completion(of: attempts)
         return try await withConnection { connection in
-            let rows = try connection.query(
-                SQLQuery(
-                    unsafeSQL: WebhookSQL.complete,
-                    binds: [
-                        .text(String(delivery.deliveryID)), .text(String(delivery.attempt)), .text(outcome),
-                        statusCode.map { .text(String($0)) } ?? .null, error.map(PostgresValue.text) ?? .null, .text(String(delay)),
-                    ]))
-            return try StrictRow(rows[0], read: "delivery completion").int("completed") == 1
+            let rows = try connection.query(query)
+            var completed = [Bool](repeating: false, count: attempts.count)
+            for row in rows {
+                let row = StrictRow(row, read: "delivery completion")
+                let ord = try row.int("ord")
+                if (1...attempts.count).contains(ord) { completed[ord - 1] = try row.bool("completed") }
+            }
+            return completed
         }
     }
 
@@ -355,9 +378,9 @@ extension JobStore {
 /// The delivery worker's statements.
 enum WebhookSQL {
     /// `$1` most deliveries, `$2` lease in milliseconds.
-    static let lease = """
+    static let lease: String = """
         WITH ready AS (
-            SELECT d.delivery_id
+            SELECT d.delivery_id, d.attempt_count AS previous_attempt, d.leased_until AS previous_lease, d.leased_at AS previous_lease_at
             FROM webhook_deliveries d
             JOIN webhook_subscriptions s ON s.subscription_id = d.subscription_id AND s.disabled_at IS NULL
             WHERE d.status = 'pending' AND d.next_attempt_at <= now()
@@ -370,13 +393,18 @@ enum WebhookSQL {
             FOR UPDATE OF d SKIP LOCKED
         ), leased AS (
             UPDATE webhook_deliveries d
-            SET leased_until = now() + $2::bigint * interval '1 millisecond', attempt_count = d.attempt_count + 1
+            SET leased_until = now() + $2::bigint * interval '1 millisecond', leased_at = now(), attempt_count = d.attempt_count + 1
             FROM ready
             WHERE d.delivery_id = ready.delivery_id
             RETURNING d.delivery_id, d.subscription_id, d.event_id, d.attempt_count, d.schedule_start
-        ), started AS (
-            INSERT INTO webhook_attempts (delivery_id, attempt, started_at)
-            SELECT delivery_id, attempt_count, now() FROM leased
+        ), abandoned AS (
+            -- A lease that ran out with no outcome recorded (completion clears leased_until): the replica
+            -- sending it died, or could not reach the database. Whether the consumer got it is unknown.
+            INSERT INTO webhook_attempts (delivery_id, attempt, started_at, error)
+            SELECT r.delivery_id, r.previous_attempt, r.previous_lease_at, \(abandonedAttemptError)
+            FROM ready r
+            WHERE r.previous_lease IS NOT NULL AND r.previous_lease_at IS NOT NULL AND r.previous_attempt > 0
+            ON CONFLICT (delivery_id, attempt) DO NOTHING
         )
         SELECT l.delivery_id, l.attempt_count, l.schedule_start, s.subscription_id, s.url, s.secret,
                e.event_id, f.feed_position, \(EventSQL.jobColumns)
@@ -387,41 +415,103 @@ enum WebhookSQL {
         ORDER BY l.delivery_id
         """
 
-    /// `$1` delivery, `$2` attempt, `$3` succeeded | retry | failed | gone, `$4` status code, `$5` error,
-    /// `$6` pause before the next attempt in milliseconds. One row: `completed` (0 or 1).
+    /// What an attempt without a recorded outcome says in the history.
+    static let abandonedAttemptError =
+        "'no outcome was recorded: the lease ran out (the replica sending it stopped, or could not reach the database); the consumer may have received it'"
+
+    /// The outcome names of the completion statement.
+    static func outcome(_ completion: DeliveryCompletion) -> (name: String, delayMilliseconds: Int64) {
+        switch completion {
+        case .succeeded: ("succeeded", 0)
+        case .retry(let milliseconds): ("retry", milliseconds)
+        case .failed: ("failed", 0)
+        case .gone: ("gone", 0)
+        }
+    }
+
+    /// Records `attempts` (``completion``): `$1` a JSON array of them, in order.
+    static func completion(of attempts: [FinishedAttempt]) -> SQLQuery {
+        var json = JSONWriter(reservingCapacity: 160 * attempts.count)
+        json.beginArray()
+        for (index, attempt) in attempts.enumerated() {
+            let (name, delay) = outcome(attempt.completion)
+            json.beginObject()
+            json.member("ord", index + 1)
+            json.member("delivery_id", Int(attempt.delivery.deliveryID))
+            json.member("attempt", attempt.delivery.attempt)
+            json.member("outcome", name)
+            json.member("status_code", attempt.statusCode)
+            json.member("error", attempt.error)
+            json.member("delay_ms", Int(delay))
+            json.member("started_us", Int(attempt.startedAt.microsecondsSince1970))
+            json.member("finished_us", Int(attempt.finishedAt.microsecondsSince1970))
+            json.endObject()
+        }
+        json.endArray()
+        return SQLQuery(unsafeSQL: complete, binds: [.text(json.string)])
+    }
+
+    /// `$1` the attempts as a JSON array of `ord, delivery_id, attempt, outcome (succeeded | retry | failed |
+    /// gone), status_code, error, delay_ms (pause before the next attempt), started_us, finished_us`. One row
+    /// per attempt: `ord`, `completed`.
+    ///
+    /// A delivery moves on only if the attempt is still its current one: same attempt number, still
+    /// pending and still leased (a completion clears the lease, so recording an attempt twice changes
+    /// nothing). Per subscription, the outcomes apply in `ord` order: failures after the batch's last
+    /// success count on from zero; without a success they add to the stored count.
     static let complete = """
-        WITH d AS (
-            UPDATE webhook_deliveries
-            SET status = CASE $3 WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'pending' ELSE 'failed' END,
-                next_attempt_at = CASE WHEN $3 = 'retry' THEN now() + $6::bigint * interval '1 millisecond' ELSE next_attempt_at END,
+        WITH input AS (
+            SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(ord integer, delivery_id bigint, attempt integer, outcome text,
+                                                             status_code integer, error text, delay_ms bigint, started_us bigint, finished_us bigint)
+        ), d AS (
+            UPDATE webhook_deliveries w
+            SET status = CASE i.outcome WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'pending' ELSE 'failed' END,
+                next_attempt_at = CASE WHEN i.outcome = 'retry' THEN now() + i.delay_ms * interval '1 millisecond' ELSE w.next_attempt_at END,
                 leased_until = NULL,
-                completed_at = CASE WHEN $3 = 'retry' THEN NULL ELSE now() END,
-                last_status_code = $4::integer, last_error = $5
-            WHERE delivery_id = $1::bigint AND attempt_count = $2::integer AND status = 'pending'
-            RETURNING subscription_id
+                completed_at = CASE WHEN i.outcome = 'retry' THEN NULL ELSE now() END,
+                last_status_code = i.status_code, last_error = i.error
+            FROM input i
+            WHERE w.delivery_id = i.delivery_id AND w.attempt_count = i.attempt AND w.status = 'pending' AND w.leased_until IS NOT NULL
+            RETURNING w.delivery_id, w.subscription_id, i.ord, i.outcome
         ), a AS (
-            UPDATE webhook_attempts SET finished_at = now(), status_code = $4::integer, error = $5
-            WHERE delivery_id = $1::bigint AND attempt = $2::integer
+            -- A row already there was written when the attempt was leased, before migration 0013.
+            INSERT INTO webhook_attempts (delivery_id, attempt, started_at, finished_at, status_code, error)
+            SELECT i.delivery_id, i.attempt, \(JobUpsertSQL.instant("i.started_us")), \(JobUpsertSQL.instant("i.finished_us")), i.status_code, i.error
+            FROM input i JOIN d USING (ord)
+            ON CONFLICT (delivery_id, attempt) DO UPDATE
+                SET finished_at = EXCLUDED.finished_at, status_code = EXCLUDED.status_code, error = EXCLUDED.error
+        ), last_success AS (
+            SELECT subscription_id, max(ord) FILTER (WHERE outcome = 'succeeded') AS ord FROM d GROUP BY subscription_id
+        ), per_subscription AS (
+            SELECT d.subscription_id, l.ord AS last_success,
+                   count(*) FILTER (WHERE d.outcome <> 'succeeded' AND d.ord > coalesce(l.ord, 0)) AS failures_after,
+                   count(*) FILTER (WHERE d.outcome <> 'succeeded' AND d.ord < l.ord) AS failures_before,
+                   bool_or(d.outcome = 'gone') AS gone
+            FROM d JOIN last_success l USING (subscription_id)
+            GROUP BY d.subscription_id, l.ord
         ), resumed AS (
             -- The endpoint is back: the subscription's deliveries waiting for a later retry are due now. The
             -- subscription row read here is the one before this statement's update (one snapshot).
             UPDATE webhook_deliveries w SET next_attempt_at = now()
-            FROM d JOIN webhook_subscriptions p ON p.subscription_id = d.subscription_id
-            WHERE $3 = 'succeeded' AND p.consecutive_failures > 0
-              AND w.subscription_id = d.subscription_id AND w.status = 'pending' AND w.next_attempt_at > now()
-              AND w.delivery_id <> $1::bigint
+            FROM per_subscription p JOIN webhook_subscriptions s ON s.subscription_id = p.subscription_id
+            WHERE p.last_success IS NOT NULL AND (s.consecutive_failures > 0 OR p.failures_before > 0)
+              AND w.subscription_id = p.subscription_id AND w.status = 'pending' AND w.next_attempt_at > now()
+              AND NOT EXISTS (SELECT 1 FROM input i WHERE i.delivery_id = w.delivery_id)
         ), s AS (
-            UPDATE webhook_subscriptions
-            SET consecutive_failures = CASE WHEN $3 = 'succeeded' THEN 0 ELSE consecutive_failures + 1 END,
-                failing_since = CASE WHEN $3 = 'succeeded' THEN NULL ELSE coalesce(failing_since, now()) END,
-                disabled_at = CASE WHEN $3 = 'gone' THEN coalesce(disabled_at, now()) ELSE disabled_at END,
-                disabled_reason = CASE WHEN $3 = 'gone' THEN 'the endpoint answered 410 Gone' ELSE disabled_reason END
-            FROM d
-            WHERE webhook_subscriptions.subscription_id = d.subscription_id
+            UPDATE webhook_subscriptions ws
+            SET consecutive_failures = CASE WHEN p.last_success IS NOT NULL THEN p.failures_after
+                                            ELSE ws.consecutive_failures + p.failures_after END,
+                failing_since = CASE WHEN p.failures_after = 0 THEN NULL
+                                     WHEN p.last_success IS NOT NULL THEN now()
+                                     ELSE coalesce(ws.failing_since, now()) END,
+                disabled_at = CASE WHEN p.gone THEN coalesce(ws.disabled_at, now()) ELSE ws.disabled_at END,
+                disabled_reason = CASE WHEN p.gone THEN 'the endpoint answered 410 Gone' ELSE ws.disabled_reason END
+            FROM per_subscription p
+            WHERE ws.subscription_id = p.subscription_id
               -- A success on a healthy subscription changes nothing: writing the row anyway made every
               -- delivery of a subscription queue for its one row lock and leave a dead version behind.
-              AND ($3 <> 'succeeded' OR webhook_subscriptions.consecutive_failures <> 0 OR webhook_subscriptions.failing_since IS NOT NULL)
+              AND (p.failures_after > 0 OR ws.consecutive_failures <> 0 OR ws.failing_since IS NOT NULL)
         )
-        SELECT count(*) AS completed FROM d
+        SELECT i.ord, d.delivery_id IS NOT NULL AS completed FROM input i LEFT JOIN d USING (ord) ORDER BY i.ord
         """
 }

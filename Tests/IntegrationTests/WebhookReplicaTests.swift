@@ -71,7 +71,9 @@ struct WebhookReplicaTests {
     }
 
     /// kill -9 while the consumer holds the attempt open: another replica sends it again, with the same
-    /// webhook-id, once the lease runs out; the cut attempt stays in the history without an outcome.
+    /// webhook-id, once the lease runs out; the cut attempt stays in the history without an outcome, and
+    /// says so. While it is in flight the history shows it too, though its row is written only with its
+    /// outcome (migration 0013).
     @Test(.timeLimit(.minutes(4)))
     func replicaKilledDuringDelivery_AnotherReplicaResendsTheSameID() async throws {
         let consumer = try WebhookConsumer()
@@ -83,6 +85,11 @@ struct WebhookReplicaTests {
             let subscription = try await first.subscribe(consumer, "/hang/kill")
             try await first.post(RequestIDForTests.jobID(), "Success")
             #expect(try await eventually(within: .seconds(60)) { consumer.deliveries(path: "/hang/kill").first?.status == "hung" })
+            let inFlight = try await Self.onlyDelivery(first.base, subscription)
+            let inFlightAttempts = try #require(inFlight["Attempts"] as? [[String: Any]])
+            #expect(inFlightAttempts.map { $0["Attempt"] as? Int } == [1])
+            #expect(inFlightAttempts.first?["Time"] is String)
+            #expect(inFlightAttempts.first?["FinishedTime"] is NSNull)
             await first.kill9()
 
             let second = try await Replica(schema: schema)
@@ -96,15 +103,24 @@ struct WebhookReplicaTests {
             var delivery: [String: Any] = [:]
             #expect(
                 try await eventually {
-                    let history = try await ServiceBinaryTests.fetch("GET", second.base + "/v1/subscriptions/\(subscription)/deliveries")
-                    let json = try JSONSerialization.jsonObject(with: Data(history.text.utf8)) as? [String: Any]
-                    delivery = (json?["Deliveries"] as? [[String: Any]])?.first ?? [:]
+                    delivery = try await Self.onlyDelivery(second.base, subscription)
                     return delivery["Status"] as? String == "succeeded"
                 })
             let attempts = try #require(delivery["Attempts"] as? [[String: Any]])
+            #expect(attempts.map { $0["Attempt"] as? Int } == [1, 2])
             #expect(attempts.map { $0["StatusCode"] as? Int } == [nil, 200])
             #expect(attempts.first?["FinishedTime"] is NSNull)
+            #expect(attempts.first?["Time"] as? String == inFlightAttempts.first?["Time"] as? String)
+            #expect((attempts.first?["Error"] as? String)?.contains("the lease ran out") == true)
+            #expect(attempts.last?["FinishedTime"] is String)
         }
+    }
+
+    /// The first delivery in a subscription's history, as the API lists it.
+    static func onlyDelivery(_ base: String, _ subscription: String) async throws -> [String: Any] {
+        let history = try await ServiceBinaryTests.fetch("GET", base + "/v1/subscriptions/\(subscription)/deliveries")
+        let json = try JSONSerialization.jsonObject(with: Data(history.text.utf8)) as? [String: Any]
+        return (json?["Deliveries"] as? [[String: Any]])?.first ?? [:]
     }
 
     /// Two replicas deliver together: every event arrives exactly once (no attempt is sent twice), each

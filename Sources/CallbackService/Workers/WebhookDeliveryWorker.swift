@@ -12,7 +12,13 @@ import TimeUnits
 /// time), so each attempt is sent by one replica; each job's deliveries to one subscription go out one at a
 /// time, oldest event first, so a consumer never gets an older state after a newer one. Woken by the
 /// sequencer's `NOTIFY` (a new delivery) and every ``WebhookDeliveryConfiguration/pollInterval`` (retries
-/// come due by time); at most ``WebhookDeliveryConfiguration/concurrency`` attempts are in flight.
+/// come due by time); at most ``WebhookDeliveryConfiguration/concurrency`` attempts are in flight, an attempt
+/// counting until its outcome is recorded.
+///
+/// Outcomes are recorded in batches (``JobStore/completeDeliveries(_:)``) by one recording task: whatever
+/// finished while the previous batch was being written goes in the next statement. Recording one outcome
+/// per transaction made the database's cost per delivery, above all a commit each, the ceiling of the
+/// delivery rate.
 public struct WebhookDeliveryWorker: Service {
     let store: JobStore
     let signal: WakeSignal
@@ -28,6 +34,9 @@ public struct WebhookDeliveryWorker: Service {
     /// quarter of the concurrency.
     static func leaseBatch(concurrency: Int) -> Int { max(1, concurrency / 4) }
 
+    /// Most outcomes one recording statement writes.
+    static let recordingBatch = 128
+
     public init(store: JobStore, signal: WakeSignal, configuration: WebhookDeliveryConfiguration, metrics: ServiceMetrics, logger: Logger) {
         self.store = store
         self.signal = signal
@@ -39,9 +48,22 @@ public struct WebhookDeliveryWorker: Service {
 
     public func run() async throws {
         let inFlight = InFlightCount()
+        let finished = FinishedAttempts()
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { [signal = self.signal, interval = self.configuration.pollInterval] in await signal.signalEvery(interval) }
+                group.addTask {
+                    for await _ in finished.signal.wakeups {
+                        while true {
+                            let batch = finished.take(max: Self.recordingBatch)
+                            if batch.isEmpty { break }
+                            await self.record(batch)
+                            inFlight.value.subtract(batch.count, ordering: .relaxed)
+                            // Free slots, and maybe these jobs' next deliveries: look again.
+                            self.signal.signal()
+                        }
+                    }
+                }
                 group.addTask {
                     while !Task.isCancelled {
                         await self.refreshBacklogMetrics()
@@ -70,10 +92,7 @@ public struct WebhookDeliveryWorker: Service {
                     for delivery in leased {
                         inFlight.value.add(1, ordering: .relaxed)
                         group.addTask {
-                            await self.attempt(delivery)
-                            inFlight.value.subtract(1, ordering: .relaxed)
-                            // A free slot, and maybe this job's next delivery: look again.
-                            self.signal.signal()
+                            finished.append(await self.attempt(delivery))
                         }
                     }
                     if leased.count == free { self.signal.signal() }
@@ -92,11 +111,12 @@ public struct WebhookDeliveryWorker: Service {
         return json.bytes
     }
 
-    /// Sends one attempt and records its outcome.
-    func attempt(_ delivery: LeasedDelivery) async {
+    /// Sends one attempt; returns its outcome, to be recorded.
+    func attempt(_ delivery: LeasedDelivery) async -> FinishedAttempt {
         let body = Self.body(of: delivery.event)
         let id = delivery.event.publicID
-        let timestamp = Int64(Date().timeIntervalSince1970)
+        let startedAt = Date()
+        let timestamp = Int64(startedAt.timeIntervalSince1970)
         let started = ContinuousClock.now
         let response: WebhookHTTPClient.Response
         if let signature = WebhookSigning.signature(secret: delivery.secret, id: id, timestamp: timestamp, body: body) {
@@ -143,11 +163,24 @@ public struct WebhookDeliveryWorker: Service {
         case .failed: logger.warning("webhook delivery failed for good", metadata: metadata.merging(["error": "\(error ?? "-")"]) { $1 })
         case .gone: logger.warning("webhook endpoint answered 410 Gone; subscription disabled", metadata: metadata)
         }
-        do {
-            try await store.completeDelivery(delivery, completion: completion, statusCode: response.status, error: error)
-        } catch {
-            // The lease runs out and the attempt is sent again (same webhook-id): at least once.
-            logger.warning("recording a webhook attempt failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+        return FinishedAttempt(
+            delivery: delivery, completion: completion, statusCode: response.status, error: error, startedAt: startedAt,
+            finishedAt: startedAt.addingTimeInterval(elapsed.inSeconds))
+    }
+
+    /// Records a batch of outcomes, trying once more after a failure (two replicas recording failures of
+    /// one subscription may deadlock on its row; the database picks one to fail). If that fails too, the
+    /// leases run out and the attempts are sent again (same webhook-id): at least once.
+    func record(_ batch: [FinishedAttempt]) async {
+        for attempt in 1...2 {
+            do {
+                try await store.completeDeliveries(batch)
+                return
+            } catch {
+                logger.warning(
+                    "recording webhook attempts failed",
+                    metadata: ["webhook.attempts": "\(batch.count)", "try": "\(attempt)", "error": "\(error)"])
+            }
         }
     }
 
@@ -155,6 +188,26 @@ public struct WebhookDeliveryWorker: Service {
     /// class so the attempts' tasks can hold it).
     private final class InFlightCount: Sendable {
         let value = Atomic<Int>(0)
+    }
+
+    /// Outcomes waiting for the recording task. Appended by the attempts' tasks and taken by the recording
+    /// task, hence the lock; never more than the concurrency, since an attempt holds its slot until recorded.
+    private final class FinishedAttempts: Sendable {
+        let signal = WakeSignal()
+        private let waiting = Mutex<[FinishedAttempt]>([])
+
+        func append(_ attempt: FinishedAttempt) {
+            waiting.withLock { $0.append(attempt) }
+            signal.signal()
+        }
+
+        func take(max: Int) -> [FinishedAttempt] {
+            waiting.withLock { waiting in
+                let batch = Array(waiting.prefix(max))
+                waiting.removeFirst(batch.count)
+                return batch
+            }
+        }
     }
 
     private func refreshBacklogMetrics() async {
