@@ -6,3 +6,8 @@
 -- is shown from the delivery row (attempt_count, leased_at) until the next lease writes it down as
 -- abandoned.
 ALTER TABLE webhook_deliveries ADD COLUMN leased_at timestamptz;
+
+-- The lease walks the due deliveries in the order it takes them, (next_attempt_at, delivery_id), and
+-- stops at its limit: with next_attempt_at alone, every due row had to be read and sorted first.
+DROP INDEX webhook_deliveries_due_idx;
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at, delivery_id) WHERE status = 'pending';

@@ -101,6 +101,7 @@ public final class PostgresConnection {
         let wrapped = PostgresConnection(handle: connection, ioTimeout: settings.ioTimeout)
         do {
             try wrapped.execute(simpleSQL: settings.statementTimeoutSQL)
+            try wrapped.execute(simpleSQL: PostgresConnectionSettings.jitOffSQL)
         } catch {
             wrapped.close()
             throw .connectionFailed(error.serverMessage)

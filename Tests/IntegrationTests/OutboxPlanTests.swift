@@ -1,0 +1,117 @@
+import Foundation
+import PostgresLibPQ
+import Testing
+
+@testable import JobStore
+
+/// The plans of the outbox's two hot statements, which run many times a second under load: their cost
+/// must not grow with the number of events ever positioned, or with the deliveries waiting.
+///
+/// The sequencer's round (``EventSQL/sequence``): its cost must not grow with the number of
+/// events ever positioned. A round looks at a few candidate events and asks, for each, whether it already
+/// has a feed position; answered by hashing the whole of `ci_event_feed` instead, every round read every
+/// position, and at 7,500 events a round already took 2.7 ms, a sixth of the ingest statements' database
+/// time (pg_stat_statements, during Benchmarks/ingest.lua).
+@Suite("Outbox plans")
+struct OutboxPlanTests {
+    static let events = 20_000
+
+    /// Statistics lag behind a table that grows all day (autovacuum analyses it now and then); with none
+    /// at all, the planner guesses a third of the events are candidates, which is when it preferred
+    /// hashing the feed table.
+    @Test func sequencerRound_ManyPositionedEventsAndStaleStatistics_ProbesTheFeedIndexPerCandidate() async throws {
+        var unbounded = PostgresConnectionSettings()
+        unbounded.statementTimeout = .zero
+        unbounded.ioTimeout = .seconds(120)
+        try await ServiceHarness.with(connection: unbounded) { service in
+            _ = try await service.query("ALTER TABLE ci_job_state_events SET (autovacuum_enabled = off)")
+            _ = try await service.query("ALTER TABLE ci_event_feed SET (autovacuum_enabled = off)")
+            _ = try await service.query(
+                """
+                INSERT INTO ci_job_state_events (job_id, state, detail, has_watermark, first_received_at, last_received_at,
+                                                 state_changed_at, callback_count, state_source)
+                SELECT 'j' || i, 'Success', '{}'::jsonb, false, now(), now(), now(), 1, 'callback'
+                FROM generate_series(1, \(Self.events)) AS i
+                """)
+            // Positioned as the sequencer positions them, in rounds.
+            while try await service.store.sequenceEvents().sequenced > 0 {}
+            let positioned = try await service.query("SELECT count(*)::int8 FROM ci_event_feed")
+            #expect(positioned.first?[0].string == String(Self.events))
+
+            let last = try #require(try await service.query(EventSQL.lastRound).first)
+            let round = SQLQuery(
+                unsafeSQL: EventSQL.sequence,
+                binds: [.text(String(JobStore.sequencerRoundLimit)), .text(try #require(last[0].string)), .text(try #require(last[1].string))])
+            let plan = try await ListPlanTests.explain(round, on: service)
+            let feedScans = ListPlanTests.nodes(plan).filter { $0.relation == "ci_event_feed" }
+            #expect(!feedScans.isEmpty)
+            for scan in feedScans where scan.type == "Seq Scan" {
+                Issue.record("the round scans all of ci_event_feed (\(Self.events) positions): \(scan.type), parent \(scan.parentRelationship ?? "-")")
+            }
+        }
+    }
+
+    /// The delivery lease (``WebhookSQL/lease``) with thousands of deliveries waiting and no statistics:
+    /// it reads the due index (in lease order, stopping at its limit, once statistics show many rows) and
+    /// checks each row's job with one probe
+    /// of the per-job index. As joins, the planner started from the subscriptions, sorted every pending row
+    /// and checked each against all pending rows of its subscription: 34 s for one lease at 12,000
+    /// pending (EXPLAIN ANALYZE, during Benchmarks/webhooks.py), which capped delivery at ~100/s.
+    @Test func deliveryLease_ThousandsPendingAndNoStatistics_ReadsTheDueIndexAndProbesEachJobOnce() async throws {
+        var unbounded = PostgresConnectionSettings()
+        unbounded.statementTimeout = .zero
+        unbounded.ioTimeout = .seconds(120)
+        try await ServiceHarness.with(connection: unbounded) { service in
+            _ = try await service.query("ALTER TABLE webhook_deliveries SET (autovacuum_enabled = off)")
+            _ = try await service.query(
+                """
+                INSERT INTO webhook_subscriptions (subscription_id, url, secret, created_at)
+                SELECT 'sub' || n, 'http://127.0.0.1:9/' || n, 'whsec_AAAA', now() FROM generate_series(1, 2) AS n
+                """)
+            _ = try await service.query(
+                """
+                INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
+                SELECT 'sub' || (1 + i % 2), i, 'j' || (i / 4), now() - interval '1 minute', now()
+                FROM generate_series(1, \(Self.events)) AS i
+                """)
+            let lease = SQLQuery(unsafeSQL: WebhookSQL.lease, binds: [.text("16"), .text("30000")])
+            let plan = try await Self.explain(lease, on: service)
+            // A bitmap heap scan's index is its child's; the UPDATE's own node names no index.
+            for scan in Self.scans(plan) where scan.relation == "webhook_deliveries" && !["ModifyTable", "Bitmap Heap Scan"].contains(scan.type) {
+                #expect(scan.type != "Seq Scan", "the lease reads all of webhook_deliveries: \(scan)")
+                #expect(
+                    scan.index == "webhook_deliveries_due_idx" || scan.index == "webhook_deliveries_job_order_idx"
+                        || scan.index == "webhook_deliveries_pkey",
+                    "the lease reads webhook_deliveries through \(scan)")
+            }
+            for scan in Self.scans(plan) where scan.type == "Bitmap Index Scan" {
+                #expect(scan.index == "webhook_deliveries_due_idx" || scan.index == "webhook_deliveries_job_order_idx", "\(scan)")
+            }
+            #expect(Self.scans(plan).contains { $0.index == "webhook_deliveries_job_order_idx" })
+            #expect(!Self.scans(plan).contains { $0.type == "Sort" && $0.relation == nil && $0.rows > 1_000 })
+        }
+    }
+
+    struct Scan: CustomStringConvertible {
+        var type: String
+        var relation: String?
+        var index: String?
+        var rows: Double
+        var description: String { "\(type) on \(relation ?? "-") using \(index ?? "-")" }
+    }
+
+    /// Every node of `EXPLAIN (FORMAT JSON)` of `query`, flattened.
+    static func explain(_ query: SQLQuery, on service: ServiceHarness) async throws -> [String: Any] {
+        let rows = try await service.query(SQLQuery(unsafeSQL: "EXPLAIN (FORMAT JSON) " + query.sql, binds: query.binds))
+        let text = try #require(rows.first?[0].string)
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]])
+        return try #require(document.first?["Plan"] as? [String: Any])
+    }
+
+    static func scans(_ plan: [String: Any]) -> [Scan] {
+        let this = Scan(
+            type: plan["Node Type"] as? String ?? "?", relation: plan["Relation Name"] as? String, index: plan["Index Name"] as? String,
+            rows: (plan["Plan Rows"] as? NSNumber)?.doubleValue ?? 0)
+        return [this] + ((plan["Plans"] as? [[String: Any]]) ?? []).flatMap(scans)
+    }
+}
