@@ -8,11 +8,11 @@ public struct StoredCallbackRecord: Sendable, Hashable {
     public var callbackID: Int64
     public var receivedAt: String
     public var deliveryCount: Int
-    /// `accepted`, `no_jobs` or `rejected`.
-    public var outcome: String
+    public var outcome: StoredOutcome
     public var rejectionReason: String?
-    public var source: String
-    public var format: String?
+    public var source: CallbackSource
+    /// Nil for a rejected body that is neither XML nor JSON.
+    public var format: CallbackFormat?
     public var contentType: String?
     public var remoteAddress: String?
     public var eventName: String?
@@ -49,10 +49,10 @@ public enum CallbackLookup: Sendable, Hashable {
 public struct CallbackRateBucket: Sendable, Hashable {
     /// Start of the bucket, microseconds since the epoch.
     public var startMicros: Int64
-    public var outcome: String
+    public var outcome: StoredOutcome
     public var count: Int
 
-    public init(startMicros: Int64, outcome: String, count: Int) {
+    public init(startMicros: Int64, outcome: StoredOutcome, count: Int) {
         self.startMicros = startMicros
         self.outcome = outcome
         self.count = count
@@ -175,10 +175,10 @@ extension JobStore {
             callbackID: try row.int64("callback_id"),
             receivedAt: try row.string("received_at"),
             deliveryCount: try row.int("delivery_count"),
-            outcome: try row.string("outcome"),
+            outcome: try row.value("outcome", as: StoredOutcome.self),
             rejectionReason: try row.optionalString("rejection_reason"),
-            source: try row.string("source"),
-            format: try row.optionalString("format"),
+            source: try row.value("source", as: CallbackSource.self),
+            format: try row.optionalValue("format", as: CallbackFormat.self),
             contentType: try row.optionalString("content_type"),
             remoteAddress: try row.optionalString("remote_address"),
             eventName: try row.optionalString("event_name"),
@@ -300,9 +300,19 @@ enum ConsoleSQL {
 
     /// One row of ``overview(_:cap:)``.
     struct OverviewRow: Sendable, Hashable {
-        var kind: String
+        /// Which part of the overview a row carries (the statement's `kind` column).
+        enum Kind: String, Sendable, Hashable, CaseIterable {
+            /// Callbacks of one minute and outcome in the last hour.
+            case hour
+            /// Callbacks of one day bar and outcome.
+            case day
+            /// The one row of counts and watermarks.
+            case figures
+        }
+
+        var kind: Kind
         var micros: Int64
-        var outcome: String?
+        var outcome: StoredOutcome?
         var n: Int
         var jobID: String?
         var jobReceivedAt: String?
@@ -310,7 +320,7 @@ enum ConsoleSQL {
         var pendingMicros: Int64?
 
         init(
-            kind: String, micros: Int64, outcome: String?, n: Int, jobID: String? = nil, jobReceivedAt: String? = nil, pending: Int? = nil,
+            kind: Kind, micros: Int64, outcome: StoredOutcome?, n: Int, jobID: String? = nil, jobReceivedAt: String? = nil, pending: Int? = nil,
             pendingMicros: Int64? = nil
         ) {
             (self.kind, self.micros, self.outcome, self.n) = (kind, micros, outcome, n)
@@ -319,7 +329,8 @@ enum ConsoleSQL {
 
         init(_ row: StrictRow) throws(StoredRowError) {
             self.init(
-                kind: try row.string("kind"), micros: try row.int64("micros"), outcome: try row.optionalString("outcome"), n: try row.int("n"),
+                kind: try row.value("kind", as: Kind.self), micros: try row.int64("micros"),
+                outcome: try row.optionalValue("outcome", as: StoredOutcome.self), n: try row.int("n"),
                 jobID: try row.optionalString("job_id"), jobReceivedAt: try row.optionalString("job_received_at"),
                 pending: try row.optionalInt("pending"), pendingMicros: try row.optionalInt("pending_micros").map(Int64.init))
         }
@@ -327,18 +338,18 @@ enum ConsoleSQL {
 
     /// The overview from the statement's rows; without its `figures` row the statement is not the one this build knows.
     static func overview(_ rows: [OverviewRow], window: OverviewWindow, cap: Int) throws(StoredRowError) -> ConsoleOverview {
-        guard let figures = rows.first(where: { $0.kind == "figures" }) else { throw .missing("figures", read: "console overview") }
-        let buckets = { (kind: String) in
+        guard let figures = rows.first(where: { $0.kind == .figures }) else { throw .missing("figures", read: "console overview") }
+        let buckets = { (kind: OverviewRow.Kind) in
             rows.filter { $0.kind == kind }.compactMap { row in
                 row.outcome.map { CallbackRateBucket(startMicros: row.micros, outcome: $0, count: row.n) }
-            }.sorted { ($0.startMicros, $0.outcome) < ($1.startMicros, $1.outcome) }
+            }.sorted { ($0.startMicros, $0.outcome.rawValue) < ($1.startMicros, $1.outcome.rawValue) }
         }
         let oldest = figures.jobID.flatMap { jobID in figures.jobReceivedAt.map { (jobID: jobID, lastReceivedAt: $0) } }
         return ConsoleOverview(
             openJobs: CappedCount(counted: figures.n, cap: cap), longestSilentOpenJob: oldest,
             verificationPending: CappedCount(counted: figures.pending ?? 0, cap: cap), oldestPendingMicros: figures.pendingMicros,
-            hour: buckets("hour"), hourStartMicros: window.hourStartMicros,
-            day: buckets("day"), dayStartMicros: window.dayStartMicros, dayBucketMicros: window.dayBucketMicros,
+            hour: buckets(.hour), hourStartMicros: window.hourStartMicros,
+            day: buckets(.day), dayStartMicros: window.dayStartMicros, dayBucketMicros: window.dayBucketMicros,
             rolledUpBeforeMicros: figures.micros, liveSinceMicros: window.liveSinceMicros)
     }
 

@@ -184,7 +184,7 @@ public final class IngestBatcher: Sendable {
             grouped.removeAll()
         }
         if !grouped.isEmpty {
-            grouped = Self.lockOrdered(grouped)
+            grouped = Self.lockOrdered(grouped, lockKey: \.item.lockKey)
             let waves = IngestBatchStatement.waves(of: grouped, record: \.item)
             do throws(PostgresError) {
                 let results = try connection.pipeline(waves.map { IngestBatchStatement(records: $0.map(\.item)).query })
@@ -290,9 +290,9 @@ public final class IngestBatcher: Sendable {
 
     /// The batch ordered by each record's first JobId, arrival order among equals, so concurrent batches
     /// (and the single statements, which lock their jobs in JobId order) take row locks in one order.
-    private static func lockOrdered(_ batch: [Pending]) -> [Pending] {
+    static func lockOrdered<Element>(_ batch: [Element], lockKey: (Element) -> String) -> [Element] {
         batch.enumerated()
-            .sorted { ($0.element.item.lockKey, $0.offset) < ($1.element.item.lockKey, $1.offset) }
+            .sorted { (lockKey($0.element), $0.offset) < (lockKey($1.element), $1.offset) }
             .map(\.element)
     }
 }

@@ -8,11 +8,11 @@ struct IngestRecord: Sendable {
     var body: [UInt8]
     var bodySize: Int
     var truncated: Bool
-    var format: String?
+    var format: CallbackFormat?
     var contentType: String?
     var remoteAddress: String?
     var eventName: String?
-    var outcome: String
+    var outcome: StoredOutcome
     var rejectionReason: String?
     var source: CallbackSource
     var jobsJSON: String
@@ -44,11 +44,11 @@ struct IngestRecord: Sendable {
                 .bytea(body),
                 .text(String(bodySize)),
                 .text(truncated ? "true" : "false"),
-                format.map(PostgresValue.text) ?? .null,
+                format.map { .text($0.rawValue) } ?? .null,
                 contentType.map(PostgresValue.text) ?? .null,
                 remoteAddress.map(PostgresValue.text) ?? .null,
                 eventName.map(PostgresValue.text) ?? .null,
-                .text(outcome),
+                .text(outcome.rawValue),
                 rejectionReason.map(PostgresValue.text) ?? .null,
                 .text(source.rawValue),
                 .text(String(jobCount)),
@@ -135,11 +135,11 @@ struct IngestBatchStatement {
             callbacks.member("ord", index + 1)
             callbacks.member("body_size", record.bodySize)
             callbacks.member("body_truncated", record.truncated)
-            callbacks.optionalMember("format", record.format)
+            callbacks.optionalMember("format", record.format?.rawValue)
             callbacks.optionalMember("content_type", record.contentType)
             callbacks.optionalMember("remote_address", record.remoteAddress)
             callbacks.optionalMember("event_name", record.eventName)
-            callbacks.member("outcome", record.outcome)
+            callbacks.member("outcome", record.outcome.rawValue)
             callbacks.optionalMember("rejection_reason", record.rejectionReason)
             callbacks.member("source", record.source.rawValue)
             callbacks.member("job_count", record.jobCount)

@@ -106,11 +106,11 @@ public final class JobStore: Sendable {
             body: body.bytes,
             bodySize: body.bytes.count,
             truncated: false,
-            format: envelope.format.rawValue,
+            format: envelope.format,
             contentType: body.contentType,
             remoteAddress: body.remoteAddress,
             eventName: envelope.eventName,
-            outcome: jobs.isEmpty ? "no_jobs" : "accepted",
+            outcome: jobs.isEmpty ? .noJobs : .accepted,
             rejectionReason: nil,
             source: body.source,
             jobsJSON: Self.jobsJSON(jobs, holdingFinalStates: hold),
@@ -143,11 +143,11 @@ public final class JobStore: Sendable {
             body: kept,
             bodySize: body.bytes.count,
             truncated: kept.count < body.bytes.count,
-            format: format?.rawValue,
+            format: format,
             contentType: body.contentType,
             remoteAddress: body.remoteAddress,
             eventName: nil,
-            outcome: "rejected",
+            outcome: .rejected,
             rejectionReason: reason,
             source: body.source,
             jobsJSON: "[]",
@@ -371,7 +371,7 @@ public final class JobStore: Sendable {
             lastReceivedAt: try row.string("last_received_at"),
             stateChangedAt: try row.string("state_changed_at"),
             callbackCount: try row.int("callback_count"),
-            stateSource: try row.string("state_source")
+            stateSource: try row.value("state_source", as: CallbackSource.self)
         )
     }
 

@@ -293,3 +293,30 @@ public struct Migrator: Sendable {
         ).int("version")
     }
 }
+
+extension Migrator {
+    /// Opens a connection of its own to `conninfo` (``PostgresConnectionSettings/forMigrations(ioTimeout:)``:
+    /// no statement timeout), applies every missing migration when `applying` (else only checks that the
+    /// database answers), and closes it; returns the versions applied now.
+    ///
+    /// - Throws: ``StoreUnavailableError`` when the database cannot be reached (its
+    ///   ``StoreFailureDetail/refusal`` says when retrying cannot help), ``MigrationError``, or the
+    ///   statement's own error.
+    @discardableResult
+    public func migrate(conninfo: String, settings: PostgresConnectionSettings, applying: Bool = true) async throws -> [Int] {
+        var configuration = PostgresPool.Configuration(conninfo: conninfo)
+        configuration.size = 1
+        configuration.connection = settings.forMigrations()
+        let pool = PostgresPool(configuration: configuration, logger: logger)
+        do {
+            let applied = try await StoreUnavailableError.translatingErrors {
+                try await pool.withConnection { connection in applying ? try self.migrate(connection) : [] }
+            }
+            await pool.close()
+            return applied
+        } catch {
+            await pool.close()
+            throw error
+        }
+    }
+}

@@ -78,16 +78,18 @@ public struct Reprocessor: Sendable {
         _ scope: ReprocessScope, dryRun: Bool = false, fromStart: Bool = false, progress: @escaping @Sendable (ReprocessCounts) -> Void = { _ in }
     ) async throws -> ReprocessCounts {
         let cancelled = CancellationFlag()
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                // libpq blocks: the run gets a thread of Dispatch's, never one of Swift's cooperative pool.
-                DispatchQueue.global().async {
-                    continuation.resume(
-                        with: Result { try self.runBlocking(scope, dryRun: dryRun, fromStart: fromStart, cancelled: cancelled, progress: progress) })
+        return try await StoreUnavailableError.translatingErrors {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    // libpq blocks: the run gets a thread of Dispatch's, never one of Swift's cooperative pool.
+                    DispatchQueue.global().async {
+                        continuation.resume(
+                            with: Result { try self.runBlocking(scope, dryRun: dryRun, fromStart: fromStart, cancelled: cancelled, progress: progress) })
+                    }
                 }
+            } onCancel: {
+                cancelled.set()
             }
-        } onCancel: {
-            cancelled.set()
         }
     }
 

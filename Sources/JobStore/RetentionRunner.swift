@@ -59,10 +59,12 @@ public struct RetentionRunner: Sendable {
 
     /// One run at `now`. With `dryRun` nothing changes; the report says what would.
     public func run(now: Date = Date(), dryRun: Bool = false) async throws -> RetentionReport {
-        try await withCheckedThrowingContinuation { continuation in
-            // libpq blocks: the run gets a thread of Dispatch's, never one of Swift's cooperative pool.
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try self.runBlocking(now: now, dryRun: dryRun) })
+        try await StoreUnavailableError.translatingErrors {
+            try await withCheckedThrowingContinuation { continuation in
+                // libpq blocks: the run gets a thread of Dispatch's, never one of Swift's cooperative pool.
+                DispatchQueue.global().async {
+                    continuation.resume(with: Result { try self.runBlocking(now: now, dryRun: dryRun) })
+                }
             }
         }
     }

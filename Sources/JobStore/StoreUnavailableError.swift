@@ -32,17 +32,23 @@ public struct StoreUnavailableError: Error, Sendable, CustomStringConvertible {
     }
 
     public var reason: Reason
-    /// The driver's error, for logs (redacted: no SQL, no values, no passwords).
-    public var cause: PostgresError
+    /// What the database (or the connection to it) said, as plain values: for logs and for deciding, e.g.
+    /// on a refusal that retrying cannot fix (``StoreFailureDetail/refusal``).
+    public var cause: StoreFailureDetail
 
-    public init(reason: Reason, cause: PostgresError) {
+    public init(reason: Reason, cause: StoreFailureDetail) {
         self.reason = reason
         self.cause = cause
     }
 
+    init(reason: Reason, cause: PostgresError) {
+        self.init(reason: reason, cause: StoreFailureDetail(cause))
+    }
+
     public var description: String { "StoreUnavailableError(\(reason)): \(cause)" }
 
-    /// `error` as the store reports it: connection problems, statement timeouts and a closed pool become
+    /// `error` as the store reports it: connection problems (a refusal too, with
+    /// ``StoreFailureDetail/refusal`` set), statement timeouts and a closed pool become
     /// ``StoreUnavailableError``; anything else is returned unchanged.
     static func translating(_ error: any Error) -> any Error {
         guard let error = error as? PostgresError else { return error }
@@ -59,14 +65,61 @@ public struct StoreUnavailableError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-extension JobStore {
-    /// Runs a store operation, translating the driver's errors (see ``StoreUnavailableError``).
-    func translatingErrors<T>(_ body: () async throws -> T) async throws -> T {
+/// A database failure as the store reports it: the server's SQLSTATE and message and how the connection
+/// failed, as plain values, so that nothing above ``JobStore`` needs the driver's types to handle one.
+public struct StoreFailureDetail: Sendable, Hashable, CustomStringConvertible {
+    /// The five-character SQLSTATE the server reported (for example `57014`), when there is one.
+    public var sqlState: String?
+    /// The server's (or the client library's) primary message, redacted: never SQL text, bind values or
+    /// a password.
+    public var message: String?
+    /// The connection failed, broke, went silent, or no pooled connection became free in time: the
+    /// database is unavailable right now, and trying again later may work.
+    public var isConnectionProblem: Bool
+    /// Set when the server refused the connection in a way that retrying cannot fix.
+    public var refusal: StoreConnectionRefusal?
+    /// The whole failure in one line, safe to log (the same redaction as ``message``).
+    public var description: String
+
+    init(_ error: PostgresError) {
+        self.sqlState = error.sqlState
+        self.message = error.serverMessage
+        self.isConnectionProblem = error.isConnectionProblem
+        self.refusal = error.connectionRefusal.map(StoreConnectionRefusal.init)
+        self.description = error.description
+    }
+}
+
+/// Why the server refused a connection in a way that only an operator can fix: a missing database or role,
+/// a wrong password, or the server's host rules.
+public struct StoreConnectionRefusal: Sendable, Hashable, CustomStringConvertible {
+    private let refusal: PostgresConnectionRefusal
+
+    init(_ refusal: PostgresConnectionRefusal) { self.refusal = refusal }
+
+    /// What to do, naming where the connection string comes from (`DATABASE_URL`, say).
+    public func remedy(connectionString: String) -> String { refusal.remedy(connectionString: connectionString) }
+
+    /// What to do, in terms of "the connection string".
+    public var description: String { refusal.description }
+}
+
+extension StoreUnavailableError {
+    /// Runs blocking or asynchronous store work outside ``JobStore`` (the sweep lock, a migration, a
+    /// retention or reprocess run), translating the driver's errors as ``JobStore`` does.
+    static func translatingErrors<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch {
-            throw StoreUnavailableError.translating(error)
+            throw translating(error)
         }
+    }
+}
+
+extension JobStore {
+    /// Runs a store operation, translating the driver's errors (see ``StoreUnavailableError``).
+    func translatingErrors<T>(_ body: () async throws -> T) async throws -> T {
+        try await StoreUnavailableError.translatingErrors(body)
     }
 
     /// ``PostgresPool/withConnection(_:)`` with the driver's errors translated.

@@ -75,7 +75,8 @@ public struct StoredJob: Sendable, Hashable {
     public var stateChangedAt: String
     /// Distinct callbacks (bodies) received for the job.
     public var callbackCount: Int
-    public var stateSource: String
+    /// Where the job's current JobsDetail came from.
+    public var stateSource: CallbackSource
 }
 
 /// One entry of a job's history.

@@ -42,7 +42,8 @@ public final class SweepLock: Sendable {
 
     /// Runs `body` if no other session holds the lock, releasing it afterwards.
     /// - Returns: `body`'s value, or `nil` when another replica holds the lock (nothing ran).
-    /// - Throws: ``PostgresLibPQ/PostgresError`` when the lock cannot be asked for, or what `body` throws.
+    /// - Throws: ``StoreUnavailableError`` when the database cannot be reached to ask for the lock, the
+    ///   store's error when asking fails otherwise, or what `body` throws.
     public func withLock<T: Sendable>(_ body: () async throws -> T) async throws -> T? {
         guard try await tryAcquire() else { return nil }
         do {
@@ -65,20 +66,22 @@ public final class SweepLock: Sendable {
 
     private func tryAcquire() async throws -> Bool {
         let (conninfo, settings, classID) = (self.conninfo, self.settings, self.classID)
-        return try await thread.run { connection throws -> Bool in
-            if let existing = connection, !existing.isHealthy {
-                existing.close()
-                connection = nil
-            }
-            let live = try connection ?? PostgresConnection.connect(conninfo, settings: settings)
-            connection = live
-            do {
-                let rows = try live.query("SELECT pg_try_advisory_lock(\(classID)::int4, hashtext(current_schema())) AS locked")
-                return try StrictRow(rows[0], read: "sweep lock").bool("locked")
-            } catch {
-                live.close()
-                connection = nil
-                throw error
+        return try await StoreUnavailableError.translatingErrors {
+            try await thread.run { connection throws -> Bool in
+                if let existing = connection, !existing.isHealthy {
+                    existing.close()
+                    connection = nil
+                }
+                let live = try connection ?? PostgresConnection.connect(conninfo, settings: settings)
+                connection = live
+                do {
+                    let rows = try live.query("SELECT pg_try_advisory_lock(\(classID)::int4, hashtext(current_schema())) AS locked")
+                    return try StrictRow(rows[0], read: "sweep lock").bool("locked")
+                } catch {
+                    live.close()
+                    connection = nil
+                    throw error
+                }
             }
         }
     }

@@ -131,23 +131,13 @@ struct Migrate: AsyncParsableCommand {
         let databaseURL = try resolver.databaseURL(database.databaseURL)
         let logger = try database.makeLogger(resolver)
         let migrations = try database.migrationSet(resolver)
-        let migrator = try database.migratorConfiguration(resolver)
-        var configuration = PostgresPool.Configuration(conninfo: databaseURL)
-        configuration.size = 1
-        configuration.connection = try timeouts.resolve(resolver).connection.forMigrations()
-        let pool = PostgresPool(configuration: configuration, logger: logger)
+        let migrator = Migrator(migrations: migrations, configuration: try database.migratorConfiguration(resolver), logger: logger)
+        let settings = try timeouts.resolve(resolver).connection
         do {
-            let applied = try await pool.withConnection { connection in
-                try Migrator(migrations: migrations, configuration: migrator, logger: logger).migrate(connection)
-            }
+            let applied = try await migrator.migrate(conninfo: databaseURL, settings: settings)
             print(applied.isEmpty ? "schema is up to date (version \(migrations.latestVersion))" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
-            await pool.close()
-        } catch let error as PostgresError where error.connectionRefusal != nil {
-            await pool.close()
-            throw DatabaseStartupError(error: error)
         } catch {
-            await pool.close()
-            throw error
+            throw DatabaseStartupError.translating(error)
         }
     }
 }
@@ -530,29 +520,18 @@ struct Serve: AsyncParsableCommand {
     private func prepareDatabase(
         databaseURL: String, settings: PostgresConnectionSettings, migrator: Migrator, migrate: Bool, logger: Logger
     ) async throws {
-        var configuration = PostgresPool.Configuration(conninfo: databaseURL)
-        configuration.size = 1
-        configuration.connection = settings.forMigrations()
-        let pool = PostgresPool(configuration: configuration, logger: logger)
         let deadline = ContinuousClock.now.advanced(by: .seconds(30))
         while true {
             do {
-                _ = try await pool.withConnection { connection in
-                    if migrate {
-                        _ = try migrator.migrate(connection)
-                    }
-                }
-                await pool.close()
+                try await migrator.migrate(conninfo: databaseURL, settings: settings, applying: migrate)
                 return
-            } catch let error as PostgresError where error.connectionRefusal != nil {
-                await pool.close()
-                throw DatabaseStartupError(error: error)
-            } catch let error as PostgresError where error.isConnectionProblem && ContinuousClock.now < deadline {
-                logger.warning("database not reachable yet; retrying", metadata: ["error": "\(error)"])
+            } catch let error as StoreUnavailableError
+                where error.cause.refusal == nil && error.cause.isConnectionProblem && ContinuousClock.now < deadline
+            {
+                logger.warning("database not reachable yet; retrying", metadata: ["error": "\(error.cause)"])
                 try await Task.sleep(for: .seconds(1))
             } catch {
-                await pool.close()
-                throw error
+                throw DatabaseStartupError.translating(error)
             }
         }
     }
@@ -561,11 +540,20 @@ struct Serve: AsyncParsableCommand {
 /// The database refused `serve` or `migrate` in a way that only an operator can fix; the message (shown
 /// by ArgumentParser, exit status 1) says what to do.
 struct DatabaseStartupError: Error, CustomStringConvertible {
-    var error: PostgresError
+    var refusal: StoreConnectionRefusal
+    var cause: StoreFailureDetail
 
     var description: String {
-        let remedy = error.connectionRefusal?.remedy(connectionString: "DATABASE_URL (--database-url)")
-        return "cannot use the database: \(remedy ?? "it refused the connection") (\(error))"
+        "cannot use the database: \(refusal.remedy(connectionString: "DATABASE_URL (--database-url)")) (\(cause))"
+    }
+}
+
+extension DatabaseStartupError {
+    /// `error` as the command reports it: a refusal only an operator can fix becomes this error (its message
+    /// says what to do); anything else is returned unchanged.
+    static func translating(_ error: any Error) -> any Error {
+        guard let error = error as? StoreUnavailableError, let refusal = error.cause.refusal else { return error }
+        return DatabaseStartupError(refusal: refusal, cause: error.cause)
     }
 }
 

@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import JobStore
 import Logging
-import PostgresLibPQ
 import Synchronization
 
 #if canImport(Glibc)
@@ -70,8 +69,8 @@ struct Reprocess: AsyncParsableCommand {
             display.finish()
             FileHandle.standardError.write(Data("interrupted; run the same command again to resume\n".utf8))
             throw ExitCode(130)
-        } catch let error as PostgresError where error.connectionRefusal != nil {
-            throw DatabaseStartupError(error: error)
+        } catch {
+            throw DatabaseStartupError.translating(error)
         }
     }
 }

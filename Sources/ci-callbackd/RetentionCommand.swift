@@ -2,7 +2,6 @@ import ArgumentParser
 import CallbackService
 import Foundation
 import JobStore
-import PostgresLibPQ
 
 /// `CALLBACK_RETENTION`, `JOB_RETENTION`, `PARTITION_DAYS_AHEAD`: shared by `serve` (which runs retention
 /// in-process) and `retention` (the operator's command), so both apply one policy.
@@ -76,12 +75,9 @@ struct Retention: AsyncParsableCommand {
         do {
             report = try await lock.withLock { try await runner.run(dryRun: dryRun) }
             await lock.close()
-        } catch let error as PostgresError where error.connectionRefusal != nil {
-            await lock.close()
-            throw DatabaseStartupError(error: error)
         } catch {
             await lock.close()
-            throw error
+            throw DatabaseStartupError.translating(error)
         }
         guard let report else {
             FileHandle.standardError.write(Data("another ci-callbackd is running retention now; try again later\n".utf8))

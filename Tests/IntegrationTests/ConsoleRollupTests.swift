@@ -19,7 +19,7 @@ struct ConsoleRollupTests {
     }
 
     static func counts(_ buckets: [CallbackRateBucket]) -> [String: Int] {
-        Dictionary(grouping: buckets, by: \.outcome).mapValues { $0.reduce(0) { $0 + $1.count } }
+        Dictionary(grouping: buckets, by: \.outcome.rawValue).mapValues { $0.reduce(0) { $0 + $1.count } }
     }
 
     @Test func rollup_countsEachMinuteOnce_andTheOverviewAddsCallbacksSinceItsWatermark() async throws {
@@ -46,7 +46,7 @@ struct ConsoleRollupTests {
             _ = try await service.store.rollUpCallbackRates(now: now)
             let settled = try await service.store.consoleOverview(now: now).hour
             #expect(Self.counts(settled) == ["accepted": 4, "rejected": 3], "runs again count no minute twice")
-            #expect(settled.filter { $0.outcome == "accepted" }.map(\.count).sorted() == [1, 3])
+            #expect(settled.filter { $0.outcome == .accepted }.map(\.count).sorted() == [1, 3])
             // The day chart sums the same minutes into 20-minute bars on its own grid, the older callback too.
             let day = try await service.store.consoleOverview(now: now)
             #expect(Self.counts(day.day) == ["accepted": 4, "rejected": 3, "no_jobs": 1])

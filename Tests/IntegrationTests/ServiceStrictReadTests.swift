@@ -1,3 +1,4 @@
+import CIModel
 import Foundation
 import PostgresLibPQ
 import TestSupport
@@ -77,6 +78,47 @@ struct ServiceStrictReadTests {
             #expect(throws: StoredRowError.self) { try row.bytes("t") },
         ] {
             #expect(error?.isMistyped == true)
+        }
+    }
+
+    // Columns holding one of a closed set of values (a job's `state_source`, a callback's `outcome`) reach
+    // callers as enums: a value this build does not know fails the read naming the column.
+
+    @Test func strictReads_unknownStateSource_failsTheJobLookupNamingTheColumn() async throws {
+        try await ServiceHarness.with { service in
+            let jobID = RequestIDForTests.jobID()
+            let body = #"{"JobsDetail":{"JobId":"\#(jobID)","State":"Running","Tag":"Transcode"}}"#
+            #expect(try await service.post("/v1/callbacks", Array(body.utf8)).status == 200)
+            #expect(try await service.store.job(jobID)?.stateSource == .callback)
+
+            _ = try await service.query("UPDATE ci_jobs SET state_source = 'replay' WHERE job_id = \(jobID)")
+            let store = service.store
+            let error = try await #require(throws: StoredRowError.self) { try await store.job(jobID) }
+            #expect(error.column == "state_source")
+            #expect(error.isMistyped)
+        }
+    }
+
+    @Test func strictReads_unknownOutcome_failsTheConsoleRecordNamingTheColumn() async throws {
+        try await ServiceHarness.with { service in
+            let jobID = RequestIDForTests.jobID()
+            let body = #"{"JobsDetail":{"JobId":"\#(jobID)","State":"Success","Tag":"Transcode"}}"#
+            #expect(try await service.post("/v1/callbacks", Array(body.utf8)).status == 200)
+            let ids = try await service.query("SELECT callback_id FROM ci_callbacks ORDER BY callback_id DESC LIMIT 1").compactMap { $0["callback_id"].int }
+            let callbackID = Int64(try #require(ids.first))
+            guard case .stored(let record) = try await service.store.callbackLookup(callbackID) else {
+                Issue.record("callback \(callbackID) is stored")
+                return
+            }
+            #expect(record.outcome == .accepted && record.source == .callback && record.format == .json)
+
+            // A value a later build might write: the CHECK constraint is this build's, so it goes too.
+            _ = try await service.query("ALTER TABLE ci_callbacks DROP CONSTRAINT ci_callbacks_outcome_check")
+            _ = try await service.query("UPDATE ci_callbacks SET outcome = 'replayed' WHERE callback_id = \(callbackID)")
+            let store = service.store
+            let error = try await #require(throws: StoredRowError.self) { try await store.callbackLookup(callbackID) }
+            #expect(error.column == "outcome")
+            #expect(error.isMistyped)
         }
     }
 }

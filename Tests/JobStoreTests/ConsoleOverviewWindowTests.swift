@@ -31,19 +31,19 @@ struct ConsoleOverviewWindowTests {
     @Test func overviewRows_capAndRollupLag_becomeTheFigures() throws {
         let window = ConsoleSQL.OverviewWindow(nowMicros: now, policy: ConsoleOverviewPolicy())
         let rows = [
-            ConsoleSQL.OverviewRow(kind: "hour", micros: window.hourStartMicros + minute, outcome: "rejected", n: 2),
-            ConsoleSQL.OverviewRow(kind: "hour", micros: window.hourStartMicros, outcome: "accepted", n: 5),
-            ConsoleSQL.OverviewRow(kind: "day", micros: window.dayStartMicros, outcome: "accepted", n: 7),
+            ConsoleSQL.OverviewRow(kind: .hour, micros: window.hourStartMicros + minute, outcome: .rejected, n: 2),
+            ConsoleSQL.OverviewRow(kind: .hour, micros: window.hourStartMicros, outcome: .accepted, n: 5),
+            ConsoleSQL.OverviewRow(kind: .day, micros: window.dayStartMicros, outcome: .accepted, n: 7),
             ConsoleSQL.OverviewRow(
-                kind: "figures", micros: window.liveSinceMicros - minute, outcome: nil, n: 11, jobID: "j1", jobReceivedAt: "2026-12-01T00:00:00.000000Z",
+                kind: .figures, micros: window.liveSinceMicros - minute, outcome: nil, n: 11, jobID: "j1", jobReceivedAt: "2026-12-01T00:00:00.000000Z",
                 pending: 3, pendingMicros: 42),
         ]
         let overview = try ConsoleSQL.overview(rows, window: window, cap: 10)
         #expect(overview.openJobs.exceedsCap && overview.openJobs.counted == 11)
         #expect(!overview.verificationPending.exceedsCap && overview.verificationPending.counted == 3 && overview.oldestPendingMicros == 42)
         #expect(overview.longestSilentOpenJob?.jobID == "j1")
-        #expect(overview.hour.map(\.outcome) == ["accepted", "rejected"], "in time order")
-        #expect(overview.day == [CallbackRateBucket(startMicros: window.dayStartMicros, outcome: "accepted", count: 7)])
+        #expect(overview.hour.map(\.outcome) == [.accepted, .rejected], "in time order")
+        #expect(overview.day == [CallbackRateBucket(startMicros: window.dayStartMicros, outcome: .accepted, count: 7)])
         #expect(overview.rollupBehind, "the watermark is older than the live window")
     }
 

@@ -232,7 +232,7 @@ extension CallbackApplication {
         json.member("LastReceivedTime", job.lastReceivedAt)
         json.member("StateChangedTime", job.stateChangedAt)
         json.member("CallbackCount", job.callbackCount)
-        json.member("StateSource", job.stateSource)
+        json.member("StateSource", job.stateSource.rawValue)
         json.endObject()
     }
 
@@ -248,7 +248,7 @@ extension CallbackApplication {
             CIField(name: "LastReceivedTime", value: .text(job.lastReceivedAt)),
             CIField(name: "StateChangedTime", value: .text(job.stateChangedAt)),
             CIField(name: "CallbackCount", value: .text(String(job.callbackCount))),
-            CIField(name: "StateSource", value: .text(job.stateSource)),
+            CIField(name: "StateSource", value: .text(job.stateSource.rawValue)),
         ])
         let document = CINode.element([
             CIField(name: "JobsDetail", value: detail),

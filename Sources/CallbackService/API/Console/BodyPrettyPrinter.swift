@@ -1,3 +1,4 @@
+import CIModel
 import Foundation
 
 /// Indents a stored callback body for reading: JSON by its tokens, XML by its tags.
@@ -9,13 +10,13 @@ enum BodyPrettyPrinter {
     /// Bodies longer than this are shown as they are: indenting is for reading, and a megabyte is not read.
     static let maximumBytes = 256 * 1024
 
-    static func pretty(_ body: [UInt8], format: String?) -> String {
+    static func pretty(_ body: [UInt8], format: CallbackFormat?) -> String {
         let text = String(decoding: body, as: UTF8.self)
         guard body.count <= maximumBytes else { return text }
         switch format {
-        case "JSON": return json(text)
-        case "XML": return xml(text)
-        default: return text
+        case .json: return json(text)
+        case .xml: return xml(text)
+        case nil: return text
         }
     }
 

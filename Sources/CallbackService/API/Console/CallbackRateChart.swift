@@ -6,12 +6,12 @@ import TimeUnits
 /// script, and presentation attributes only (the Content-Security-Policy forbids inline styles; colours
 /// come from the stylesheet by class).
 enum CallbackRateChart {
-    static let outcomes = ["accepted", "no_jobs", "rejected"]
+    static let outcomes = StoredOutcome.allCases
 
     /// One stacked bar per bucket from `startMicros`, `bucketCount` buckets of `bucketSeconds`.
     static func svg(_ buckets: [CallbackRateBucket], startMicros: Int64, bucketSeconds: Int, bucketCount: Int, title: String) -> HTML {
         let bucketMicros = Int64(bucketSeconds) * 1_000_000
-        var counts = Array(repeating: [String: Int](), count: bucketCount)
+        var counts = Array(repeating: [StoredOutcome: Int](), count: bucketCount)
         for bucket in buckets {
             let index = Int((bucket.startMicros - startMicros) / bucketMicros)
             guard (0..<bucketCount).contains(index) else { continue }
@@ -30,10 +30,10 @@ enum CallbackRateChart {
                 let rate = Double(count) * perMinute
                 let height = max((bottom - top) * rate / highest, 1)
                 base -= height
-                let label = "\(timeLabel(start)) UTC: \(outcome) \(String(format: "%.1f", rate))/min (\(count) callbacks)"
+                let label = "\(timeLabel(start)) UTC: \(outcome.rawValue) \(String(format: "%.1f", rate))/min (\(count) callbacks)"
                 bars.append(
                     """
-                    <rect class="\(outcome)" x="\(Int(left + Double(index) * width))" y="\(Int(base))" \
+                    <rect class="\(outcome.rawValue)" x="\(Int(left + Double(index) * width))" y="\(Int(base))" \
                     width="\(max(Int(width) - 1, 1))" height="\(Int(height.rounded(.up)))"><title>\(label)</title></rect>
                     """)
             }

@@ -211,7 +211,7 @@ extension CallbackApplication {
             } else { "off (no CI credentials, or <code>RECONCILE=false</code>)" }
         let legend = HTML(
             joining: CallbackRateChart.outcomes.map { outcome in
-                #"<span class="o-\#(outcome)">■ \#(outcome) (\#(hourTotals[outcome] ?? 0) in the last hour)</span>"#
+                #"<span class="o-\#(outcome.rawValue)">■ \#(outcome.rawValue) (\#(hourTotals[outcome] ?? 0) in the last hour)</span>"#
             })
         let body: HTML = """
             <h1>Overview</h1>
@@ -348,7 +348,7 @@ extension CallbackApplication {
                 <dl class="fields"><dt>State</dt><dd class="state-\(job.state.rawValue)">\(job.state.rawValue)</dd>\
                 <dt>Tag</dt><dd>\(job.tag)</dd><dt>First received</dt><dd>\(job.firstReceivedAt)</dd>\
                 <dt>Last received</dt><dd>\(job.lastReceivedAt)</dd><dt>State changed</dt><dd>\(job.stateChangedAt)</dd>\
-                <dt>Callbacks</dt><dd>\(job.callbackCount)</dd><dt>State from</dt><dd>\(job.stateSource)</dd></dl>
+                <dt>Callbacks</dt><dd>\(job.callbackCount)</dd><dt>State from</dt><dd>\(job.stateSource.rawValue)</dd></dl>
                 \(describe)
                 """)
         } else {
@@ -529,10 +529,10 @@ extension CallbackApplication {
         let jobs = HTML(joining: callback.jobIDs.map { #"<a href="\#(ConsoleURL.job($0))">\#($0)</a> "# })
         let body: HTML = """
             <h1>Callback #\(callback.callbackID)</h1>
-            <dl class="fields"><dt>Received</dt><dd>\(callback.receivedAt)</dd><dt>Outcome</dt><dd class="o-\(callback.outcome)">\(callback.outcome)</dd>\
+            <dl class="fields"><dt>Received</dt><dd>\(callback.receivedAt)</dd><dt>Outcome</dt><dd class="o-\(callback.outcome.rawValue)">\(callback.outcome.rawValue)</dd>\
             \(callback.rejectionReason.map { reason in "<dt>Reason</dt><dd>\(reason)</dd>" } ?? HTML.empty)\
-            <dt>Source</dt><dd>\(callback.source)</dd><dt>From</dt><dd>\(callback.remoteAddress ?? "—")</dd>\
-            <dt>Format</dt><dd>\(callback.format ?? "neither XML nor JSON")</dd><dt>Content-Type sent</dt><dd>\(callback.contentType ?? "—")</dd>\
+            <dt>Source</dt><dd>\(callback.source.rawValue)</dd><dt>From</dt><dd>\(callback.remoteAddress ?? "—")</dd>\
+            <dt>Format</dt><dd>\(callback.format?.rawValue ?? "neither XML nor JSON")</dd><dt>Content-Type sent</dt><dd>\(callback.contentType ?? "—")</dd>\
             <dt>Event</dt><dd>\(callback.eventName ?? "—")</dd><dt>Deliveries</dt><dd>\(callback.deliveryCount)</dd>\
             <dt>Size</dt><dd>\(callback.bodySize) bytes\(callback.truncated ? " (only the first \(callback.body.count) bytes were kept)" : "")</dd>\
             <dt>Jobs</dt><dd>\(callback.jobIDs.isEmpty ? "none" : jobs)</dd></dl>
@@ -553,9 +553,9 @@ extension CallbackApplication {
         }
         let (contentType, suffix) =
             switch callback.format {
-            case "XML": ("application/xml; charset=utf-8", "xml")
-            case "JSON": ("application/json; charset=utf-8", "json")
-            default: ("application/octet-stream", "bin")
+            case .xml: ("application/xml; charset=utf-8", "xml")
+            case .json: ("application/json; charset=utf-8", "json")
+            case nil: ("application/octet-stream", "bin")
             }
         return HTTPResponse(
             status: .ok,
