@@ -16,14 +16,19 @@ import Testing
 struct OutboxPlanTests {
     static let events = 20_000
 
+    /// Loading 20,000 rows may take longer than the service's statement timeout on a busy machine.
+    static let unbounded: PostgresConnectionSettings = {
+        var settings = PostgresConnectionSettings()
+        settings.statementTimeout = .zero
+        settings.ioTimeout = .seconds(120)
+        return settings
+    }()
+
     /// Statistics lag behind a table that grows all day (autovacuum analyses it now and then); with none
     /// at all, the planner guesses a third of the events are candidates, which is when it preferred
     /// hashing the feed table.
     @Test func sequencerRound_ManyPositionedEventsAndStaleStatistics_ProbesTheFeedIndexPerCandidate() async throws {
-        var unbounded = PostgresConnectionSettings()
-        unbounded.statementTimeout = .zero
-        unbounded.ioTimeout = .seconds(120)
-        try await ServiceHarness.with(connection: unbounded) { service in
+        try await ServiceHarness.with(connection: Self.unbounded) { service in
             _ = try await service.query("ALTER TABLE ci_job_state_events SET (autovacuum_enabled = off)")
             _ = try await service.query("ALTER TABLE ci_event_feed SET (autovacuum_enabled = off)")
             _ = try await service.query(
@@ -58,10 +63,7 @@ struct OutboxPlanTests {
     /// and checked each against all pending rows of its subscription: 34 s for one lease at 12,000
     /// pending (EXPLAIN ANALYZE, during Benchmarks/webhooks.py), which capped delivery at ~100/s.
     @Test func deliveryLease_ThousandsPendingAndNoStatistics_ReadsTheDueIndexAndProbesEachJobOnce() async throws {
-        var unbounded = PostgresConnectionSettings()
-        unbounded.statementTimeout = .zero
-        unbounded.ioTimeout = .seconds(120)
-        try await ServiceHarness.with(connection: unbounded) { service in
+        try await ServiceHarness.with(connection: Self.unbounded) { service in
             _ = try await service.query("ALTER TABLE webhook_deliveries SET (autovacuum_enabled = off)")
             _ = try await service.query(
                 """
