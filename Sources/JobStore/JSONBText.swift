@@ -4,25 +4,33 @@ enum JSONBText {
     /// `text` without the spaces outside strings. jsonb's output has no other whitespace outside strings;
     /// inside them every byte, escapes included, is kept as it is.
     static func compact(_ text: String) -> String {
-        var output: [UInt8] = []
-        output.reserveCapacity(text.utf8.count)
-        var inString = false
-        var escaped = false
-        for byte in text.utf8 {
-            if inString {
-                output.append(byte)
-                if escaped {
-                    escaped = false
-                } else if byte == UInt8(ascii: "\\") {
-                    escaped = true
-                } else if byte == UInt8(ascii: "\"") {
-                    inString = false
+        // Straight from the string's UTF-8 into the result's storage: this runs for every job a lookup or
+        // list returns, and building an intermediate byte array showed in lookup profiles.
+        var text = text
+        return text.withUTF8 { input in
+            String(unsafeUninitializedCapacity: input.count) { output in
+                var count = 0
+                var inString = false
+                var escaped = false
+                for byte in input {
+                    if inString {
+                        output[count] = byte
+                        count += 1
+                        if escaped {
+                            escaped = false
+                        } else if byte == UInt8(ascii: "\\") {
+                            escaped = true
+                        } else if byte == UInt8(ascii: "\"") {
+                            inString = false
+                        }
+                    } else if byte != UInt8(ascii: " ") {
+                        output[count] = byte
+                        count += 1
+                        inString = byte == UInt8(ascii: "\"")
+                    }
                 }
-            } else if byte != UInt8(ascii: " ") {
-                output.append(byte)
-                inString = byte == UInt8(ascii: "\"")
+                return count
             }
         }
-        return String(decoding: output, as: UTF8.self)
     }
 }
