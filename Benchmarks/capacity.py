@@ -6,8 +6,8 @@ lists, histories and ingest through the service, and what each stored callback c
     Benchmarks/capacity.py --jobs 1000000 --reuse      # measure again the database already loaded
     Benchmarks/capacity.py --jobs 0                    # the same measurements on an empty database
 
-The data lives in a cluster of its own, `.pgdata-capacity/` (port 54369; fsync and synchronous_commit on),
-kept between runs. Loading: a fresh `public` schema, `ci-callbackd migrate`, then one `COPY … FROM STDIN`
+The data lives in a cluster of its own, `.pgdata-capacity/` (port --pg-port, default CAPACITY_PG_PORT or
+25369; fsync and synchronous_commit on), kept on disk between runs and stopped at the end of each. Loading: a fresh `public` schema, `ci-callbackd migrate`, then one `COPY … FROM STDIN`
 per table (ci_jobs, ci_callback_digests, ci_callbacks, ci_job_events), generated here and streamed to
 psql, with `SET session_replication_role = replica` so that no trigger fires: the ci_jobs triggers that
 write the state-event outbox (webhooks, event feed) and NOTIFY final states would otherwise add a row per
@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,11 +42,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import BENCH, REPO, build, ensure_tools, log, measured, peak_rss_kib, run, stop_service, wait_ready, wrk  # noqa: E402
-from lists import latencies, token  # noqa: E402
+from bench import BENCH, REPO, log, measured, peak_rss_kib, run, wrk  # noqa: E402
+from largetable import MIDDLE_CURSOR_SQL, latencies, prepare, serving, token  # noqa: E402
 
 CLUSTER = REPO / ".pgdata-capacity"
-PG_PORT = 54369
+# Below the kernel's ephemeral range (32768-60999), as bench.py's.
+PG_PORT = int(os.environ.get("CAPACITY_PG_PORT", "25369"))
 DATABASE = "capacity"
 DAY = 86400
 
@@ -179,9 +179,11 @@ SELECT t.name,
                     + coalesce(pg_total_relation_size(c.reltoastrelid), 0)), 0),
        coalesce(sum(pg_indexes_size(p.relid)), 0)
 FROM unnest(ARRAY['ci_jobs', 'ci_callbacks', 'ci_callback_digests', 'ci_job_events', 'ci_job_state_events', 'ci_event_feed']) AS t(name)
-CROSS JOIN LATERAL pg_partition_tree(t.name::regclass) AS p
+-- pg_partition_tree gives no rows for a table that is not partitioned: such a table is its own one leaf.
+CROSS JOIN LATERAL (SELECT relid FROM pg_partition_tree(t.name::regclass) WHERE isleaf
+                    UNION ALL
+                    SELECT t.name::regclass WHERE NOT EXISTS (SELECT FROM pg_partition_tree(t.name::regclass))) AS p
 JOIN pg_class c ON c.oid = p.relid
-WHERE p.isleaf
 GROUP BY t.name ORDER BY t.name
 """
 
@@ -200,36 +202,13 @@ def wal_lsn(url):
     return int(run(["psql", url, "-Atqc", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"], capture_output=True).stdout.strip().split(".")[0])
 
 
-def history_latencies(port, ids, samples):
-    import http.client
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times = []
-    for index in range(samples + 3):
-        started = time.perf_counter()
-        connection.request("GET", f"/v1/jobs/{random.choice(ids)}/callbacks")
-        response = connection.getresponse()
-        body = response.read()
-        elapsed = time.perf_counter() - started
-        if response.status != 200:
-            raise SystemExit(f"capacity: history answered {response.status}: {body[:300]!r}")
-        if index >= 3:
-            times.append(elapsed * 1000)
-    connection.close()
-    times.sort()
-    return {"p50_ms": statistics.median(times), "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))], "max_ms": times[-1],
-            "samples": len(times)}
-
-
 def list_paths(url, jobs):
     now = time.time()
     iso = lambda ago: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - ago))
     filters = [("none", ""), ("state=Failed", "state=Failed"), ("tag=Animation", "tag=Animation"), ("queueId=p03", "queueId=p03"),
                ("state+tag", "state=Failed&tag=Transcode"), ("since 1d", f"since={iso(DAY)}"),
                ("since+until 1d window", f"since={iso(15 * DAY)}&until={iso(14 * DAY)}")]
-    middle = run(["psql", url, "-Atqc",
-                  "SELECT (extract(epoch FROM first_received_at) * 1000000)::bigint || ':' || job_id FROM ci_jobs "
-                  "ORDER BY first_received_at DESC, job_id DESC OFFSET (SELECT count(*) / 2 FROM ci_jobs) LIMIT 1"],
-                 capture_output=True).stdout.strip()
+    middle = run(["psql", url, "-Atqc", MIDDLE_CURSOR_SQL], capture_output=True).stdout.strip()
     paths = []
     for label, query in filters:
         base = "/v1/jobs?" + (query + "&" if query else "") + "limit=20"
@@ -237,6 +216,40 @@ def list_paths(url, jobs):
         if middle:
             paths.append((label + " [deep]", base + "&cursor=" + token(middle)))
     return paths
+
+
+def measure(binary, url, args):
+    """Loads (unless --reuse), then measures sizes, lookups, lists, histories and ingest; returns the result."""
+    loaded = None if args.reuse else load(binary, url, args.jobs, args.callbacks_per_job, args.days)
+    size = sizes(url)
+    for name, figures in size["tables"].items():
+        log(f"{name:22s} heap {figures['heap_bytes'] / 2**20:9.1f} MiB  indexes {figures['index_bytes'] / 2**20:9.1f} MiB")
+    jobs = size["jobs"]
+    ids = [job_id(random.randint(1, jobs)) for _ in range(20_000)] if jobs else []
+    result = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "binary": str(binary), "load": loaded, "size": size,
+              "connections": args.connections, "pool_size": args.pool_size, "load_average": os.getloadavg()}
+    with serving(binary, url, args.port, args.pool_size, "capacity-service.log") as service:
+        if ids:
+            with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False) as file:
+                file.write("\n".join(ids) + "\n")
+            result["lookup"] = measured("lookup", service.pid, lambda: wrk(BENCH / "lookup.lua", args.port, args.lookup_seconds,
+                                                                           args.connections, {"BENCH_IDS": file.name}), CLUSTER)
+            os.unlink(file.name)
+            result["lists"] = {}
+            for label, path in list_paths(url, jobs):
+                figures = latencies(args.port, path, args.samples, "capacity")
+                result["lists"][label] = {**figures, "path": path}
+                log(f"list {label:30s} p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms")
+            result["history"] = latencies(args.port, lambda: f"/v1/jobs/{random.choice(ids)}/callbacks", args.samples, "capacity")
+            log(f"history p50 {result['history']['p50_ms']:.2f} ms  p99 {result['history']['p99_ms']:.2f} ms")
+        before = wal_lsn(url)
+        ingest = measured("ingest", service.pid, lambda: wrk(BENCH / "ingest.lua", args.port, args.ingest_seconds, args.connections,
+                                                             {"BENCH_RUN_ID": str(int(time.time()))}), CLUSTER)
+        ingest["wal_bytes_per_callback"] = (wal_lsn(url) - before) / max(ingest["ok"], 1)
+        log(f"ingest WAL {ingest['wal_bytes_per_callback']:.0f} bytes per callback")
+        result["ingest"] = ingest
+        result["peak_rss_mb"] = peak_rss_kib(service.pid) / 1024
+    return result
 
 
 def main():
@@ -252,50 +265,16 @@ def main():
     parser.add_argument("--pool-size", type=int, default=8)
     parser.add_argument("--port", type=int, default=18095)
     parser.add_argument("--binary", help="this ci-callbackd instead of the checkout's release build")
+    parser.add_argument("--pg-port", type=int, default=PG_PORT, help=f"the cluster's port (default CAPACITY_PG_PORT or {PG_PORT})")
     args = parser.parse_args()
 
-    ensure_tools()
-    binary = Path(args.binary).resolve() if args.binary else build()
-    (BENCH / "results").mkdir(exist_ok=True)
-    url = run([str(REPO / "scripts/pg-cluster"), "start", str(CLUSTER), str(PG_PORT)], capture_output=True,
+    binary = prepare(args.binary)
+    url = run([str(REPO / "scripts/pg-cluster"), "start", str(CLUSTER), str(args.pg_port)], capture_output=True,
               env={**os.environ, "PGCLUSTER_DB": DATABASE}).stdout.strip()
-    loaded = None if args.reuse else load(binary, url, args.jobs, args.callbacks_per_job, args.days)
-    size = sizes(url)
-    for name, figures in size["tables"].items():
-        log(f"{name:22s} heap {figures['heap_bytes'] / 2**20:9.1f} MiB  indexes {figures['index_bytes'] / 2**20:9.1f} MiB")
-    jobs = size["jobs"]
-    ids = [job_id(random.randint(1, jobs)) for _ in range(20_000)] if jobs else []
-    service_log = open(BENCH / "results" / "capacity-service.log", "a")
-    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"}
-    service = subprocess.Popen([str(binary), "serve", "--port", str(args.port), "--migrations-dir", str(REPO / "migrations"),
-                                "--pool-size", str(args.pool_size)], env=env, stdout=service_log, stderr=service_log)
-    result = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "binary": str(binary), "load": loaded, "size": size,
-              "connections": args.connections, "pool_size": args.pool_size}
     try:
-        wait_ready(args.port, service)
-        if ids:
-            with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False) as file:
-                file.write("\n".join(ids) + "\n")
-            result["lookup"] = measured("lookup", service.pid, lambda: wrk(BENCH / "lookup.lua", args.port, args.lookup_seconds,
-                                                                           args.connections, {"BENCH_IDS": file.name}), CLUSTER)
-            os.unlink(file.name)
-            result["lists"] = {}
-            for label, path in list_paths(url, jobs):
-                figures = latencies(args.port, path, args.samples)
-                result["lists"][label] = {**figures, "path": path}
-                log(f"list {label:30s} p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms")
-            result["history"] = history_latencies(args.port, ids, args.samples)
-            log(f"history p50 {result['history']['p50_ms']:.2f} ms  p99 {result['history']['p99_ms']:.2f} ms")
-        before = wal_lsn(url)
-        ingest = measured("ingest", service.pid, lambda: wrk(BENCH / "ingest.lua", args.port, args.ingest_seconds, args.connections,
-                                                             {"BENCH_RUN_ID": str(int(time.time()))}), CLUSTER)
-        ingest["wal_bytes_per_callback"] = (wal_lsn(url) - before) / max(ingest["ok"], 1)
-        log(f"ingest WAL {ingest['wal_bytes_per_callback']:.0f} bytes per callback")
-        result["ingest"] = ingest
-        result["peak_rss_mb"] = peak_rss_kib(service.pid) / 1024
+        result = measure(binary, url, args)
     finally:
-        stop_service(service)
-        service_log.close()
+        subprocess.run([str(REPO / "scripts/pg-cluster"), "stop", str(CLUSTER)], check=False)
     if result.get("lists"):
         worst = max(result["lists"].values(), key=lambda figures: figures["p99_ms"])
         log(f"worst list p99: {worst['p99_ms']:.2f} ms ({worst['path']})")

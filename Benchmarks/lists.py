@@ -25,8 +25,6 @@ Each run appends one JSON line to Benchmarks/results/lists.jsonl.
 """
 
 import argparse
-import base64
-import http.client
 import json
 import os
 import statistics
@@ -38,15 +36,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import BENCH, REPO, build, ensure_tools, log, run, stop_service, wait_ready, wrk  # noqa: E402
+from bench import BENCH, REPO, log, run, wrk  # noqa: E402
+from largetable import MIDDLE_CURSOR_SQL, latencies, prepare, serving, token  # noqa: E402
 
 DATABASE = "ci_lists_bench"
 SCHEMA = "lists_bench"
 
 JOBS_SQL = """
-INSERT INTO ci_callbacks (body_sha256, body, body_size, format, content_type, outcome, source, job_count, received_at, last_received_at)
-VALUES (sha256('lists-bench-seed'), 'seed', 4, 'JSON', 'application/json', 'accepted', 'callback', 1, now(), now())
-ON CONFLICT DO NOTHING;
+WITH digest AS (
+    INSERT INTO ci_callback_digests (body_sha256, received_at, last_received_at)
+    VALUES (sha256('lists-bench-seed'), now(), now()) ON CONFLICT DO NOTHING
+    RETURNING callback_id, body_sha256, received_at
+)
+INSERT INTO ci_callbacks (callback_id, body_sha256, body, body_size, format, content_type, outcome, source, job_count, received_at)
+SELECT callback_id, body_sha256, 'seed', 4, 'JSON', 'application/json', 'accepted', 'callback', 1, received_at FROM digest;
 INSERT INTO ci_jobs (job_id, state, state_rank, is_final, code, message, tag, queue_id, queue_type, progress,
     creation_time, start_time, end_time, has_watermark, watermark_type, watermark_version, watermark_message,
     detail, state_callback_id, state_source, first_received_at, last_received_at, state_changed_at, callback_count)
@@ -59,7 +62,7 @@ SELECT 'j' || lpad(to_hex(i), 10, '0') || substr(md5(i::text), 1, 22),
                                        'Region', 'ap-chongqing'),
            'Operation', jsonb_build_object('ExtractDigitalWatermark',
                                            jsonb_build_object('Type', 'Text', 'Version', 'V1', 'Message', 'wm-' || i))),
-       (SELECT callback_id FROM ci_callbacks WHERE body_sha256 = sha256('lists-bench-seed')), 'callback',
+       (SELECT callback_id FROM ci_callback_digests WHERE body_sha256 = sha256('lists-bench-seed')), 'callback',
        ts, ts + interval '5 s', ts + interval '5 s', 3
 FROM generate_series(1::bigint, :n) AS i
 CROSS JOIN LATERAL (SELECT now() - interval '60 days' * (1 - i::float8 / :n) AS ts) AS tt
@@ -74,11 +77,17 @@ CROSS JOIN LATERAL (SELECT 'p' || lpad((abs(hashint8(i + 1000000007)) % 16)::tex
 """
 
 HISTORY_SQL = """
-WITH cb AS (
-    INSERT INTO ci_callbacks (body_sha256, body, body_size, format, content_type, outcome, source, job_count, received_at, last_received_at)
-    SELECT sha256(convert_to('jhistory-' || i, 'UTF8')), convert_to(repeat('x', 900) || i, 'UTF8'), 901, 'JSON', 'application/json',
-           'accepted', 'callback', 1, now() - interval '1 day' + i * interval '1 ms', now() - interval '1 day' + i * interval '1 ms'
+WITH digest AS (
+    INSERT INTO ci_callback_digests (body_sha256, received_at, last_received_at)
+    SELECT sha256(convert_to('jhistory-' || i, 'UTF8')), now() - interval '1 day' + i * interval '1 ms',
+           now() - interval '1 day' + i * interval '1 ms'
     FROM generate_series(1, :h) AS i
+    RETURNING callback_id, body_sha256, received_at
+), cb AS (
+    INSERT INTO ci_callbacks (callback_id, body_sha256, body, body_size, format, content_type, outcome, source, job_count, received_at)
+    SELECT callback_id, body_sha256, convert_to(repeat('x', 900) || callback_id, 'UTF8'), 901, 'JSON', 'application/json',
+           'accepted', 'callback', 1, received_at
+    FROM digest
     RETURNING callback_id, received_at
 )
 INSERT INTO ci_job_events (job_id, callback_id, state, applied, received_at)
@@ -142,10 +151,6 @@ def sizes(url):
     return {"jobs": jobs, "ci_jobs_total_bytes": total, "ci_jobs_heap_bytes": heap, "history_callbacks": history}
 
 
-def token(text):
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
 def list_paths(url):
     """Every filter combination measured, each as (label, path of the first page, path of a deep page)."""
     surl = schema_url(url)
@@ -179,10 +184,7 @@ def list_paths(url):
         ("state+tag+queueId+since+until", f"state=Failed&tag=ExtractDigitalWatermark&queueId=p09&since={iso(50 * day)}&until={iso(10 * day)}"),
         ("since+until empty", f"since={iso(-day)}&until={iso(-2 * day)}"),
     ]
-    # A cursor half-way down the table: what page N of a client that kept paging sends.
-    middle = psql(surl, "SELECT (extract(epoch FROM first_received_at) * 1000000)::bigint || ':' || job_id FROM ci_jobs "
-                        "ORDER BY first_received_at DESC, job_id DESC OFFSET (SELECT count(*) / 2 FROM ci_jobs) LIMIT 1")
-    cursor = token(middle)
+    cursor = token(psql(surl, MIDDLE_CURSOR_SQL))
     paths = []
     for label, query in filters:
         base = "/v1/jobs?" + (query + "&" if query else "") + "limit=20"
@@ -200,30 +202,11 @@ def list_paths(url):
     return paths, history
 
 
-def latencies(port, path, samples):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times = []
-    for index in range(samples + 3):
-        started = time.perf_counter()
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read()
-        elapsed = time.perf_counter() - started
-        if response.status != 200:
-            raise SystemExit(f"lists: {path} answered {response.status}: {body[:300]!r}")
-        if index >= 3:  # the first requests prepare the statement on a pool connection
-            times.append(elapsed * 1000)
-    connection.close()
-    times.sort()
-    return {"p50_ms": statistics.median(times), "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))],
-            "max_ms": times[-1], "samples": len(times)}
-
-
 def measure_lists(port, entries, samples):
     results = {}
     for label, first, deep in entries:
         for page, path in (("first", first), ("deep", deep)):
-            figures = latencies(port, path, samples)
+            figures = latencies(port, path, samples, "lists")
             results[f"{label} [{page}]"] = {**figures, "path": path}
             log(f"{label:32s} {page:5s} p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  max {figures['max_ms']:7.2f} ms")
     return results
@@ -281,9 +264,7 @@ def main():
     parser.add_argument("--binary", help="this ci-callbackd instead of the checkout's release build")
     args = parser.parse_args()
 
-    ensure_tools()
-    binary = Path(args.binary).resolve() if args.binary else build()
-    (BENCH / "results").mkdir(exist_ok=True)
+    binary = prepare(args.binary)
     url = cluster_url()
     loaded = None
     if not args.reuse:
@@ -291,19 +272,11 @@ def main():
     size = sizes(url)
     log(f"ci_jobs: {size['jobs']} rows, {size['ci_jobs_total_bytes'] / 2**30:.2f} GiB with indexes "
         f"({size['ci_jobs_heap_bytes'] / 2**30:.2f} GiB heap); jhistory: {size['history_callbacks']} callbacks")
-    service_log = open(BENCH / "results" / "lists-service.log", "a")
-    env = {**os.environ, "DATABASE_URL": schema_url(url), "LOG_LEVEL": "warning"}
-    service = subprocess.Popen([str(binary), "serve", "--port", str(args.port), "--migrations-dir", str(REPO / "migrations"),
-                                "--pool-size", str(args.pool_size)], env=env, stdout=service_log, stderr=service_log)
-    try:
-        wait_ready(args.port, service)
+    with serving(binary, schema_url(url), args.port, args.pool_size, "lists-service.log"):
         paths, history = list_paths(url)
         lists = measure_lists(args.port, paths, args.samples)
         histories = measure_lists(args.port, history, args.samples)
         ingest = None if args.skip_ingest else interference(args.port, paths, args.rounds, args.ingest_seconds, str(int(time.time())))
-    finally:
-        stop_service(service)
-        service_log.close()
     worst = max(lists.values(), key=lambda figures: figures["p99_ms"])
     log(f"worst list p99: {worst['p99_ms']:.2f} ms ({worst['path']})")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
