@@ -33,6 +33,20 @@ enum TestStandby {
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Whether the tests may stop and start the standby: the one `scripts/pg-cluster standby` made, not
+    /// one `TEST_READ_DATABASE_URL` names.
+    static var isOwned: Bool {
+        (ProcessInfo.processInfo.environment["TEST_READ_DATABASE_URL"] ?? "").isEmpty && clusterDirectory != nil
+    }
+
+    /// Stops the standby (`scripts/pg-cluster stop`, a fast shutdown that ends its connections);
+    /// ``start()`` starts it again.
+    static func stop() async throws {
+        let directory = try #require(clusterDirectory, "the test database is not a scripts/pg-cluster cluster")
+        let script = repositoryRoot.appendingPathComponent("scripts/pg-cluster").path
+        try await ChildProcess.succeed(script, ["stop", directory + "/standby"], within: .seconds(360))
+    }
+
     static func execute(_ url: String, _ sql: String) throws {
         let connection = try PostgresConnection.connect(url)
         defer { connection.close() }
@@ -45,14 +59,17 @@ enum TestStandby {
 /// so its tests take turns.
 @Suite("Read standby", .serialized)
 struct ReadStandbyTests {
-    /// A service reading from the standby, with its lag probe running.
-    private static func withService(maxLag: Duration, _ body: (ServiceHarness, String) async throws -> Void) async throws {
+    /// A service reading from the standby, with its lag probe running (unless `probing` is false: the test
+    /// then probes with `store.checkReadStandby()` when it wants the service to learn the standby's state).
+    private static func withService(
+        maxLag: Duration, probing: Bool = true, _ body: (ServiceHarness, String) async throws -> Void
+    ) async throws {
         let standbyURL = try await TestStandby.start()
         var routing = ReadStandby.Configuration()
         routing.maxLag = maxLag
         routing.checkInterval = .milliseconds(50)
         let service = try await ServiceHarness.start(readDatabaseURL: standbyURL, readRouting: routing)
-        let monitor = Task { try await ReadStandbyMonitor(store: service.store).run() }
+        let monitor = Task { if probing { try await ReadStandbyMonitor(store: service.store).run() } }
         do {
             try await body(service, standbyURL)
         } catch {
@@ -93,6 +110,83 @@ struct ReadStandbyTests {
         let reply = try await service.get(path)
         guard reply.status == 200 else { return false }
         return try await reads(service, target: "standby") > before
+    }
+
+    /// What a client reads about `jobID` (acknowledged as Success): the lookup, the watermark, the list,
+    /// the history and its newest body all answer 200 and right, wherever they were read.
+    private static func expectRightAnswers(_ service: ServiceHarness, _ jobID: String, callbacks: Int) async throws {
+        let job = try await service.get("/v1/jobs/\(jobID)")
+        #expect(job.status == 200)
+        #expect((try job.json()["JobsDetail"] as? [String: Any])?["State"] as? String == "Success")
+        let watermark = try await service.get("/v1/jobs/\(jobID)/watermark")
+        #expect(watermark.status == 200)
+        #expect(try watermark.json()["Message"] as? String == "m-Success")
+        let list = try await service.get("/v1/jobs?limit=100")
+        #expect(list.status == 200)
+        let listed = (try list.json()["Jobs"] as? [[String: Any]])?.compactMap { ($0["JobsDetail"] as? [String: Any])?["JobId"] as? String }
+        #expect(listed?.contains(jobID) == true)
+        let history = try await service.get("/v1/jobs/\(jobID)/callbacks")
+        #expect(history.status == 200)
+        let entries = try #require(try history.json()["Callbacks"] as? [[String: Any]])
+        #expect(entries.count == callbacks)
+        let newest = try #require(entries.last?["BodyUrl"] as? String)
+        #expect(try await service.get(newest).status == 200)
+    }
+
+    /// A standby that stops costs reads a fallback to the primary, never a wrong answer or a 503: at once
+    /// (its connections fail), and once the service has found it down; `/readyz` stays ready and says so.
+    /// Once it is back and caught up, reads go there again. The test probes the standby itself, so that
+    /// reads come both before and after the service has noticed.
+    @Test(.enabled(if: TestStandby.isOwned))
+    func readStandby_Stopped_ReadsFallBackToThePrimaryUntilItIsBack() async throws {
+        try await Self.withService(maxLag: .seconds(300), probing: false) { service, _ in
+            let probeThenServed = { (path: String) in
+                try await eventually(within: .seconds(60)) {
+                    await service.store.checkReadStandby()
+                    return try await Self.servedByStandby(service, path)
+                }
+            }
+            let jobID = Self.newJobID()
+            #expect(try await service.post("/v1/callbacks", Self.callback(jobID, "Running")).status == 200)
+            #expect(try await service.post("/v1/callbacks", Self.callback(jobID, "Success")).status == 200)
+            #expect(try await probeThenServed("/v1/jobs/\(jobID)"))
+            try await TestStandby.stop()
+            do {
+                // Before a probe: the service still takes the standby for in sync, its reads there fail, and
+                // the primary answers each of them.
+                #expect(try await Self.standbyState(service) == "in_sync")
+                let failedBefore = try await Self.reads(service, target: "primary", reason: "standby_error")
+                try await Self.expectRightAnswers(service, jobID, callbacks: 2)
+                #expect(try await Self.reads(service, target: "primary", reason: "standby_error") >= failedBefore + 5)
+                // After a probe: down, still ready, and reads go straight to the primary.
+                await service.store.checkReadStandby()
+                let ready = try await service.get("/readyz")
+                #expect(ready.status == 200)
+                #expect(try ready.json()["Status"] as? String == "ready")
+                #expect((try ready.json()["ReadStandby"] as? [String: Any])?["State"] as? String == "down")
+                let written = Self.newJobID()  // replayed by the standby once it is back
+                #expect(try await service.post("/v1/callbacks", Self.callback(written, "Success")).status == 200)
+                let (standbyBefore, downBefore) = (
+                    try await Self.reads(service, target: "standby"), try await Self.reads(service, target: "primary", reason: "standby_down")
+                )
+                try await Self.expectRightAnswers(service, jobID, callbacks: 2)
+                try await Self.expectRightAnswers(service, written, callbacks: 1)
+                #expect(try await Self.reads(service, target: "standby") == standbyBefore)
+                #expect(try await Self.reads(service, target: "primary", reason: "standby_down") >= downBefore + 10)
+                _ = try await TestStandby.start()
+                #expect(
+                    try await eventually(within: .seconds(120)) {
+                        await service.store.checkReadStandby()
+                        return try await Self.standbyState(service) == "in_sync"
+                    })
+                #expect(try await probeThenServed("/v1/jobs/\(written)"))
+                #expect(try await probeThenServed("/v1/jobs/\(jobID)/watermark"))
+                try await Self.expectRightAnswers(service, written, callbacks: 1)
+            } catch {
+                _ = try? await TestStandby.start()
+                throw error
+            }
+        }
     }
 
     @Test func readStandby_InSync_LookupsListsAndHistoryReadTheStandby() async throws {
