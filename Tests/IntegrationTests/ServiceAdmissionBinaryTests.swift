@@ -53,7 +53,8 @@ struct ServiceAdmissionBinaryTests {
             let metrics = try await ServiceBinaryTests.fetch("GET", base + "/metrics")
             #expect(metrics.text.contains(#"http_listener_refusals_total{reason="admission",status="401"} 72"#), "\(metrics.text)")
             #expect(metrics.text.contains(#"http_inflight_body_bytes 0"#))
-            #expect(serviceLog().contains(#""message":"http request refused""#))
+            // Log lines reach the file from the service's log writer thread, a moment after the answer.
+            #expect(try await eventually { serviceLog().contains(#""message":"http request refused""#) })
             #expect(!serviceLog().contains("a-wrong-token"), "the token is never logged")
         }
     }
