@@ -84,7 +84,10 @@ extension HTTPRequestHeadFields {
     /// sees what the client sent instead of a silently altered name.
     public var pathSegments: [String] {
         path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map { raw in
-            PercentDecoding.decode(raw, plusAsSpace: false) ?? String(decoding: raw, as: UTF8.self)
+            // Most segments have no escape: their text is taken as it is, without the decoder's byte copy
+            // and validation (every request routes through here).
+            guard raw.contains(UInt8(ascii: "%")) else { return String(Substring(raw)) }
+            return PercentDecoding.decode(raw, plusAsSpace: false) ?? String(decoding: raw, as: UTF8.self)
         }
     }
 

@@ -56,23 +56,34 @@ struct StrictRow {
         self.read = read
     }
 
-    // `pg_type` OIDs each accessor accepts.
-    private static let textOIDs: Set<UInt32> = [25, 1043, 1042, 19]  // text, varchar, bpchar, name
-    private static let integerOIDs: Set<UInt32> = [20, 21, 23]  // int8, int2, int4
+    // `pg_type` OIDs each accessor accepts. Switches, not sets: every column of every row read is checked,
+    // and hashing an OID per cell showed in lookup profiles.
+    private static func isText(_ oid: UInt32) -> Bool {
+        switch oid {
+        case 25, 1043, 1042, 19: true  // text, varchar, bpchar, name
+        default: false
+        }
+    }
+    private static func isInteger(_ oid: UInt32) -> Bool {
+        switch oid {
+        case 20, 21, 23: true  // int8, int2, int4
+        default: false
+        }
+    }
     private static let boolOID: UInt32 = 16
     private static let byteaOID: UInt32 = 17
     private static let float8OID: UInt32 = 701
     private static let textArrayOID: UInt32 = 1009
 
     func cell(_ column: String) throws(StoredRowError) -> PostgresCell {
-        guard row.contains(column) else { throw .missing(column, read: read) }
-        return row[column]
+        guard let cell = row.cell(named: column) else { throw .missing(column, read: read) }
+        return cell
     }
 
     func optionalString(_ column: String) throws(StoredRowError) -> String? {
         let cell = try cell(column)
         guard !cell.isNull else { return nil }
-        guard Self.textOIDs.contains(cell.typeOID), let text = cell.string else { throw .mistyped(cell, expected: "text", read: read) }
+        guard Self.isText(cell.typeOID), let text = cell.string else { throw .mistyped(cell, expected: "text", read: read) }
         return text
     }
 
@@ -84,7 +95,7 @@ struct StrictRow {
     func optionalInt(_ column: String) throws(StoredRowError) -> Int? {
         let cell = try cell(column)
         guard !cell.isNull else { return nil }
-        guard Self.integerOIDs.contains(cell.typeOID), let value = cell.int else { throw .mistyped(cell, expected: "an integer", read: read) }
+        guard Self.isInteger(cell.typeOID), let value = cell.int else { throw .mistyped(cell, expected: "an integer", read: read) }
         return value
     }
 

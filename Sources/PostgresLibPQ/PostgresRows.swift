@@ -70,6 +70,12 @@ public struct PostgresRow: Sendable {
         self.layout.indexByName[column] != nil
     }
 
+    /// The cell in the column with this name, or `nil` when the row has none: one lookup of the name, where
+    /// ``contains(_:)`` and then the subscript take two.
+    public func cell(named column: String) -> PostgresCell? {
+        self.layout.indexByName[column].map { self[$0] }
+    }
+
     /// The cell in the column with this name.
     ///
     /// A misspelt column name is a programming error, like an array index out of range: it stops the
