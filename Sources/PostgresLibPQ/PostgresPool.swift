@@ -206,10 +206,31 @@ struct JobQueue {
         return job
     }
 
+    /// What the pool's timer thread does next, from the queue and the time alone (pure, so it is tested
+    /// with made-up instants). Jobs share one acquire timeout and leave in arrival order, so the head's
+    /// deadline is the earliest: the timer only ever needs to look at it.
+    func timerStep(now: ContinuousClock.Instant, isClosed: Bool) -> PoolTimerStep {
+        guard let head = self.first else { return isClosed ? .exit : .waitForWork }
+        return head.deadline <= now ? .expireHead : .waitUntil(head.deadline)
+    }
+
     mutating func remove(id: UInt64) -> PoolJob? {
         guard let index = self.storage[self.head...].firstIndex(where: { $0.id == id }) else { return nil }
         return self.storage.remove(at: index)
     }
+}
+
+/// The pool's timer thread's next move (``JobQueue/timerStep(now:isClosed:)``).
+enum PoolTimerStep: Equatable {
+    /// Nothing is queued: sleep until a job arrives or the pool closes.
+    case waitForWork
+    /// The head waits until this deadline: sleep until then, or until woken.
+    case waitUntil(ContinuousClock.Instant)
+    /// The head's deadline has passed: take it off the queue and fail it.
+    case expireHead
+    /// The pool is closed and nothing is queued: the thread ends. (A closing pool still runs, or
+    /// expires, what was queued before it closed.)
+    case exit
 }
 
 /// The pool's shared state and its threads' loops.
@@ -356,19 +377,19 @@ final class PoolCore: @unchecked Sendable {
     /// Fails jobs that waited longer than `acquireTimeout`, even while every connection thread is busy.
     private func runTimer() {
         self.monitor.lock()
-        while true {
-            guard let head = self.queue.first else {
-                if self.isClosed { break }
+        loop: while true {
+            switch self.queue.timerStep(now: ContinuousClock.now, isClosed: self.isClosed) {
+            case .exit:
+                break loop
+            case .waitForWork:
                 self.monitor.wait(Self.timerCondition)
-                continue
-            }
-            if head.deadline <= ContinuousClock.now {
-                _ = self.queue.popFirst()
+            case .waitUntil(let deadline):
+                self.monitor.wait(Self.timerCondition, until: deadline)
+            case .expireHead:
+                guard let head = self.queue.popFirst() else { continue }
                 self.monitor.unlock()
                 self.failTimedOut(head)
                 self.monitor.lock()
-            } else {
-                self.monitor.wait(Self.timerCondition, until: head.deadline)
             }
         }
         self.monitor.unlock()

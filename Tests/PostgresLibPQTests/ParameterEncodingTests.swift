@@ -65,6 +65,38 @@ struct JobQueueTests {
             execute: { _ in PoolJob.Outcome(failure: nil, deliver: {}) }, fail: { _ in })
     }
 
+    private static func job(_ id: UInt64, deadline: ContinuousClock.Instant) -> PoolJob {
+        PoolJob(
+            id: id, enqueuedAt: deadline.advanced(by: .seconds(-5)), deadline: deadline,
+            execute: { _ in PoolJob.Outcome(failure: nil, deliver: {}) }, fail: { _ in })
+    }
+
+    @Test func timerStep_EmptyQueue_WaitsForWorkUntilClosedThenExits() {
+        let queue = JobQueue()
+        let now = ContinuousClock.now
+        #expect(queue.timerStep(now: now, isClosed: false) == .waitForWork)
+        #expect(queue.timerStep(now: now, isClosed: true) == .exit)
+    }
+
+    @Test func timerStep_HeadDeadlineAhead_SleepsUntilIt_ThenExpiresTheHead() {
+        let start = ContinuousClock.now
+        var queue = JobQueue()
+        queue.append(Self.job(1, deadline: start.advanced(by: .seconds(5))))
+        queue.append(Self.job(2, deadline: start.advanced(by: .seconds(6))))
+        #expect(queue.timerStep(now: start, isClosed: false) == .waitUntil(start.advanced(by: .seconds(5))))
+        #expect(queue.timerStep(now: start.advanced(by: .seconds(5)), isClosed: false) == .expireHead, "a deadline reached is expired")
+        _ = queue.popFirst()
+        #expect(queue.timerStep(now: start.advanced(by: .seconds(5)), isClosed: false) == .waitUntil(start.advanced(by: .seconds(6))))
+    }
+
+    @Test func timerStep_ClosedPoolWithQueuedJobs_KeepsTimingThemOut() {
+        let start = ContinuousClock.now
+        var queue = JobQueue()
+        queue.append(Self.job(1, deadline: start.advanced(by: .seconds(1))))
+        #expect(queue.timerStep(now: start, isClosed: true) == .waitUntil(start.advanced(by: .seconds(1))))
+        #expect(queue.timerStep(now: start.advanced(by: .seconds(2)), isClosed: true) == .expireHead)
+    }
+
     @Test func jobQueue_popsInArrivalOrder() {
         var queue = JobQueue()
         for id in 1...3 { queue.append(Self.job(UInt64(id))) }
