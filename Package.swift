@@ -152,7 +152,7 @@ let package = Package(
         ),
         .testTarget(name: "TimeUnitsTests", dependencies: ["TimeUnits"], swiftSettings: swiftSettings),
         .testTarget(name: "COSSigningTests", dependencies: ["COSSigning"], swiftSettings: swiftSettings),
-        .testTarget(name: "JobStoreTests", dependencies: ["JobStore", "PostgresLibPQ", "CIModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "JobStoreTests", dependencies: ["JobStore", "PostgresLibPQ", "CIModel", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CIClientTests",
             dependencies: ["CIClient", "CIModel", "COSSigning", .product(name: "Logging", package: "swift-log")],

@@ -147,7 +147,13 @@ extension JobStore {
     public func rejectedCallbacks(reasonContains: String?, before: Int64?, limit: Int, previewBytes: Int = 160) async throws -> RejectedPage {
         let limit = min(max(limit, 1), 200)
         let query = ConsoleSQL.rejected(reasonContains: reasonContains, before: before, limit: limit, previewBytes: previewBytes)
-        return try await withConnection { connection in
+        return try await listings.withSlot {
+            try await rejectedCallbacks(query, limit: limit)
+        }
+    }
+
+    private func rejectedCallbacks(_ query: SQLQuery, limit: Int) async throws -> RejectedPage {
+        try await withConnection { connection in
             let rows = try connection.query(query).strict("rejected callbacks") { row throws(StoredRowError) in try Self.callbackRecord(row) }
             let page = Array(rows.prefix(limit))
             return RejectedPage(callbacks: page, nextBefore: rows.count > limit ? page.last?.callbackID : nil)

@@ -6,7 +6,9 @@ extension JobStore {
     /// A newest-first page of jobs matching `query`.
     public func jobs(_ query: JobListQuery) async throws -> JobPage {
         let limit = JobListSQL.clampedLimit(query.limit)
-        let rows = try await routedRead(jobID: nil) { connection in try connection.query(JobListSQL.query(query)) } complete: { _ in true }
+        let rows = try await listings.withSlot {
+            try await routedRead(jobID: nil) { connection in try connection.query(JobListSQL.query(query)) } complete: { _ in true }
+        }
         let read = "job list"
         let page = try rows.prefix(limit).map { row throws(StoredRowError) in try Self.storedJob(StrictRow(row, read: read)) }
         var next: JobListCursor?
@@ -24,7 +26,11 @@ extension JobStore {
     /// history itself decides whether the job is known.
     public func callbacks(forJob jobID: String, page: CallbackHistoryQuery = CallbackHistoryQuery()) async throws -> CallbackPage? {
         let limit = CallbackHistorySQL.clampedLimit(page.limit)
-        return try await routedRead(jobID: jobID) { connection -> CallbackPage? in
+        return try await listings.withSlot { try await callbacks(forJob: jobID, page: page, limit: limit) }
+    }
+
+    private func callbacks(forJob jobID: String, page: CallbackHistoryQuery, limit: Int) async throws -> CallbackPage? {
+        try await routedRead(jobID: jobID) { connection -> CallbackPage? in
             let rows = try connection.query(CallbackHistorySQL.query(jobID: jobID, page: page))
             if rows.isEmpty {
                 // Past the last page, or a job row without events (every ingest writes an event per job, so

@@ -33,6 +33,8 @@ public final class JobStore: Sendable {
     public let readStandby: ReadStandby?
     /// Answers lookups by JobId that arrive together with one query (`job_id = ANY($1)`).
     private let jobLookups: PoolBatcher<String, StoredJob?>
+    /// Bounds the listings holding a connection at once (job lists, histories, rejected callbacks).
+    public let listings: ListingLimit
 
     /// Lookups by JobId waiting for a batch right now.
     public var queuedLookups: Int { jobLookups.queued }
@@ -57,12 +59,15 @@ public final class JobStore: Sendable {
     ///   - logger: Where the ingest batcher reports lost connections and failed batches.
     ///   - metricsFactory: Where the ingest batch metrics go (``IngestBatcher``); the global factory by default.
     ///   - readPool: Connections to a hot standby of `pool`'s database, for reads (``ReadStandby``).
+    ///   - listing: How many listings may hold a connection at once, and wait for one (``ListingLimit``).
     public init(
         pool: PostgresPool, rejectedBodyLimit: Int = 64 * 1024, batching: IngestBatcher.Configuration = IngestBatcher.Configuration(),
         verificationSignal: VerificationSignal? = nil, stateEventSignal: WakeSignal? = nil, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory,
-        readPool: PostgresPool? = nil, readRouting: ReadStandby.Configuration = ReadStandby.Configuration()
+        readPool: PostgresPool? = nil, readRouting: ReadStandby.Configuration = ReadStandby.Configuration(),
+        listing: ListingLimit.Configuration = ListingLimit.Configuration()
     ) {
         self.pool = pool
+        self.listings = ListingLimit(listing)
         self.readStandby = readPool.map { ReadStandby(pool: $0, configuration: readRouting, metricsFactory: metricsFactory) }
         self.rejectedBodyLimit = rejectedBodyLimit
         self.batcher = IngestBatcher(pool: pool, configuration: batching, logger: logger, metricsFactory: metricsFactory)

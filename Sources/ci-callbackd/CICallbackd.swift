@@ -187,6 +187,16 @@ struct Serve: AsyncParsableCommand {
     var poolSize: String?
 
     @Option(
+        name: .customLong("list-concurrency"),
+        help: "Listings (job lists, histories, rejected callbacks) holding a PostgreSQL connection at once. [env: LIST_CONCURRENCY, default: \(ServeDefaults.listing.concurrency)]")
+    var listConcurrency: String?
+
+    @Option(
+        name: .customLong("list-queue"),
+        help: "Listings waiting for one of those; more are answered 503. [env: LIST_QUEUE, default: \(ServeDefaults.listing.maxWaiting)]")
+    var listQueue: String?
+
+    @Option(
         name: .customLong("max-header-bytes"),
         help: "Request line plus headers, e.g. 16k. [env: MAX_HEADER_BYTES, default: \(SettingFormat.byteSize(ServeDefaults.server.limits.parser.maxHeaderBytes))]")
     var maxHeaderBytes: String?
@@ -310,6 +320,13 @@ struct Serve: AsyncParsableCommand {
         let poolSize = try resolver.required(
             flag: poolSize, flagName: "pool-size", env: "DB_POOL_SIZE", default: ServeDefaults.pool.size, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
+        let listing = ListingLimit.Configuration(
+            concurrency: try resolver.required(
+                flag: listConcurrency, flagName: "list-concurrency", env: "LIST_CONCURRENCY", default: ServeDefaults.listing.concurrency,
+                parse: SettingParsers.positiveInt, expected: "a positive whole number"),
+            maxWaiting: try resolver.required(
+                flag: listQueue, flagName: "list-queue", env: "LIST_QUEUE", default: ServeDefaults.listing.maxWaiting,
+                parse: SettingParsers.nonNegativeInt, expected: "a whole number"))
         let databaseTimeouts = try timeouts.resolve(resolver)
         let reads = try readStandby.resolve(resolver)
         let migrate = try resolver.required(
@@ -414,7 +431,8 @@ struct Serve: AsyncParsableCommand {
             // hold for the process and its batch metrics count all ingest.
             let store = JobStore(
                 pool: pool, verificationSignal: verificationSignal, stateEventSignal: newEvents, logger: logger,
-                metricsFactory: metrics.metricsFactory, readPool: readPool, readRouting: reads?.routing ?? ReadStandby.Configuration())
+                metricsFactory: metrics.metricsFactory, readPool: readPool, readRouting: reads?.routing ?? ReadStandby.Configuration(),
+                listing: listing)
             if reads != nil {
                 logger.info("lookups and listings read the standby at READ_DATABASE_URL while it is within READ_MAX_LAG")
             }
@@ -563,6 +581,7 @@ enum ServeDefaults {
     static let server = HTTPServerConfiguration()
     static let pool = PostgresPool.Configuration(conninfo: "")
     static let readPoolSize = 8
+    static let listing = ListingLimit.Configuration()
     static let readRouting = ReadStandby.Configuration()
     static let listener = JobCompletionListener.Configuration(conninfo: "")
     static let application = CallbackApplication.Configuration(requiredSchemaVersion: 0)

@@ -77,6 +77,11 @@ enum SettingParsers {
         return value
     }
 
+    static func nonNegativeInt(_ text: String) -> Int? {
+        guard let value = Int(text), value >= 0 else { return nil }
+        return value
+    }
+
     /// A byte size: `1048576`, `64k`/`64KiB`, `1m`/`1MiB`.
     static func byteSize(_ text: String) -> Int? {
         let lower = text.lowercased().replacingOccurrences(of: "ib", with: "").replacingOccurrences(of: "b", with: "")

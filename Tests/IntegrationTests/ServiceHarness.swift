@@ -75,7 +75,8 @@ final class ServiceHarness: Sendable {
         configureServer: (inout HTTPServerConfiguration) -> Void = { _ in },
         signals: [String: WakeSignal] = [:],
         readDatabaseURL: String? = nil,
-        readRouting: ReadStandby.Configuration = ReadStandby.Configuration()
+        readRouting: ReadStandby.Configuration = ReadStandby.Configuration(),
+        listing: ListingLimit.Configuration = ListingLimit.Configuration()
     ) async throws -> ServiceHarness {
         if migrate {
             let admin = try PostgresConnection.connect(databaseURL)
@@ -121,7 +122,7 @@ final class ServiceHarness: Sendable {
         }
         let store = JobStore(
             pool: pool, verificationSignal: verificationSignal, stateEventSignal: stateEventSignal, logger: logger,
-            metricsFactory: metrics.metricsFactory, readPool: readPool, readRouting: readRouting)
+            metricsFactory: metrics.metricsFactory, readPool: readPool, readRouting: readRouting, listing: listing)
         let application = CallbackApplication(
             store: store,
             configuration: .init(requiredSchemaVersion: migrations.latestVersion, accessPolicy: accessPolicy),

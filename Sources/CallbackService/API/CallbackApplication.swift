@@ -259,6 +259,11 @@ public struct CallbackApplication: Sendable {
             // the same way until an operator repairs it, and the line names the column to look at.
             logger.error("stored row does not decode", metadata: ["error": "\(error)", "read": "\(error.read)", "column": "\(error.column)"])
             apiError = .internalError
+        case let error as TooManyListings:
+            logger.warning("listing refused", metadata: ["error": "\(error)"])
+            apiError = APIError(
+                status: .serviceUnavailable, code: "TooManyListings",
+                message: "too many listings are in progress; retry shortly", headers: ["Retry-After": "1"])
         case let error as StoreUnavailableError:
             logger.warning("database unavailable", metadata: ["error": "\(error)"])
             apiError = .databaseUnavailable(error.reason, retryAfterSeconds: configuration.retryAfterSeconds)

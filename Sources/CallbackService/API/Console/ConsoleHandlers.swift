@@ -616,6 +616,9 @@ extension CallbackApplication {
             return error
         case let error as APIError:
             return ConsoleError(status: error.status, message: error.message)
+        case let error as TooManyListings:
+            logger.warning("listing refused", metadata: ["error": "\(error)"])
+            return ConsoleError(status: .serviceUnavailable, message: "Too many listings are in progress; try again in a few seconds.")
         case let error as StoreUnavailableError:
             logger.warning("database unavailable", metadata: ["error": "\(error)"])
             return ConsoleError(status: .serviceUnavailable, message: "The database is unavailable; try again in a few seconds.")

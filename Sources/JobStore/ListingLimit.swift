@@ -1,0 +1,117 @@
+import Synchronization
+
+/// Bounds the listings (job lists, job histories, the console's rejected callbacks) that hold a pooled
+/// connection at once, so that a loop of dashboard refreshes can take at most ``Configuration/concurrency``
+/// of the pool's connections and the rest stay free for callbacks and lookups. Without it, eight clients
+/// listing in a loop held all eight default connections, and callbacks waited behind them for one.
+///
+/// Beyond the concurrency, up to ``Configuration/maxWaiting`` listings wait for a slot, first come first
+/// served; a listing beyond that is refused at once with ``TooManyListings`` (the service answers 503 with
+/// `Retry-After`) rather than queued without bound.
+///
+/// A lock rather than an actor: callers on the cooperative pool take and give back slots, and the waiting
+/// ones are suspended on continuations; the state is a counter and a short queue.
+public final class ListingLimit: Sendable {
+    public struct Configuration: Sendable, Hashable {
+        /// Listings holding a connection at once (`LIST_CONCURRENCY`). Default: 2.
+        public var concurrency: Int
+        /// Listings waiting for a slot (`LIST_QUEUE`); more are answered 503 at once. Default: 64.
+        public var maxWaiting: Int
+
+        public init(concurrency: Int = 2, maxWaiting: Int = 64) {
+            self.concurrency = max(1, concurrency)
+            self.maxWaiting = max(0, maxWaiting)
+        }
+    }
+
+    private struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        var active = 0
+        var waiting: [Waiter] = []
+        var nextID: UInt64 = 0
+    }
+
+    public let configuration: Configuration
+    private let state = Mutex(State())
+
+    public init(_ configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    /// Listings holding a slot, and listings waiting for one, right now.
+    public var usage: (active: Int, waiting: Int) { state.withLock { ($0.active, $0.waiting.count) } }
+
+    /// Runs `body` holding a slot: at once when one is free, after the listings ahead of it otherwise.
+    ///
+    /// - Throws: ``TooManyListings`` when ``Configuration/maxWaiting`` listings already wait; `CancellationError` when the task is cancelled while waiting; whatever `body` throws.
+    public func withSlot<T>(_ body: () async throws -> T) async throws -> T {
+        try await acquire()
+        defer { release() }
+        return try await body()
+    }
+
+    private func acquire() async throws {
+        enum Entry { case granted, full, cancelled, queued }
+        let id = state.withLock { state -> UInt64 in
+            state.nextID &+= 1
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let entry: Entry = state.withLock { state in
+                    if Task.isCancelled { return .cancelled }
+                    if state.active < configuration.concurrency {
+                        state.active += 1
+                        return .granted
+                    }
+                    guard state.waiting.count < configuration.maxWaiting else { return .full }
+                    state.waiting.append(Waiter(id: id, continuation: continuation))
+                    return .queued
+                }
+                switch entry {
+                case .granted: continuation.resume()
+                case .full: continuation.resume(throwing: overflow())
+                case .cancelled: continuation.resume(throwing: CancellationError())
+                case .queued: break
+                }
+            }
+        } onCancel: {
+            let removed: Waiter? = state.withLock { state in
+                guard let index = state.waiting.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiting.remove(at: index)
+            }
+            removed?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Hands the slot to the first waiting listing, or frees it.
+    private func release() {
+        let next: Waiter? = state.withLock { state in
+            guard !state.waiting.isEmpty else {
+                state.active -= 1
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.continuation.resume()
+    }
+
+    private func overflow() -> TooManyListings {
+        TooManyListings(concurrency: configuration.concurrency, maxWaiting: configuration.maxWaiting)
+    }
+}
+
+/// A listing refused because ``ListingLimit/Configuration/maxWaiting`` listings already wait for a slot:
+/// nothing was read; retry shortly.
+public struct TooManyListings: Error, Sendable, Hashable, CustomStringConvertible {
+    public var concurrency: Int
+    public var maxWaiting: Int
+
+    public var description: String {
+        "\(maxWaiting) listings already wait for one of the \(concurrency) listing slots (LIST_CONCURRENCY, LIST_QUEUE)"
+    }
+}

@@ -1,0 +1,87 @@
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import JobStore
+
+/// The listing limit without a database: slots, the order of waiting listings, the bounded queue and
+/// cancellation.
+@Suite("Listing limit (pure)")
+struct ListingLimitTests {
+    /// A listing that holds its slot until released.
+    private final class Gate: Sendable {
+        private let opened = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        private let isOpen = Mutex(false)
+
+        func wait() async {
+            await withCheckedContinuation { continuation in
+                let openAlready = isOpen.withLock { open in
+                    if !open { opened.withLock { $0 = continuation } }
+                    return open
+                }
+                if openAlready { continuation.resume() }
+            }
+        }
+
+        func open() {
+            isOpen.withLock { $0 = true }
+            opened.withLock { continuation in
+                continuation?.resume()
+                continuation = nil
+            }
+        }
+    }
+
+    /// The order in which listings got their slots.
+    private final class Order: Sendable {
+        private let entered = Mutex<[Int]>([])
+        func append(_ index: Int) { entered.withLock { $0.append(index) } }
+        var indices: [Int] { entered.withLock { $0 } }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func limit_FullSlots_QueueInArrivalOrder_AndRefuseBeyondTheQueue() async throws {
+        let limit = ListingLimit(.init(concurrency: 2, maxWaiting: 2))
+        let order = Order()
+        let gates = (0..<4).map { _ in Gate() }
+        var tasks: [Task<Void, any Error>] = []
+        for index in 0..<4 {
+            tasks.append(Task {
+                try await limit.withSlot {
+                    order.append(index)
+                    await gates[index].wait()
+                }
+            })
+            // Arrival order is the test's: each listing is in (running or waiting) before the next starts.
+            #expect(try await eventually { limit.usage.active + limit.usage.waiting == index + 1 })
+        }
+        #expect(limit.usage == (active: 2, waiting: 2))
+        await #expect(throws: TooManyListings.self) { try await limit.withSlot {} }
+
+        gates[1].open()
+        #expect(try await eventually { order.indices == [0, 1, 2] }, "the first waiting listing takes the freed slot")
+        gates[0].open()
+        #expect(try await eventually { order.indices == [0, 1, 2, 3] })
+        gates[2].open()
+        gates[3].open()
+        for task in tasks { try await task.value }
+        #expect(limit.usage == (active: 0, waiting: 0))
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func limit_CancelledWhileWaiting_LeavesTheQueue_AndTheSlotsCountStaysRight() async throws {
+        let limit = ListingLimit(.init(concurrency: 1, maxWaiting: 4))
+        let gate = Gate()
+        let holder = Task { try await limit.withSlot { await gate.wait() } }
+        #expect(try await eventually { limit.usage == (active: 1, waiting: 0) })
+        let waiter = Task { try await limit.withSlot {} }
+        #expect(try await eventually { limit.usage == (active: 1, waiting: 1) })
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        #expect(limit.usage == (active: 1, waiting: 0))
+        gate.open()
+        try await holder.value
+        #expect(limit.usage == (active: 0, waiting: 0))
+        try await limit.withSlot {}
+    }
+}
