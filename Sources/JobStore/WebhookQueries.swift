@@ -23,10 +23,17 @@ public struct WebhookSubscription: Sendable, Hashable {
     public var consecutiveFailures: Int
     /// The first failed attempt since the last success.
     public var failingSince: String?
+    /// The circuit breaker: whether the endpoint takes deliveries now.
+    public var breakerState: WebhookBreakerRecord.State
+    /// When the breaker last opened or closed (RFC 3339 UTC); nil if it never opened.
+    public var breakerSince: String?
+    /// When an open breaker lets its next probe go (RFC 3339 UTC); nil when closed.
+    public var breakerNextProbeAt: String?
 
     public init(
         subscriptionID: String, url: String, tags: [String]?, states: [String]?, description: String?, secret: String, createdAt: String = "",
-        disabledAt: String? = nil, disabledReason: String? = nil, consecutiveFailures: Int = 0, failingSince: String? = nil
+        disabledAt: String? = nil, disabledReason: String? = nil, consecutiveFailures: Int = 0, failingSince: String? = nil,
+        breakerState: WebhookBreakerRecord.State = .closed, breakerSince: String? = nil, breakerNextProbeAt: String? = nil
     ) {
         self.subscriptionID = subscriptionID
         self.url = url
@@ -39,7 +46,42 @@ public struct WebhookSubscription: Sendable, Hashable {
         self.disabledReason = disabledReason
         self.consecutiveFailures = consecutiveFailures
         self.failingSince = failingSince
+        self.breakerState = breakerState
+        self.breakerSince = breakerSince
+        self.breakerNextProbeAt = breakerNextProbeAt
     }
+}
+
+/// A subscription's circuit breaker as stored (`webhook_subscriptions.breaker_*`), shared by the replicas;
+/// the worker's `WebhookCircuitBreaker` decides its transitions.
+public struct WebhookBreakerRecord: Sendable, Hashable {
+    public enum State: String, Sendable, Hashable, CaseIterable {
+        case closed
+        case open
+        /// Open, with its probe in flight.
+        case halfOpen = "half_open"
+    }
+
+    public var state: State
+    /// Consecutive attempts that failed for the endpoint's sake.
+    public var failures: Int
+    /// Openings since the breaker last closed (the cool-down doubles with each).
+    public var openings: Int
+    /// When it last opened or closed.
+    public var since: Date?
+    /// When the lease may take the next probe; nil while closed.
+    public var nextProbeAt: Date?
+
+    public init(state: State = .closed, failures: Int = 0, openings: Int = 0, since: Date? = nil, nextProbeAt: Date? = nil) {
+        self.state = state
+        self.failures = failures
+        self.openings = openings
+        self.since = since
+        self.nextProbeAt = nextProbeAt
+    }
+
+    /// Closed with no failure counted: a success changes nothing.
+    public var isUntouched: Bool { state == .closed && failures == 0 }
 }
 
 /// Where a delivery stands.
@@ -91,6 +133,10 @@ public struct LeasedDelivery: Sendable, Hashable {
     public var url: String
     public var secret: String
     public var event: JobStateEvent
+    /// The lease took it as the probe of the subscription's open circuit breaker.
+    public var probe: Bool = false
+    /// The subscription's breaker was closed with no failures when leased: a success needs no breaker update.
+    public var breakerUntouched: Bool = true
 }
 
 /// How a finished attempt leaves its delivery.
@@ -100,6 +146,9 @@ public enum DeliveryCompletion: Sendable, Hashable {
     case failed
     /// Failed with 410 Gone: the subscription is disabled too.
     case gone
+    /// Failed while the subscription's circuit breaker is open: the delivery waits for the breaker, due
+    /// again at once, and this attempt uses up none of its retry schedule.
+    case heldBack
 }
 
 /// One finished attempt, as the worker hands it to ``JobStore/completeDeliveries(_:)``.
@@ -107,15 +156,21 @@ public struct FinishedAttempt: Sendable, Hashable {
     public var delivery: LeasedDelivery
     public var completion: DeliveryCompletion
     public var statusCode: Int?
+    /// The response's `Retry-After` in seconds, if any: the floor of a circuit breaker's cool-down.
+    public var retryAfterSeconds: Int64?
     public var error: String?
     /// When the request was sent and when its answer (or failure) came: the attempt row's times.
     public var startedAt: Date
     public var finishedAt: Date
 
-    public init(delivery: LeasedDelivery, completion: DeliveryCompletion, statusCode: Int?, error: String?, startedAt: Date, finishedAt: Date) {
+    public init(
+        delivery: LeasedDelivery, completion: DeliveryCompletion, statusCode: Int?, retryAfterSeconds: Int64? = nil, error: String?, startedAt: Date,
+        finishedAt: Date
+    ) {
         self.delivery = delivery
         self.completion = completion
         self.statusCode = statusCode
+        self.retryAfterSeconds = retryAfterSeconds
         self.error = error
         self.startedAt = startedAt
         self.finishedAt = finishedAt
@@ -130,20 +185,25 @@ public struct WebhookBacklog: Sendable, Hashable {
     public var oldestPendingSeconds: Double
     public var failing: Bool
     public var disabled: Bool
+    public var breaker: WebhookBreakerRecord.State
 
-    public init(subscriptionID: String, pending: Int, oldestPendingSeconds: Double, failing: Bool, disabled: Bool) {
+    public init(
+        subscriptionID: String, pending: Int, oldestPendingSeconds: Double, failing: Bool, disabled: Bool, breaker: WebhookBreakerRecord.State = .closed
+    ) {
         self.subscriptionID = subscriptionID
         self.pending = pending
         self.oldestPendingSeconds = oldestPendingSeconds
         self.failing = failing
         self.disabled = disabled
+        self.breaker = breaker
     }
 }
 
 extension JobStore {
     static let subscriptionColumns = """
         subscription_id, url, tags, states, description, secret, \(rfc3339("created_at")) AS created_at,
-        \(rfc3339("disabled_at")) AS disabled_at, disabled_reason, consecutive_failures, \(rfc3339("failing_since")) AS failing_since
+        \(rfc3339("disabled_at")) AS disabled_at, disabled_reason, consecutive_failures, \(rfc3339("failing_since")) AS failing_since,
+        breaker_state, \(rfc3339("breaker_since")) AS breaker_since, \(rfc3339("breaker_next_probe_at")) AS breaker_next_probe_at
         """
 
     static func subscription(_ row: StrictRow) throws(StoredRowError) -> WebhookSubscription {
@@ -152,7 +212,8 @@ extension JobStore {
             states: try row.optionalTextArray("states"), description: try row.optionalString("description"), secret: try row.string("secret"),
             createdAt: try row.string("created_at"), disabledAt: try row.optionalString("disabled_at"),
             disabledReason: try row.optionalString("disabled_reason"), consecutiveFailures: try row.int("consecutive_failures"),
-            failingSince: try row.optionalString("failing_since"))
+            failingSince: try row.optionalString("failing_since"), breakerState: try row.value("breaker_state", as: WebhookBreakerRecord.State.self),
+            breakerSince: try row.optionalString("breaker_since"), breakerNextProbeAt: try row.optionalString("breaker_next_probe_at"))
     }
 
     /// Stores a new subscription; its id and secret are the caller's (random).
@@ -323,7 +384,7 @@ extension JobStore {
                     deliveryID: try row.int64("delivery_id"), attempt: try row.int("attempt_count"),
                     scheduleAttempt: try row.int("attempt_count") - (try row.int("schedule_start")),
                     subscriptionID: try row.string("subscription_id"), url: try row.string("url"), secret: try row.string("secret"),
-                    event: try Self.stateEvent(row))
+                    event: try Self.stateEvent(row), probe: try row.bool("probe"), breakerUntouched: try row.bool("breaker_untouched"))
             }
         }
     }
@@ -353,6 +414,56 @@ extension JobStore {
         }
     }
 
+    /// ``completeDeliveries(_:)`` for a batch that moves circuit breakers: in one transaction, locks the
+    /// breakers of `subscriptions` (every replica records under these row locks, so the transitions apply
+    /// one after another), hands them and the database's time to `transition`, which applies the attempts
+    /// and may hold back deliveries (``DeliveryCompletion/heldBack``), then records the attempts it returns
+    /// and stores the breakers it returns.
+    @discardableResult
+    public func completeDeliveries(
+        _ attempts: [FinishedAttempt], movingBreakersOf subscriptions: Set<String>,
+        _ transition: @escaping @Sendable (_ breakers: [String: WebhookBreakerRecord], _ now: Date) -> (
+            attempts: [FinishedAttempt], breakers: [String: WebhookBreakerRecord]
+        )
+    ) async throws -> [Bool] {
+        guard !attempts.isEmpty else { return [] }
+        return try await withConnection { connection in
+            try connection.transaction { connection in
+                let rows = try connection.query(
+                    """
+                    SELECT subscription_id, breaker_state, breaker_failures, breaker_openings,
+                           (extract(epoch FROM breaker_since) * 1000000)::int8 AS since_us,
+                           (extract(epoch FROM breaker_next_probe_at) * 1000000)::int8 AS next_probe_us,
+                           (extract(epoch FROM now()) * 1000000)::int8 AS now_us
+                    FROM webhook_subscriptions
+                    WHERE subscription_id = ANY (\(PostgresValue.textArray(subscriptions.sorted()))::text[])
+                    ORDER BY subscription_id
+                    FOR NO KEY UPDATE
+                    """)
+                var stored: [String: WebhookBreakerRecord] = [:]
+                var now = Date()
+                for row in rows {
+                    let row = StrictRow(row, read: "circuit breaker")
+                    stored[try row.string("subscription_id")] = WebhookBreakerRecord(
+                        state: try row.value("breaker_state", as: WebhookBreakerRecord.State.self), failures: try row.int("breaker_failures"),
+                        openings: try row.int("breaker_openings"), since: try row.optionalInt("since_us").map { Date(microsecondsSince1970: Int64($0)) },
+                        nextProbeAt: try row.optionalInt("next_probe_us").map { Date(microsecondsSince1970: Int64($0)) })
+                    now = Date(microsecondsSince1970: try row.int64("now_us"))
+                }
+                let (recorded, breakers) = transition(stored, now)
+                let completed = try connection.query(WebhookSQL.completion(of: recorded))
+                var result = [Bool](repeating: false, count: recorded.count)
+                for row in completed {
+                    let row = StrictRow(row, read: "delivery completion")
+                    let ord = try row.int("ord")
+                    if (1...recorded.count).contains(ord) { result[ord - 1] = try row.bool("completed") }
+                }
+                if !breakers.isEmpty { try connection.query(WebhookSQL.storeBreakers(breakers)) }
+                return result
+            }
+        }
+    }
+
     /// Pending deliveries per subscription, with the age of the oldest one's event, for the metrics.
     public func webhookBacklog(failingThreshold: Int) async throws -> [WebhookBacklog] {
         try await withConnection { connection in
@@ -360,7 +471,7 @@ extension JobStore {
                 """
                 SELECT s.subscription_id, count(d.delivery_id) AS pending,
                        coalesce(extract(epoch FROM now() - min(d.created_at)), 0)::float8 AS oldest,
-                       s.consecutive_failures >= \(failingThreshold) AS failing, s.disabled_at IS NOT NULL AS disabled
+                       s.consecutive_failures >= \(failingThreshold) AS failing, s.disabled_at IS NOT NULL AS disabled, s.breaker_state
                 FROM webhook_subscriptions s
                 LEFT JOIN webhook_deliveries d ON d.subscription_id = s.subscription_id AND d.status = 'pending'
                 GROUP BY s.subscription_id
@@ -369,7 +480,8 @@ extension JobStore {
             ).strict("webhook backlog") { row throws(StoredRowError) -> WebhookBacklog in
                 WebhookBacklog(
                     subscriptionID: try row.string("subscription_id"), pending: try row.int("pending"), oldestPendingSeconds: try row.double("oldest"),
-                    failing: try row.bool("failing"), disabled: try row.bool("disabled"))
+                    failing: try row.bool("failing"), disabled: try row.bool("disabled"),
+                    breaker: try row.value("breaker_state", as: WebhookBreakerRecord.State.self))
             }
         }
     }
@@ -378,23 +490,50 @@ extension JobStore {
 /// The delivery worker's statements.
 enum WebhookSQL {
     /// `$1` most deliveries, `$2` lease in milliseconds.
+    ///
+    /// The circuit breakers decide which subscriptions the lease takes from: a closed one's due deliveries,
+    /// up to the limit; an open one's, none until its `breaker_next_probe_at`, then one, the probe, which
+    /// puts the breaker half-open until the lease runs out (so no other probe goes meanwhile; a probe whose
+    /// replica died is followed by another). The probing subscription's row is locked (`SKIP LOCKED`):
+    /// two replicas leasing at once send one probe.
     static let lease: String = """
-        WITH ready AS (
-            -- Written so that the only plan is a walk of the due index in lease order that stops at the
-            -- limit, with one probe per row of the subscription's key and of the job's older pending
-            -- deliveries (webhook_deliveries_job_order_idx). As joins, stale statistics let the planner
-            -- start from the subscriptions instead, sort every pending row, and check each one's job
+        WITH probe AS (
+            SELECT s.subscription_id
+            FROM webhook_subscriptions s
+            WHERE s.disabled_at IS NULL AND s.breaker_next_probe_at <= now()
+            FOR NO KEY UPDATE SKIP LOCKED
+        ), admitted AS (
+            SELECT s.subscription_id, $1::integer AS take
+            FROM webhook_subscriptions s
+            WHERE s.disabled_at IS NULL AND s.breaker_next_probe_at IS NULL
+            UNION ALL
+            SELECT subscription_id, 1 FROM probe
+        ), candidate AS (
+            -- Per subscription, a walk of the due index in lease order that stops at the take, with one
+            -- probe per row of the job's older pending deliveries (webhook_deliveries_job_order_idx; the
+            -- ORDER BY keeps the planner off the due index, which also leads with subscription_id). As
+            -- joins, stale statistics let the planner sort every pending row and check each one's job
             -- against all of its subscription's pending rows: 34 s for one lease at 12,000 pending.
-            SELECT d.delivery_id, d.attempt_count AS previous_attempt, d.leased_until AS previous_lease, d.leased_at AS previous_lease_at
+            SELECT c.delivery_id, c.next_attempt_at
+            FROM admitted a
+            CROSS JOIN LATERAL (
+                SELECT d.delivery_id, d.next_attempt_at
+                FROM webhook_deliveries d
+                WHERE d.subscription_id = a.subscription_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+                  AND (d.leased_until IS NULL OR d.leased_until <= now())
+                  AND (SELECT o.delivery_id FROM webhook_deliveries o
+                       WHERE o.subscription_id = d.subscription_id AND o.job_id = d.job_id AND o.status = 'pending' AND o.event_id < d.event_id
+                       ORDER BY o.event_id LIMIT 1) IS NULL
+                ORDER BY d.next_attempt_at, d.delivery_id
+                LIMIT a.take
+            ) c
+        ), ready AS (
+            -- Checked again on the locked row: another replica may have leased it since this snapshot.
+            SELECT d.delivery_id, d.subscription_id, d.attempt_count AS previous_attempt, d.leased_until AS previous_lease,
+                   d.leased_at AS previous_lease_at
             FROM webhook_deliveries d
-            WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-              AND (d.leased_until IS NULL OR d.leased_until <= now())
-              AND (SELECT s.disabled_at IS NULL FROM webhook_subscriptions s WHERE s.subscription_id = d.subscription_id)
-              AND (SELECT o.delivery_id FROM webhook_deliveries o
-                   WHERE o.subscription_id = d.subscription_id AND o.job_id = d.job_id AND o.status = 'pending' AND o.event_id < d.event_id
-                   LIMIT 1) IS NULL
-            ORDER BY d.next_attempt_at, d.delivery_id
-            LIMIT $1::integer
+            WHERE d.delivery_id IN (SELECT delivery_id FROM candidate ORDER BY next_attempt_at, delivery_id LIMIT $1::integer)
+              AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until <= now())
             FOR UPDATE OF d SKIP LOCKED
         ), leased AS (
             UPDATE webhook_deliveries d
@@ -402,6 +541,11 @@ enum WebhookSQL {
             FROM ready
             WHERE d.delivery_id = ready.delivery_id
             RETURNING d.delivery_id, d.subscription_id, d.event_id, d.attempt_count, d.schedule_start
+        ), probing AS (
+            UPDATE webhook_subscriptions s
+            SET breaker_state = 'half_open', breaker_next_probe_at = now() + $2::bigint * interval '1 millisecond'
+            WHERE s.subscription_id IN (SELECT subscription_id FROM probe)
+              AND s.subscription_id IN (SELECT subscription_id FROM ready)
         ), abandoned AS (
             -- A lease that ran out with no outcome recorded (completion clears leased_until): the replica
             -- sending it died, or could not reach the database. Whether the consumer got it is unknown.
@@ -412,6 +556,8 @@ enum WebhookSQL {
             ON CONFLICT (delivery_id, attempt) DO NOTHING
         )
         SELECT l.delivery_id, l.attempt_count, l.schedule_start, s.subscription_id, s.url, s.secret,
+               l.subscription_id IN (SELECT subscription_id FROM probe) AS probe,
+               s.breaker_state = 'closed' AND s.breaker_failures = 0 AS breaker_untouched,
                e.event_id, f.feed_position, \(EventSQL.jobColumns)
         FROM leased l
         JOIN webhook_subscriptions s ON s.subscription_id = l.subscription_id
@@ -431,7 +577,35 @@ enum WebhookSQL {
         case .retry(let milliseconds): ("retry", milliseconds)
         case .failed: ("failed", 0)
         case .gone: ("gone", 0)
+        case .heldBack: ("held", 0)
         }
+    }
+
+    /// Stores circuit breakers: one statement, `$1` a JSON array of them.
+    static func storeBreakers(_ breakers: [String: WebhookBreakerRecord]) -> SQLQuery {
+        var json = JSONWriter(reservingCapacity: 160 * breakers.count)
+        json.beginArray()
+        for (subscription, breaker) in breakers.sorted(by: { $0.key < $1.key }) {
+            json.beginObject()
+            json.member("subscription_id", subscription)
+            json.member("state", breaker.state.rawValue)
+            json.member("failures", breaker.failures)
+            json.member("openings", breaker.openings)
+            json.member("since_us", breaker.since.map { Int($0.microsecondsSince1970) })
+            json.member("next_probe_us", breaker.nextProbeAt.map { Int($0.microsecondsSince1970) })
+            json.endObject()
+        }
+        json.endArray()
+        return SQLQuery(
+            unsafeSQL: """
+                UPDATE webhook_subscriptions s
+                SET breaker_state = b.state, breaker_failures = b.failures, breaker_openings = b.openings,
+                    breaker_since = \(JobUpsertSQL.instant("b.since_us")), breaker_next_probe_at = \(JobUpsertSQL.instant("b.next_probe_us"))
+                FROM jsonb_to_recordset($1::jsonb) AS b(subscription_id text, state text, failures integer, openings integer,
+                                                        since_us bigint, next_probe_us bigint)
+                WHERE s.subscription_id = b.subscription_id
+                """,
+            binds: [.text(json.string)])
     }
 
     /// Records `attempts` (``completion``): `$1` a JSON array of them, in order.
@@ -457,7 +631,7 @@ enum WebhookSQL {
     }
 
     /// `$1` the attempts as a JSON array of `ord, delivery_id, attempt, outcome (succeeded | retry | failed |
-    /// gone), status_code, error, delay_ms (pause before the next attempt), started_us, finished_us`. One row
+    /// gone | held), status_code, error, delay_ms (pause before the next attempt), started_us, finished_us`. One row
     /// per attempt: `ord`, `completed`.
     ///
     /// A delivery moves on only if the attempt is still its current one: same attempt number, still
@@ -470,10 +644,13 @@ enum WebhookSQL {
                                                              status_code integer, error text, delay_ms bigint, started_us bigint, finished_us bigint)
         ), d AS (
             UPDATE webhook_deliveries w
-            SET status = CASE i.outcome WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'pending' ELSE 'failed' END,
-                next_attempt_at = CASE WHEN i.outcome = 'retry' THEN now() + i.delay_ms * interval '1 millisecond' ELSE w.next_attempt_at END,
+            SET status = CASE i.outcome WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'pending' WHEN 'held' THEN 'pending' ELSE 'failed' END,
+                next_attempt_at = CASE i.outcome WHEN 'retry' THEN now() + i.delay_ms * interval '1 millisecond'
+                                                 WHEN 'held' THEN now() ELSE w.next_attempt_at END,
+                -- Held back by the circuit breaker: the next attempt has the same place in the schedule.
+                schedule_start = CASE WHEN i.outcome = 'held' THEN w.schedule_start + 1 ELSE w.schedule_start END,
                 leased_until = NULL,
-                completed_at = CASE WHEN i.outcome = 'retry' THEN NULL ELSE now() END,
+                completed_at = CASE WHEN i.outcome IN ('retry', 'held') THEN NULL ELSE now() END,
                 last_status_code = i.status_code, last_error = i.error
             FROM input i
             WHERE w.delivery_id = i.delivery_id AND w.attempt_count = i.attempt AND w.status = 'pending' AND w.leased_until IS NOT NULL

@@ -34,6 +34,20 @@ struct WebhookSettings {
         delivery.failingThreshold = try resolver.required(
             flag: nil, flagName: "", env: "WEBHOOK_FAILING_AFTER", default: delivery.failingThreshold, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
+        delivery.breakerThreshold = try resolver.required(
+            flag: nil, flagName: "", env: "WEBHOOK_BREAKER_AFTER", default: delivery.breakerThreshold, parse: SettingParsers.positiveInt,
+            expected: "a positive whole number")
+        delivery.breakerCoolDown = try resolver.required(
+            flag: nil, flagName: "", env: "WEBHOOK_BREAKER_COOL_DOWN", default: delivery.breakerCoolDown, parse: SettingParsers.duration,
+            expected: "a duration such as 1s")
+        delivery.breakerMaxCoolDown = try resolver.required(
+            flag: nil, flagName: "", env: "WEBHOOK_BREAKER_MAX_COOL_DOWN", default: delivery.breakerMaxCoolDown, parse: SettingParsers.duration,
+            expected: "a duration such as 60s")
+        guard delivery.breakerCoolDown > .zero, delivery.breakerMaxCoolDown >= delivery.breakerCoolDown else {
+            throw ValidationError(
+                "WEBHOOK_BREAKER_COOL_DOWN must be above zero and at most WEBHOOK_BREAKER_MAX_COOL_DOWN "
+                    + "(\(SettingFormat.duration(delivery.breakerCoolDown)), \(SettingFormat.duration(delivery.breakerMaxCoolDown)))")
+        }
         delivery.allowedDestinations = try resolver.required(
             flag: nil, flagName: "", env: "WEBHOOK_ALLOW_CIDRS", default: delivery.allowedDestinations,
             parse: { try? IPAddressRange.parseList($0).get() }, expected: "comma-separated CIDR blocks such as 10.0.0.0/8,2001:db8::/32")
@@ -55,6 +69,11 @@ struct WebhookSettings {
           WEBHOOK_MAX_RESPONSE_BYTES
                                   Response body bytes read from a consumer (default: \(SettingFormat.byteSize(ServeDefaults.webhooks.maxResponseBytes))).
           WEBHOOK_FAILING_AFTER   Consecutive failed attempts that flag a subscription failing (default: \(ServeDefaults.webhooks.failingThreshold)).
+          WEBHOOK_BREAKER_AFTER   Consecutive failed attempts (no answer, 5xx, 429) that open a subscription's circuit breaker (default: \(ServeDefaults.webhooks.breakerThreshold)).
+          WEBHOOK_BREAKER_COOL_DOWN
+                                  Wait before the first probe of an open breaker, doubled per failed probe (default: \(SettingFormat.duration(ServeDefaults.webhooks.breakerCoolDown))).
+          WEBHOOK_BREAKER_MAX_COOL_DOWN
+                                  Longest wait between probes (default: \(SettingFormat.duration(ServeDefaults.webhooks.breakerMaxCoolDown))).
           WEBHOOK_ALLOW_CIDRS     Only destinations in these CIDR blocks (default: anywhere but 169.254.0.0/16 and fe80::/10).
           MAX_SUBSCRIPTIONS       Most webhook subscriptions (default: \(ServeDefaults.application.maxSubscriptions)).
         """

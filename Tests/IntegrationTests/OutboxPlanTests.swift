@@ -94,6 +94,44 @@ struct OutboxPlanTests {
         }
     }
 
+    /// A subscription whose circuit breaker is open keeps its whole backlog pending and due (an outage
+    /// of minutes under load: hundreds of thousands of rows). The lease must not step over it to reach
+    /// the other subscriptions' deliveries, on every lease: it reads each admitted subscription's part
+    /// of the due index only.
+    @Test func deliveryLease_OpenBreakerOverLargeBacklog_ReadsOnlyAdmittedSubscriptions() async throws {
+        try await ServiceHarness.with(connection: Self.unbounded) { service in
+            _ = try await service.query(
+                """
+                INSERT INTO webhook_subscriptions (subscription_id, url, secret, created_at, breaker_state, breaker_next_probe_at)
+                VALUES ('down', 'http://127.0.0.1:9/down', 'whsec_AAAA', now(), 'open', now() + interval '1 hour'),
+                       ('up', 'http://127.0.0.1:9/up', 'whsec_AAAA', now(), 'closed', NULL)
+                """)
+            // The open subscription's deliveries are older: first in any walk of all due deliveries.
+            _ = try await service.query(
+                """
+                INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
+                SELECT CASE WHEN i <= \(Self.events) - 100 THEN 'down' ELSE 'up' END, i, 'j' || i, now() - interval '1 hour' + i * interval '1 ms', now()
+                FROM generate_series(1, \(Self.events)) AS i
+                """)
+            _ = try await service.query("ANALYZE webhook_deliveries")
+            let lease = SQLQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + WebhookSQL.lease, binds: [.text("16"), .text("30000")])
+            let rows = try await service.query(lease)
+            let text = try #require(rows.first?[0].string)
+            let document = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]])
+            let plan = try #require(document.first?["Plan"] as? [String: Any])
+            func read(_ node: [String: Any]) -> Double {
+                let here =
+                    node["Relation Name"] as? String == "webhook_deliveries" && (node["Node Type"] as? String)?.contains("Index") == true
+                    ? ((node["Actual Rows"] as? NSNumber)?.doubleValue ?? 0) * ((node["Actual Loops"] as? NSNumber)?.doubleValue ?? 1)
+                        + ((node["Rows Removed by Filter"] as? NSNumber)?.doubleValue ?? 0) : 0
+                return here + ((node["Plans"] as? [[String: Any]]) ?? []).reduce(0) { $0 + read($1) }
+            }
+            #expect(read(plan) < 200, "the lease read \(read(plan)) delivery index entries")
+            let leased = try await service.query("SELECT subscription_id, count(*)::int8 FROM webhook_deliveries WHERE leased_until IS NOT NULL GROUP BY 1")
+            #expect(leased.map { [$0[0].string, $0[1].string] } == [["up", "16"]])
+        }
+    }
+
     struct Scan: CustomStringConvertible {
         var type: String
         var relation: String?

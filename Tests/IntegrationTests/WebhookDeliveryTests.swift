@@ -18,6 +18,8 @@ struct WebhookService {
         configuration.timeout = .seconds(3)
         configuration.leaseMargin = .seconds(1)
         configuration.pollInterval = .milliseconds(100)
+        configuration.breakerCoolDown = .milliseconds(200)
+        configuration.breakerMaxCoolDown = .seconds(1)
         return configuration
     }()
 

@@ -65,6 +65,12 @@ extension CallbackApplication {
         json.member("Failing", subscription.consecutiveFailures >= configuration.webhookDelivery.failingThreshold)
         json.member("ConsecutiveFailures", subscription.consecutiveFailures)
         json.member("FailingSince", subscription.failingSince)
+        json.key("CircuitBreaker")
+        json.beginObject()
+        json.member("State", subscription.breakerState == .halfOpen ? "half-open" : subscription.breakerState.rawValue)
+        json.member("Since", subscription.breakerSince)
+        json.member("NextProbeTime", subscription.breakerNextProbeAt)
+        json.endObject()
     }
 
     private static func optionalStrings(_ key: String, _ values: [String]?, into json: inout JSONWriter) {

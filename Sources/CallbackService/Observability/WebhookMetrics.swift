@@ -19,6 +19,11 @@ extension ServiceMetrics {
         Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: metricsFactory).recordNanoseconds(duration.inNanoseconds)
     }
 
+    /// A subscription's circuit breaker opened or closed.
+    func recordBreakerTransition(_ transition: String) {
+        Counter(label: "webhook_breaker_transitions_total", dimensions: [("transition", transition)], factory: metricsFactory).increment()
+    }
+
     /// Pending deliveries and the oldest one's age per subscription, and which subscriptions are failing or
     /// disabled. Subscription ids are bounded by `MAX_SUBSCRIPTIONS`; a deleted subscription's series drop to 0.
     func recordWebhookBacklog(_ backlog: [WebhookBacklog]) {
@@ -41,5 +46,12 @@ extension ServiceMetrics {
         Gauge(label: "webhook_oldest_pending_seconds", dimensions: dimensions, factory: metricsFactory).record(entry.oldestPendingSeconds)
         Gauge(label: "webhook_subscription_failing", dimensions: dimensions, factory: metricsFactory).record(entry.failing ? 1 : 0)
         Gauge(label: "webhook_subscription_disabled", dimensions: dimensions, factory: metricsFactory).record(entry.disabled ? 1 : 0)
+        // 0 closed, 1 open, 2 half-open (a probe in flight).
+        let breaker = switch entry.breaker {
+        case .closed: 0
+        case .open: 1
+        case .halfOpen: 2
+        }
+        Gauge(label: "webhook_subscription_breaker", dimensions: dimensions, factory: metricsFactory).record(breaker)
     }
 }

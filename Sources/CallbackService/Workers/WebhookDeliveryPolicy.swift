@@ -28,6 +28,15 @@ public struct WebhookDeliveryConfiguration: Sendable, Hashable {
     public var pollInterval: Duration = .seconds(1)
     /// Consecutive failed attempts after which a subscription is flagged failing (GET, metrics). Default 5.
     public var failingThreshold = 5
+    /// Consecutive attempts failing for the endpoint's sake (no answer, 5xx, 429) that open a
+    /// subscription's circuit breaker (`WEBHOOK_BREAKER_AFTER`): its deliveries then wait, using up no
+    /// attempts, while single probes test the endpoint. Default 5.
+    public var breakerThreshold = 5
+    /// The wait before the first probe after the breaker opens (`WEBHOOK_BREAKER_COOL_DOWN`); doubled after
+    /// each failed probe. Default 1 s.
+    public var breakerCoolDown: Duration = .seconds(1)
+    /// The longest wait between probes (`WEBHOOK_BREAKER_MAX_COOL_DOWN`). Default 60 s.
+    public var breakerMaxCoolDown: Duration = .seconds(60)
     /// Destination blocks always refused unless allowed explicitly: link-local and cloud metadata addresses.
     public var deniedDestinations: [IPAddressRange] = ["169.254.0.0/16", "fe80::/10"].compactMap(IPAddressRange.init)
     /// When not empty, the only destination blocks allowed (`WEBHOOK_ALLOW_CIDRS`); an allowed block also

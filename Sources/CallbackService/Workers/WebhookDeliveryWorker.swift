@@ -164,23 +164,104 @@ public struct WebhookDeliveryWorker: Service {
         case .gone: logger.warning("webhook endpoint answered 410 Gone; subscription disabled", metadata: metadata)
         }
         return FinishedAttempt(
-            delivery: delivery, completion: completion, statusCode: response.status, error: error, startedAt: startedAt,
+            delivery: delivery, completion: completion, statusCode: response.status, retryAfterSeconds: response.retryAfterSeconds, error: error,
+            startedAt: startedAt,
             finishedAt: startedAt.addingTimeInterval(elapsed.inSeconds))
     }
 
     /// Records a batch of outcomes, trying once more after a failure (two replicas recording failures of
     /// one subscription may deadlock on its row; the database picks one to fail). If that fails too, the
     /// leases run out and the attempts are sent again (same webhook-id): at least once.
+    ///
+    /// Attempts that may move their subscription's circuit breaker (a failure, a probe, or any outcome on
+    /// a breaker that was not closed and clean when leased) are recorded under the breaker's row lock,
+    /// through ``applyBreakers(_:stored:now:configuration:)``; a batch of successes on healthy
+    /// subscriptions takes no lock. A breaker another replica opened after this one leased is closed
+    /// again only by its probe: one cool-down late at worst.
     func record(_ batch: [FinishedAttempt]) async {
+        let moving = Self.subscriptionsMovingBreakers(batch)
         for attempt in 1...2 {
             do {
-                try await store.completeDeliveries(batch)
+                if moving.isEmpty {
+                    try await store.completeDeliveries(batch)
+                } else {
+                    try await store.completeDeliveries(batch, movingBreakersOf: moving) {
+                        [configuration = self.configuration, logger = self.logger, metrics = self.metrics] stored, now in
+                        let inputs = batch.map { BreakerInput(subscription: $0.delivery.subscriptionID, probe: $0.delivery.probe, signal: Self.signal(of: $0)) }
+                        let applied = Self.applyBreakers(inputs, stored: stored, now: now, configuration: configuration)
+                        for (subscription, action) in applied.actions { Self.report(action, subscription: subscription, logger: logger, metrics: metrics) }
+                        var attempts = batch
+                        for index in attempts.indices where applied.holds[index] {
+                            switch attempts[index].completion {
+                            case .retry, .failed: attempts[index].completion = .heldBack
+                            case .succeeded, .gone, .heldBack: break
+                            }
+                        }
+                        return (attempts, applied.breakers)
+                    }
+                }
                 return
             } catch {
                 logger.warning(
                     "recording webhook attempts failed",
                     metadata: ["webhook.attempts": "\(batch.count)", "try": "\(attempt)", "error": "\(error)"])
             }
+        }
+    }
+
+    /// The subscriptions of `batch` whose breakers the batch may move.
+    static func subscriptionsMovingBreakers(_ batch: [FinishedAttempt]) -> Set<String> {
+        Set(
+            batch.filter { attempt in
+                attempt.delivery.probe || !attempt.delivery.breakerUntouched || Self.signal(of: attempt) != .answered
+            }.map(\.delivery.subscriptionID))
+    }
+
+    static func signal(of attempt: FinishedAttempt) -> WebhookCircuitBreaker.Signal {
+        WebhookCircuitBreaker.Signal(.init(status: attempt.statusCode, retryAfterSeconds: attempt.retryAfterSeconds))
+    }
+
+    /// One finished attempt as its subscription's breaker sees it.
+    struct BreakerInput: Sendable, Hashable {
+        var subscription: String
+        var probe: Bool
+        var signal: WebhookCircuitBreaker.Signal
+    }
+
+    /// Applies a batch's attempts, in order, to the `stored` breakers of their subscriptions. Returns, per
+    /// attempt, whether its breaker holds its delivery back (its failure uses up no attempt of the retry
+    /// schedule); the breakers that changed; and what each transition did. Attempts of a subscription not
+    /// in `stored` (deleted meanwhile) change nothing.
+    static func applyBreakers(
+        _ inputs: [BreakerInput], stored: [String: WebhookBreakerRecord], now: Date, configuration: WebhookDeliveryConfiguration
+    ) -> (holds: [Bool], breakers: [String: WebhookBreakerRecord], actions: [(String, WebhookCircuitBreaker.Action)]) {
+        var breakers = stored.mapValues(WebhookCircuitBreaker.init)
+        var holds: [Bool] = []
+        var actions: [(String, WebhookCircuitBreaker.Action)] = []
+        for input in inputs {
+            guard var breaker = breakers[input.subscription] else {
+                holds.append(false)
+                continue
+            }
+            let transition = breaker.apply(input.signal, probe: input.probe, at: now, configuration: configuration)
+            breakers[input.subscription] = breaker
+            if transition.action != .none { actions.append((input.subscription, transition.action)) }
+            holds.append(transition.holdsDelivery)
+        }
+        let changed = breakers.mapValues(\.record).filter { stored[$0.key] != $0.value }
+        return (holds, changed, actions)
+    }
+
+    private static func report(_ action: WebhookCircuitBreaker.Action, subscription: String, logger: Logger, metrics: ServiceMetrics) {
+        switch action {
+        case .none: break
+        case .open(let nextProbe):
+            metrics.recordBreakerTransition("opened")
+            logger.warning(
+                "webhook circuit breaker open: deliveries wait for a probe", metadata: ["webhook.subscription": "\(subscription)", "webhook.next_probe": "\(nextProbe)"])
+        case .close:
+            metrics.recordBreakerTransition("closed")
+            logger.notice("webhook circuit breaker closed: the endpoint answers again", metadata: ["webhook.subscription": "\(subscription)"])
         }
     }
 
