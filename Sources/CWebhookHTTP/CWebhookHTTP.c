@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -43,12 +44,37 @@ static size_t cwh_write(char *data, size_t size, size_t count, void *userdata) {
     return bytes;
 }
 
-int cwh_post(const char *url, const char *const *headers, size_t header_count, const void *body, size_t body_length,
+struct cwh_session {
+    CURL *curl;
+};
+
+cwh_session *cwh_session_new(void) {
+    cwh_global_init();
+    cwh_session *session = calloc(1, sizeof(*session));
+    if (!session) return NULL;
+    session->curl = curl_easy_init();
+    if (!session->curl) {
+        free(session);
+        return NULL;
+    }
+    return session;
+}
+
+void cwh_session_free(cwh_session *session) {
+    if (!session) return;
+    curl_easy_cleanup(session->curl);
+    free(session);
+}
+
+int cwh_post(cwh_session *session, const char *url, const char *const *headers, size_t header_count, const void *body, size_t body_length,
              long timeout_ms, size_t max_response_bytes, cwh_address_filter filter, void *filter_context, cwh_result *result) {
     memset(result, 0, sizeof(*result));
     result->retry_after_seconds = -1;
     cwh_global_init();
-    CURL *curl = curl_easy_init();
+    /* A session's handle is reset (every option back to its default) but keeps its connection cache: each
+       POST sets all of its options again, its own address filter included. */
+    CURL *curl = session ? session->curl : curl_easy_init();
+    if (session) curl_easy_reset(curl);
     if (!curl) {
         snprintf(result->error, sizeof(result->error), "cannot create a libcurl handle");
         return -1;
@@ -80,7 +106,7 @@ int cwh_post(const char *url, const char *const *headers, size_t header_count, c
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, cwh_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "ci-callbackd-webhooks");
-    curl_easy_setopt(curl, CURLOPT_FORBID_REUSE, 1L);
+    if (!session) curl_easy_setopt(curl, CURLOPT_FORBID_REUSE, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075700
     /* CURLOPT_TIMEOUT_MS ends a transfer stuck resolving the name, but at cleanup libcurl (threaded resolver,
        as Debian builds it) then joins the getaddrinfo thread, which waits out the resolver's own timeout
@@ -105,6 +131,6 @@ int cwh_post(const char *url, const char *const *headers, size_t header_count, c
         }
     }
     curl_slist_free_all(list);
-    curl_easy_cleanup(curl);
+    if (!session) curl_easy_cleanup(curl);
     return answered ? 0 : -1;
 }

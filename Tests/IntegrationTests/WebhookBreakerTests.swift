@@ -20,6 +20,12 @@ struct WebhookBreakerTests {
         delivery.breakerThreshold = 5
         delivery.breakerCoolDown = .milliseconds(200)
         delivery.breakerMaxCoolDown = .seconds(1)
+        // Once the consumer is back, 300 deliveries reach one Python process: on a loaded machine an answer
+        // can take longer than the fast schedule's 3 s, and a request the sender gave up on may still be
+        // read and logged by the consumer after the retry and the job's next state (at least once: a
+        // consumer can see that). Waiting longer, with fewer at once, keeps the log in sending order.
+        delivery.timeout = .seconds(30)
+        delivery.concurrency = 16
         let schedule = delivery.retrySchedule.reduce(Duration.zero, +)
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }

@@ -117,6 +117,8 @@ struct WebhookDeliveryTests {
                 #expect(pushed.data == event.data)
                 #expect(pushed.timestamp == event.timestamp && pushed.type == "job.state_changed")
             }
+            // The consumer logs its answer before the service records it: wait for the records.
+            #expect(try await eventually { try await webhooks.deliveries(all, status: "succeeded").count == 9 })
             let history = try await webhooks.deliveries(all, status: "succeeded")
             #expect(history.count == 9)
             #expect(history.allSatisfy { (($0["Attempts"] as? [[String: Any]])?.first?["StatusCode"] as? Int) == 200 })
@@ -228,6 +230,9 @@ struct WebhookDeliveryTests {
                 try await webhooks.post(job, "Success")
             }
             #expect(try await eventually { consumer.deliveries(path: "/ok/replay").count == 4 })
+            // The consumer logs its answer before the service records it; a delivery still pending (its
+            // attempt not yet recorded) is not sent again by a replay: wait for the records.
+            #expect(try await eventually { try await webhooks.deliveries(subscription, status: "succeeded").count == 4 })
             let since = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-3600))
             let reply = try await webhooks.service.request(
                 "POST", "/v1/subscriptions/\(subscription)/replay", body: Array(#"{"Since":"\#(since)"}"#.utf8))

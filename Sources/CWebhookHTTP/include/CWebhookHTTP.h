@@ -30,11 +30,23 @@ typedef struct {
 /// Initialises libcurl once per process (before threads use it).
 void cwh_global_init(void);
 
+/// A libcurl handle kept across POSTs, so that its connections to a consumer stay open (keep-alive) and
+/// later POSTs skip the TCP (and TLS) handshake. Used by one thread at a time.
+typedef struct cwh_session cwh_session;
+
+/// A new session, or NULL when libcurl cannot make a handle.
+cwh_session *cwh_session_new(void);
+
+/// Closes the session's connections and frees it.
+void cwh_session_free(cwh_session *session);
+
 /// POSTs `body` to `url` with the given header lines ("Name: value"), blocking the calling thread for at
 /// most `timeout_ms`. Never follows redirects, ignores proxy environment variables, speaks only http and
 /// https, reads at most `max_response_bytes` of the response body, and connects only to addresses
-/// `filter` allows. Returns 0 when a response status was read, -1 otherwise (see `result`).
-int cwh_post(const char *url, const char *const *headers, size_t header_count, const void *body, size_t body_length,
+/// `filter` allows (checked on every new connection; a reused one was checked when it was opened).
+/// With a `session`, reuses its open connection to the same destination; without, opens one for this
+/// POST alone. Returns 0 when a response status was read, -1 otherwise (see `result`).
+int cwh_post(cwh_session *session, const char *url, const char *const *headers, size_t header_count, const void *body, size_t body_length,
              long timeout_ms, size_t max_response_bytes, cwh_address_filter filter, void *filter_context, cwh_result *result);
 
 #endif

@@ -19,8 +19,12 @@ public struct WebhookDeliveryConfiguration: Sendable, Hashable {
     public var timeout: Duration = .seconds(15)
     /// Response body bytes read; the rest is not read. Default 64 KiB.
     public var maxResponseBytes = 64 * 1024
-    /// Attempts in flight at once in this replica (`WEBHOOK_CONCURRENCY`). Default 16.
-    public var concurrency = 16
+    /// Attempts in flight at once in this replica (`WEBHOOK_CONCURRENCY`). Default 64.
+    ///
+    /// An attempt holds its slot from its lease until its outcome is recorded, two database round trips
+    /// besides the POST; with 16 slots that cycle capped delivery near 600/s against a fast consumer
+    /// (Benchmarks/webhooks.py, latency: the backlog grew without end at 1,000 deliveries/s wanted).
+    public var concurrency = 64
     /// How long a leased attempt is kept from other replicas beyond ``timeout``: a replica killed mid-attempt
     /// is replaced after `timeout + leaseMargin`. Default 15 s.
     public var leaseMargin: Duration = .seconds(15)

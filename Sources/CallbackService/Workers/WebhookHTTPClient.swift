@@ -1,5 +1,6 @@
 import CWebhookHTTP
 import Foundation
+import Synchronization
 import TimeUnits
 
 /// Sends one webhook attempt with libcurl, on a thread of its own (the call blocks; Swift's cooperative
@@ -11,8 +12,18 @@ import TimeUnits
 /// policy checks the address actually connected to, not one a second DNS answer could replace. It also
 /// bounds the whole exchange (`CURLOPT_TIMEOUT_MS`), never follows redirects, ignores proxy variables, and
 /// stops reading the response body at the cap.
+///
+/// Connections are kept open between attempts (``Sessions``): opening one per attempt (a TCP handshake,
+/// and a TLS one for https, each way through the consumer's accept queue) was a large part of each
+/// attempt's time and CPU.
 struct WebhookHTTPClient: Sendable {
     let configuration: WebhookDeliveryConfiguration
+    private let sessions: Sessions
+
+    init(configuration: WebhookDeliveryConfiguration) {
+        self.configuration = configuration
+        self.sessions = Sessions(capacity: configuration.concurrency)
+    }
 
     /// How an attempt went.
     struct Response: Sendable, Hashable {
@@ -26,11 +37,52 @@ struct WebhookHTTPClient: Sendable {
     /// POSTs `body` with `headers` to `url`.
     func post(url: String, headers: [(String, String)], body: [UInt8]) async -> Response {
         await withCheckedContinuation { continuation in
-            let thread = Thread {
-                continuation.resume(returning: Self.postBlocking(url: url, headers: headers, body: body, configuration: configuration))
+            let thread = Thread { [sessions] in
+                let session = sessions.take()
+                defer { sessions.give(back: session) }
+                continuation.resume(
+                    returning: Self.postBlocking(session: session, url: url, headers: headers, body: body, configuration: configuration))
             }
             thread.name = "webhook-send"
             thread.start()
+        }
+    }
+
+    /// Idle libcurl sessions, each with its open connections, taken by one attempt at a time. Shared by
+    /// the attempts' threads, hence the lock; at most `capacity` (the worker's concurrency) are kept, the
+    /// most attempts in flight at once. A class, so that it frees the sessions when the client goes.
+    private final class Sessions: Sendable {
+        // `OpaquePointer` is not Sendable; every pointer here is owned by this pool alone (or by the one
+        // attempt that took it), never shared.
+        private let idle: Mutex<[UnsafeSendable]>
+        private let capacity: Int
+
+        private struct UnsafeSendable: @unchecked Sendable { var session: OpaquePointer }
+
+        init(capacity: Int) {
+            self.capacity = max(1, capacity)
+            self.idle = Mutex([])
+        }
+
+        /// An idle session, or a new one; nil when libcurl cannot make one (the attempt then uses a
+        /// connection of its own).
+        func take() -> OpaquePointer? {
+            if let idle = idle.withLock({ $0.popLast() }) { return idle.session }
+            return cwh_session_new()
+        }
+
+        func give(back session: OpaquePointer?) {
+            guard let session else { return }
+            let kept = idle.withLock { idle in
+                guard idle.count < capacity else { return false }
+                idle.append(UnsafeSendable(session: session))
+                return true
+            }
+            if !kept { cwh_session_free(session) }
+        }
+
+        deinit {
+            for idle in idle.withLock({ $0 }) { cwh_session_free(idle.session) }
         }
     }
 
@@ -40,7 +92,7 @@ struct WebhookHTTPClient: Sendable {
         init(_ configuration: WebhookDeliveryConfiguration) { self.configuration = configuration }
     }
 
-    private static func postBlocking(url: String, headers: [(String, String)], body: [UInt8], configuration: WebhookDeliveryConfiguration) -> Response {
+    private static func postBlocking(session: OpaquePointer?, url: String, headers: [(String, String)], body: [UInt8], configuration: WebhookDeliveryConfiguration) -> Response {
         let policy = AddressPolicy(configuration)
         let lines = headers.map { "\($0.0): \($0.1)" }
         var result = cwh_result()
@@ -56,7 +108,7 @@ struct WebhookHTTPClient: Sendable {
             return withCStringArray(lines) { headerPointers in
                 body.withUnsafeBytes { bodyBytes in
                     cwh_post(
-                        url, headerPointers, lines.count, bodyBytes.baseAddress, bodyBytes.count, timeoutMilliseconds,
+                        session, url, headerPointers, lines.count, bodyBytes.baseAddress, bodyBytes.count, timeoutMilliseconds,
                         configuration.maxResponseBytes, filter, context, &result)
                 }
             }
