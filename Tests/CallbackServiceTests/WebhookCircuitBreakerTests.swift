@@ -105,8 +105,8 @@ struct WebhookCircuitBreakerTests {
 
     @Test func coolDown_DoublesFromTheBase_CappedAtTheMaximum() {
         let defaults = WebhookDeliveryConfiguration()
-        #expect((1...8).map { WebhookCircuitBreaker.coolDown(openings: $0, configuration: defaults) } == [1, 2, 4, 8, 16, 32, 60, 60].map { Duration.seconds($0) })
-        #expect(WebhookCircuitBreaker.coolDown(openings: 10_000, configuration: defaults) == .seconds(60))
+        #expect((1...6).map { WebhookCircuitBreaker.coolDown(openings: $0, configuration: defaults) } == [1, 2, 4, 8, 10, 10].map { Duration.seconds($0) })
+        #expect(WebhookCircuitBreaker.coolDown(openings: 10_000, configuration: defaults) == .seconds(10))
     }
 
     /// The recorder's fold of a batch: in order, per subscription; failures after the opening hold their
