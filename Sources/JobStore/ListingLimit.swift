@@ -47,7 +47,8 @@ public final class ListingLimit: Sendable {
 
     /// Runs `body` holding a slot: at once when one is free, after the listings ahead of it otherwise.
     ///
-    /// - Throws: ``TooManyListings`` when ``Configuration/maxWaiting`` listings already wait; `CancellationError` when the task is cancelled while waiting; whatever `body` throws.
+    /// - Throws: ``TooManyListings`` when ``Configuration/maxWaiting`` listings already wait;
+    ///   `CancellationError` when the task is cancelled while waiting; whatever `body` throws.
     public func withSlot<T>(_ body: () async throws -> T) async throws -> T {
         try await acquire()
         defer { release() }
