@@ -67,7 +67,7 @@ public final class JobStore: Sendable {
         listing: ListingLimit.Configuration = ListingLimit.Configuration()
     ) {
         self.pool = pool
-        self.listings = ListingLimit(listing)
+        self.listings = ListingLimit(listing, maxWait: pool.configuration.acquireTimeout)
         self.readStandby = readPool.map { ReadStandby(pool: $0, configuration: readRouting, metricsFactory: metricsFactory) }
         self.rejectedBodyLimit = rejectedBodyLimit
         self.batcher = IngestBatcher(pool: pool, configuration: batching, logger: logger, metricsFactory: metricsFactory)

@@ -6,8 +6,9 @@ import Synchronization
 /// listing in a loop held all eight default connections, and callbacks waited behind them for one.
 ///
 /// Beyond the concurrency, up to ``Configuration/maxWaiting`` listings wait for a slot, first come first
-/// served; a listing beyond that is refused at once with ``TooManyListings`` (the service answers 503 with
-/// `Retry-After`) rather than queued without bound.
+/// served, for at most `maxWait` (the pool's `DB_ACQUIRE_TIMEOUT`, the wait for a connection this one
+/// stands in front of); a listing beyond the queue, or one that waited that long, is refused with
+/// ``TooManyListings`` (the service answers 503 with `Retry-After`) rather than queued without bound.
 ///
 /// A lock rather than an actor: callers on the cooperative pool take and give back slots, and the waiting
 /// ones are suspended on continuations; the state is a counter and a short queue.
@@ -27,6 +28,8 @@ public final class ListingLimit: Sendable {
     private struct Waiter {
         let id: UInt64
         let continuation: CheckedContinuation<Void, any Error>
+        /// Refuses the listing when it has waited `maxWait`; cancelled when it gets its slot.
+        let deadline: Task<Void, Never>
     }
 
     private struct State {
@@ -36,10 +39,13 @@ public final class ListingLimit: Sendable {
     }
 
     public let configuration: Configuration
+    /// Longest wait for a slot.
+    public let maxWait: Duration
     private let state = Mutex(State())
 
-    public init(_ configuration: Configuration = Configuration()) {
+    public init(_ configuration: Configuration = Configuration(), maxWait: Duration = .seconds(10)) {
         self.configuration = configuration
+        self.maxWait = maxWait
     }
 
     /// Listings holding a slot, and listings waiting for one, right now.
@@ -47,7 +53,8 @@ public final class ListingLimit: Sendable {
 
     /// Runs `body` holding a slot: at once when one is free, after the listings ahead of it otherwise.
     ///
-    /// - Throws: ``TooManyListings`` when ``Configuration/maxWaiting`` listings already wait;
+    /// - Throws: ``TooManyListings`` when ``Configuration/maxWaiting`` listings already wait, or after
+    ///   ``maxWait`` without a slot;
     ///   `CancellationError` when the task is cancelled while waiting; whatever `body` throws.
     public func withSlot<T>(_ body: () async throws -> T) async throws -> T {
         try await acquire()
@@ -70,12 +77,16 @@ public final class ListingLimit: Sendable {
                         return .granted
                     }
                     guard state.waiting.count < configuration.maxWaiting else { return .full }
-                    state.waiting.append(Waiter(id: id, continuation: continuation))
+                    let deadline = Task { [maxWait] in
+                        guard (try? await Task.sleep(for: maxWait)) != nil else { return }
+                        self.expire(id)
+                    }
+                    state.waiting.append(Waiter(id: id, continuation: continuation, deadline: deadline))
                     return .queued
                 }
                 switch entry {
                 case .granted: continuation.resume()
-                case .full: continuation.resume(throwing: overflow())
+                case .full: continuation.resume(throwing: refusal(timedOut: false))
                 case .cancelled: continuation.resume(throwing: CancellationError())
                 case .queued: break
                 }
@@ -85,8 +96,18 @@ public final class ListingLimit: Sendable {
                 guard let index = state.waiting.firstIndex(where: { $0.id == id }) else { return nil }
                 return state.waiting.remove(at: index)
             }
+            removed?.deadline.cancel()
             removed?.continuation.resume(throwing: CancellationError())
         }
+    }
+
+    /// A listing still waiting at its deadline leaves the queue, refused.
+    private func expire(_ id: UInt64) {
+        let removed: Waiter? = state.withLock { state in
+            guard let index = state.waiting.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiting.remove(at: index)
+        }
+        removed?.continuation.resume(throwing: refusal(timedOut: true))
     }
 
     /// Hands the slot to the first waiting listing, or frees it.
@@ -98,21 +119,27 @@ public final class ListingLimit: Sendable {
             }
             return state.waiting.removeFirst()
         }
+        next?.deadline.cancel()
         next?.continuation.resume()
     }
 
-    private func overflow() -> TooManyListings {
-        TooManyListings(concurrency: configuration.concurrency, maxWaiting: configuration.maxWaiting)
+    private func refusal(timedOut: Bool) -> TooManyListings {
+        TooManyListings(concurrency: configuration.concurrency, maxWaiting: configuration.maxWaiting, waited: timedOut ? maxWait : nil)
     }
 }
 
-/// A listing refused because ``ListingLimit/Configuration/maxWaiting`` listings already wait for a slot:
-/// nothing was read; retry shortly.
+/// A listing refused because ``ListingLimit/Configuration/maxWaiting`` listings already wait for a slot,
+/// or because it waited ``ListingLimit/maxWait`` for one: nothing was read; retry shortly.
 public struct TooManyListings: Error, Sendable, Hashable, CustomStringConvertible {
     public var concurrency: Int
     public var maxWaiting: Int
+    /// Set when the listing waited this long without a slot; nil when the queue was full.
+    public var waited: Duration?
 
     public var description: String {
-        "\(maxWaiting) listings already wait for one of the \(concurrency) listing slots (LIST_CONCURRENCY, LIST_QUEUE)"
+        if let waited {
+            return "a listing waited \(waited) for one of the \(concurrency) listing slots (LIST_CONCURRENCY, DB_ACQUIRE_TIMEOUT)"
+        }
+        return "\(maxWaiting) listings already wait for one of the \(concurrency) listing slots (LIST_CONCURRENCY, LIST_QUEUE)"
     }
 }

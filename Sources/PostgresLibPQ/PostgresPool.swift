@@ -72,6 +72,9 @@ public final class PostgresPool: Sendable {
 
     private let core: PoolCore
 
+    /// The pool's settings.
+    public var configuration: Configuration { core.configuration }
+
     /// Starts `configuration.size` connection threads plus one timer thread; connects lazily.
     public init(configuration: Configuration, logger: Logger) {
         precondition(configuration.size >= 1, "PostgresPool needs at least one connection")

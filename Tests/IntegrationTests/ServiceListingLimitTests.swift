@@ -11,11 +11,12 @@ import Testing
 struct ServiceListingLimitTests {
     @Test(.timeLimit(.minutes(3)))
     func listings_BlockedInTheDatabase_HoldOnlyTheirSlots_SoOtherRequestsGetConnections_AndOneBeyondTheQueueIs503() async throws {
-        // Pool of 4; statements may wait on the test's lock longer than the test takes.
+        // Pool of 4; statements and waiting listings (whose wait is the pool's acquire timeout) may wait on
+        // the test's lock longer than the test takes.
         var connection = PostgresConnectionSettings()
         connection.statementTimeout = .seconds(60)
         let service = try await ServiceHarness.start(
-            connection: connection, acquireTimeout: .seconds(3), listing: ListingLimit.Configuration(concurrency: 2, maxWaiting: 3))
+            connection: connection, acquireTimeout: .seconds(60), listing: ListingLimit.Configuration(concurrency: 2, maxWaiting: 3))
         let locker = try PostgresConnection.connect(conninfo(testDatabaseURL, searchPath: service.schema))
         do {
             // Every listing now blocks inside PostgreSQL, on the connection it holds.

@@ -84,4 +84,19 @@ struct ListingLimitTests {
         #expect(limit.usage == (active: 0, waiting: 0))
         try await limit.withSlot {}
     }
+
+    @Test(.timeLimit(.minutes(1)))
+    func limit_WaitingPastMaxWait_IsRefusedAndLeavesTheQueue() async throws {
+        let limit = ListingLimit(.init(concurrency: 1, maxWaiting: 4), maxWait: .milliseconds(200))
+        let gate = Gate()
+        let holder = Task { try await limit.withSlot { await gate.wait() } }
+        #expect(try await eventually { limit.usage == (active: 1, waiting: 0) })
+        let error = await #expect(throws: TooManyListings.self) { try await limit.withSlot {} }
+        #expect(error?.waited == .milliseconds(200))
+        #expect(limit.usage == (active: 1, waiting: 0))
+        gate.open()
+        try await holder.value
+        try await limit.withSlot {}
+        #expect(limit.usage == (active: 0, waiting: 0))
+    }
 }
