@@ -147,7 +147,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CallbackServiceTests",
-            dependencies: ["CallbackService", "CIModel", "HTTPListener", "HTTPWire", "JobStore"],
+            dependencies: ["CallbackService", "CIModel", "HTTPListener", "HTTPWire", "JobStore", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TimeUnitsTests", dependencies: ["TimeUnits"], swiftSettings: swiftSettings),

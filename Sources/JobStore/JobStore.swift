@@ -42,10 +42,12 @@ public final class JobStore: Sendable {
     /// The store's connections and queues right now, for `/metrics`.
     public var statistics: StoreStatistics {
         let pool = pool.statistics
+        let listings = listings.usage
         return StoreStatistics(
             poolSize: pool.size, poolOpen: pool.open, poolInUse: pool.inUse, poolWaiting: pool.waiting,
             poolWaitSeconds: pool.totalWaitSeconds, poolAcquired: pool.acquired,
             ingestQueued: batcher.statistics.queued, lookupsQueued: jobLookups.queued,
+            listingsActive: listings.active, listingsWaiting: listings.waiting,
             readPool: readStandby.map { standby in
                 let pool = standby.pool.statistics
                 return ReadPoolStatistics(poolSize: pool.size, poolOpen: pool.open, poolInUse: pool.inUse, poolWaiting: pool.waiting, standby: standby.status)
@@ -401,6 +403,10 @@ public struct StoreStatistics: Sendable, Hashable {
     public var ingestQueued: Int
     /// Lookups by JobId waiting for a lookup batch.
     public var lookupsQueued: Int
+    /// Listings holding one of the ``ListingLimit``'s slots (a connection, or waiting in the pool for one).
+    public var listingsActive: Int = 0
+    /// Listings waiting for a slot.
+    public var listingsWaiting: Int = 0
     /// The read standby's pool and state; nil without one.
     public var readPool: ReadPoolStatistics? = nil
 }

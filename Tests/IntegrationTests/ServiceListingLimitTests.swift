@@ -24,6 +24,9 @@ struct ServiceListingLimitTests {
             let listings = (0..<5).map { index in Task { try await service.get("/v1/jobs?limit=\(index + 1)") } }
             let queued = try await eventually(within: .seconds(60)) { service.store.listings.usage == (active: 2, waiting: 3) }
             #expect(queued, "two listings hold slots and three wait: \(service.store.listings.usage)")
+            let metrics = try await service.get("/metrics").text
+            #expect(metrics.contains(#"db_listings{state="active"} 2"#), "\(metrics.split(separator: "\n").filter { $0.contains("db_listings") })")
+            #expect(metrics.contains(#"db_listings{state="waiting"} 3"#))
 
             let refused = try await service.get("/v1/jobs?limit=7")
             #expect(refused.status == 503)

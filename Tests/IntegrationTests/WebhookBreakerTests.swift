@@ -1,9 +1,11 @@
-import CallbackService
 import Foundation
+import JobStore
 import PostgresLibPQ
 import TestSupport
 import Testing
 import TimeUnits
+
+@testable import CallbackService
 
 /// The circuit breaker per subscription, against a real consumer (PyPI's `standardwebhooks`) over real
 /// sockets: an endpoint that is down is probed, not hammered, and its deliveries wait for it instead of
@@ -79,6 +81,34 @@ struct WebhookBreakerTests {
             let closed = try await webhooks.service.get("/v1/subscriptions/\(subscription)").json()
             #expect((closed["CircuitBreaker"] as? [String: Any])?["State"] as? String == "closed", "\(closed)")
             #expect(closed["ConsecutiveFailures"] as? Int == 0)
+        }
+    }
+
+    /// A failure on a delivery's last scheduled attempt that opens the breaker holds the delivery back:
+    /// it is not the dead letter, so neither the metrics nor the log may call it failed.
+    @Test(.timeLimit(.minutes(3)))
+    func breaker_OpeningOnTheLastScheduledAttempt_HoldsTheDeliveryBack_AndCountsItHeldNotFailed() async throws {
+        var delivery = WebhookService.fastDelivery
+        delivery.retrySchedule = []  // one attempt: the first is the last
+        delivery.breakerThreshold = 1
+        delivery.breakerCoolDown = .seconds(60)
+        delivery.breakerMaxCoolDown = .seconds(60)
+        let metrics = ServiceMetrics()
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try await consumer.start()
+        try await WebhookService.with(delivery: delivery, metrics: metrics) { webhooks in
+            let subscription = try await webhooks.subscribe(consumer, "/ok/last")
+            await consumer.kill()
+            try await webhooks.post(RequestIDForTests.jobID(), "Success")
+            #expect(try await eventually { try await Self.count(webhooks, "webhook_attempts") == 1 })
+            #expect(try await Self.count(webhooks, "webhook_deliveries WHERE status = 'pending'") == 1)
+            #expect(try await Self.count(webhooks, "webhook_deliveries WHERE status = 'failed'") == 0)
+            let breaker = try await webhooks.service.get("/v1/subscriptions/\(subscription)").json()["CircuitBreaker"] as? [String: Any]
+            #expect(breaker?["State"] as? String == "open", "\(String(describing: breaker))")
+            let page = String(decoding: metrics.render(store: webhooks.store.statistics, listener: nil), as: UTF8.self)
+            let counted = page.split(separator: "\n").filter { $0.hasPrefix("webhook_deliveries_total") }
+            #expect(counted == [#"webhook_deliveries_total{outcome="held"} 1"#], "\(counted)")
         }
     }
 

@@ -23,14 +23,16 @@ struct WebhookService {
         return configuration
     }()
 
-    static func with<T>(delivery: WebhookDeliveryConfiguration = fastDelivery, _ body: (WebhookService) async throws -> T) async throws -> T {
+    static func with<T>(
+        delivery: WebhookDeliveryConfiguration = fastDelivery, metrics: ServiceMetrics = ServiceMetrics(), _ body: (WebhookService) async throws -> T
+    ) async throws -> T {
         let newEvents = WakeSignal()
         let newDeliveries = WakeSignal()
         let service = try await ServiceHarness.start(stateEventSignal: newEvents, signals: [JobStore.sequencedEventsChannel: newDeliveries])
         let store = service.store
         let sequencer = EventSequencer(
             store: store, signal: newEvents, configuration: EventSequencerConfiguration(), metrics: ServiceMetrics(), logger: serviceTestLogger)
-        let worker = WebhookDeliveryWorker(store: store, signal: newDeliveries, configuration: delivery, metrics: ServiceMetrics(), logger: serviceTestLogger)
+        let worker = WebhookDeliveryWorker(store: store, signal: newDeliveries, configuration: delivery, metrics: metrics, logger: serviceTestLogger)
         let tasks = [Task { _ = try? await sequencer.run() }, Task { _ = try? await worker.run() }]
         let webhooks = WebhookService(service: service, store: store, tasks: tasks)
         defer {}

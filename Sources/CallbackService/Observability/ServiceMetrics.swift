@@ -144,6 +144,8 @@ public final class ServiceMetrics: Sendable {
         Gauge(label: "db_pool_connections", dimensions: [("state", "waiting")], factory: factory).record(store.poolWaiting)
         Gauge(label: "db_queue_depth", dimensions: [("queue", "ingest")], factory: factory).record(store.ingestQueued)
         Gauge(label: "db_queue_depth", dimensions: [("queue", "lookup")], factory: factory).record(store.lookupsQueued)
+        Gauge(label: "db_listings", dimensions: [("state", "active")], factory: factory).record(store.listingsActive)
+        Gauge(label: "db_listings", dimensions: [("state", "waiting")], factory: factory).record(store.listingsWaiting)
         let (acquired, waited) = lastPoolTotals.withLock { last in
             defer { last = (store.poolAcquired, store.poolWaitSeconds) }
             return (max(0, store.poolAcquired - last.acquired), max(0, store.poolWaitSeconds - last.waitSeconds))

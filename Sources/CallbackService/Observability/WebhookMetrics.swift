@@ -13,7 +13,7 @@ extension ServiceMetrics {
 }
 
 extension ServiceMetrics {
-    /// One delivery attempt: its outcome (succeeded, retried, failed, gone) and how long it took.
+    /// One recorded delivery attempt: its outcome (succeeded, retried, held, failed, gone) and how long it took.
     func recordDeliveryAttempt(outcome: String, duration: Duration) {
         Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: metricsFactory).increment()
         Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: metricsFactory).recordNanoseconds(duration.inNanoseconds)

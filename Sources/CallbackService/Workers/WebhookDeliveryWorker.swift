@@ -100,6 +100,7 @@ public struct WebhookDeliveryWorker: Service {
                 group.cancelAll()
             }
         }
+        client.finish()
     }
 
     /// The body of a delivery: `{"type":…,"timestamp":…,"data":…}`, `data` being the job's lookup body.
@@ -134,39 +135,54 @@ public struct WebhookDeliveryWorker: Service {
         let decision = WebhookAttemptDecision.decide(
             .init(status: response.status, retryAfterSeconds: response.retryAfterSeconds), attempt: delivery.scheduleAttempt,
             configuration: configuration, random: Double.random(in: 0..<1))
-        let completion: DeliveryCompletion
-        let outcome: String
-        switch decision {
-        case .succeeded:
-            completion = .succeeded
-            outcome = "succeeded"
-        case .retry(let pause):
-            completion = .retry(afterMilliseconds: pause.inMilliseconds)
-            outcome = "retried"
-        case .failed:
-            completion = .failed
-            outcome = "failed"
-        case .gone:
-            completion = .gone
-            outcome = "gone"
-        }
+        let completion: DeliveryCompletion =
+            switch decision {
+            case .succeeded: .succeeded
+            case .retry(let pause): .retry(afterMilliseconds: pause.inMilliseconds)
+            case .failed: .failed
+            case .gone: .gone
+            }
         let error = response.error ?? response.status.flatMap { (200...299).contains($0) ? nil : "HTTP \($0)" }
-        metrics.recordDeliveryAttempt(outcome: outcome, duration: elapsed)
-        // The URL is left out: it may carry the consumer's own credentials. The secret is never logged.
-        let metadata: Logger.Metadata = [
-            "webhook.subscription": "\(delivery.subscriptionID)", "webhook.delivery": "\(delivery.deliveryID)", "webhook.event": "\(id)",
-            "webhook.attempt": "\(delivery.attempt)", "webhook.outcome": "\(outcome)", "http.status": "\(response.status.map(String.init) ?? "-")",
-            "webhook.duration_ms": "\(CallbackApplication.milliseconds(elapsed))",
-        ]
-        switch decision {
-        case .succeeded, .retry: logger.debug("webhook attempt", metadata: metadata.merging(["error": "\(error ?? "-")"]) { $1 })
-        case .failed: logger.warning("webhook delivery failed for good", metadata: metadata.merging(["error": "\(error ?? "-")"]) { $1 })
-        case .gone: logger.warning("webhook endpoint answered 410 Gone; subscription disabled", metadata: metadata)
-        }
         return FinishedAttempt(
             delivery: delivery, completion: completion, statusCode: response.status, retryAfterSeconds: response.retryAfterSeconds, error: error,
             startedAt: startedAt,
             finishedAt: startedAt.addingTimeInterval(elapsed.inSeconds))
+    }
+
+    /// Counts and logs recorded attempts, by what became of their deliveries: only once recorded, since a
+    /// circuit breaker that opens may hold back an attempt that was its delivery's last (not the dead
+    /// letter, then).
+    func report(_ attempts: [FinishedAttempt]) {
+        for attempt in attempts {
+            let outcome =
+                switch attempt.completion {
+                case .succeeded: "succeeded"
+                case .retry: "retried"
+                case .heldBack: "held"
+                case .failed: "failed"
+                case .gone: "gone"
+                }
+            let elapsed = Duration.seconds(attempt.finishedAt.timeIntervalSince(attempt.startedAt))
+            metrics.recordDeliveryAttempt(outcome: outcome, duration: elapsed)
+            // The URL is left out: it may carry the consumer's own credentials. The secret is never
+            // logged. A function, so that a debug line that is not logged (every success, by default)
+            // builds nothing.
+            func metadata(error: String?) -> Logger.Metadata {
+                var metadata: Logger.Metadata = [
+                    "webhook.subscription": "\(attempt.delivery.subscriptionID)", "webhook.delivery": "\(attempt.delivery.deliveryID)",
+                    "webhook.event": "\(attempt.delivery.event.publicID)", "webhook.attempt": "\(attempt.delivery.attempt)",
+                    "webhook.outcome": "\(outcome)", "http.status": "\(attempt.statusCode.map(String.init) ?? "-")",
+                    "webhook.duration_ms": "\(CallbackApplication.milliseconds(elapsed))",
+                ]
+                if let error { metadata["error"] = "\(error)" }
+                return metadata
+            }
+            switch attempt.completion {
+            case .succeeded, .retry, .heldBack: logger.debug("webhook attempt", metadata: metadata(error: attempt.error ?? "-"))
+            case .failed: logger.warning("webhook delivery failed for good", metadata: metadata(error: attempt.error ?? "-"))
+            case .gone: logger.warning("webhook endpoint answered 410 Gone; subscription disabled", metadata: metadata(error: nil))
+            }
+        }
     }
 
     /// Records a batch of outcomes, trying once more after a failure (two replicas recording failures of
@@ -180,6 +196,10 @@ public struct WebhookDeliveryWorker: Service {
     /// again only by its probe: one cool-down late at worst.
     func record(_ batch: [FinishedAttempt]) async {
         let moving = Self.subscriptionsMovingBreakers(batch)
+        // The attempts as recorded: the transition below may hold some back. Shared with that closure,
+        // which the store runs on its connection's thread, hence the lock.
+        let recorded = Mutex(batch)
+        defer { report(recorded.withLock { $0 }) }
         for attempt in 1...2 {
             do {
                 if moving.isEmpty {
@@ -197,6 +217,7 @@ public struct WebhookDeliveryWorker: Service {
                             case .succeeded, .gone, .heldBack: break
                             }
                         }
+                        recorded.withLock { $0 = attempts }
                         return (attempts, applied.breakers)
                     }
                 }

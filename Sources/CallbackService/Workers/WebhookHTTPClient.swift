@@ -1,10 +1,9 @@
 import CWebhookHTTP
 import Foundation
-import Synchronization
 import TimeUnits
 
-/// Sends one webhook attempt with libcurl, on a thread of its own (the call blocks; Swift's cooperative
-/// threads must not).
+/// Sends one webhook attempt with libcurl, on one of the worker's sender threads
+/// (``WebhookSenderThreads``: the call blocks; Swift's cooperative threads must not).
 ///
 /// Why libcurl and not the listener's socket code or URLSession: consumers are `https://` URLs, and libcurl
 /// (already linked by FoundationNetworking) brings TLS with certificate checks; unlike URLSession, it lets
@@ -12,17 +11,13 @@ import TimeUnits
 /// policy checks the address actually connected to, not one a second DNS answer could replace. It also
 /// bounds the whole exchange (`CURLOPT_TIMEOUT_MS`), never follows redirects, ignores proxy variables, and
 /// stops reading the response body at the cap.
-///
-/// Connections are kept open between attempts (``Sessions``): opening one per attempt (a TCP handshake,
-/// and a TLS one for https, each way through the consumer's accept queue) was a large part of each
-/// attempt's time and CPU.
 struct WebhookHTTPClient: Sendable {
     let configuration: WebhookDeliveryConfiguration
-    private let sessions: Sessions
+    private let senders: WebhookSenderThreads
 
     init(configuration: WebhookDeliveryConfiguration) {
         self.configuration = configuration
-        self.sessions = Sessions(capacity: configuration.concurrency)
+        self.senders = WebhookSenderThreads(capacity: configuration.concurrency)
     }
 
     /// How an attempt went.
@@ -37,53 +32,16 @@ struct WebhookHTTPClient: Sendable {
     /// POSTs `body` with `headers` to `url`.
     func post(url: String, headers: [(String, String)], body: [UInt8]) async -> Response {
         await withCheckedContinuation { continuation in
-            let thread = Thread { [sessions] in
-                let session = sessions.take()
-                defer { sessions.give(back: session) }
+            senders.run { [configuration] session in
                 continuation.resume(
                     returning: Self.postBlocking(session: session, url: url, headers: headers, body: body, configuration: configuration))
             }
-            thread.name = "webhook-send"
-            thread.start()
         }
     }
 
-    /// Idle libcurl sessions, each with its open connections, taken by one attempt at a time. Shared by
-    /// the attempts' threads, hence the lock; at most `capacity` (the worker's concurrency) are kept, the
-    /// most attempts in flight at once. A class, so that it frees the sessions when the client goes.
-    private final class Sessions: Sendable {
-        // `OpaquePointer` is not Sendable; every pointer here is owned by this pool alone (or by the one
-        // attempt that took it), never shared.
-        private let idle: Mutex<[UnsafeSendable]>
-        private let capacity: Int
-
-        private struct UnsafeSendable: @unchecked Sendable { var session: OpaquePointer }
-
-        init(capacity: Int) {
-            self.capacity = max(1, capacity)
-            self.idle = Mutex([])
-        }
-
-        /// An idle session, or a new one; nil when libcurl cannot make one (the attempt then uses a
-        /// connection of its own).
-        func take() -> OpaquePointer? {
-            if let idle = idle.withLock({ $0.popLast() }) { return idle.session }
-            return cwh_session_new()
-        }
-
-        func give(back session: OpaquePointer?) {
-            guard let session else { return }
-            let kept = idle.withLock { idle in
-                guard idle.count < capacity else { return false }
-                idle.append(UnsafeSendable(session: session))
-                return true
-            }
-            if !kept { cwh_session_free(session) }
-        }
-
-        deinit {
-            for idle in idle.withLock({ $0 }) { cwh_session_free(idle.session) }
-        }
+    /// Lets the sender threads end once the attempts given so far are sent.
+    func finish() {
+        senders.finish()
     }
 
     /// The address policy, handed to C as its context: a class so that C can hold a pointer to it.
