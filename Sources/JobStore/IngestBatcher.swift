@@ -155,6 +155,9 @@ public final class IngestBatcher: Sendable {
     }
 
     /// Current counters.
+    /// Callbacks waiting for a batch: the ones beyond what the batches being written hold.
+    public var queuedCallbacks: Int { batcher.queued }
+
     public var statistics: Statistics {
         var statistics = counters.statistics.withLock { $0 }
         statistics.queued = batcher.queued

@@ -69,10 +69,12 @@ public final class JobStore: Sendable {
         listing: ListingLimit.Configuration = ListingLimit.Configuration()
     ) {
         self.pool = pool
-        self.listings = ListingLimit(listing, maxWait: pool.configuration.acquireTimeout)
+        let batcher = IngestBatcher(pool: pool, configuration: batching, logger: logger, metricsFactory: metricsFactory)
+        self.batcher = batcher
+        // Callbacks queued behind the batches being written: ingest is short of the database's capacity.
+        self.listings = ListingLimit(listing, maxWait: pool.configuration.acquireTimeout) { batcher.queuedCallbacks > 0 }
         self.readStandby = readPool.map { ReadStandby(pool: $0, configuration: readRouting, metricsFactory: metricsFactory) }
         self.rejectedBodyLimit = rejectedBodyLimit
-        self.batcher = IngestBatcher(pool: pool, configuration: batching, logger: logger, metricsFactory: metricsFactory)
         self.verificationSignal = verificationSignal
         self.stateEventSignal = stateEventSignal
         // One lookup batch at a time: a primary-key query for 64 ids costs PostgreSQL little more than for

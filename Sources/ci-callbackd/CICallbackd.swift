@@ -197,6 +197,13 @@ struct Serve: AsyncParsableCommand {
     var listQueue: String?
 
     @Option(
+        name: .customLong("list-yield"),
+        help:
+            "While callbacks wait for the database, how long after it began a listing keeps its slot (0: no longer than it runs). [env: LIST_YIELD, default: \(SettingFormat.duration(ServeDefaults.listing.yieldUnderIngestLoad))]"
+    )
+    var listYield: String?
+
+    @Option(
         name: .customLong("max-header-bytes"),
         help: "Request line plus headers, e.g. 16k. [env: MAX_HEADER_BYTES, default: \(SettingFormat.byteSize(ServeDefaults.server.limits.parser.maxHeaderBytes))]")
     var maxHeaderBytes: String?
@@ -326,7 +333,10 @@ struct Serve: AsyncParsableCommand {
                 parse: SettingParsers.positiveInt, expected: "a positive whole number"),
             maxWaiting: try resolver.required(
                 flag: listQueue, flagName: "list-queue", env: "LIST_QUEUE", default: ServeDefaults.listing.maxWaiting,
-                parse: SettingParsers.nonNegativeInt, expected: "a whole number"))
+                parse: SettingParsers.nonNegativeInt, expected: "a whole number"),
+            yieldUnderIngestLoad: try resolver.required(
+                flag: listYield, flagName: "list-yield", env: "LIST_YIELD", default: ServeDefaults.listing.yieldUnderIngestLoad,
+                parse: SettingParsers.durationOrZero, expected: "a duration such as 100ms, or 0"))
         let databaseTimeouts = try timeouts.resolve(resolver)
         let reads = try readStandby.resolve(resolver)
         let migrate = try resolver.required(

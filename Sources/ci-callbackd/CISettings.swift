@@ -36,26 +36,20 @@ struct CISettings {
             flag: nil, flagName: "", env: "RECONCILE_INTERVAL", default: reconciler.interval, parse: SettingParsers.duration,
             expected: "a duration such as 60s")
         reconciler.age = try resolver.required(
-            flag: nil, flagName: "", env: "RECONCILE_AFTER", default: reconciler.age, parse: Self.durationOrZero,
+            flag: nil, flagName: "", env: "RECONCILE_AFTER", default: reconciler.age, parse: SettingParsers.durationOrZero,
             expected: "a duration such as 5m, or 0")
         reconciler.window = try resolver.required(
             flag: nil, flagName: "", env: "RECONCILE_WINDOW", default: reconciler.window, parse: SettingParsers.duration,
             expected: "a duration such as 24h")
         reconciler.discoveryInterval = try resolver.required(
             flag: nil, flagName: "", env: "RECONCILE_DISCOVERY_INTERVAL", default: reconciler.discoveryInterval,
-            parse: Self.durationOrZero, expected: "a duration such as 10m, or 0")
+            parse: SettingParsers.durationOrZero, expected: "a duration such as 10m, or 0")
         let reconcile = try resolver.required(
             flag: nil, flagName: "", env: "RECONCILE", default: configuration != nil, parse: SettingParsers.bool, expected: "true or false")
         if reconcile && configuration == nil {
             throw ValidationError("RECONCILE=true needs CI credentials: set CI_SECRET_ID, CI_SECRET_KEY, CI_BUCKET and CI_REGION")
         }
         return CISettings(configuration: configuration, publicCallbackURL: callbackURL, reconcile: reconcile, reconciler: reconciler)
-    }
-
-    /// A duration, where `0` is allowed (reconcile at once, list in every sweep).
-    static func durationOrZero(_ text: String) -> Duration? {
-        if let zero = Double(text.trimmingCharacters(in: CharacterSet(charactersIn: "mshd"))), zero == 0 { return .zero }
-        return SettingParsers.duration(text)
     }
 
     func submitter(logger: Logger) -> WatermarkSubmitter? {

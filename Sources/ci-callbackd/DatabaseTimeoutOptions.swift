@@ -37,7 +37,7 @@ struct DatabaseTimeoutOptions: ParsableArguments {
             expected: "a duration such as 10s")
         settings.statementTimeout = try resolver.required(
             flag: statementTimeout, flagName: "db-statement-timeout", env: "DB_STATEMENT_TIMEOUT", default: settings.statementTimeout,
-            parse: CISettings.durationOrZero, expected: "a duration such as 5s, or 0")
+            parse: SettingParsers.durationOrZero, expected: "a duration such as 5s, or 0")
         let acquire = try resolver.required(
             flag: acquireTimeout, flagName: "db-acquire-timeout", env: "DB_ACQUIRE_TIMEOUT", default: Duration.seconds(10),
             parse: SettingParsers.duration, expected: "a duration such as 10s")

@@ -104,6 +104,12 @@ enum SettingParsers {
         return .milliseconds(Int64((value * 1000).rounded()))
     }
 
+    /// A duration, where `0` is allowed (reconcile at once, list in every sweep, no statement timeout).
+    static func durationOrZero(_ text: String) -> Duration? {
+        if let zero = Double(text.trimmingCharacters(in: CharacterSet(charactersIn: "mshd"))), zero == 0 { return .zero }
+        return duration(text)
+    }
+
     /// A retention: a duration (`30d`), or `forever` for none. `.some(nil)` is forever.
     static func retention(_ text: String) -> Duration?? {
         if text.lowercased() == "forever" { return .some(nil) }

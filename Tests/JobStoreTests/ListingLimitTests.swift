@@ -99,4 +99,37 @@ struct ListingLimitTests {
         try await limit.withSlot {}
         #expect(limit.usage == (active: 0, waiting: 0))
     }
+
+    // MARK: Yielding to ingest
+
+    @Test func heldUntil_IngestBackedUp_KeepsTheSlotUntilTheYieldAfterTheListingBegan() {
+        let began = ContinuousClock.now
+        let yield = Duration.milliseconds(100)
+        #expect(ListingLimit.heldUntil(began: began, now: began + .milliseconds(3), yield: yield, ingestIsBackedUp: true) == began + yield)
+        // A listing that took the whole yield or longer gives its slot back at once.
+        #expect(ListingLimit.heldUntil(began: began, now: began + yield, yield: yield, ingestIsBackedUp: true) == nil)
+        #expect(ListingLimit.heldUntil(began: began, now: began + .seconds(2), yield: yield, ingestIsBackedUp: true) == nil)
+        // Ingest keeping up, or yielding turned off: at once.
+        #expect(ListingLimit.heldUntil(began: began, now: began + .milliseconds(3), yield: yield, ingestIsBackedUp: false) == nil)
+        #expect(ListingLimit.heldUntil(began: began, now: began + .milliseconds(3), yield: .zero, ingestIsBackedUp: true) == nil)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func limit_IngestBackedUp_AnsweredListingKeepsItsSlotForTheYield_TheNextWaits_ThenGetsIt() async throws {
+        let backedUp = Mutex(true)
+        let limit = ListingLimit(
+            ListingLimit.Configuration(concurrency: 1, maxWaiting: 4, yieldUnderIngestLoad: .seconds(1)), maxWait: .seconds(30),
+            ingestIsBackedUp: { backedUp.withLock { $0 } })
+        let answer = try await limit.withSlot { 42 }
+        #expect(answer == 42, "the listing answers at once; only its slot waits")
+        #expect(limit.usage == (active: 1, waiting: 0))
+        let next = Task { try await limit.withSlot { 7 } }
+        #expect(try await eventually { limit.usage == (active: 1, waiting: 1) })
+        #expect(try await next.value == 7)
+        // Ingest keeping up again: the next listing's slot is free as soon as it answers.
+        backedUp.withLock { $0 = false }
+        #expect(try await eventually { limit.usage == (active: 0, waiting: 0) })
+        try await limit.withSlot {}
+        #expect(limit.usage == (active: 0, waiting: 0))
+    }
 }
