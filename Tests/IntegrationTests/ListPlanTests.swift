@@ -25,12 +25,14 @@ struct ListPlanTests {
                 let plan = try await Self.explain(JobListSQL.query(query), on: service)
                 Self.expectIndexOnly(plan, shape: "list shape \(bits) \(query)")
             }
-            // State, tag and queueId together seek the index of all three (0015), at any page: a rare
-            // combination read through one filter's index reads and drops a row for each job it skips.
-            for (bits, query) in Self.shapes(cursor: cursor).enumerated() where bits & 7 == 7 {
+            // State and tag together, with or without more filters, seek the index of both (0015) at any
+            // page, walking it in list order or (few rows expected, as here with queueId too) as one of the
+            // bitmaps intersected: a rare pair read through one filter's index reads and drops a row for
+            // each job it skips.
+            for (bits, query) in Self.shapes(cursor: cursor).enumerated() where bits & 3 == 3 {
                 let plan = try await Self.explain(JobListSQL.query(query), on: service)
-                let scans = Self.nodes(plan).filter { $0.relation == "ci_jobs" }
-                #expect(scans.map(\.index) == ["ci_jobs_filters_idx"], "list shape \(bits) \(query): \(scans.map { ($0.type, $0.index) })")
+                let indexes = Self.nodes(plan).compactMap(\.index)
+                #expect(indexes.contains("ci_jobs_state_tag_idx"), "list shape \(bits) \(query): \(Self.nodes(plan).map { ($0.type, $0.index) })")
             }
             // The store runs the same statements: a page of each answers.
             let page = try await store.jobs(JobListQuery(state: .failed, tag: "Transcode", limit: 5))
