@@ -154,10 +154,10 @@ public final class IngestBatcher: Sendable {
         )
     }
 
-    /// Current counters.
     /// Callbacks waiting for a batch: the ones beyond what the batches being written hold.
     public var queuedCallbacks: Int { batcher.queued }
 
+    /// Current counters.
     public var statistics: Statistics {
         var statistics = counters.statistics.withLock { $0 }
         statistics.queued = batcher.queued
