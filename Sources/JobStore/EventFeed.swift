@@ -59,6 +59,9 @@ public struct SequencerRound: Sendable, Hashable {
     public var sequenced: Int
     /// Deliveries queued for matching subscriptions.
     public var queued: Int
+    /// Whether the round reached the newest event its snapshot showed; false when its limit cut it short,
+    /// and the next round should follow at once.
+    public var caughtUp: Bool
 }
 
 extension JobStore {
@@ -78,11 +81,12 @@ extension JobStore {
     /// therefore never finds a position below one it already read appear later. Rolled-back rows never
     /// become visible and take no position.
     ///
-    /// Which rows a round looks at (migration 0012): a complete round stores its snapshot, and every event
-    /// whose writer had finished by then was visible to it and is positioned. So the next round looks only at
-    /// events whose writer was running then (the snapshot's list) or began later (at or above its xmax),
-    /// skipping those already positioned. A round cut short by `limit` keeps the older snapshot, so the next
-    /// one looks at the same rows again.
+    /// Which rows a round looks at (migration 0017): every round that saw an event remembers its snapshot
+    /// and the highest event_id it walked through. Every event at or below that id has a position or was
+    /// invisible to the snapshot, its writer running then (the snapshot's list) or begun later (at or above
+    /// its xmax). So the next round positions those stragglers, found by writer, and walks on in event_id
+    /// order above that id for at most `limit` events. Its work is bounded by the limit and by the writers of
+    /// one interval, however large the backlog.
     public func sequenceEvents(limit: Int = JobStore.sequencerRoundLimit) async throws -> SequencerRound {
         try await withConnection { connection in
             try connection.transaction { connection in
@@ -97,9 +101,13 @@ extension JobStore {
                     try connection.query(
                         SQLQuery(
                             unsafeSQL: EventSQL.sequence,
-                            binds: [.text(String(max(limit, 1))), .text(try last.string("xmax")), .text(try last.string("running"))])
+                            binds: [
+                                .text(String(max(limit, 1))), .text(try last.string("xmax")), .text(try last.string("running")),
+                                .text(String(try last.int64("walked_through"))),
+                            ])
                     )[0], read: "sequencer round")
-                let round = SequencerRound(sequenced: try row.int("sequenced"), queued: try row.int("queued"))
+                let round = SequencerRound(
+                    sequenced: try row.int("sequenced"), queued: try row.int("queued"), caughtUp: try row.int("walked") < max(limit, 1))
                 if round.sequenced > 0 {
                     // Delivered after COMMIT, like every NOTIFY: feed waits and delivery workers then read it.
                     try connection.query("SELECT pg_notify(\(Self.sequencedEventsChannel), '')")
@@ -158,37 +166,44 @@ enum EventSQL {
     /// the lookup of that job did at that state.
     static let jobColumns = JobStore.jobColumns
 
-    /// The last complete round's snapshot: `xmax` (`0` before the first round, which then looks at every
-    /// event with a writer id; 0012 left positioned ones without) and the writers it saw `running`, as the
-    /// text of an `xid8[]`.
+    /// The last round that saw an event: its snapshot's `xmax` (`0` before the first such round) and the
+    /// writers it saw `running`, as the text of an `xid8[]`, and the event_id it `walked_through`.
     static let lastRound: SQLQuery = """
         SELECT coalesce(pg_snapshot_xmax(last_round), '0'::xid8)::text AS xmax,
-               ARRAY(SELECT pg_snapshot_xip(last_round))::text AS running
+               ARRAY(SELECT pg_snapshot_xip(last_round))::text AS running,
+               walked_through
         FROM ci_event_sequencer
         """
 
-    /// `$1` the round's limit, `$2` and `$3` the ``lastRound``. Returns one row: `sequenced`, `queued`. Every
-    /// CTE reads the statement's one snapshot, the one `pg_current_snapshot()` stores for the next round.
+    /// `$1` the round's limit, `$2`, `$3` and `$4` the ``lastRound``. Returns one row: `sequenced`, `queued`,
+    /// and how many events the round `walked` (the limit when it was cut short). Every CTE reads the
+    /// statement's one snapshot, the one `pg_current_snapshot()` stores for the next round.
     static let sequence = """
         WITH base AS (
             -- Above the horizon too: retention may have deleted every positioned event, the top one included.
             SELECT greatest(coalesce((SELECT max(feed_position) FROM ci_event_feed), 0),
                             (SELECT pruned_through FROM ci_event_feed_horizon)) AS top
-        ), candidates AS (
-            -- Writers still running at the last complete round, or begun since: the only ones whose events
-            -- that round cannot have positioned.
+        ), walk AS (
+            -- The next events this snapshot sees above the last round's walk: one index range, read up to the limit.
             SELECT e.event_id, e.job_id, e.state, e.tag
             FROM ci_job_state_events e
-            WHERE e.writer_xid >= $2::xid8 OR e.writer_xid = ANY ($3::xid8[])
-        ), todo AS (
-            -- One probe of ci_event_feed's event_id index per candidate, as a subplan: written as NOT EXISTS,
-            -- the planner may hash the whole feed table instead (it misjudges how many candidates there
-            -- are), which made every round cost time in proportion to all events ever positioned.
-            SELECT c.event_id, c.job_id, c.state, c.tag, row_number() OVER (ORDER BY c.event_id) AS n
-            FROM candidates c
-            WHERE (SELECT f.feed_position FROM ci_event_feed f WHERE f.event_id = c.event_id) IS NULL
-            ORDER BY c.event_id
+            WHERE e.event_id > $4::bigint
+            ORDER BY e.event_id
             LIMIT $1::integer
+        ), stragglers AS (
+            -- Events the last round walked past unseen: their writers were running then, or began later
+            -- (one that took its event_id before its transaction id). The writers of one interval.
+            SELECT e.event_id, e.job_id, e.state, e.tag
+            FROM ci_job_state_events e
+            WHERE e.event_id <= $4::bigint AND (e.writer_xid = ANY ($3::xid8[]) OR e.writer_xid >= $2::xid8)
+        ), todo AS (
+            -- Both sets hold only unpositioned events while walked_through keeps its promise; the probe of
+            -- ci_event_feed's event_id index (a subplan: written as NOT EXISTS, the planner may hash the
+            -- whole feed table) keeps a round from positioning an event twice if it ever did not, as after
+            -- an upgrade without a complete round (0017), when the walk starts from the first event.
+            SELECT c.event_id, c.job_id, c.state, c.tag, row_number() OVER (ORDER BY c.event_id) AS n
+            FROM (SELECT * FROM stragglers UNION ALL SELECT * FROM walk) c
+            WHERE (SELECT f.feed_position FROM ci_event_feed f WHERE f.event_id = c.event_id) IS NULL
         ), positioned AS (
             INSERT INTO ci_event_feed (feed_position, event_id)
             SELECT base.top + todo.n, todo.event_id FROM todo, base
@@ -203,12 +218,13 @@ enum EventSQL {
             ON CONFLICT (subscription_id, event_id) DO NOTHING
             RETURNING 1
         ), remembered AS (
-            -- After a complete round (one cut short by the limit left events behind), and only when the
-            -- last snapshot still matched events: once it matches none, remembering again would only make
-            -- an idle sequencer write (and take a transaction id) every interval.
-            UPDATE ci_event_sequencer SET last_round = pg_current_snapshot()
-            WHERE (SELECT count(*) FROM todo) < $1::integer AND EXISTS (SELECT 1 FROM candidates)
+            -- Only when the round saw an event: an idle sequencer writes nothing (and takes no transaction id)
+            -- however often it runs, and its last snapshot still covers every writer since.
+            UPDATE ci_event_sequencer
+            SET last_round = pg_current_snapshot(), walked_through = coalesce((SELECT max(event_id) FROM walk), $4::bigint)
+            WHERE EXISTS (SELECT 1 FROM walk) OR EXISTS (SELECT 1 FROM stragglers)
         )
-        SELECT (SELECT count(*) FROM todo) AS sequenced, (SELECT count(*) FROM queued) AS queued
+        SELECT (SELECT count(*) FROM todo) AS sequenced, (SELECT count(*) FROM queued) AS queued,
+               (SELECT count(*) FROM walk) AS walked
         """
 }

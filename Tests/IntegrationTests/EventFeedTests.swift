@@ -195,10 +195,20 @@ struct EventFeedTests {
         return configuration
     }()
 
+    /// Rounds of three events: nearly every round is cut short, and writers commit while the walk passes
+    /// their event ids, so their events are positioned as stragglers by a later round.
+    static let tinyRounds: EventSequencerConfiguration = {
+        var configuration = EventSequencerConfiguration()
+        configuration.roundLimit = 3
+        return configuration
+    }()
+
     /// Many writers commit concurrently while a reader follows the feed with `wait`: every event is read
-    /// exactly once, and each job's states in the order they were applied.
-    @Test func eventFeed_ConcurrentWriters_EveryEventOnceAndInOrderPerJob() async throws {
-        try await EventService.with { events in
+    /// exactly once, and each job's states in the order they were applied. With rounds of the default size,
+    /// and with rounds so small that the sequencer walks behind the writers.
+    @Test(arguments: [EventSequencerConfiguration(), Self.tinyRounds])
+    func eventFeed_ConcurrentWriters_EveryEventOnceAndInOrderPerJob(sequencer: EventSequencerConfiguration) async throws {
+        try await EventService.with(sequencer: sequencer) { events in
             let writers = 8
             let jobsPerWriter = 15
             let states = ["Submitted", "Running", "Success"]

@@ -31,22 +31,13 @@ struct OutboxPlanTests {
         try await ServiceHarness.with(connection: Self.unbounded) { service in
             _ = try await service.query("ALTER TABLE ci_job_state_events SET (autovacuum_enabled = off)")
             _ = try await service.query("ALTER TABLE ci_event_feed SET (autovacuum_enabled = off)")
-            _ = try await service.query(
-                """
-                INSERT INTO ci_job_state_events (job_id, state, detail, has_watermark, first_received_at, last_received_at,
-                                                 state_changed_at, callback_count, state_source)
-                SELECT 'j' || i, 'Success', '{}'::jsonb, false, now(), now(), now(), 1, 'callback'
-                FROM generate_series(1, \(Self.events)) AS i
-                """)
+            _ = try await service.query(Self.loadEvents(Self.events))
             // Positioned as the sequencer positions them, in rounds.
-            while try await service.store.sequenceEvents().sequenced > 0 {}
+            while try await !service.store.sequenceEvents().caughtUp {}
             let positioned = try await service.query("SELECT count(*)::int8 FROM ci_event_feed")
             #expect(positioned.first?[0].string == String(Self.events))
 
-            let last = try #require(try await service.query(EventSQL.lastRound).first)
-            let round = SQLQuery(
-                unsafeSQL: EventSQL.sequence,
-                binds: [.text(String(JobStore.sequencerRoundLimit)), .text(try #require(last[0].string)), .text(try #require(last[1].string))])
+            let round = try await Self.nextRound(limit: JobStore.sequencerRoundLimit, on: service)
             let plan = try await ListPlanTests.explain(round, on: service)
             let feedScans = ListPlanTests.nodes(plan).filter { $0.relation == "ci_event_feed" }
             #expect(!feedScans.isEmpty)
@@ -54,6 +45,86 @@ struct OutboxPlanTests {
                 Issue.record("the round scans all of ci_event_feed (\(Self.events) positions): \(scan.type), parent \(scan.parentRelationship ?? "-")")
             }
         }
+    }
+
+    /// A backlog far larger than a round (a bulk load, or events written while no sequencer ran): each round
+    /// reads about one round's worth of events, however many earlier rounds positioned. A round cut short
+    /// used to keep the last complete round's snapshot and ask of every event since, in order, whether it
+    /// already had a position: with 5 million events every round hit statement_timeout and the feed stayed
+    /// empty.
+    @Test func sequencerRound_DeepIntoALargeBacklog_ReadsAboutOneRoundOfEvents() async throws {
+        try await ServiceHarness.with(connection: Self.unbounded) { service in
+            // A complete round before the backlog, as in a service that ran before the bulk load.
+            _ = try await service.query(Self.loadEvents(1))
+            #expect(try await service.store.sequenceEvents().caughtUp)
+            _ = try await service.query(Self.loadEvents(Self.events))
+            _ = try await service.query("ANALYZE ci_job_state_events")
+            let limit = 500
+            for _ in 0..<10 {
+                let round = try await service.store.sequenceEvents(limit: limit)
+                #expect(round.sequenced == limit)
+                #expect(!round.caughtUp)
+            }
+
+            let round = try await Self.nextRound(limit: limit, on: service)
+            let plan = try await Self.explainAnalyze(round, on: service)
+            let events = Self.rowsRead(plan, from: "ci_job_state_events")
+            let probes = Self.rowsRead(plan, from: "ci_event_feed", loops: true)
+            #expect(events <= Double(2 * limit), "the 11th round read \(events) event rows for a round of \(limit)")
+            #expect(probes <= Double(2 * limit), "the 11th round probed the feed \(probes) times for a round of \(limit)")
+
+            // Every event is positioned once, in event_id order.
+            while try await !service.store.sequenceEvents(limit: limit).caughtUp {}
+            let feed = try await service.query(
+                """
+                SELECT count(*)::int8 AS n, count(DISTINCT event_id)::int8 AS events,
+                       bool_and(event_id > coalesce(previous, 0)) AS ordered
+                FROM (SELECT event_id, lag(event_id) OVER (ORDER BY feed_position) AS previous FROM ci_event_feed) f
+                """)
+            #expect(feed.first?["n"].string == String(Self.events + 1))
+            #expect(feed.first?["events"].string == String(Self.events + 1))
+            #expect(feed.first?["ordered"].string == "t")
+        }
+    }
+
+    /// `count` Success events of distinct jobs, written directly (no callbacks), in one transaction.
+    static func loadEvents(_ count: Int) -> SQLQuery {
+        SQLQuery(
+            unsafeSQL: """
+                INSERT INTO ci_job_state_events (job_id, state, detail, has_watermark, first_received_at, last_received_at,
+                                                 state_changed_at, callback_count, state_source)
+                SELECT 'j' || i, 'Success', '{}'::jsonb, false, now(), now(), now(), 1, 'callback'
+                FROM generate_series(1, \(count)) AS i
+                """)
+    }
+
+    /// The next sequencer round's statement, exactly as ``JobStore/sequenceEvents(limit:)`` would send it.
+    static func nextRound(limit: Int, on service: ServiceHarness) async throws -> SQLQuery {
+        let last = try #require(try await service.query(EventSQL.lastRound).first)
+        return SQLQuery(
+            unsafeSQL: EventSQL.sequence,
+            binds: [.text(String(limit)), .text(try #require(last["xmax"].string)), .text(try #require(last["running"].string)), .text(try #require(last["walked_through"].string))])
+    }
+
+    /// `EXPLAIN (ANALYZE, FORMAT JSON)` of `query`: runs it.
+    static func explainAnalyze(_ query: SQLQuery, on service: ServiceHarness) async throws -> [String: Any] {
+        let rows = try await service.query(SQLQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + query.sql, binds: query.binds))
+        let text = try #require(rows.first?[0].string)
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]])
+        return try #require(document.first?["Plan"] as? [String: Any])
+    }
+
+    /// Rows the scans of `relation` in an analysed plan read: returned or removed by a filter, in every loop;
+    /// with `loops`, how many times they were run instead (one probe per loop).
+    static func rowsRead(_ plan: [String: Any], from relation: String, loops: Bool = false) -> Double {
+        let type = plan["Node Type"] as? String ?? ""
+        var here = 0.0
+        if plan["Relation Name"] as? String == relation && (type.contains("Scan") && type != "Bitmap Index Scan") {
+            let number = { (key: String) in (plan[key] as? NSNumber)?.doubleValue ?? 0 }
+            let count = max(number("Actual Loops"), 1)
+            here = loops ? count : (number("Actual Rows") + number("Rows Removed by Filter") + number("Rows Removed by Index Recheck")) * count
+        }
+        return here + ((plan["Plans"] as? [[String: Any]]) ?? []).reduce(0) { $0 + rowsRead($1, from: relation, loops: loops) }
     }
 
     /// The delivery lease (``WebhookSQL/lease``) with thousands of deliveries waiting and no statistics:
@@ -114,19 +185,9 @@ struct OutboxPlanTests {
                 FROM generate_series(1, \(Self.events)) AS i
                 """)
             _ = try await service.query("ANALYZE webhook_deliveries")
-            let lease = SQLQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + WebhookSQL.lease, binds: [.text("16"), .text("30000")])
-            let rows = try await service.query(lease)
-            let text = try #require(rows.first?[0].string)
-            let document = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]])
-            let plan = try #require(document.first?["Plan"] as? [String: Any])
-            func read(_ node: [String: Any]) -> Double {
-                let here =
-                    node["Relation Name"] as? String == "webhook_deliveries" && (node["Node Type"] as? String)?.contains("Index") == true
-                    ? ((node["Actual Rows"] as? NSNumber)?.doubleValue ?? 0) * ((node["Actual Loops"] as? NSNumber)?.doubleValue ?? 1)
-                        + ((node["Rows Removed by Filter"] as? NSNumber)?.doubleValue ?? 0) : 0
-                return here + ((node["Plans"] as? [[String: Any]]) ?? []).reduce(0) { $0 + read($1) }
-            }
-            #expect(read(plan) < 200, "the lease read \(read(plan)) delivery index entries")
+            let plan = try await Self.explainAnalyze(SQLQuery(unsafeSQL: WebhookSQL.lease, binds: [.text("16"), .text("30000")]), on: service)
+            let read = Self.rowsRead(plan, from: "webhook_deliveries")
+            #expect(read < 200, "the lease read \(read) delivery rows")
             let leased = try await service.query("SELECT subscription_id, count(*)::int8 FROM webhook_deliveries WHERE leased_until IS NOT NULL GROUP BY 1")
             #expect(leased.map { [$0[0].string, $0[1].string] } == [["up", "16"]])
         }

@@ -15,6 +15,9 @@ public struct EventSequencerConfiguration: Sendable, Hashable {
     /// flush; spacing them makes a round position the events of many commits at once, for at most this much
     /// more latency. Default: 20 ms.
     public var roundSpacing: Duration = .milliseconds(20)
+    /// Most events one round walks through (``JobStore/sequenceEvents(limit:)``); a backlog takes rounds
+    /// back to back. Default: ``JobStore/sequencerRoundLimit``.
+    public var roundLimit: Int = JobStore.sequencerRoundLimit
 
     /// The defaults.
     public init() {}
@@ -58,14 +61,14 @@ public struct EventSequencer: Service {
         }
     }
 
-    /// Runs rounds until one finds less than a full round's work; false when a round failed.
+    /// Runs rounds until one catches up with the newest event; false when a round failed.
     @discardableResult
     public func sequencePending() async -> Bool {
         while !Task.isCancelled {
             do {
-                let round = try await store.sequenceEvents()
+                let round = try await store.sequenceEvents(limit: configuration.roundLimit)
                 metrics.recordSequencerRound(round)
-                if round.sequenced < JobStore.sequencerRoundLimit { return true }
+                if round.caughtUp { return true }
             } catch {
                 logger.warning("event sequencer round failed", metadata: ["error": "\(error)"])
                 return false
