@@ -15,8 +15,3 @@ ALTER TABLE ci_event_sequencer ADD COLUMN walked_through bigint NOT NULL DEFAULT
 -- Without a complete round, the walk starts from the first event (positioned ones are skipped).
 UPDATE ci_event_sequencer SET walked_through = coalesce((SELECT max(event_id) FROM ci_event_feed), 0)
 WHERE last_round IS NOT NULL;
-
--- Stragglers are found by writer and bounded by event_id: both in the index, so a round whose snapshot
--- precedes a bulk load of millions of events filters them on index entries alone, without the heap.
-CREATE INDEX ci_job_state_events_writer_event_idx ON ci_job_state_events (writer_xid, event_id);
-DROP INDEX ci_job_state_events_writer_idx;
