@@ -68,7 +68,8 @@ extension JobStore {
     /// Channel a sequencer round notifies after it positioned events (feed waits and delivery workers listen).
     public static let sequencedEventsChannel = "ci_job_events"
 
-    /// Most events one sequencer round positions; a backlog takes several rounds.
+    /// Most events one sequencer round walks through (besides the stragglers it looks back at); a backlog
+    /// takes several rounds.
     public static let sequencerRoundLimit = 1000
 
     /// Gives every committed, unpositioned event a feed position, above all earlier ones, in `event_id`
