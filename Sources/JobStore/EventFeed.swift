@@ -207,11 +207,13 @@ enum EventSQL {
             -- (one that took its event_id before its transaction id). The writers of one interval, read
             -- through the writer index; OFFSET 0 keeps the event_id bound out of the scan, where the
             -- planner, without statistics, read the primary key's range up to it instead: every event.
+            -- Before any walk (walked_through 0, and no snapshot: xmax 0 matches every writer) there are
+            -- none, and the scan is not run.
             SELECT w.event_id, w.job_id, w.state, w.tag
             FROM (
                 SELECT e.event_id, e.job_id, e.state, e.tag
                 FROM ci_job_state_events e
-                WHERE e.writer_xid = ANY ($3::xid8[]) OR e.writer_xid >= $2::xid8
+                WHERE (e.writer_xid = ANY ($3::xid8[]) OR e.writer_xid >= $2::xid8) AND $4::bigint > 0
                 OFFSET 0
             ) w
             WHERE w.event_id <= $4::bigint

@@ -92,6 +92,21 @@ struct OutboxPlanTests {
         }
     }
 
+    /// The first round of all, over a backlog (events written before any round, or a schema upgraded
+    /// without a complete round: migration 0017 starts the walk at the first event). No round has walked
+    /// past an event yet, so there are no stragglers to look back at: the round walks only.
+    @Test func sequencerRound_FirstRoundOverALargeBacklog_ReadsAboutOneRoundOfEvents() async throws {
+        try await ServiceHarness.with(connection: Self.unbounded) { service in
+            _ = try await service.query(Self.loadEvents(Self.events))
+            _ = try await service.query("ANALYZE ci_job_state_events")
+            let limit = 500
+            let plan = try await Self.explainRound(try await Self.nextRound(limit: limit, on: service), on: service)
+            let events = Self.rowsRead(plan, from: "ci_job_state_events")
+            #expect(events <= Double(2 * limit), "the first round read \(events) event rows for a round of \(limit)")
+            #expect(try await service.query("SELECT count(*)::int8 FROM ci_event_feed").first?[0].string == String(limit))
+        }
+    }
+
     /// `count` Success events of distinct jobs, written directly (no callbacks), in one transaction.
     static func loadEvents(_ count: Int) -> SQLQuery {
         SQLQuery(
