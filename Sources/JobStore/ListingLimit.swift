@@ -91,8 +91,8 @@ public final class ListingLimit: Sendable {
     }
 
     private func giveBack(began: ContinuousClock.Instant) {
-        let yield = configuration.yieldUnderIngestLoad
-        guard yield > .zero, let until = Self.heldUntil(began: began, now: .now, yield: yield, ingestIsBackedUp: ingestIsBackedUp()) else {
+        guard let until = Self.heldUntil(began: began, now: .now, yield: configuration.yieldUnderIngestLoad, ingestIsBackedUp: ingestIsBackedUp())
+        else {
             release()
             return
         }

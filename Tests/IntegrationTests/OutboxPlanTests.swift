@@ -129,22 +129,19 @@ struct OutboxPlanTests {
     /// `EXPLAIN (ANALYZE, FORMAT JSON)` of a sequencer round, in a transaction begun as
     /// ``JobStore/sequenceEvents(limit:)`` begins its own (``EventSQL/beginRound``): runs it.
     static func explainRound(_ round: SQLQuery, on service: ServiceHarness) async throws -> [String: Any] {
+        try await explainAnalyze(round, after: EventSQL.beginRound, on: service)
+    }
+
+    /// `EXPLAIN (ANALYZE, FORMAT JSON)` of `query`, in one transaction after `setup` when given: runs it.
+    static func explainAnalyze(_ query: SQLQuery, after setup: SQLQuery? = nil, on service: ServiceHarness) async throws -> [String: Any] {
         let text = try await service.store.withConnection { connection in
             try connection.transaction { connection in
-                try connection.query(EventSQL.beginRound)
-                return try connection.query(SQLQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + round.sql, binds: round.binds)).first?[0].string
+                if let setup { try connection.query(setup) }
+                return try connection.query(SQLQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + query.sql, binds: query.binds)).first?[0].string
             }
         }
         let json = try #require(text)
         let document = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]])
-        return try #require(document.first?["Plan"] as? [String: Any])
-    }
-
-    /// `EXPLAIN (ANALYZE, FORMAT JSON)` of `query`: runs it.
-    static func explainAnalyze(_ query: SQLQuery, on service: ServiceHarness) async throws -> [String: Any] {
-        let rows = try await service.query(SQLQuery(unsafeSQL: "EXPLAIN (ANALYZE, FORMAT JSON) " + query.sql, binds: query.binds))
-        let text = try #require(rows.first?[0].string)
-        let document = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]])
         return try #require(document.first?["Plan"] as? [String: Any])
     }
 
