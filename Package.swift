@@ -30,7 +30,7 @@ let package = Package(
         // MARK: C shims and system libraries
         .target(name: "CEpoll"),
         // Outgoing webhooks: libcurl (already linked by FoundationNetworking) driven from C, since its
-        // options are variadic; see Sources/CallbackService/WebhookHTTPClient.swift.
+        // options are variadic; see Sources/CallbackService/Workers/WebhookHTTPClient.swift.
         .target(name: "CWebhookHTTP", linkerSettings: [.linkedLibrary("curl")]),
         .systemLibrary(
             name: "CCrypto",

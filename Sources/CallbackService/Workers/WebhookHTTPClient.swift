@@ -2,8 +2,8 @@ import CWebhookHTTP
 import Foundation
 import TimeUnits
 
-/// Sends one webhook attempt with libcurl, on one of the worker's sender threads
-/// (``WebhookSenderThreads``: the call blocks; Swift's cooperative threads must not).
+/// Sends webhook attempts with libcurl, all of them from one thread (``WebhookSenderThread``) that drives
+/// every POST at once through libcurl's multi interface.
 ///
 /// Why libcurl and not the listener's socket code or URLSession: consumers are `https://` URLs, and libcurl
 /// (already linked by FoundationNetworking) brings TLS with certificate checks; unlike URLSession, it lets
@@ -11,13 +11,29 @@ import TimeUnits
 /// policy checks the address actually connected to, not one a second DNS answer could replace. It also
 /// bounds the whole exchange (`CURLOPT_TIMEOUT_MS`), never follows redirects, ignores proxy variables, and
 /// stops reading the response body at the cap.
+///
+/// Why batches: a POST handed to a thread and answered back costs two thread wake-ups, which were most of
+/// the service's CPU per delivery. A batch costs one hand-off to the sender thread and one resume back.
 struct WebhookHTTPClient: Sendable {
     let configuration: WebhookDeliveryConfiguration
-    private let senders: WebhookSenderThreads
+    private let sender: WebhookSenderThread
 
     init(configuration: WebhookDeliveryConfiguration) {
+        self.init(configuration: configuration, idleLifetime: WebhookSenderThread.defaultIdleLifetime)
+    }
+
+    /// - Parameter idleLifetime: how long the sender keeps its connections with nothing to send (tests
+    ///   shorten it).
+    init(configuration: WebhookDeliveryConfiguration, idleLifetime: Duration) {
         self.configuration = configuration
-        self.senders = WebhookSenderThreads(capacity: configuration.concurrency)
+        self.sender = WebhookSenderThread(configuration: configuration, idleLifetime: idleLifetime)
+    }
+
+    /// One POST of a batch.
+    struct Request: Sendable {
+        var url: String
+        var headers: [(String, String)]
+        var body: [UInt8]
     }
 
     /// How an attempt went.
@@ -29,65 +45,44 @@ struct WebhookHTTPClient: Sendable {
         var error: String?
     }
 
-    /// POSTs `body` with `headers` to `url`.
+    /// Sends every request concurrently and returns their responses in the same order, once all have ended.
+    /// At most ``WebhookDeliveryConfiguration/concurrency`` POSTs of the process are in flight at once; the
+    /// others wait their turn, first given first sent, and each one's timeout starts when it is sent.
+    func post(_ requests: [Request]) async -> [Response] {
+        if requests.isEmpty { return [] }
+        // Header lines are laid out here, on the caller's task: the one sender thread does only libcurl's work.
+        let prepared = requests.map(WebhookSenderThread.PreparedPost.init)
+        return await withCheckedContinuation { continuation in
+            sender.send(WebhookSenderThread.Batch(prepared, continuation: continuation))
+        }
+    }
+
+    /// Kept for single posts: a batch of one.
     func post(url: String, headers: [(String, String)], body: [UInt8]) async -> Response {
-        await withCheckedContinuation { continuation in
-            senders.run { [configuration] session in
-                continuation.resume(
-                    returning: Self.postBlocking(session: session, url: url, headers: headers, body: body, configuration: configuration))
-            }
-        }
+        let responses = await post([Request(url: url, headers: headers, body: body)])
+        return responses[0]
     }
 
-    /// Lets the sender threads end once the attempts given so far are sent.
+    /// Lets the sender thread end once the POSTs given so far are sent. A batch given later is still sent.
     func finish() {
-        senders.finish()
+        sender.finish()
     }
 
-    /// The address policy, handed to C as its context: a class so that C can hold a pointer to it.
-    private final class AddressPolicy {
-        let configuration: WebhookDeliveryConfiguration
-        init(_ configuration: WebhookDeliveryConfiguration) { self.configuration = configuration }
-    }
+    /// Whether the sender thread is running (tests: it ends when finished or idle).
+    var isSending: Bool { sender.isRunning }
+}
 
-    private static func postBlocking(session: OpaquePointer?, url: String, headers: [(String, String)], body: [UInt8], configuration: WebhookDeliveryConfiguration) -> Response {
-        let policy = AddressPolicy(configuration)
-        let lines = headers.map { "\($0.0): \($0.1)" }
-        var result = cwh_result()
-        let timeoutMilliseconds = Int(configuration.timeout.inMilliseconds)
-        let filter: cwh_address_filter = { context, address, length in
-            guard let context, let address else { return 0 }
-            let policy = Unmanaged<AddressPolicy>.fromOpaque(context).takeUnretainedValue()
-            guard let ip = IPAddress(socketAddress: address, length: length) else { return 0 }
-            return policy.configuration.allowsDestination(ip) ? 1 : 0
-        }
-        let answered = withExtendedLifetime(policy) {
-            let context = Unmanaged.passUnretained(policy).toOpaque()
-            return withCStringArray(lines) { headerPointers in
-                body.withUnsafeBytes { bodyBytes in
-                    cwh_post(
-                        session, url, headerPointers, lines.count, bodyBytes.baseAddress, bodyBytes.count, timeoutMilliseconds,
-                        configuration.maxResponseBytes, filter, context, &result)
-                }
-            }
-        }
-        if answered == 0 {
-            return Response(status: result.status, retryAfterSeconds: result.retry_after_seconds >= 0 ? result.retry_after_seconds : nil, error: nil)
+extension WebhookHTTPClient.Response {
+    /// The response as libcurl reported it.
+    init(_ result: cwh_result) {
+        if result.answered != 0 {
+            self.init(status: result.status, retryAfterSeconds: result.retry_after_seconds >= 0 ? result.retry_after_seconds : nil, error: nil)
+            return
         }
         let message = withUnsafeBytes(of: result.error) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
-        return Response(status: nil, retryAfterSeconds: nil, error: message.isEmpty ? "request failed" : message)
-    }
-}
-
-/// Runs `body` with the strings as an array of C strings, valid only during the call.
-private func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
-    let copies = strings.map { strdup($0) }
-    defer { copies.forEach { free($0) } }
-    let pointers = copies.map { UnsafePointer($0) }
-    return pointers.withUnsafeBufferPointer { buffer in
-        body(buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+        self.init(status: nil, retryAfterSeconds: nil, error: message.isEmpty ? "request failed" : message)
     }
 }
 

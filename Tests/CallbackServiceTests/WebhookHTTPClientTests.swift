@@ -1,0 +1,186 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import CallbackService
+
+/// The webhook client against a real HTTP server on 127.0.0.1: batches answered in order, the
+/// concurrency cap, connections kept and then closed, the address policy, the timeout, and finishing.
+@Suite("Webhook HTTP client")
+struct WebhookHTTPClientTests {
+    static func configuration(concurrency: Int = 8, timeout: Duration = .seconds(15)) -> WebhookDeliveryConfiguration {
+        var configuration = WebhookDeliveryConfiguration()
+        configuration.concurrency = concurrency
+        configuration.timeout = timeout
+        return configuration
+    }
+
+    static func request(_ url: String, body: [UInt8] = Array("{}".utf8)) -> WebhookHTTPClient.Request {
+        WebhookHTTPClient.Request(url: url, headers: [("Content-Type", "application/json"), ("webhook-id", "evt_1")], body: body)
+    }
+
+    @Test func post_BatchOfFifty_AnsweredInOrderWithEachStatusAndRetryAfter() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 8))
+        defer { client.finish() }
+        // Bodies over 1 KiB, on which libcurl would add "Expect: 100-continue" by itself.
+        let body = Array(repeating: UInt8(ascii: "a"), count: 2000)
+        let paths = (0..<50).map { index in ["/200", "/500", "/429/\(index)"][index % 3] }
+
+        let responses = await client.post(paths.map { Self.request(server.url($0), body: body) })
+
+        let expected = (0..<50).map { index in
+            switch index % 3 {
+            case 0: WebhookHTTPClient.Response(status: 200)
+            case 1: WebhookHTTPClient.Response(status: 500)
+            default: WebhookHTTPClient.Response(status: 429, retryAfterSeconds: Int64(index))
+            }
+        }
+        #expect(responses == expected)
+        let received = server.received
+        #expect(received.count == 50)
+        for request in received {
+            #expect(request.body == body)
+            #expect(request.headers["content-type"] == "application/json")
+            #expect(request.headers["user-agent"] == "ci-callbackd-webhooks")
+            #expect(request.headers["expect"] == nil)
+        }
+    }
+
+    @Test func post_EmptyBatch_ReturnsNoResponsesWithoutStartingTheSender() async {
+        let client = WebhookHTTPClient(configuration: Self.configuration())
+        #expect(await client.post([]) == [])
+        #expect(!client.isSending)
+    }
+
+    @Test func post_SinglePost_IsABatchOfOne() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration())
+        defer { client.finish() }
+        let response = await client.post(url: server.url("/503/7"), headers: [("webhook-id", "evt_1")], body: [])
+        #expect(response == .init(status: 503, retryAfterSeconds: 7))
+        #expect(server.received.first?.headers["webhook-id"] == "evt_1")
+    }
+
+    @Test func post_MoreRequestsThanConcurrency_AtMostConcurrencyInFlightAtTheServer() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 4))
+        defer { client.finish() }
+
+        async let responses = client.post((0..<12).map { _ in Self.request(server.url("/held")) })
+        #expect(try await eventually { server.held == 4 })
+        server.release()
+
+        #expect(await responses == Array(repeating: .init(status: 200), count: 12))
+        #expect(server.mostHeld == 4)
+        #expect(server.accepted <= 4)
+    }
+
+    @Test func post_QueuedBehindTheConcurrency_TimeoutStartsOnlyWhenSent() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 1, timeout: .seconds(1)))
+        defer { client.finish() }
+
+        // One at a time, 1.2 s in all: the third waits 0.8 s for its turn, then takes 0.4 s of its 1 s.
+        let responses = await client.post((0..<3).map { _ in Self.request(server.url("/slow/400")) })
+
+        #expect(responses == Array(repeating: .init(status: 200), count: 3))
+        #expect(server.accepted == 1)
+    }
+
+    @Test func post_TwoBatches_SecondReusesTheFirstsConnections() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 4))
+        defer { client.finish() }
+
+        let first = await client.post((0..<8).map { _ in Self.request(server.url("/200")) })
+        let opened = server.accepted
+        let second = await client.post((0..<8).map { _ in Self.request(server.url("/204")) })
+
+        #expect(first == Array(repeating: .init(status: 200), count: 8))
+        #expect(second == Array(repeating: .init(status: 204), count: 8))
+        #expect((1...4).contains(opened))
+        #expect(server.accepted == opened, "the second batch opened connections of its own")
+    }
+
+    @Test func sender_QuietPastItsIdleLifetime_ClosesItsConnectionsAndEnds_NextBatchStartsAgain() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 2), idleLifetime: .milliseconds(300))
+        defer { client.finish() }
+
+        #expect(await client.post([Self.request(server.url("/200"))]) == [.init(status: 200)])
+        #expect(server.accepted == 1)
+        #expect(try await eventually { !client.isSending && server.closed == 1 })
+
+        #expect(await client.post([Self.request(server.url("/201"))]) == [.init(status: 201)])
+        #expect(server.accepted == 2)
+    }
+
+    @Test func post_RefusedAddress_FailsWithThePolicyError_OthersOfTheBatchAnswered() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        var configuration = Self.configuration()
+        // A loopback address refused, so that a broken check reaches no other host: nothing listens there.
+        configuration.deniedDestinations.append(try #require(IPAddressRange("127.0.0.3/32")))
+        let client = WebhookHTTPClient(configuration: configuration)
+        defer { client.finish() }
+
+        let responses = await client.post([Self.request(server.url("/200", host: "127.0.0.3")), Self.request(server.url("/200"))])
+
+        #expect(responses[0] == .init(status: nil, error: "destination address refused by the webhook address policy"))
+        #expect(responses[1] == .init(status: 200))
+        #expect(server.accepted == 1)
+    }
+
+    @Test func post_ServerNeverAnswers_EndsAtTheTimeout_TheBatchsOthersAnsweredMeanwhile() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let timeout: Duration = .seconds(3)
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 8, timeout: timeout))
+        defer { client.finish() }
+
+        let started = ContinuousClock.now
+        async let responses = client.post([Self.request(server.url("/never"))] + (0..<5).map { _ in Self.request(server.url("/200")) })
+        #expect(try await eventually(within: timeout - .seconds(1)) { server.answered == 5 }, "held back by the request that gets no answer")
+        let ended = await responses
+        let took = started.duration(to: .now)
+
+        #expect(ended[0].status == nil)
+        #expect(ended[0].error?.contains("Timeout") == true, "\(ended[0])")
+        #expect(Array(ended.dropFirst()) == Array(repeating: .init(status: 200), count: 5))
+        #expect(took >= timeout - .milliseconds(100) && took < timeout + .seconds(3), "took \(took)")
+    }
+
+    @Test func post_ResponseBodyOverTheCap_CountsAsAnswered() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        var configuration = Self.configuration()
+        configuration.maxResponseBytes = 100
+        let client = WebhookHTTPClient(configuration: configuration)
+        defer { client.finish() }
+        #expect(await client.post([Self.request(server.url("/big"))]) == [.init(status: 200)])
+    }
+
+    @Test func finish_LetsTheSenderEndOnlyOnceEverythingGivenIsSent_ABatchAfterItIsStillAnswered() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration())
+
+        async let held = client.post([Self.request(server.url("/held"))])
+        #expect(try await eventually { server.held == 1 })
+        client.finish()
+        #expect(client.isSending)
+        server.release()
+        #expect(await held == [.init(status: 200)])
+        #expect(try await eventually { !client.isSending })
+
+        #expect(await client.post([Self.request(server.url("/202"))]) == [.init(status: 202)])
+        #expect(try await eventually { !client.isSending })
+    }
+}
