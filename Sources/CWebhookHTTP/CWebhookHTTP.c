@@ -235,6 +235,8 @@ int cwh_sender_take_ended(cwh_sender *sender, uintptr_t *tag, cwh_result *result
         if (curl_easy_getinfo(curl, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0) {
             ended->retry_after_seconds = (long long)retry_after;
         }
+        curl_off_t total_time = 0;
+        if (curl_easy_getinfo(curl, CURLINFO_TOTAL_TIME_T, &total_time) == CURLE_OK) ended->total_time_us = (long long)total_time;
         ended->answered = ended->status > 0 && (code == CURLE_OK || (code == CURLE_WRITE_ERROR && ended->body_truncated));
         if (!ended->answered) {
             if (ended->address_refused) {

@@ -57,8 +57,6 @@ public struct EventFeedPage: Sendable, Hashable {
 public struct SequencerRound: Sendable, Hashable {
     /// Events given a feed position.
     public var sequenced: Int
-    /// Deliveries queued for matching subscriptions.
-    public var queued: Int
     /// Whether the round reached the newest event its snapshot showed; false when its limit cut it short,
     /// and the next round should follow at once.
     public var caughtUp: Bool
@@ -73,7 +71,7 @@ extension JobStore {
     public static let sequencerRoundLimit = 1000
 
     /// Gives every committed, unpositioned event a feed position, above all earlier ones, in `event_id`
-    /// order, and queues a delivery for each subscription it matches: one transaction, serialised across
+    /// order (the delivery worker walks the feed to the subscriptions it matches): one transaction, serialised across
     /// replicas by an advisory lock (keyed by schema, so schemas of one database do not wait for each other).
     ///
     /// Why this is exactly once for feed readers: a round runs after the lock is granted, so its snapshot
@@ -108,7 +106,7 @@ extension JobStore {
                             ])
                     )[0], read: "sequencer round")
                 let round = SequencerRound(
-                    sequenced: try row.int("sequenced"), queued: try row.int("queued"), caughtUp: try row.int("walked") < max(limit, 1))
+                    sequenced: try row.int("sequenced"), caughtUp: try row.int("walked") < max(limit, 1))
                 if round.sequenced > 0 {
                     // Delivered after COMMIT, like every NOTIFY: feed waits and delivery workers then read it.
                     try connection.query("SELECT pg_notify(\(Self.sequencedEventsChannel), '')")
@@ -187,8 +185,8 @@ enum EventSQL {
         FROM ci_event_sequencer
         """
 
-    /// `$1` the round's limit, `$2`, `$3` and `$4` the ``lastRound``. Returns one row: `sequenced`, `queued`,
-    /// and how many events the round `walked` (the limit when it was cut short). Every CTE reads the
+    /// `$1` the round's limit, `$2`, `$3` and `$4` the ``lastRound``. Returns one row: `sequenced` and how many
+    /// events the round `walked` (the limit when it was cut short). Every CTE reads the
     /// statement's one snapshot, the one `pg_current_snapshot()` stores for the next round.
     static let sequence = """
         WITH base AS (
@@ -228,16 +226,6 @@ enum EventSQL {
         ), positioned AS (
             INSERT INTO ci_event_feed (feed_position, event_id)
             SELECT base.top + todo.n, todo.event_id FROM todo, base
-        ), queued AS (
-            INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
-            SELECT s.subscription_id, p.event_id, p.job_id, now(), now()
-            FROM todo p
-            JOIN webhook_subscriptions s
-              ON s.disabled_at IS NULL
-             AND (s.tags IS NULL OR p.tag = ANY (s.tags))
-             AND (s.states IS NULL OR p.state = ANY (s.states))
-            ON CONFLICT (subscription_id, event_id) DO NOTHING
-            RETURNING 1
         ), remembered AS (
             -- Only when the round saw an event: an idle sequencer writes nothing (and takes no transaction id)
             -- however often it runs, and its last snapshot still covers every writer since.
@@ -245,7 +233,6 @@ enum EventSQL {
             SET last_round = pg_current_snapshot(), walked_through = coalesce((SELECT max(event_id) FROM walk), $4::bigint)
             WHERE EXISTS (SELECT 1 FROM walk) OR EXISTS (SELECT 1 FROM stragglers)
         )
-        SELECT (SELECT count(*) FROM todo) AS sequenced, (SELECT count(*) FROM queued) AS queued,
-               (SELECT count(*) FROM walk) AS walked
+        SELECT (SELECT count(*) FROM todo) AS sequenced, (SELECT count(*) FROM walk) AS walked
         """
 }

@@ -226,8 +226,8 @@ public struct RetentionRunner: Sendable {
     }
 }
 
-/// Retention of the webhook tables (migrations 0008, 0011). Events follow `CALLBACK_RETENTION`: an event
-/// older than it goes once no delivery refers to it, and a delivery goes once it finished (succeeded or
+/// Retention of the webhook tables (migrations 0008, 0011, 0018). Events follow `CALLBACK_RETENTION`: an event
+/// older than it goes once no delivery refers to it and every enabled subscription's cursor has passed it, and a delivery goes once it finished (succeeded or
 /// failed) that long ago. So a pending delivery keeps its event however old (it can still be sent), every
 /// listed delivery can be retried, and the history shows deliveries for the retention after they finished.
 /// Pending deliveries of a subscription disabled by 410 Gone are never sent: they go once that old too.
@@ -270,12 +270,22 @@ enum RetentionSQL {
         """
     }
 
+    /// An event above the cursor of an enabled subscription it matches (migration 0018) is still to be
+    /// walked and sent, however old; one no subscription matches waits for no cursor.
+    static func notAboveACursor(_ f: String, event e: String) -> String {
+        """
+        NOT EXISTS (SELECT 1 FROM webhook_cursors c JOIN webhook_subscriptions s ON s.subscription_id = c.subscription_id
+                    WHERE s.disabled_at IS NULL AND c.position < \(f).feed_position
+                      AND (s.tags IS NULL OR \(e).tag = ANY (s.tags)) AND (s.states IS NULL OR \(e).state = ANY (s.states)))
+        """
+    }
+
     /// Counts, for a dry run, the events a run would delete: those of its deleted deliveries too.
     static func countEvents(before cutoff: String) -> String {
         """
         SELECT count(*)::int8 AS n FROM ci_job_state_events e
         WHERE e.created_at < '\(cutoff)'::timestamptz
-          AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id)
+          AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id AND \(notAboveACursor("f", event: "e")))
           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.event_id AND NOT \(deliveryExpired("d", before: cutoff)))
         """
     }
@@ -288,7 +298,7 @@ enum RetentionSQL {
         WITH gone AS (
             SELECT e.event_id FROM ci_job_state_events e
             WHERE e.created_at < '\(cutoff)'::timestamptz
-              AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id)
+              AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id AND \(notAboveACursor("f", event: "e")))
               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.event_id)
             ORDER BY e.created_at LIMIT \(limit)
         ), deleted AS (

@@ -137,6 +137,9 @@ public struct LeasedDelivery: Sendable, Hashable {
     public var probe: Bool = false
     /// The subscription's breaker was closed with no failures when leased: a success needs no breaker update.
     public var breakerUntouched: Bool = true
+    /// Taken by a walk of the subscription's cursor (``JobStore/walkDeliveries(limit:lease:token:)``): the
+    /// delivery has no row yet, and recording its attempt writes it.
+    public var walked: Bool = false
 }
 
 /// How a finished attempt leaves its delivery.
@@ -149,6 +152,9 @@ public enum DeliveryCompletion: Sendable, Hashable {
     /// Failed while the subscription's circuit breaker is open: the delivery waits for the breaker, due
     /// again at once, and this attempt uses up none of its retry schedule.
     case heldBack
+    /// Not sent: a walked delivery whose job's older delivery in the same walk did not succeed. It is
+    /// written pending, and goes out after that one.
+    case waiting
 }
 
 /// One finished attempt, as the worker hands it to ``JobStore/completeDeliveries(_:)``.
@@ -200,6 +206,9 @@ public struct WebhookBacklog: Sendable, Hashable {
 }
 
 extension JobStore {
+    /// Most unwalked events the backlog gauges count for a subscription with filters.
+    public static let backlogCountLimit = 100_000
+
     static let subscriptionColumns = """
         subscription_id, url, tags, states, description, secret, \(rfc3339("created_at")) AS created_at,
         \(rfc3339("disabled_at")) AS disabled_at, disabled_reason, consecutive_failures, \(rfc3339("failing_since")) AS failing_since,
@@ -221,12 +230,21 @@ extension JobStore {
         try await withConnection { connection in
             let tags: PostgresValue = subscription.tags.map { .textArray($0) } ?? .null
             let states: PostgresValue = subscription.states.map { .textArray($0) } ?? .null
+            // Its cursor starts at the newest positioned event: it is sent the events positioned from now on.
             return try connection.query(
                 """
-                INSERT INTO webhook_subscriptions (subscription_id, url, tags, states, description, secret, created_at)
-                VALUES (\(subscription.subscriptionID), \(subscription.url), \(tags)::text[], \(states)::text[], \(subscription.description),
-                        \(subscription.secret), now())
-                RETURNING \(unsafeRaw: Self.subscriptionColumns)
+                WITH created AS (
+                    INSERT INTO webhook_subscriptions (subscription_id, url, tags, states, description, secret, created_at)
+                    VALUES (\(subscription.subscriptionID), \(subscription.url), \(tags)::text[], \(states)::text[], \(subscription.description),
+                            \(subscription.secret), now())
+                    RETURNING \(unsafeRaw: Self.subscriptionColumns)
+                ), cursor AS (
+                    INSERT INTO webhook_cursors (subscription_id, position)
+                    SELECT subscription_id, greatest(coalesce((SELECT max(feed_position) FROM ci_event_feed), 0),
+                                                     (SELECT pruned_through FROM ci_event_feed_horizon))
+                    FROM created
+                )
+                SELECT * FROM created
                 """
             ).strict("new subscription", Self.subscription)[0]
         }
@@ -263,9 +281,10 @@ extension JobStore {
             guard !(try connection.query("SELECT 1 FROM webhook_subscriptions WHERE subscription_id = \(subscriptionID)")).isEmpty else {
                 return nil
             }
+            // Rows, and the walk in flight (migration 0018): its deliveries have no row until recorded.
             let rows = try connection.query(
                 """
-                SELECT d.delivery_id, d.subscription_id, d.event_id, d.job_id, d.status, d.attempt_count,
+                (SELECT d.delivery_id, d.subscription_id, d.event_id, d.job_id, d.status, d.attempt_count,
                        CASE WHEN d.status = 'pending' THEN \(unsafeRaw: Self.rfc3339("d.next_attempt_at")) END AS next_attempt_at,
                        \(unsafeRaw: Self.rfc3339("d.created_at")) AS created_at, \(unsafeRaw: Self.rfc3339("d.completed_at")) AS completed_at,
                        coalesce((SELECT json_agg(json_build_object(
@@ -285,6 +304,21 @@ extension JobStore {
                   AND (\(status?.rawValue)::text IS NULL OR d.status = \(status?.rawValue))
                   AND d.delivery_id < \(cursor ?? Int64.max)
                 ORDER BY d.delivery_id DESC
+                LIMIT \(limit + 1))
+                UNION ALL
+                (SELECT u.delivery_id, c.subscription_id, u.event_id, e.job_id, 'pending', 1, NULL,
+                        \(unsafeRaw: Self.rfc3339("c.leased_at")), NULL,
+                        json_build_array(json_build_object(
+                            'attempt', 1, 'started_at', \(unsafeRaw: Self.rfc3339("c.leased_at")), 'finished_at', NULL, 'status_code', NULL,
+                            'error', NULL))::text
+                FROM webhook_cursors c
+                CROSS JOIN LATERAL unnest(c.walk_deliveries, c.walk_events) AS u(delivery_id, event_id)
+                JOIN ci_job_state_events e ON e.event_id = u.event_id
+                WHERE c.subscription_id = \(subscriptionID) AND c.leased_until IS NOT NULL
+                  AND (\(status?.rawValue)::text IS NULL OR \(status?.rawValue) = 'pending')
+                  AND u.delivery_id < \(cursor ?? Int64.max)
+                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.delivery_id = u.delivery_id))
+                ORDER BY delivery_id DESC
                 LIMIT \(limit + 1)
                 """
             )
@@ -398,35 +432,32 @@ extension JobStore {
     /// waits for a later retry is due at once, so a consumer that was down catches up as fast as it takes
     /// them instead of at the retry schedule's pace (up to hours apart by then). Within one batch, outcomes
     /// apply to the subscription in the order given, as if recorded one by one.
+    ///
+    /// Walked deliveries (``LeasedDelivery/walked``) are written here, finished or pending, and `advancing`
+    /// moves their cursors in the same statement: the walk is recorded whole or not at all. A walked
+    /// delivery whose walk another replica reclaimed meanwhile (its lease ran out) is not written again.
     @discardableResult
-    public func completeDeliveries(_ attempts: [FinishedAttempt]) async throws -> [Bool] {
-        guard !attempts.isEmpty else { return [] }
-        let query = WebhookSQL.completion(of: attempts)
+    public func completeDeliveries(_ attempts: [FinishedAttempt], advancing cursors: [CursorAdvance] = []) async throws -> [Bool] {
+        guard !attempts.isEmpty || !cursors.isEmpty else { return [] }
+        let query = WebhookSQL.completion(of: attempts, advancing: cursors)
         return try await withConnection { connection in
-            let rows = try connection.query(query)
-            var completed = [Bool](repeating: false, count: attempts.count)
-            for row in rows {
-                let row = StrictRow(row, read: "delivery completion")
-                let ord = try row.int("ord")
-                if (1...attempts.count).contains(ord) { completed[ord - 1] = try row.bool("completed") }
-            }
-            return completed
+            try Self.completed(try connection.query(query), count: attempts.count)
         }
     }
 
-    /// ``completeDeliveries(_:)`` for a batch that moves circuit breakers: in one transaction, locks the
+    /// ``completeDeliveries(_:advancing:)`` for a batch that moves circuit breakers: in one transaction, locks the
     /// breakers of `subscriptions` (every replica records under these row locks, so the transitions apply
     /// one after another), hands them and the database's time to `transition`, which applies the attempts
     /// and may hold back deliveries (``DeliveryCompletion/heldBack``), then records the attempts it returns
     /// and stores the breakers it returns.
     @discardableResult
     public func completeDeliveries(
-        _ attempts: [FinishedAttempt], movingBreakersOf subscriptions: Set<String>,
+        _ attempts: [FinishedAttempt], advancing cursors: [CursorAdvance] = [], movingBreakersOf subscriptions: Set<String>,
         _ transition: @escaping @Sendable (_ breakers: [String: WebhookBreakerRecord], _ now: Date) -> (
             attempts: [FinishedAttempt], breakers: [String: WebhookBreakerRecord]
         )
     ) async throws -> [Bool] {
-        guard !attempts.isEmpty else { return [] }
+        guard !attempts.isEmpty || !cursors.isEmpty else { return [] }
         return try await withConnection { connection in
             try connection.transaction { connection in
                 let rows = try connection.query(
@@ -451,30 +482,57 @@ extension JobStore {
                     now = Date(microsecondsSince1970: try row.int64("now_us"))
                 }
                 let (recorded, breakers) = transition(stored, now)
-                let completed = try connection.query(WebhookSQL.completion(of: recorded))
-                var result = [Bool](repeating: false, count: recorded.count)
-                for row in completed {
-                    let row = StrictRow(row, read: "delivery completion")
-                    let ord = try row.int("ord")
-                    if (1...recorded.count).contains(ord) { result[ord - 1] = try row.bool("completed") }
-                }
+                let result = try Self.completed(try connection.query(WebhookSQL.completion(of: recorded, advancing: cursors)), count: recorded.count)
                 if !breakers.isEmpty { try connection.query(WebhookSQL.storeBreakers(breakers)) }
                 return result
             }
         }
     }
 
-    /// Pending deliveries per subscription, with the age of the oldest one's event, for the metrics.
+    /// The completion statement's rows (`ord`, `completed`) as one flag per attempt, in order.
+    private static func completed(_ rows: PostgresRows, count: Int) throws -> [Bool] {
+        var completed = [Bool](repeating: false, count: count)
+        for row in rows {
+            let row = StrictRow(row, read: "delivery completion")
+            let ord = try row.int("ord")
+            if ord >= 1, ord <= count { completed[ord - 1] = try row.bool("completed") }
+        }
+        return completed
+    }
+
+    /// Pending deliveries per subscription, with the age of the oldest one's event, for the metrics: rows
+    /// pending, and events above the subscription's cursor not yet walked (migration 0018), which a
+    /// disabled subscription never sends. Those of a subscription without filters are the positions above
+    /// its cursor (the sequencer numbers without gaps, and retention deletes none above an enabled
+    /// subscription's cursor); a filtered one's are counted, up to ``backlogCountLimit``.
     public func webhookBacklog(failingThreshold: Int) async throws -> [WebhookBacklog] {
         try await withConnection { connection in
             try connection.query(
                 """
-                SELECT s.subscription_id, count(d.delivery_id) AS pending,
-                       coalesce(extract(epoch FROM now() - min(d.created_at)), 0)::float8 AS oldest,
+                WITH top AS (
+                    SELECT coalesce((SELECT max(feed_position) FROM ci_event_feed), 0) AS top
+                )
+                SELECT s.subscription_id, r.pending + coalesce(w.unwalked, 0) AS pending,
+                       coalesce(extract(epoch FROM now() - least(r.oldest, w.oldest)), 0)::float8 AS oldest,
                        s.consecutive_failures >= \(failingThreshold) AS failing, s.disabled_at IS NOT NULL AS disabled, s.breaker_state
                 FROM webhook_subscriptions s
-                LEFT JOIN webhook_deliveries d ON d.subscription_id = s.subscription_id AND d.status = 'pending'
-                GROUP BY s.subscription_id
+                LEFT JOIN webhook_cursors c ON c.subscription_id = s.subscription_id AND s.disabled_at IS NULL
+                CROSS JOIN LATERAL (
+                    SELECT count(*) AS pending, min(d.created_at) AS oldest
+                    FROM webhook_deliveries d WHERE d.subscription_id = s.subscription_id AND d.status = 'pending'
+                ) r
+                LEFT JOIN LATERAL (
+                    SELECT CASE WHEN s.tags IS NULL AND s.states IS NULL THEN greatest((SELECT top FROM top) - c.position, 0)
+                                ELSE (SELECT count(*) FROM (SELECT 1 FROM ci_event_feed f JOIN ci_job_state_events e ON e.event_id = f.event_id
+                                                            WHERE f.feed_position > c.position
+                                                              AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
+                                                            LIMIT \(Self.backlogCountLimit)) m) END AS unwalked,
+                           (SELECT e.created_at FROM ci_event_feed f JOIN ci_job_state_events e ON e.event_id = f.event_id
+                            WHERE f.feed_position > c.position
+                              AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
+                            ORDER BY f.feed_position LIMIT 1) AS oldest
+                    WHERE c.subscription_id IS NOT NULL
+                ) w ON true
                 ORDER BY s.subscription_id
                 """
             ).strict("webhook backlog") { row throws(StoredRowError) -> WebhookBacklog in
@@ -578,6 +636,7 @@ enum WebhookSQL {
         case .failed: ("failed", 0)
         case .gone: ("gone", 0)
         case .heldBack: ("held", 0)
+        case .waiting: ("waiting", 0)
         }
     }
 
@@ -608,8 +667,9 @@ enum WebhookSQL {
             binds: [.text(json.string)])
     }
 
-    /// Records `attempts` (``completion``): `$1` a JSON array of them, in order.
-    static func completion(of attempts: [FinishedAttempt]) -> SQLQuery {
+    /// Records `attempts` (``complete``): `$1` a JSON array of them, in order; `$2` the walked cursors to
+    /// move (``WebhookWalkSQL/advance``).
+    static func completion(of attempts: [FinishedAttempt], advancing cursors: [CursorAdvance] = []) -> SQLQuery {
         var json = JSONWriter(reservingCapacity: 160 * attempts.count)
         json.beginArray()
         for (index, attempt) in attempts.enumerated() {
@@ -624,25 +684,45 @@ enum WebhookSQL {
             json.member("delay_ms", Int(delay))
             json.member("started_us", Int(attempt.startedAt.microsecondsSince1970))
             json.member("finished_us", Int(attempt.finishedAt.microsecondsSince1970))
+            if attempt.delivery.walked {
+                json.member("walked", true)
+                json.member("subscription_id", attempt.delivery.subscriptionID)
+                json.member("event_id", Int(attempt.delivery.event.eventID))
+                json.member("job_id", attempt.delivery.event.job.jobID)
+            }
             json.endObject()
         }
         json.endArray()
-        return SQLQuery(unsafeSQL: complete, binds: [.text(json.string)])
+        var advances = JSONWriter(reservingCapacity: 96 * cursors.count)
+        advances.beginArray()
+        for cursor in cursors {
+            advances.beginObject()
+            advances.member("subscription_id", cursor.subscriptionID)
+            advances.member("token", Int(cursor.token))
+            advances.member("through", Int(cursor.walkedThrough))
+            advances.endObject()
+        }
+        advances.endArray()
+        return SQLQuery(unsafeSQL: complete, binds: [.text(json.string), .text(advances.string)])
     }
 
     /// `$1` the attempts as a JSON array of `ord, delivery_id, attempt, outcome (succeeded | retry | failed |
-    /// gone | held), status_code, error, delay_ms (pause before the next attempt), started_us, finished_us`. One row
-    /// per attempt: `ord`, `completed`.
+    /// gone | held | waiting), status_code, error, delay_ms (pause before the next attempt), started_us,
+    /// finished_us`, and for a walked delivery `walked, subscription_id, event_id, job_id`; `$2` the cursors
+    /// to move (``WebhookWalkSQL/advance``). One row per attempt: `ord`, `completed`.
     ///
-    /// A delivery moves on only if the attempt is still its current one: same attempt number, still
+    /// A leased delivery moves on only if the attempt is still its current one: same attempt number, still
     /// pending and still leased (a completion clears the lease, so recording an attempt twice changes
-    /// nothing). Per subscription, the outcomes apply in `ord` order: failures after the batch's last
-    /// success count on from zero; without a success they add to the stored count.
+    /// nothing). A walked delivery is inserted as its attempt left it, unless its row exists (its walk was
+    /// reclaimed). Per subscription, the outcomes apply in `ord` order: failures after the batch's last
+    /// success count on from zero; without a success they add to the stored count. A `waiting` delivery was
+    /// not sent: it counts for nothing and has no attempt.
     static let complete = """
         WITH input AS (
             SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(ord integer, delivery_id bigint, attempt integer, outcome text,
-                                                             status_code integer, error text, delay_ms bigint, started_us bigint, finished_us bigint)
-        ), d AS (
+                                                             status_code integer, error text, delay_ms bigint, started_us bigint, finished_us bigint,
+                                                             walked boolean, subscription_id text, event_id bigint, job_id text)
+        ), leased AS (
             UPDATE webhook_deliveries w
             SET status = CASE i.outcome WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'pending' WHEN 'held' THEN 'pending' ELSE 'failed' END,
                 next_attempt_at = CASE i.outcome WHEN 'retry' THEN now() + i.delay_ms * interval '1 millisecond'
@@ -654,22 +734,46 @@ enum WebhookSQL {
                 last_status_code = i.status_code, last_error = i.error
             FROM input i
             WHERE w.delivery_id = i.delivery_id AND w.attempt_count = i.attempt AND w.status = 'pending' AND w.leased_until IS NOT NULL
+              AND NOT coalesce(i.walked, false)
             RETURNING w.delivery_id, w.subscription_id, i.ord, i.outcome
+        ), inserted AS (
+            INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, status, attempt_count, schedule_start,
+                                            next_attempt_at, created_at, completed_at, last_status_code, last_error)
+            OVERRIDING SYSTEM VALUE
+            SELECT i.delivery_id, i.subscription_id, i.event_id, i.job_id,
+                   CASE WHEN i.outcome = 'succeeded' THEN 'succeeded' WHEN i.outcome IN ('retry', 'held', 'waiting') THEN 'pending' ELSE 'failed' END,
+                   CASE WHEN i.outcome = 'waiting' THEN 0 ELSE 1 END,
+                   CASE WHEN i.outcome = 'held' THEN 1 ELSE 0 END,
+                   CASE WHEN i.outcome = 'retry' THEN now() + i.delay_ms * interval '1 millisecond' ELSE now() END,
+                   \(JobUpsertSQL.instant("i.started_us")),
+                   CASE WHEN i.outcome IN ('retry', 'held', 'waiting') THEN NULL ELSE now() END,
+                   i.status_code, i.error
+            FROM input i
+            WHERE i.walked
+            ON CONFLICT DO NOTHING
+            RETURNING delivery_id
+        ), d AS (
+            SELECT delivery_id, subscription_id, ord, outcome FROM leased
+            UNION ALL
+            SELECT i.delivery_id, i.subscription_id, i.ord, i.outcome FROM inserted n JOIN input i USING (delivery_id)
         ), a AS (
             -- A row already there was written when the attempt was leased, before migration 0013.
             INSERT INTO webhook_attempts (delivery_id, attempt, started_at, finished_at, status_code, error)
             SELECT i.delivery_id, i.attempt, \(JobUpsertSQL.instant("i.started_us")), \(JobUpsertSQL.instant("i.finished_us")), i.status_code, i.error
             FROM input i JOIN d USING (ord)
+            WHERE i.outcome <> 'waiting'
             ON CONFLICT (delivery_id, attempt) DO UPDATE
                 SET finished_at = EXCLUDED.finished_at, status_code = EXCLUDED.status_code, error = EXCLUDED.error
+        ), attempted AS (
+            SELECT * FROM d WHERE outcome <> 'waiting'
         ), last_success AS (
-            SELECT subscription_id, max(ord) FILTER (WHERE outcome = 'succeeded') AS ord FROM d GROUP BY subscription_id
+            SELECT subscription_id, max(ord) FILTER (WHERE outcome = 'succeeded') AS ord FROM attempted GROUP BY subscription_id
         ), per_subscription AS (
             SELECT d.subscription_id, l.ord AS last_success,
                    count(*) FILTER (WHERE d.outcome <> 'succeeded' AND d.ord > coalesce(l.ord, 0)) AS failures_after,
                    count(*) FILTER (WHERE d.outcome <> 'succeeded' AND d.ord < l.ord) AS failures_before,
                    bool_or(d.outcome = 'gone') AS gone
-            FROM d JOIN last_success l USING (subscription_id)
+            FROM attempted d JOIN last_success l USING (subscription_id)
             GROUP BY d.subscription_id, l.ord
         ), resumed AS (
             -- The endpoint is back: the subscription's deliveries waiting for a later retry are due now. The
@@ -693,6 +797,8 @@ enum WebhookSQL {
               -- A success on a healthy subscription changes nothing: writing the row anyway made every
               -- delivery of a subscription queue for its one row lock and leave a dead version behind.
               AND (p.failures_after > 0 OR ws.consecutive_failures <> 0 OR ws.failing_since IS NOT NULL)
+        ), advanced AS (
+            \(WebhookWalkSQL.advance)
         )
         SELECT i.ord, d.delivery_id IS NOT NULL AS completed FROM input i LEFT JOIN d USING (ord) ORDER BY i.ord
         """

@@ -85,4 +85,13 @@ struct WebhookDeliveryPolicyTests {
             #expect(throws: APIError.self, "\(text)") { try CallbackApplication.subscriptionBody(Array(text.utf8)) }
         }
     }
+
+    /// A walk's deliveries go out in waves: each job's first event in the first, its second in the next,
+    /// so a job's events leave one after another while different jobs' leave together.
+    @Test func walkWaves_AJobsEventsOneAfterAnother_DifferentJobsTogether() {
+        let waves = WebhookDeliveryWorker.WalkWaves(jobs: ["a", "b", "a", "c", "a", "b"]).waves
+        #expect(waves == [[0, 1, 3], [2, 5], [4]])
+        #expect(WebhookDeliveryWorker.WalkWaves(jobs: []).waves.isEmpty)
+        #expect(WebhookDeliveryWorker.WalkWaves(jobs: ["x", "y"]).waves == [[0, 1]])
+    }
 }

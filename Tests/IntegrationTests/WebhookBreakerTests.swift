@@ -40,7 +40,12 @@ struct WebhookBreakerTests {
                 try await webhooks.post(job, "Running")
                 try await webhooks.post(job, "Success")
             }
-            #expect(try await eventually(within: .seconds(60)) { try await Self.count(webhooks, "webhook_deliveries") == Self.events })
+            // Every event waits: as a pending row once attempted, or above the subscription's cursor while
+            // the breaker keeps walks off it.
+            #expect(
+                try await eventually(within: .seconds(60)) {
+                    try await webhooks.store.webhookBacklog(failingThreshold: 5).first?.pending == Self.events
+                })
             // Open, and for longer than the whole retry schedule: without the breaker, every delivery
             // attempted by now would be failed.
             let openSeconds = schedule.inSeconds + 3

@@ -26,6 +26,8 @@ typedef struct {
     int address_refused;
     /// libcurl's result code (0 = the exchange completed).
     int curl_code;
+    /// Microseconds from the POST's start to its end (libcurl's total time).
+    long long total_time_us;
     /// What went wrong, for the attempt's history (empty when answered).
     char error[256];
 } cwh_result;

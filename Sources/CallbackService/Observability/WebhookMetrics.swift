@@ -4,11 +4,16 @@ import Synchronization
 import TimeUnits
 
 extension ServiceMetrics {
-    /// A sequencer round: events given feed positions and deliveries queued.
+    /// A sequencer round: events given feed positions.
     func recordSequencerRound(_ round: SequencerRound) {
         guard round.sequenced > 0 else { return }
         Counter(label: "ci_events_sequenced_total", factory: metricsFactory).increment(by: round.sequenced)
-        Counter(label: "webhook_deliveries_queued_total", factory: metricsFactory).increment(by: round.queued)
+    }
+
+    /// Deliveries a walk of the subscriptions' cursors took to send.
+    func recordWalkedDeliveries(_ count: Int) {
+        guard count > 0 else { return }
+        Counter(label: "webhook_deliveries_queued_total", factory: metricsFactory).increment(by: count)
     }
 }
 

@@ -23,7 +23,7 @@ public struct EventSequencerConfiguration: Sendable, Hashable {
     public init() {}
 }
 
-/// Gives committed events their feed positions and queues their deliveries (``JobStore/sequenceEvents(limit:)``),
+/// Gives committed events their feed positions (``JobStore/sequenceEvents(limit:)``), which the delivery worker walks,
 /// woken by its store after each commit that changed a job's state (``JobStore/stateEventSignal``) and at
 /// every interval. Every replica runs one; the rounds of all replicas take turns on an advisory lock, so a
 /// replica that finds nothing to do costs one short query.

@@ -19,15 +19,23 @@ public struct WebhookDeliveryConfiguration: Sendable, Hashable {
     public var timeout: Duration = .seconds(15)
     /// Response body bytes read; the rest is not read. Default 64 KiB.
     public var maxResponseBytes = 64 * 1024
-    /// Attempts in flight at once in this replica (`WEBHOOK_CONCURRENCY`). Default 64.
+    /// POSTs in flight at once in this replica (`WEBHOOK_CONCURRENCY`), and the leased pending deliveries
+    /// it holds; a walk takes up to twice this many events per subscription, and walked deliveries held
+    /// at once are at most eight times this many (``WebhookDeliveryWorker/walkedInFlightLimit(concurrency:)``).
+    /// Default 64.
     ///
-    /// An attempt holds its slot from its lease until its outcome is recorded, two database round trips
-    /// besides the POST; with 16 slots that cycle capped delivery near 600/s against a fast consumer
-    /// (Benchmarks/webhooks.py, latency: the backlog grew without end at 1,000 deliveries/s wanted).
+    /// A leased attempt holds its slot until its outcome is recorded, two database round trips besides the
+    /// POST; with 16 slots that cycle capped delivery near 600/s against a fast consumer (Benchmarks/webhooks.py,
+    /// latency: the backlog grew without end at 1,000 deliveries/s wanted).
     public var concurrency = 64
     /// How long a leased attempt is kept from other replicas beyond ``timeout``: a replica killed mid-attempt
     /// is replaced after `timeout + leaseMargin`. Default 15 s.
     public var leaseMargin: Duration = .seconds(15)
+    /// Least time from one walk of the subscriptions' cursors to the next: new events notified meanwhile
+    /// go out in the next walk, so that under load a walk sends and records many deliveries at once (each
+    /// walk and its record are a statement of fixed cost). Adds at most this much to a delivery's latency.
+    /// Default 25 ms.
+    public var walkSpacing: Duration = .milliseconds(25)
     /// Pause between polls of the queue when no notification arrives (retries come due by time). Default 1 s.
     public var pollInterval: Duration = .seconds(1)
     /// Consecutive failed attempts after which a subscription is flagged failing (GET, metrics). Default 5.

@@ -6,19 +6,23 @@ import ServiceLifecycle
 import Synchronization
 import TimeUnits
 
-/// Sends pending webhook deliveries, in every replica at once.
+/// Sends webhook deliveries, in every replica at once.
 ///
-/// Deliveries are leased (``JobStore/leaseDeliveries(limit:lease:)``: `FOR UPDATE SKIP LOCKED` plus a lease
-/// time), so each attempt is sent by one replica; each job's deliveries to one subscription go out one at a
-/// time, oldest event first, so a consumer never gets an older state after a newer one. Woken by the
-/// sequencer's `NOTIFY` (a new delivery) and every ``WebhookDeliveryConfiguration/pollInterval`` (retries
-/// come due by time); at most ``WebhookDeliveryConfiguration/concurrency`` attempts are in flight, an attempt
-/// counting until its outcome is recorded.
+/// Two ways in (migration 0018):
+/// - **Walks**, the happy path. Each subscription has a cursor over the event feed; a walk leases it
+///   (``JobStore/walkDeliveries(limit:lease:token:)``: `FOR UPDATE SKIP LOCKED`, so one replica walks a
+///   subscription at a time), takes its next events, sends them as one batch, and records them with the
+///   cursor's move in one statement (``JobStore/completeDeliveries(_:advancing:)``): one row per delivery,
+///   written once, already finished when the consumer answered 2xx. A job's events in one walk go out one
+///   after another (waves), and one that did not succeed holds back the job's later ones.
+/// - **Leases of pending rows**: deliveries that failed and wait for a retry, that wait behind an older
+///   delivery of their job, or that were retried or replayed (``JobStore/leaseDeliveries(limit:lease:)``,
+///   each job's oldest first). Their outcomes are recorded in batches by one recording task.
 ///
-/// Outcomes are recorded in batches (``JobStore/completeDeliveries(_:)``) by one recording task: whatever
-/// finished while the previous batch was being written goes in the next statement. Recording one outcome
-/// per transaction made the database's cost per delivery, above all a commit each, the ceiling of the
-/// delivery rate.
+/// Woken by the sequencer's `NOTIFY` (new events) and every ``WebhookDeliveryConfiguration/pollInterval``
+/// (retries come due by time). Leased rows in flight are at most ``WebhookDeliveryConfiguration/concurrency``,
+/// walked deliveries at most ``walkedInFlightLimit(concurrency:)``; the HTTP client sends at most the
+/// concurrency at once.
 public struct WebhookDeliveryWorker: Service {
     let store: JobStore
     let signal: WakeSignal
@@ -27,12 +31,19 @@ public struct WebhookDeliveryWorker: Service {
     let logger: Logger
     private let client: WebhookHTTPClient
 
-    /// How often the backlog gauges are refreshed.
-    static let backlogInterval: Duration = .seconds(10)
+    /// How often the backlog gauges are refreshed and lapsed walks reclaimed.
+    static let backlogInterval: Duration = .seconds(5)
 
     /// Free attempt slots the worker waits for before it leases again, while attempts are in flight: a
     /// quarter of the concurrency.
     static func leaseBatch(concurrency: Int) -> Int { max(1, concurrency / 4) }
+
+    /// Most events one walk takes per subscription: two of the client's rounds of concurrent requests.
+    static func walkLimit(concurrency: Int) -> Int { max(1, concurrency * 2) }
+
+    /// Most walked deliveries held (taken, not yet recorded) at once: enough for a walk of two
+    /// subscriptions in flight while the next is taken.
+    static func walkedInFlightLimit(concurrency: Int) -> Int { walkLimit(concurrency: concurrency) * 4 }
 
     /// Most outcomes one recording statement writes.
     static let recordingBatch = 128
@@ -48,7 +59,11 @@ public struct WebhookDeliveryWorker: Service {
 
     public func run() async throws {
         let inFlight = InFlightCount()
+        let walkedInFlight = InFlightCount()
         let finished = FinishedAttempts()
+        let walkLimit = Self.walkLimit(concurrency: configuration.concurrency)
+        let walkedLimit = Self.walkedInFlightLimit(concurrency: configuration.concurrency)
+        let lease = configuration.timeout + configuration.leaseMargin
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { [signal = self.signal, interval = self.configuration.pollInterval] in await signal.signalEvery(interval) }
@@ -66,6 +81,7 @@ public struct WebhookDeliveryWorker: Service {
                 }
                 group.addTask {
                     while !Task.isCancelled {
+                        await self.reclaimLapsedWalks()
                         await self.refreshBacklogMetrics()
                         do {
                             try await Task.sleep(for: Self.backlogInterval)
@@ -75,7 +91,43 @@ public struct WebhookDeliveryWorker: Service {
                     }
                 }
                 self.signal.signal()
+                // Walks are spaced (walkSpacing); a wake-up that comes too early leaves one delayed wake-up
+                // behind for the next walk's time.
+                var nextWalk = ContinuousClock.now
+                var walkWakeUpPending = false
                 for await _ in self.signal.wakeups {
+                    // Walks first: the events no attempt has been made for yet.
+                    let walking = walkedInFlight.value.load(ordering: .relaxed)
+                    let now = ContinuousClock.now
+                    if walking + walkLimit <= walkedLimit, now < nextWalk, !walkWakeUpPending {
+                        walkWakeUpPending = true
+                        group.addTask { [signal = self.signal, nextWalk] in
+                            try? await Task.sleep(until: nextWalk)
+                            signal.signal()
+                        }
+                    }
+                    if walking + walkLimit <= walkedLimit, now >= nextWalk {
+                        nextWalk = now + self.configuration.walkSpacing
+                        walkWakeUpPending = false
+                        let batches: [WalkedBatch]
+                        do {
+                            batches = try await self.store.walkDeliveries(limit: walkLimit, lease: lease, token: Int64.random(in: 1...Int64.max))
+                        } catch {
+                            self.logger.warning("walking webhook subscriptions failed", metadata: ["error": "\(error)"])
+                            batches = []
+                        }
+                        for batch in batches {
+                            walkedInFlight.value.add(batch.deliveries.count, ordering: .relaxed)
+                            self.metrics.recordWalkedDeliveries(batch.deliveries.count)
+                            group.addTask {
+                                await self.send(batch)
+                                walkedInFlight.value.subtract(batch.deliveries.count, ordering: .relaxed)
+                                // The subscription's cursor is free again, maybe with more events above it.
+                                self.signal.signal()
+                            }
+                        }
+                    }
+
                     let busy = inFlight.value.load(ordering: .relaxed)
                     let free = self.configuration.concurrency - busy
                     // Leases go in batches: one costs the database about as much for one delivery as for
@@ -84,7 +136,7 @@ public struct WebhookDeliveryWorker: Service {
                     guard free > 0, busy == 0 || free >= Self.leaseBatch(concurrency: self.configuration.concurrency) else { continue }
                     let leased: [LeasedDelivery]
                     do {
-                        leased = try await self.store.leaseDeliveries(limit: free, lease: self.configuration.timeout + self.configuration.leaseMargin)
+                        leased = try await self.store.leaseDeliveries(limit: free, lease: lease)
                     } catch {
                         self.logger.warning("leasing webhook deliveries failed", metadata: ["error": "\(error)"])
                         continue
@@ -103,6 +155,34 @@ public struct WebhookDeliveryWorker: Service {
         client.finish()
     }
 
+    /// Sends a walk's deliveries and records them with the cursor's move. A job's events go out in waves,
+    /// oldest first; once one did not succeed, the job's later ones are not sent (``DeliveryCompletion/waiting``).
+    func send(_ batch: WalkedBatch) async {
+        let plan = WalkWaves(jobs: batch.deliveries.map(\.event.job.jobID))
+        var outcomes = [FinishedAttempt?](repeating: nil, count: batch.deliveries.count)
+        var stopped = Set<String>()
+        for wave in plan.waves {
+            var sending: [Int] = []
+            for index in wave {
+                let delivery = batch.deliveries[index]
+                if stopped.contains(delivery.event.job.jobID) {
+                    let now = Date()
+                    outcomes[index] = FinishedAttempt(delivery: delivery, completion: .waiting, statusCode: nil, error: nil, startedAt: now, finishedAt: now)
+                } else {
+                    sending.append(index)
+                }
+            }
+            let attempts = await self.attempts(sending.map { batch.deliveries[$0] })
+            for (index, attempt) in zip(sending, attempts) {
+                outcomes[index] = attempt
+                if attempt.completion != .succeeded { stopped.insert(attempt.delivery.event.job.jobID) }
+            }
+        }
+        await record(
+            outcomes.compactMap { $0 },
+            advancing: [CursorAdvance(subscriptionID: batch.subscriptionID, token: batch.token, walkedThrough: batch.walkedThrough)])
+    }
+
     /// The body of a delivery: `{"type":…,"timestamp":…,"data":…}`, `data` being the job's lookup body.
     static func body(of event: JobStateEvent) -> [UInt8] {
         var json = JSONWriter(reservingCapacity: 2048)
@@ -114,39 +194,54 @@ public struct WebhookDeliveryWorker: Service {
 
     /// Sends one attempt; returns its outcome, to be recorded.
     func attempt(_ delivery: LeasedDelivery) async -> FinishedAttempt {
-        let body = Self.body(of: delivery.event)
-        let id = delivery.event.publicID
+        await attempts([delivery])[0]
+    }
+
+    /// Sends attempts at once, as one batch of the client; returns their outcomes in order.
+    func attempts(_ deliveries: [LeasedDelivery]) async -> [FinishedAttempt] {
+        guard !deliveries.isEmpty else { return [] }
         let startedAt = Date()
         let timestamp = Int64(startedAt.timeIntervalSince1970)
         let started = ContinuousClock.now
-        let response: WebhookHTTPClient.Response
-        if let signature = WebhookSigning.signature(secret: delivery.secret, id: id, timestamp: timestamp, body: body) {
-            response = await client.post(
-                url: delivery.url,
-                headers: [
-                    ("Content-Type", "application/json"), ("webhook-id", id), ("webhook-timestamp", String(timestamp)),
-                    ("webhook-signature", signature),
-                ],
-                body: body)
-        } else {
-            response = .init(status: nil, retryAfterSeconds: nil, error: "the subscription's secret is not a whsec_ secret")
-        }
-        let elapsed = started.duration(to: .now)
-        let decision = WebhookAttemptDecision.decide(
-            .init(status: response.status, retryAfterSeconds: response.retryAfterSeconds), attempt: delivery.scheduleAttempt,
-            configuration: configuration, random: Double.random(in: 0..<1))
-        let completion: DeliveryCompletion =
-            switch decision {
-            case .succeeded: .succeeded
-            case .retry(let pause): .retry(afterMilliseconds: pause.inMilliseconds)
-            case .failed: .failed
-            case .gone: .gone
+        var requests: [WebhookHTTPClient.Request] = []
+        var sent: [Int] = []
+        var responses = [WebhookHTTPClient.Response?](repeating: nil, count: deliveries.count)
+        for (index, delivery) in deliveries.enumerated() {
+            let body = Self.body(of: delivery.event)
+            let id = delivery.event.publicID
+            guard let signature = WebhookSigning.signature(secret: delivery.secret, id: id, timestamp: timestamp, body: body) else {
+                responses[index] = .init(status: nil, retryAfterSeconds: nil, error: "the subscription's secret is not a whsec_ secret")
+                continue
             }
-        let error = response.error ?? response.status.flatMap { (200...299).contains($0) ? nil : "HTTP \($0)" }
-        return FinishedAttempt(
-            delivery: delivery, completion: completion, statusCode: response.status, retryAfterSeconds: response.retryAfterSeconds, error: error,
-            startedAt: startedAt,
-            finishedAt: startedAt.addingTimeInterval(elapsed.inSeconds))
+            requests.append(
+                WebhookHTTPClient.Request(
+                    url: delivery.url,
+                    headers: [
+                        ("Content-Type", "application/json"), ("webhook-id", id), ("webhook-timestamp", String(timestamp)),
+                        ("webhook-signature", signature),
+                    ],
+                    body: body))
+            sent.append(index)
+        }
+        for (index, response) in zip(sent, await client.post(requests)) { responses[index] = response }
+        let elapsed = started.duration(to: .now)
+        return zip(deliveries, responses).map { delivery, response in
+            let response = response ?? .init(status: nil, retryAfterSeconds: nil, error: "not sent")
+            let decision = WebhookAttemptDecision.decide(
+                .init(status: response.status, retryAfterSeconds: response.retryAfterSeconds), attempt: delivery.scheduleAttempt,
+                configuration: configuration, random: Double.random(in: 0..<1))
+            let completion: DeliveryCompletion =
+                switch decision {
+                case .succeeded: .succeeded
+                case .retry(let pause): .retry(afterMilliseconds: pause.inMilliseconds)
+                case .failed: .failed
+                case .gone: .gone
+                }
+            let error = response.error ?? response.status.flatMap { (200...299).contains($0) ? nil : "HTTP \($0)" }
+            return FinishedAttempt(
+                delivery: delivery, completion: completion, statusCode: response.status, retryAfterSeconds: response.retryAfterSeconds, error: error,
+                startedAt: startedAt, finishedAt: startedAt.addingTimeInterval((response.elapsed ?? elapsed).inSeconds))
+        }
     }
 
     /// Counts and logs recorded attempts, by what became of their deliveries: only once recorded, since a
@@ -154,14 +249,15 @@ public struct WebhookDeliveryWorker: Service {
     /// letter, then).
     func report(_ attempts: [FinishedAttempt]) {
         for attempt in attempts {
-            let outcome =
-                switch attempt.completion {
-                case .succeeded: "succeeded"
-                case .retry: "retried"
-                case .heldBack: "held"
-                case .failed: "failed"
-                case .gone: "gone"
-                }
+            let outcome: String
+            switch attempt.completion {
+            case .succeeded: outcome = "succeeded"
+            case .retry: outcome = "retried"
+            case .heldBack: outcome = "held"
+            case .failed: outcome = "failed"
+            case .gone: outcome = "gone"
+            case .waiting: continue  // not sent: no attempt
+            }
             let elapsed = Duration.seconds(attempt.finishedAt.timeIntervalSince(attempt.startedAt))
             metrics.recordDeliveryAttempt(outcome: outcome, duration: elapsed)
             // The URL is left out: it may carry the consumer's own credentials. The secret is never
@@ -178,23 +274,24 @@ public struct WebhookDeliveryWorker: Service {
                 return metadata
             }
             switch attempt.completion {
-            case .succeeded, .retry, .heldBack: logger.debug("webhook attempt", metadata: metadata(error: attempt.error ?? "-"))
+            case .succeeded, .retry, .heldBack, .waiting: logger.debug("webhook attempt", metadata: metadata(error: attempt.error ?? "-"))
             case .failed: logger.warning("webhook delivery failed for good", metadata: metadata(error: attempt.error ?? "-"))
             case .gone: logger.warning("webhook endpoint answered 410 Gone; subscription disabled", metadata: metadata(error: nil))
             }
         }
     }
 
-    /// Records a batch of outcomes, trying once more after a failure (two replicas recording failures of
-    /// one subscription may deadlock on its row; the database picks one to fail). If that fails too, the
-    /// leases run out and the attempts are sent again (same webhook-id): at least once.
+    /// Records a batch of outcomes, and moves the cursors of the walks it finishes (`advancing`), trying
+    /// once more after a failure (two replicas recording failures of one subscription may deadlock on its
+    /// row; the database picks one to fail). If that fails too, the leases run out and the attempts are
+    /// sent again (same webhook-id): at least once.
     ///
     /// Attempts that may move their subscription's circuit breaker (a failure, a probe, or any outcome on
     /// a breaker that was not closed and clean when leased) are recorded under the breaker's row lock,
     /// through ``applyBreakers(_:stored:now:configuration:)``; a batch of successes on healthy
     /// subscriptions takes no lock. A breaker another replica opened after this one leased is closed
     /// again only by its probe: one cool-down late at worst.
-    func record(_ batch: [FinishedAttempt]) async {
+    func record(_ batch: [FinishedAttempt], advancing cursors: [CursorAdvance] = []) async {
         let moving = Self.subscriptionsMovingBreakers(batch)
         // The attempts as recorded: the transition below may hold some back. Shared with that closure,
         // which the store runs on its connection's thread, hence the lock.
@@ -203,18 +300,22 @@ public struct WebhookDeliveryWorker: Service {
         for attempt in 1...2 {
             do {
                 if moving.isEmpty {
-                    try await store.completeDeliveries(batch)
+                    try await store.completeDeliveries(batch, advancing: cursors)
                 } else {
-                    try await store.completeDeliveries(batch, movingBreakersOf: moving) {
+                    try await store.completeDeliveries(batch, advancing: cursors, movingBreakersOf: moving) {
                         [configuration = self.configuration, logger = self.logger, metrics = self.metrics] stored, now in
-                        let inputs = batch.map { BreakerInput(subscription: $0.delivery.subscriptionID, probe: $0.delivery.probe, signal: Self.signal(of: $0)) }
+                        // Deliveries not sent (waiting behind their job's older one) tell the breaker nothing.
+                        let sent = batch.indices.filter { batch[$0].completion != .waiting }
+                        let inputs = sent.map {
+                            BreakerInput(subscription: batch[$0].delivery.subscriptionID, probe: batch[$0].delivery.probe, signal: Self.signal(of: batch[$0]))
+                        }
                         let applied = Self.applyBreakers(inputs, stored: stored, now: now, configuration: configuration)
                         for (subscription, action) in applied.actions { Self.report(action, subscription: subscription, logger: logger, metrics: metrics) }
                         var attempts = batch
-                        for index in attempts.indices where applied.holds[index] {
+                        for (index, holds) in zip(sent, applied.holds) where holds {
                             switch attempts[index].completion {
                             case .retry, .failed: attempts[index].completion = .heldBack
-                            case .succeeded, .gone, .heldBack: break
+                            case .succeeded, .gone, .heldBack, .waiting: break
                             }
                         }
                         recorded.withLock { $0 = attempts }
@@ -234,7 +335,8 @@ public struct WebhookDeliveryWorker: Service {
     static func subscriptionsMovingBreakers(_ batch: [FinishedAttempt]) -> Set<String> {
         Set(
             batch.filter { attempt in
-                attempt.delivery.probe || !attempt.delivery.breakerUntouched || Self.signal(of: attempt) != .answered
+                attempt.completion != .waiting
+                    && (attempt.delivery.probe || !attempt.delivery.breakerUntouched || Self.signal(of: attempt) != .answered)
             }.map(\.delivery.subscriptionID))
     }
 
@@ -292,6 +394,22 @@ public struct WebhookDeliveryWorker: Service {
         let value = Atomic<Int>(0)
     }
 
+    /// The waves of a walk: wave `k` holds each job's `k`-th delivery (indices into the walk, in feed
+    /// order), so a job's deliveries go out one after another and different jobs' together.
+    struct WalkWaves: Sendable, Hashable {
+        var waves: [[Int]] = []
+
+        init(jobs: [String]) {
+            var seen: [String: Int] = [:]
+            for (index, job) in jobs.enumerated() {
+                let wave = seen[job, default: 0]
+                seen[job] = wave + 1
+                if wave == waves.count { waves.append([]) }
+                waves[wave].append(index)
+            }
+        }
+    }
+
     /// Outcomes waiting for the recording task. Appended by the attempts' tasks and taken by the recording
     /// task, hence the lock; never more than the concurrency, since an attempt holds its slot until recorded.
     private final class FinishedAttempts: Sendable {
@@ -309,6 +427,20 @@ public struct WebhookDeliveryWorker: Service {
                 waiting.removeFirst(batch.count)
                 return batch
             }
+        }
+    }
+
+    private func reclaimLapsedWalks() async {
+        do {
+            let queued = try await store.reclaimLapsedWalks()
+            if queued > 0 {
+                logger.warning(
+                    "webhook walks whose lease ran out were queued again: the replica sending them stopped, or could not reach the database",
+                    metadata: ["webhook.deliveries": "\(queued)"])
+                signal.signal()
+            }
+        } catch {
+            logger.debug("reclaiming lapsed webhook walks failed", metadata: ["error": "\(error)"])
         }
     }
 

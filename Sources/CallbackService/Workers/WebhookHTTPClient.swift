@@ -43,6 +43,19 @@ struct WebhookHTTPClient: Sendable {
         var retryAfterSeconds: Int64?
         /// What went wrong (transport, address policy), for the attempt's history; nil when answered.
         var error: String?
+        /// How long the POST took, from its start on a connection slot; nil when it was never started. A
+        /// measurement, not part of the answer: equality leaves it out.
+        var elapsed: Duration? = nil
+
+        static func == (lhs: Self, rhs: Self) -> Bool {
+            lhs.status == rhs.status && lhs.retryAfterSeconds == rhs.retryAfterSeconds && lhs.error == rhs.error
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(status)
+            hasher.combine(retryAfterSeconds)
+            hasher.combine(error)
+        }
     }
 
     /// Sends every request concurrently and returns their responses in the same order, once all have ended.
@@ -75,14 +88,17 @@ struct WebhookHTTPClient: Sendable {
 extension WebhookHTTPClient.Response {
     /// The response as libcurl reported it.
     init(_ result: cwh_result) {
+        let elapsed = Duration.microseconds(result.total_time_us)
         if result.answered != 0 {
-            self.init(status: result.status, retryAfterSeconds: result.retry_after_seconds >= 0 ? result.retry_after_seconds : nil, error: nil)
+            self.init(
+                status: result.status, retryAfterSeconds: result.retry_after_seconds >= 0 ? result.retry_after_seconds : nil, error: nil,
+                elapsed: elapsed)
             return
         }
         let message = withUnsafeBytes(of: result.error) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
-        self.init(status: nil, retryAfterSeconds: nil, error: message.isEmpty ? "request failed" : message)
+        self.init(status: nil, retryAfterSeconds: nil, error: message.isEmpty ? "request failed" : message, elapsed: elapsed)
     }
 }
 

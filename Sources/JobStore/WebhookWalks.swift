@@ -1,0 +1,194 @@
+import Foundation
+import PostgresLibPQ
+import TimeUnits
+
+/// One subscription's walk (migration 0018): the next events above its cursor, leased by this replica, to
+/// send and then record with ``JobStore/completeDeliveries(_:advancing:)``.
+public struct WalkedBatch: Sendable, Hashable {
+    public var subscriptionID: String
+    /// Identifies the lease: recording moves the cursor only while the walk is still this one.
+    public var token: Int64
+    /// Where the cursor goes once the walk is recorded: the last feed position it read, matching or not.
+    public var walkedThrough: Int64
+    /// The events to send, in feed order, as deliveries for attempt 1 (``LeasedDelivery/walked``).
+    public var deliveries: [LeasedDelivery]
+}
+
+/// Moves a walked subscription's cursor, in the statement that records the walk's attempts.
+public struct CursorAdvance: Sendable, Hashable {
+    public var subscriptionID: String
+    public var token: Int64
+    public var walkedThrough: Int64
+
+    public init(subscriptionID: String, token: Int64, walkedThrough: Int64) {
+        self.subscriptionID = subscriptionID
+        self.token = token
+        self.walkedThrough = walkedThrough
+    }
+}
+
+extension JobStore {
+    /// Most feed positions one walk reads per subscription, matching or not: a subscription whose filters
+    /// match little still moves on by this much per walk, reading a bounded range.
+    public static let walkWindow = 4096
+
+    /// Leases the cursor of every subscription that has events to send and takes each one's next events,
+    /// at most `limit` a subscription, for `lease` (`FOR UPDATE SKIP LOCKED` on the cursor: one replica
+    /// walks a subscription at a time, and every event is sent once). Subscriptions whose circuit breaker is
+    /// open or that are disabled are not walked; their events wait above the cursor.
+    ///
+    /// Per-job order: an event whose job has an older pending delivery to the subscription is not sent; its
+    /// row is written here, pending, and the lease of pending rows sends it after the older one. A walk that
+    /// finds nothing to send moves its cursor at once.
+    public func walkDeliveries(limit: Int, lease: Duration, token: Int64) async throws -> [WalkedBatch] {
+        let binds: [PostgresValue] = [
+            .text(String(max(limit, 1))), .text(String(lease.inMilliseconds)), .text(String(token)), .text(String(Self.walkWindow)),
+        ]
+        return try await withConnection { connection in
+            let rows = try connection.query(SQLQuery(unsafeSQL: WebhookWalkSQL.walk, binds: binds))
+            var batches: [WalkedBatch] = []
+            for row in rows {
+                let row = StrictRow(row, read: "walked deliveries")
+                let subscription = try row.string("subscription_id")
+                let delivery = LeasedDelivery(
+                    deliveryID: try row.int64("delivery_id"), attempt: 1, scheduleAttempt: 1, subscriptionID: subscription,
+                    url: try row.string("url"), secret: try row.string("secret"), event: try Self.stateEvent(row),
+                    breakerUntouched: try row.bool("breaker_untouched"), walked: true)
+                if batches.last?.subscriptionID == subscription {
+                    batches[batches.count - 1].deliveries.append(delivery)
+                } else {
+                    batches.append(
+                        WalkedBatch(subscriptionID: subscription, token: token, walkedThrough: try row.int64("walked_through"), deliveries: [delivery]))
+                }
+            }
+            return batches
+        }
+    }
+
+    /// Walks whose lease ran out with nothing recorded (the replica walking them stopped, or could not
+    /// reach the database): each of their events becomes a pending delivery whose first attempt is
+    /// recorded as cut short (the consumer may have received it), and the cursor moves past them. The
+    /// lease of pending rows sends them again, same webhook-id. Returns how many deliveries it queued.
+    @discardableResult
+    public func reclaimLapsedWalks() async throws -> Int {
+        try await withConnection { connection in
+            let row = StrictRow(try connection.query(SQLQuery(unsafeSQL: WebhookWalkSQL.reclaim))[0], read: "lapsed walks")
+            return try row.int("queued")
+        }
+    }
+}
+
+/// The walk's statements.
+enum WebhookWalkSQL {
+    /// `$1` most events per subscription, `$2` lease in milliseconds, `$3` the lease's token, `$4` the
+    /// window of feed positions one walk reads. One row per event to send, grouped by subscription in feed
+    /// order: `subscription_id, delivery_id, url, secret, breaker_untouched, walked_through, event_id,
+    /// feed_position` and ``EventSQL/jobColumns``.
+    static let walk = """
+        WITH top AS (
+            SELECT coalesce((SELECT max(feed_position) FROM ci_event_feed), 0) AS top
+        ), due AS (
+            SELECT c.subscription_id, c.position, s.tags, s.states
+            FROM webhook_cursors c
+            JOIN webhook_subscriptions s ON s.subscription_id = c.subscription_id
+            WHERE c.leased_until IS NULL AND s.disabled_at IS NULL AND s.breaker_next_probe_at IS NULL
+              AND c.position < (SELECT top FROM top)
+            FOR NO KEY UPDATE OF c SKIP LOCKED
+        ), picked AS (
+            -- One index range of the feed per subscription, bounded by the window and the limit. An event
+            -- waits (blocked) when its job has an older pending delivery to the subscription.
+            SELECT d.subscription_id, p.event_id, p.walk_job, p.feed_position,
+                   EXISTS (SELECT 1 FROM webhook_deliveries o
+                           WHERE o.subscription_id = d.subscription_id AND o.job_id = p.walk_job AND o.status = 'pending'
+                             AND o.event_id < p.event_id) AS blocked
+            FROM due d
+            CROSS JOIN LATERAL (
+                SELECT f.event_id, e.job_id AS walk_job, f.feed_position
+                FROM ci_event_feed f
+                JOIN ci_job_state_events e ON e.event_id = f.event_id
+                WHERE f.feed_position > d.position AND f.feed_position <= d.position + $4::bigint
+                  AND (d.tags IS NULL OR e.tag = ANY (d.tags)) AND (d.states IS NULL OR e.state = ANY (d.states))
+                  -- A replay queued it already: its row sends it.
+                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.subscription_id = d.subscription_id AND x.event_id = f.event_id)
+                ORDER BY f.feed_position
+                LIMIT $1::integer
+            ) p
+        ), numbered AS (
+            SELECT picked.*, nextval(pg_get_serial_sequence('webhook_deliveries', 'delivery_id')) AS delivery_id FROM picked
+        ), walks AS (
+            SELECT d.subscription_id,
+                   coalesce(array_agg(n.event_id ORDER BY n.feed_position) FILTER (WHERE NOT n.blocked), '{}') AS events,
+                   coalesce(array_agg(n.delivery_id ORDER BY n.feed_position) FILTER (WHERE NOT n.blocked), '{}') AS deliveries,
+                   CASE WHEN count(n.event_id) >= $1::integer THEN max(n.feed_position)
+                        ELSE least(d.position + $4::bigint, (SELECT top FROM top)) END AS through
+            FROM due d
+            LEFT JOIN numbered n ON n.subscription_id = d.subscription_id
+            GROUP BY d.subscription_id, d.position
+        ), waiting AS (
+            INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, next_attempt_at, created_at)
+            OVERRIDING SYSTEM VALUE
+            SELECT n.delivery_id, n.subscription_id, n.event_id, n.walk_job, now(), now() FROM numbered n WHERE n.blocked
+            ON CONFLICT DO NOTHING
+        ), leased AS (
+            -- A walk with nothing to send moves the cursor at once and leases nothing.
+            UPDATE webhook_cursors c
+            SET position = CASE WHEN cardinality(w.events) = 0 THEN w.through ELSE c.position END,
+                leased_until = CASE WHEN cardinality(w.events) > 0 THEN now() + $2::bigint * interval '1 millisecond' END,
+                leased_at = CASE WHEN cardinality(w.events) > 0 THEN now() END,
+                walk_token = CASE WHEN cardinality(w.events) > 0 THEN $3::bigint END,
+                walk_events = CASE WHEN cardinality(w.events) > 0 THEN w.events END,
+                walk_deliveries = CASE WHEN cardinality(w.events) > 0 THEN w.deliveries END,
+                walked_through = CASE WHEN cardinality(w.events) > 0 THEN w.through END
+            FROM walks w
+            WHERE c.subscription_id = w.subscription_id
+        )
+        SELECT n.subscription_id, n.delivery_id, s.url, s.secret, s.breaker_state = 'closed' AND s.breaker_failures = 0 AS breaker_untouched,
+               w.through AS walked_through, e.event_id, n.feed_position, \(EventSQL.jobColumns)
+        FROM numbered n
+        JOIN walks w ON w.subscription_id = n.subscription_id
+        JOIN webhook_subscriptions s ON s.subscription_id = n.subscription_id
+        JOIN ci_job_state_events e ON e.event_id = n.event_id
+        WHERE NOT n.blocked
+        ORDER BY n.subscription_id, n.feed_position
+        """
+
+    /// Lapsed walks into pending deliveries, each with its cut-short first attempt; one row: `queued`.
+    static let reclaim = """
+        WITH lapsed AS (
+            SELECT c.subscription_id, c.leased_at, c.walk_events, c.walk_deliveries, c.walked_through
+            FROM webhook_cursors c
+            WHERE c.leased_until <= now()
+            FOR NO KEY UPDATE SKIP LOCKED
+        ), queued AS (
+            INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, attempt_count, next_attempt_at, created_at)
+            OVERRIDING SYSTEM VALUE
+            SELECT u.delivery_id, l.subscription_id, u.event_id, e.job_id, 1, now(), l.leased_at
+            FROM lapsed l
+            CROSS JOIN LATERAL unnest(l.walk_deliveries, l.walk_events) AS u(delivery_id, event_id)
+            JOIN ci_job_state_events e ON e.event_id = u.event_id
+            ON CONFLICT DO NOTHING
+            RETURNING delivery_id, created_at
+        ), cut AS (
+            INSERT INTO webhook_attempts (delivery_id, attempt, started_at, error)
+            SELECT q.delivery_id, 1, q.created_at, \(WebhookSQL.abandonedAttemptError) FROM queued q
+            ON CONFLICT (delivery_id, attempt) DO NOTHING
+        ), moved AS (
+            UPDATE webhook_cursors c
+            SET position = greatest(c.position, l.walked_through), leased_until = NULL, leased_at = NULL, walk_token = NULL,
+                walk_events = NULL, walk_deliveries = NULL, walked_through = NULL
+            FROM lapsed l
+            WHERE c.subscription_id = l.subscription_id
+        )
+        SELECT count(*)::int8 AS queued FROM queued
+        """
+
+    /// Moves walked cursors (`$2` of ``WebhookSQL/complete``: a JSON array of `subscription_id, token,
+    /// through`) while that walk still holds the lease; a lapsed one was reclaimed by another replica.
+    static let advance = """
+        UPDATE webhook_cursors c
+        SET position = greatest(c.position, a.through), leased_until = NULL, leased_at = NULL, walk_token = NULL,
+            walk_events = NULL, walk_deliveries = NULL, walked_through = NULL
+        FROM jsonb_to_recordset($2::jsonb) AS a(subscription_id text, token bigint, through bigint)
+        WHERE c.subscription_id = a.subscription_id AND c.walk_token = a.token
+        """
+}
