@@ -89,9 +89,35 @@ struct WebhookDeliveryPolicyTests {
     /// A walk's deliveries go out in waves: each job's first event in the first, its second in the next,
     /// so a job's events leave one after another while different jobs' leave together.
     @Test func walkWaves_AJobsEventsOneAfterAnother_DifferentJobsTogether() {
-        let waves = WebhookDeliveryWorker.WalkWaves(jobs: ["a", "b", "a", "c", "a", "b"]).waves
-        #expect(waves == [[0, 1, 3], [2, 5], [4]])
-        #expect(WebhookDeliveryWorker.WalkWaves(jobs: []).waves.isEmpty)
-        #expect(WebhookDeliveryWorker.WalkWaves(jobs: ["x", "y"]).waves == [[0, 1]])
+        var waves = WebhookDeliveryWorker.WalkWaves(jobs: ["a", "b", "a", "c", "a", "b"])
+        #expect(waves.waves == [[0, 1, 3], [2, 5], [4]])
+        var sent: [[Int]] = []
+        while let wave = waves.next() {
+            sent.append(wave.sent)
+            #expect(wave.held.isEmpty)
+            for index in wave.sent { waves.record(index, succeeded: true, gone: false) }
+        }
+        #expect(sent == [[0, 1, 3], [2, 5], [4]])
+        var none = WebhookDeliveryWorker.WalkWaves(jobs: [])
+        #expect(none.next() == nil)
+    }
+
+    /// A job whose delivery did not succeed has its later ones in the walk held back (they wait behind
+    /// it); other jobs go on. After a 410 nothing more of the walk is sent.
+    @Test func walkWaves_FailureHoldsBackThatJobsLaterEvents_GoneHoldsBackEverything() {
+        var waves = WebhookDeliveryWorker.WalkWaves(jobs: ["a", "b", "a", "b", "a"])
+        #expect(waves.next() == .init(sent: [0, 1], held: []))
+        waves.record(0, succeeded: false, gone: false)
+        waves.record(1, succeeded: true, gone: false)
+        #expect(waves.next() == .init(sent: [3], held: [2]))
+        waves.record(3, succeeded: true, gone: false)
+        #expect(waves.next() == .init(sent: [], held: [4]))
+        #expect(waves.next() == nil)
+
+        var gone = WebhookDeliveryWorker.WalkWaves(jobs: ["a", "b", "a", "b"])
+        #expect(gone.next() == .init(sent: [0, 1], held: []))
+        gone.record(0, succeeded: true, gone: false)
+        gone.record(1, succeeded: false, gone: true)
+        #expect(gone.next() == .init(sent: [], held: [2, 3]))
     }
 }

@@ -156,26 +156,21 @@ public struct WebhookDeliveryWorker: Service {
     }
 
     /// Sends a walk's deliveries and records them with the cursor's move. A job's events go out in waves,
-    /// oldest first; once one did not succeed, the job's later ones are not sent (``DeliveryCompletion/waiting``).
+    /// oldest first (``WalkWaves``): once one did not succeed, the job's later ones are not sent, and after
+    /// a 410 none is (``DeliveryCompletion/waiting``: written pending, behind the older delivery).
     func send(_ batch: WalkedBatch) async {
-        let plan = WalkWaves(jobs: batch.deliveries.map(\.event.job.jobID))
+        var waves = WalkWaves(jobs: batch.deliveries.map(\.event.job.jobID))
         var outcomes = [FinishedAttempt?](repeating: nil, count: batch.deliveries.count)
-        var stopped = Set<String>()
-        for wave in plan.waves {
-            var sending: [Int] = []
-            for index in wave {
-                let delivery = batch.deliveries[index]
-                if stopped.contains(delivery.event.job.jobID) {
-                    let now = Date()
-                    outcomes[index] = FinishedAttempt(delivery: delivery, completion: .waiting, statusCode: nil, error: nil, startedAt: now, finishedAt: now)
-                } else {
-                    sending.append(index)
-                }
+        while let wave = waves.next() {
+            for index in wave.held {
+                let now = Date()
+                outcomes[index] = FinishedAttempt(
+                    delivery: batch.deliveries[index], completion: .waiting, statusCode: nil, error: nil, startedAt: now, finishedAt: now)
             }
-            let attempts = await self.attempts(sending.map { batch.deliveries[$0] })
-            for (index, attempt) in zip(sending, attempts) {
+            let attempts = await self.attempts(wave.sent.map { batch.deliveries[$0] })
+            for (index, attempt) in zip(wave.sent, attempts) {
                 outcomes[index] = attempt
-                if attempt.completion != .succeeded { stopped.insert(attempt.delivery.event.job.jobID) }
+                waves.record(index, succeeded: attempt.completion == .succeeded, gone: attempt.completion == .gone)
             }
         }
         await record(
@@ -394,12 +389,25 @@ public struct WebhookDeliveryWorker: Service {
         let value = Atomic<Int>(0)
     }
 
-    /// The waves of a walk: wave `k` holds each job's `k`-th delivery (indices into the walk, in feed
-    /// order), so a job's deliveries go out one after another and different jobs' together.
+    /// The order of a walk's sends, a state machine with no I/O. Wave `k` holds each job's `k`-th delivery
+    /// (indices into the walk, in feed order), so a job's deliveries go out one after another and different
+    /// jobs' together. A delivery is held back when an earlier one of its job did not succeed, and every
+    /// later one is once an endpoint answered 410 (the subscription is disabled).
     struct WalkWaves: Sendable, Hashable {
-        var waves: [[Int]] = []
+        /// One wave: the deliveries to send, and those held back.
+        struct Wave: Sendable, Hashable {
+            var sent: [Int]
+            var held: [Int]
+        }
+
+        private let jobs: [String]
+        private(set) var waves: [[Int]] = []
+        private var nextWave = 0
+        private var stoppedJobs: Set<String> = []
+        private var gone = false
 
         init(jobs: [String]) {
+            self.jobs = jobs
             var seen: [String: Int] = [:]
             for (index, job) in jobs.enumerated() {
                 let wave = seen[job, default: 0]
@@ -407,6 +415,24 @@ public struct WebhookDeliveryWorker: Service {
                 if wave == waves.count { waves.append([]) }
                 waves[wave].append(index)
             }
+        }
+
+        /// The next wave, once the outcomes of the one before are recorded; nil when every delivery has had
+        /// its turn.
+        mutating func next() -> Wave? {
+            guard nextWave < waves.count else { return nil }
+            defer { nextWave += 1 }
+            var wave = Wave(sent: [], held: [])
+            for index in waves[nextWave] {
+                if gone || stoppedJobs.contains(jobs[index]) { wave.held.append(index) } else { wave.sent.append(index) }
+            }
+            return wave
+        }
+
+        /// The outcome of a sent delivery.
+        mutating func record(_ index: Int, succeeded: Bool, gone: Bool) {
+            if !succeeded { stoppedJobs.insert(jobs[index]) }
+            if gone { self.gone = true }
         }
     }
 
