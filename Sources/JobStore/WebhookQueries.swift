@@ -152,12 +152,12 @@ public enum DeliveryCompletion: Sendable, Hashable {
     /// Failed while the subscription's circuit breaker is open: the delivery waits for the breaker, due
     /// again at once, and this attempt uses up none of its retry schedule.
     case heldBack
-    /// Not sent: a walked delivery whose job's older delivery in the same walk did not succeed. It is
-    /// written pending, and goes out after that one.
+    /// Not sent: a walked delivery whose job's older delivery in the same walk did not succeed, or any
+    /// after a 410 in its walk. It is written pending, with no attempt, and goes out after that one.
     case waiting
 }
 
-/// One finished attempt, as the worker hands it to ``JobStore/completeDeliveries(_:)``.
+/// One finished attempt, as the worker hands it to ``JobStore/completeDeliveries(_:advancing:)``.
 public struct FinishedAttempt: Sendable, Hashable {
     public var delivery: LeasedDelivery
     public var completion: DeliveryCompletion

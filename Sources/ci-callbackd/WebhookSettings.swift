@@ -28,6 +28,9 @@ struct WebhookSettings {
         delivery.leaseMargin = try resolver.required(
             flag: nil, flagName: "", env: "WEBHOOK_LEASE_MARGIN", default: delivery.leaseMargin, parse: SettingParsers.duration,
             expected: "a duration such as 15s")
+        delivery.walkSpacing = try resolver.required(
+            flag: nil, flagName: "", env: "WEBHOOK_WALK_SPACING", default: delivery.walkSpacing, parse: SettingParsers.durationOrZero,
+            expected: "a duration such as 25ms, or 0 to walk at every wake-up")
         delivery.maxResponseBytes = try resolver.required(
             flag: nil, flagName: "", env: "WEBHOOK_MAX_RESPONSE_BYTES", default: delivery.maxResponseBytes, parse: SettingParsers.byteSize,
             expected: "a size such as 64k")
@@ -66,6 +69,7 @@ struct WebhookSettings {
           WEBHOOK_CONCURRENCY     Webhook POSTs in flight per replica (default: \(ServeDefaults.webhooks.concurrency)).
           WEBHOOK_RETRY_SCHEDULE  Pauses before the 2nd, 3rd, … attempt (default: \(ServeDefaults.webhooks.retrySchedule.map(SettingFormat.duration).joined(separator: ","))).
           WEBHOOK_LEASE_MARGIN    Extra lease beyond WEBHOOK_TIMEOUT before another replica resends (default: \(SettingFormat.duration(ServeDefaults.webhooks.leaseMargin))).
+          WEBHOOK_WALK_SPACING    Least time between walks of the subscriptions' cursors: under load one walk sends more (default: \(SettingFormat.duration(ServeDefaults.webhooks.walkSpacing))).
           WEBHOOK_MAX_RESPONSE_BYTES
                                   Response body bytes read from a consumer (default: \(SettingFormat.byteSize(ServeDefaults.webhooks.maxResponseBytes))).
           WEBHOOK_FAILING_AFTER   Consecutive failed attempts that flag a subscription failing (default: \(ServeDefaults.webhooks.failingThreshold)).
