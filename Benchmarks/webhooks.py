@@ -208,19 +208,32 @@ class Service:
     def scalar(self, sql):
         return bench.psql(self.url, sql)
 
+    def has_cursors(self):
+        """Whether the schema has subscription cursors (migration 0018): a baseline binary from before has
+        only rows, and is measured by them."""
+        if not hasattr(self, "_has_cursors"):
+            self._has_cursors = self.scalar("SELECT to_regclass('webhook_cursors') IS NOT NULL").strip() == "t"
+        return self._has_cursors
+
     def pending(self):
         """Deliveries not yet made: pending rows, and events above each subscription's cursor (migration
         0018; the benchmark's subscriptions have no filters, so every position above a cursor is one)."""
+        rows = "(SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')"
+        if not self.has_cursors():
+            return int(self.scalar(f"SELECT {rows}"))
         return int(self.scalar(
-            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')"
+            f"SELECT {rows}"
             " + coalesce((SELECT sum(greatest((SELECT coalesce(max(feed_position), 0) FROM ci_event_feed) - position, 0))"
             "             FROM webhook_cursors), 0)"))
 
     def undelivered_through(self, last_event):
         """Deliveries of events up to `last_event` not yet made: pending rows of them, and, per cursor, whether
         it is still below the highest feed position among them (counted as one)."""
+        rows = f"(SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND event_id <= {last_event})"
+        if not self.has_cursors():
+            return int(self.scalar(f"SELECT {rows}"))
         return int(self.scalar(
-            f"SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND event_id <= {last_event})"
+            f"SELECT {rows}"
             f" + (SELECT count(*) FROM webhook_cursors c WHERE c.position < (SELECT max(f.feed_position) FROM ci_event_feed f"
             f"                                                                WHERE f.event_id <= {last_event}))"))
 
@@ -306,7 +319,15 @@ def measure_ratio(binary, args):
                 if side == "with":
                     cpu[side][-1]["consumer_cpu_ms_per_req"] = (consumer.cpu() - consumer_before) * 1000 / bench.TICKS / max(result["requests"], 1)
                     log(f"ratio: consumer {cpu[side][-1]['consumer_cpu_ms_per_req']:.3f} ms CPU per callback ({args.consumer_kind})")
-                    result["pending_after"] = service.pending()
+                    # Whether deliveries kept up with the ingest: what was left when it stopped, and how long
+                    # it took to drain (a backlog that grew would flatter the ratio).
+                    entry = cpu[side][-1]
+                    entry["pending_after"] = service.pending()
+                    drain_start = time.time()
+                    while service.pending() > 0 and time.time() - drain_start < 120:
+                        time.sleep(0.2)
+                    entry["drain_seconds"] = round(time.time() - drain_start, 2)
+                    log(f"ratio: {entry['pending_after']} deliveries pending when the load stopped, drained in {entry['drain_seconds']} s")
             finally:
                 service.stop()
                 consumer.stop()

@@ -30,7 +30,7 @@ struct WebhookSettings {
             expected: "a duration such as 15s")
         delivery.walkSpacing = try resolver.required(
             flag: nil, flagName: "", env: "WEBHOOK_WALK_SPACING", default: delivery.walkSpacing, parse: SettingParsers.durationOrZero,
-            expected: "a duration such as 25ms, or 0 to walk at every wake-up")
+            expected: "a duration such as 10ms, or 0 to walk at every wake-up")
         delivery.maxResponseBytes = try resolver.required(
             flag: nil, flagName: "", env: "WEBHOOK_MAX_RESPONSE_BYTES", default: delivery.maxResponseBytes, parse: SettingParsers.byteSize,
             expected: "a size such as 64k")
