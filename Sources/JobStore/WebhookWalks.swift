@@ -95,8 +95,12 @@ enum WebhookWalkSQL {
               AND c.position < (SELECT top FROM top)
             FOR NO KEY UPDATE OF c SKIP LOCKED
         ), picked AS (
-            -- One index range of the feed per subscription, bounded by the window and the limit. An event
-            -- waits (blocked) when its job has an older pending delivery to the subscription.
+            -- One range of the feed's primary key per subscription, bounded by the window and ordered first
+            -- (OFFSET 0 keeps the order below the probes), then per feed row one probe of the events' primary
+            -- key and one of the deliveries', until the limit. The probes are a LATERAL subquery kept apart
+            -- and a scalar subplan, not joins: without statistics (a bulk load, an upgrade) the planner
+            -- hashed every event for the join (OutboxPlanTests). An event waits (blocked) when its job has
+            -- an older pending delivery to the subscription.
             SELECT d.subscription_id, p.event_id, p.walk_job, p.feed_position,
                    EXISTS (SELECT 1 FROM webhook_deliveries o
                            WHERE o.subscription_id = d.subscription_id AND o.job_id = p.walk_job AND o.status = 'pending'
@@ -104,12 +108,19 @@ enum WebhookWalkSQL {
             FROM due d
             CROSS JOIN LATERAL (
                 SELECT f.event_id, e.job_id AS walk_job, f.feed_position
-                FROM ci_event_feed f
-                JOIN ci_job_state_events e ON e.event_id = f.event_id
-                WHERE f.feed_position > d.position AND f.feed_position <= d.position + $4::bigint
-                  AND (d.tags IS NULL OR e.tag = ANY (d.tags)) AND (d.states IS NULL OR e.state = ANY (d.states))
+                FROM (
+                    SELECT w.feed_position, w.event_id FROM ci_event_feed w
+                    WHERE w.feed_position > d.position AND w.feed_position <= d.position + $4::bigint
+                    ORDER BY w.feed_position
+                    OFFSET 0
+                ) f
+                CROSS JOIN LATERAL (
+                    SELECT x.job_id, x.tag, x.state FROM ci_job_state_events x WHERE x.event_id = f.event_id OFFSET 0
+                ) e
+                WHERE (d.tags IS NULL OR e.tag = ANY (d.tags)) AND (d.states IS NULL OR e.state = ANY (d.states))
                   -- A replay queued it already: its row sends it.
-                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.subscription_id = d.subscription_id AND x.event_id = f.event_id)
+                  AND (SELECT r.delivery_id FROM webhook_deliveries r
+                       WHERE r.subscription_id = d.subscription_id AND r.event_id = f.event_id) IS NULL
                 ORDER BY f.feed_position
                 LIMIT $1::integer
             ) p
@@ -143,11 +154,11 @@ enum WebhookWalkSQL {
             WHERE c.subscription_id = w.subscription_id
         )
         SELECT n.subscription_id, n.delivery_id, s.url, s.secret, s.breaker_state = 'closed' AND s.breaker_failures = 0 AS breaker_untouched,
-               w.through AS walked_through, e.event_id, n.feed_position, \(EventSQL.jobColumns)
+               w.through AS walked_through, n.event_id, n.feed_position, e.*
         FROM numbered n
         JOIN walks w ON w.subscription_id = n.subscription_id
         JOIN webhook_subscriptions s ON s.subscription_id = n.subscription_id
-        JOIN ci_job_state_events e ON e.event_id = n.event_id
+        CROSS JOIN LATERAL (SELECT \(EventSQL.jobColumns) FROM ci_job_state_events x WHERE x.event_id = n.event_id OFFSET 0) e
         WHERE NOT n.blocked
         ORDER BY n.subscription_id, n.feed_position
         """

@@ -196,6 +196,48 @@ struct OutboxPlanTests {
         }
     }
 
+    /// A walk of a subscription's cursor (``WebhookWalkSQL/walk``) deep in a large feed, with no
+    /// statistics: one range of the feed's primary key from the cursor, at most its window, and one probe
+    /// of the events' (and the deliveries') per row, about its limit, never a scan of any of the three
+    /// tables. The first version hashed all 20,000 events.
+    @Test func deliveryWalk_DeepInALargeFeedAndNoStatistics_ReadsAboutItsLimit() async throws {
+        try await ServiceHarness.with(connection: Self.unbounded) { service in
+            for table in ["ci_job_state_events", "ci_event_feed", "webhook_deliveries"] {
+                _ = try await service.query(SQLQuery(unsafeSQL: "ALTER TABLE \(table) SET (autovacuum_enabled = off)"))
+            }
+            _ = try await service.query(Self.loadEvents(Self.events))
+            _ = try await service.query(
+                "INSERT INTO ci_event_feed (feed_position, event_id) SELECT row_number() OVER (ORDER BY event_id), event_id FROM ci_job_state_events")
+            _ = try await service.query(
+                """
+                INSERT INTO webhook_subscriptions (subscription_id, url, secret, created_at) VALUES ('sub1', 'http://127.0.0.1:9/', 'whsec_AAAA', now())
+                """)
+            _ = try await service.query("INSERT INTO webhook_cursors (subscription_id, position) VALUES ('sub1', \(Self.events / 2))")
+            // The deliveries of the events below the cursor, as the walks before wrote them.
+            _ = try await service.query(
+                """
+                INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, status, attempt_count, next_attempt_at, created_at, completed_at)
+                SELECT 'sub1', event_id, job_id, 'succeeded', 1, now(), now(), now() FROM ci_job_state_events WHERE event_id <= \(Self.events / 2)
+                """)
+            let limit = 100
+            let walk = SQLQuery(
+                unsafeSQL: WebhookWalkSQL.walk, binds: [.text(String(limit)), .text("30000"), .text("1"), .text(String(JobStore.walkWindow))])
+            let plan = try await Self.explainAnalyze(walk, on: service)
+            let feed = Self.rowsRead(plan, from: "ci_event_feed")
+            let events = Self.rowsRead(plan, from: "ci_job_state_events")
+            // The feed's range is bounded by the window (a bitmap scan of the range reads all of it before the
+            // sort), never by the table.
+            #expect(feed <= Double(JobStore.walkWindow + 2), "the walk read \(feed) feed rows for a window of \(JobStore.walkWindow)")
+            #expect(events <= Double(2 * limit), "the walk read \(events) event rows for a limit of \(limit)")
+            let deliveries = Self.rowsRead(plan, from: "webhook_deliveries")
+            #expect(deliveries <= Double(limit), "the walk read \(deliveries) delivery rows for a limit of \(limit)")
+            let scanned = Self.scans(plan).filter {
+                $0.type == "Seq Scan" && ["ci_event_feed", "ci_job_state_events", "webhook_deliveries"].contains($0.relation ?? "")
+            }
+            #expect(scanned.isEmpty, "\(scanned)")
+        }
+    }
+
     /// A subscription whose circuit breaker is open keeps its whole backlog pending and due (an outage
     /// of minutes under load: hundreds of thousands of rows). The lease must not step over it to reach
     /// the other subscriptions' deliveries, on every lease: it reads each admitted subscription's part
