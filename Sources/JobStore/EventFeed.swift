@@ -71,8 +71,9 @@ extension JobStore {
     public static let sequencerRoundLimit = 1000
 
     /// Gives every committed, unpositioned event a feed position, above all earlier ones, in `event_id`
-    /// order (the delivery worker walks the feed to the subscriptions it matches): one transaction, serialised across
-    /// replicas by an advisory lock (keyed by schema, so schemas of one database do not wait for each other).
+    /// order (the delivery worker walks the feed for the subscriptions): one transaction, serialised
+    /// across replicas by an advisory lock (keyed by schema, so schemas of one database do not wait for
+    /// each other).
     ///
     /// Why this is exactly once for feed readers: a round runs after the lock is granted, so its snapshot
     /// sees every earlier round's commit and numbers upwards from their highest position; rows whose
