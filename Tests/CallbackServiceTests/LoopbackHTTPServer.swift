@@ -25,6 +25,9 @@ final class LoopbackHTTPServer: @unchecked Sendable {
     private var answeredCount = 0
     private var released = false
     private var stopped = false
+    /// The accept loop has closed the listener: its descriptor number may belong to another socket of
+    /// this process now (the test process shares it with every other suite), so it is never touched again.
+    private var listenerClosed = false
     private var connections: Set<Int32> = []
     private var requests: [Request] = []
 
@@ -94,8 +97,8 @@ final class LoopbackHTTPServer: @unchecked Sendable {
             released = true
             condition.broadcast()
             for connection in connections { shutdown(connection, Int32(SHUT_RDWR)) }
+            if !listenerClosed { shutdown(listener, Int32(SHUT_RDWR)) }
         }
-        shutdown(listener, Int32(SHUT_RDWR))
     }
 
     private func locked<T>(_ body: () -> T) -> T {
@@ -105,11 +108,16 @@ final class LoopbackHTTPServer: @unchecked Sendable {
     }
 
     private func acceptLoop() {
-        defer { close(listener) }
+        defer {
+            locked {
+                listenerClosed = true
+                close(listener)
+            }
+        }
         while true {
             let connection = accept(listener, nil, nil)
             if connection < 0 {
-                if errno == EINTR { continue }
+                if errno == EINTR || errno == ECONNABORTED { continue }
                 return
             }
             let keep = locked {
