@@ -20,8 +20,10 @@ public struct WebhookDeliveryConfiguration: Sendable, Hashable {
     /// Response body bytes read; the rest is not read. Default 64 KiB.
     public var maxResponseBytes = 64 * 1024
     /// POSTs in flight at once in this replica (`WEBHOOK_CONCURRENCY`), and the leased pending deliveries
-    /// it holds; a walk takes up to twice this many events per subscription, and walked deliveries held
-    /// at once are at most eight times this many (``WebhookDeliveryWorker/walkedInFlightLimit(concurrency:)``).
+    /// it holds; a walk takes up to twice this many events of each subscription it leases, and no walk is
+    /// taken while the walked deliveries held would then pass eight times this many
+    /// (``WebhookDeliveryWorker/walkedInFlightLimit(concurrency:)``): one walk over many subscriptions
+    /// may pass it.
     /// Default 64.
     ///
     /// A leased attempt holds its slot until its outcome is recorded, two database round trips besides the
