@@ -54,13 +54,13 @@ struct WebhookHTTPClientTests {
         #expect(!client.isSending)
     }
 
-    @Test func post_SinglePost_IsABatchOfOne() async throws {
+    @Test func post_BatchOfOne_AnsweredWithItsStatusRetryAfterAndHeadersSent() async throws {
         let server = try LoopbackHTTPServer()
         defer { server.stop() }
         let client = WebhookHTTPClient(configuration: Self.configuration())
         defer { client.finish() }
-        let response = await client.post(url: server.url("/503/7"), headers: [("webhook-id", "evt_1")], body: [])
-        #expect(response == .init(status: 503, retryAfterSeconds: 7))
+        let responses = await client.post([.init(url: server.url("/503/7"), headers: [("webhook-id", "evt_1")], body: [])])
+        #expect(responses == [.init(status: 503, retryAfterSeconds: 7)])
         #expect(server.received.first?.headers["webhook-id"] == "evt_1")
     }
 

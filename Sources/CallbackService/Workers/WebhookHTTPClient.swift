@@ -70,12 +70,6 @@ struct WebhookHTTPClient: Sendable {
         }
     }
 
-    /// Kept for single posts: a batch of one.
-    func post(url: String, headers: [(String, String)], body: [UInt8]) async -> Response {
-        let responses = await post([Request(url: url, headers: headers, body: body)])
-        return responses[0]
-    }
-
     /// Lets the sender thread end once the POSTs given so far are sent. A batch given later is still sent.
     func finish() {
         sender.finish()
