@@ -267,9 +267,20 @@ extension JobStore {
     }
 
     /// Deletes a subscription and its deliveries; false when there was none.
+    ///
+    /// Deliveries have no foreign key on their subscription (migration 0019): they are deleted here, by a
+    /// second statement of the same transaction. The first waits for any statement adding deliveries to the
+    /// subscription (each holds `FOR KEY SHARE` on its row, or the lock of its cursor), so the second, with
+    /// a snapshot of its own, sees what they added.
     public func deleteSubscription(_ id: String) async throws -> Bool {
         try await withConnection { connection in
-            !(try connection.query("DELETE FROM webhook_subscriptions WHERE subscription_id = \(id) RETURNING 1")).isEmpty
+            try connection.transaction { connection in
+                guard !(try connection.query("DELETE FROM webhook_subscriptions WHERE subscription_id = \(id) RETURNING 1")).isEmpty else {
+                    return false
+                }
+                try connection.query("DELETE FROM webhook_deliveries WHERE subscription_id = \(id)")
+                return true
+            }
         }
     }
 
@@ -298,7 +309,9 @@ extension JobStore {
                                        SELECT d.attempt_count, d.leased_at, NULL, NULL, NULL
                                        WHERE d.leased_until IS NOT NULL AND d.leased_at IS NOT NULL
                                          AND NOT EXISTS (SELECT 1 FROM webhook_attempts w
-                                                         WHERE w.delivery_id = d.delivery_id AND w.attempt = d.attempt_count)) a), '[]')::text AS attempts
+                                                         WHERE w.delivery_id = d.delivery_id AND w.attempt = d.attempt_count)
+                                       UNION ALL
+                                       \(unsafeRaw: WebhookSQL.implicitAttempt(of: "d"))) a), '[]')::text AS attempts
                 FROM webhook_deliveries d
                 WHERE d.subscription_id = \(subscriptionID)
                   AND (\(status?.rawValue)::text IS NULL OR d.status = \(status?.rawValue))
@@ -355,9 +368,15 @@ extension JobStore {
         try await withConnection { connection in
             !(try connection.query(
                 """
-                UPDATE webhook_deliveries
-                SET status = 'pending', next_attempt_at = now(), completed_at = NULL, schedule_start = attempt_count
-                WHERE subscription_id = \(subscriptionID) AND delivery_id = \(deliveryID)
+                WITH target AS (
+                    SELECT delivery_id FROM webhook_deliveries WHERE subscription_id = \(subscriptionID) AND delivery_id = \(deliveryID)
+                ), implicit AS (
+                    \(unsafeRaw: WebhookSQL.writeImplicitAttempts(joining: "target t USING (delivery_id)"))
+                )
+                UPDATE webhook_deliveries w
+                SET status = 'pending', next_attempt_at = now(), completed_at = NULL, schedule_start = w.attempt_count
+                FROM target t
+                WHERE w.delivery_id = t.delivery_id
                 RETURNING 1
                 """
             )).isEmpty
@@ -377,7 +396,9 @@ extension JobStore {
                 return try connection.query(
                     """
                     WITH s AS (
+                        -- Locked against its deletion while deliveries are added (migration 0019).
                         SELECT subscription_id, tags, states FROM webhook_subscriptions WHERE subscription_id = \(subscriptionID)
+                        FOR KEY SHARE
                     ), picked AS (
                         SELECT e.event_id, e.job_id
                         FROM ci_job_state_events e, s
@@ -385,6 +406,8 @@ extension JobStore {
                           AND e.state_changed_at >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
                           AND e.state_changed_at < 'epoch'::timestamptz + \(untilMicros)::bigint * interval '1 microsecond'
                           AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
+                    ), implicit AS (
+                        \(unsafeRaw: WebhookSQL.writeImplicitAttempts(joining: "s ON d.subscription_id = s.subscription_id JOIN picked p ON p.event_id = d.event_id"))
                     ), queued AS (
                         INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
                         SELECT \(subscriptionID), event_id, job_id, now(), now() FROM picked
@@ -628,6 +651,30 @@ enum WebhookSQL {
     static let abandonedAttemptError =
         "'no outcome was recorded: the lease ran out (the replica sending it stopped, or could not reach the database); the consumer may have received it'"
 
+    /// A walked delivery that succeeded at its first attempt has no attempt row (migration 0019): its row
+    /// is that attempt, started at `created_at`, finished at `completed_at`, answered `last_status_code`.
+    /// This is that attempt as a row of `attempt, started_at, finished_at, status_code, error`, for the
+    /// delivery `alias`; no row for any other delivery.
+    static func implicitAttempt(of alias: String) -> String {
+        """
+        SELECT 1, \(alias).created_at, \(alias).completed_at, \(alias).last_status_code, NULL::text
+        WHERE \(alias).status = 'succeeded' AND \(alias).attempt_count = 1
+          AND NOT EXISTS (SELECT 1 FROM webhook_attempts x WHERE x.delivery_id = \(alias).delivery_id)
+        """
+    }
+
+    /// Writes down the implicit attempt (``implicitAttempt(of:)``) of the deliveries `d` that the join
+    /// `selected` keeps, before a retry or a replay starts them over and their row stops saying it.
+    static func writeImplicitAttempts(joining selected: String) -> String {
+        """
+        INSERT INTO webhook_attempts (delivery_id, attempt, started_at, finished_at, status_code)
+        SELECT d.delivery_id, 1, d.created_at, d.completed_at, d.last_status_code
+        FROM webhook_deliveries d JOIN \(selected)
+        WHERE d.status = 'succeeded' AND d.attempt_count = 1
+        ON CONFLICT (delivery_id, attempt) DO NOTHING
+        """
+    }
+
     /// The outcome names of the completion statement.
     static func outcome(_ completion: DeliveryCompletion) -> (name: String, delayMilliseconds: Int64) {
         switch completion {
@@ -736,6 +783,12 @@ enum WebhookSQL {
             WHERE w.delivery_id = i.delivery_id AND w.attempt_count = i.attempt AND w.status = 'pending' AND w.leased_until IS NOT NULL
               AND NOT coalesce(i.walked, false)
             RETURNING w.delivery_id, w.subscription_id, i.ord, i.outcome
+        ), owners AS (
+            -- Deliveries have no foreign key on their subscription (migration 0019): its row is locked here,
+            -- once, against a deletion, which then deletes what this statement adds.
+            SELECT o.subscription_id FROM webhook_subscriptions o
+            WHERE o.subscription_id IN (SELECT i.subscription_id FROM input i WHERE i.walked)
+            FOR KEY SHARE
         ), inserted AS (
             INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, status, attempt_count, schedule_start,
                                             next_attempt_at, created_at, completed_at, last_status_code, last_error)
@@ -746,10 +799,12 @@ enum WebhookSQL {
                    CASE WHEN i.outcome = 'held' THEN 1 ELSE 0 END,
                    CASE WHEN i.outcome = 'retry' THEN now() + i.delay_ms * interval '1 millisecond' ELSE now() END,
                    \(JobUpsertSQL.instant("i.started_us")),
-                   CASE WHEN i.outcome IN ('retry', 'held', 'waiting') THEN NULL ELSE now() END,
+                   -- A success keeps its attempt's end here: it is that attempt's only record (below).
+                   CASE WHEN i.outcome IN ('retry', 'held', 'waiting') THEN NULL
+                        WHEN i.outcome = 'succeeded' THEN \(JobUpsertSQL.instant("i.finished_us")) ELSE now() END,
                    i.status_code, i.error
             FROM input i
-            WHERE i.walked
+            WHERE i.walked AND i.subscription_id IN (SELECT subscription_id FROM owners)
             ON CONFLICT DO NOTHING
             RETURNING delivery_id
         ), d AS (
@@ -761,7 +816,8 @@ enum WebhookSQL {
             INSERT INTO webhook_attempts (delivery_id, attempt, started_at, finished_at, status_code, error)
             SELECT i.delivery_id, i.attempt, \(JobUpsertSQL.instant("i.started_us")), \(JobUpsertSQL.instant("i.finished_us")), i.status_code, i.error
             FROM input i JOIN d USING (ord)
-            WHERE i.outcome <> 'waiting'
+            -- A walked success is its row alone (implicitAttempt).
+            WHERE i.outcome <> 'waiting' AND NOT (coalesce(i.walked, false) AND i.outcome = 'succeeded')
             ON CONFLICT (delivery_id, attempt) DO UPDATE
                 SET finished_at = EXCLUDED.finished_at, status_code = EXCLUDED.status_code, error = EXCLUDED.error
         ), attempted AS (

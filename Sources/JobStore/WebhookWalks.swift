@@ -47,12 +47,23 @@ extension JobStore {
         return try await withConnection { connection in
             let rows = try connection.query(SQLQuery(unsafeSQL: WebhookWalkSQL.walk, binds: binds))
             var batches: [WalkedBatch] = []
+            // An event taken by several subscriptions has its job columns on its first row only (the walk's
+            // `sent`): one decoded event, shared.
+            var events: [Int64: JobStateEvent] = [:]
             for row in rows {
                 let row = StrictRow(row, read: "walked deliveries")
                 let subscription = try row.string("subscription_id")
+                let eventID = try row.int64("event_id")
+                let event: JobStateEvent
+                if try row.optionalString("job_id") == nil, let seen = events[eventID] {
+                    event = seen
+                } else {
+                    event = try Self.stateEvent(row)  // a first row without job columns fails here, as NULL
+                    events[eventID] = event
+                }
                 let delivery = LeasedDelivery(
                     deliveryID: try row.int64("delivery_id"), attempt: 1, scheduleAttempt: 1, subscriptionID: subscription,
-                    url: try row.string("url"), secret: try row.string("secret"), event: try Self.stateEvent(row),
+                    url: try row.string("url"), secret: try row.string("secret"), event: event,
                     breakerUntouched: try row.bool("breaker_untouched"), walked: true)
                 if batches.last?.subscriptionID == subscription {
                     batches[batches.count - 1].deliveries.append(delivery)
@@ -83,7 +94,7 @@ enum WebhookWalkSQL {
     /// `$1` most events per subscription, `$2` lease in milliseconds, `$3` the lease's token, `$4` the
     /// window of feed positions one walk reads. One row per event to send, grouped by subscription in feed
     /// order: `subscription_id, delivery_id, url, secret, breaker_untouched, walked_through, event_id,
-    /// feed_position` and ``EventSQL/jobColumns``.
+    /// feed_position` and ``EventSQL/jobColumns``, these only on an event's first row.
     static let walk = """
         WITH top AS (
             SELECT coalesce((SELECT max(feed_position) FROM ci_event_feed), 0) AS top
@@ -125,7 +136,9 @@ enum WebhookWalkSQL {
                 LIMIT $1::integer
             ) p
         ), numbered AS (
-            SELECT picked.*, nextval(pg_get_serial_sequence('webhook_deliveries', 'delivery_id')) AS delivery_id FROM picked
+            -- The sequence looked up once (an InitPlan), not per row: per row it was a catalog lookup each.
+            SELECT picked.*, nextval((SELECT pg_get_serial_sequence('webhook_deliveries', 'delivery_id')::regclass)) AS delivery_id
+            FROM picked
         ), walks AS (
             SELECT d.subscription_id,
                    coalesce(array_agg(n.event_id ORDER BY n.feed_position) FILTER (WHERE NOT n.blocked), '{}') AS events,
@@ -136,6 +149,7 @@ enum WebhookWalkSQL {
             LEFT JOIN numbered n ON n.subscription_id = d.subscription_id
             GROUP BY d.subscription_id, d.position
         ), waiting AS (
+            -- The cursor's lock (due) keeps its subscription from being deleted meanwhile (migration 0019).
             INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, next_attempt_at, created_at)
             OVERRIDING SYSTEM VALUE
             SELECT n.delivery_id, n.subscription_id, n.event_id, n.walk_job, now(), now() FROM numbered n WHERE n.blocked
@@ -152,14 +166,19 @@ enum WebhookWalkSQL {
                 walked_through = CASE WHEN cardinality(w.events) > 0 THEN w.through END
             FROM walks w
             WHERE c.subscription_id = w.subscription_id
+        ), sent AS (
+            -- An event several subscriptions take is read and sent over once, on its first row in the
+            -- order below (the first subscription's); its other rows carry no job columns.
+            SELECT n.*, row_number() OVER (PARTITION BY n.event_id ORDER BY n.subscription_id) = 1 AS first
+            FROM numbered n
+            WHERE NOT n.blocked
         )
         SELECT n.subscription_id, n.delivery_id, s.url, s.secret, s.breaker_state = 'closed' AND s.breaker_failures = 0 AS breaker_untouched,
                w.through AS walked_through, n.event_id, n.feed_position, e.*
-        FROM numbered n
+        FROM sent n
         JOIN walks w ON w.subscription_id = n.subscription_id
         JOIN webhook_subscriptions s ON s.subscription_id = n.subscription_id
-        CROSS JOIN LATERAL (SELECT \(EventSQL.jobColumns) FROM ci_job_state_events x WHERE x.event_id = n.event_id OFFSET 0) e
-        WHERE NOT n.blocked
+        LEFT JOIN LATERAL (SELECT \(EventSQL.jobColumns) FROM ci_job_state_events x WHERE x.event_id = n.event_id AND n.first OFFSET 0) e ON true
         ORDER BY n.subscription_id, n.feed_position
         """
 
@@ -171,6 +190,7 @@ enum WebhookWalkSQL {
             WHERE c.leased_until <= now()
             FOR NO KEY UPDATE SKIP LOCKED
         ), queued AS (
+            -- As in the walk, the cursor's lock keeps its subscription meanwhile.
             INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, attempt_count, next_attempt_at, created_at)
             OVERRIDING SYSTEM VALUE
             SELECT u.delivery_id, l.subscription_id, u.event_id, e.job_id, 1, now(), l.leased_at

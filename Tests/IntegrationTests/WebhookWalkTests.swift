@@ -65,13 +65,73 @@ struct WebhookWalkTests {
                 try await Self.scalar(
                     events, "SELECT string_agg(status || ' ' || attempt_count, ',') FROM webhook_deliveries")
                     == "succeeded 1,succeeded 1,succeeded 1")
-            #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_attempts WHERE status_code = 200") == "3")
+            #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_attempts") == "0", "a walked success is its row alone")
             #expect(
                 try await Self.scalar(events, "SELECT (position = \(batch.walkedThrough) AND leased_until IS NULL)::text FROM webhook_cursors")
                     == "true")
             let history = try #require(try await events.store.deliveries(subscriptionID: subscription, status: nil, before: nil, limit: 10))
             #expect(history.deliveries.map(\.status) == [.succeeded, .succeeded, .succeeded])
+            for delivery in history.deliveries {
+                let attempt = try #require(delivery.attempts.first)
+                #expect(delivery.attempts.count == 1 && attempt.attempt == 1 && attempt.statusCode == 200 && attempt.error == nil)
+                #expect(attempt.startedAt == delivery.createdAt && attempt.finishedAt == delivery.completedAt && attempt.finishedAt != nil)
+            }
             #expect(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 9).isEmpty, "nothing new above the cursor")
+        }
+    }
+
+    /// A walked success has no attempt row (migration 0019): a retry writes its first attempt down before it
+    /// starts the delivery over, so the history keeps it beside the second.
+    @Test func retry_OfAWalkedSuccess_KeepsItsFirstAttemptInTheHistory() async throws {
+        try await EventService.with(sequencer: nil) { events in
+            let subscription = try await Self.subscribe(events)
+            try await Self.post(events, RequestIDForTests.jobID(), "Running")
+            try await events.store.sequenceEvents()
+            let batch = try #require(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 11).first)
+            let delivery = batch.deliveries[0]
+            try await events.store.completeDeliveries([Self.answered(delivery, .succeeded, status: 204)], advancing: [Self.advance(batch)])
+            let before = try #require(try await events.store.deliveries(subscriptionID: subscription, status: nil, before: nil, limit: 10))
+            let first = try #require(before.deliveries.first?.attempts.first)
+
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: delivery.deliveryID))
+            let leased = try await events.store.leaseDeliveries(limit: 10, lease: Self.lease)
+            #expect(leased.map(\.deliveryID) == [delivery.deliveryID] && leased.first?.attempt == 2)
+            try await events.store.completeDeliveries(leased.map { Self.answered($0, .succeeded, status: 200) })
+
+            let after = try #require(try await events.store.deliveries(subscriptionID: subscription, status: nil, before: nil, limit: 10))
+            let attempts = try #require(after.deliveries.first?.attempts)
+            #expect(attempts.map(\.attempt) == [1, 2] && attempts.map(\.statusCode) == [204, 200])
+            #expect(attempts[0] == first)
+        }
+    }
+
+    /// Deliveries have no foreign key on their subscription (migration 0019): deleting the subscription
+    /// deletes them, with their attempts, and its cursor.
+    @Test func deletingASubscription_DeletesItsDeliveriesAttemptsAndCursor() async throws {
+        try await EventService.with(sequencer: nil) { events in
+            let subscription = try await Self.subscribe(events)
+            let kept = try await Self.subscribe(events)
+            for _ in 0..<2 { try await Self.post(events, RequestIDForTests.jobID(), "Running") }
+            try await events.store.sequenceEvents()
+            let batches = try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 12)
+            try #require(batches.count == 2)
+            // Each event is read once for both subscriptions (its job columns on its first row only).
+            #expect(batches[0].deliveries.map(\.event) == batches[1].deliveries.map(\.event))
+            #expect(batches.allSatisfy { $0.deliveries.allSatisfy { !$0.event.job.jobID.isEmpty } })
+            for batch in batches {
+                // One success (no attempt row) and one failure (an attempt row) each.
+                try await events.store.completeDeliveries(
+                    [Self.answered(batch.deliveries[0], .succeeded, status: 200), Self.answered(batch.deliveries[1], .retry(afterMilliseconds: 60_000), status: 500)],
+                    advancing: [Self.advance(batch)])
+            }
+            #expect(try await Self.scalar(events, "SELECT count(*) || ' ' || (SELECT count(*) FROM webhook_attempts) FROM webhook_deliveries") == "4 2")
+
+            #expect(try await events.store.deleteSubscription(subscription))
+            #expect(
+                try await Self.scalar(events, "SELECT string_agg(DISTINCT subscription_id, ',') || ' ' || count(*) FROM webhook_deliveries") == "\(kept) 2")
+            #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_attempts") == "1")
+            #expect(try await Self.scalar(events, "SELECT string_agg(subscription_id, ',') FROM webhook_cursors") == kept)
+            #expect(try await events.store.deleteSubscription(subscription) == false)
         }
     }
 

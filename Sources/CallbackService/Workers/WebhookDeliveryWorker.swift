@@ -116,11 +116,12 @@ public struct WebhookDeliveryWorker: Service {
                             self.logger.warning("walking webhook subscriptions failed", metadata: ["error": "\(error)"])
                             batches = []
                         }
+                        let bodies = Self.bodies(of: batches)
                         for batch in batches {
                             walkedInFlight.value.add(batch.deliveries.count, ordering: .relaxed)
                             self.metrics.recordWalkedDeliveries(batch.deliveries.count)
                             group.addTask {
-                                await self.send(batch)
+                                await self.send(batch, bodies: bodies)
                                 walkedInFlight.value.subtract(batch.deliveries.count, ordering: .relaxed)
                                 // The subscription's cursor is free again, maybe with more events above it.
                                 self.signal.signal()
@@ -158,7 +159,7 @@ public struct WebhookDeliveryWorker: Service {
     /// Sends a walk's deliveries and records them with the cursor's move. A job's events go out in waves,
     /// oldest first (``WalkWaves``): once one did not succeed, the job's later ones are not sent, and after
     /// a 410 none is (``DeliveryCompletion/waiting``: written pending, behind the older delivery).
-    func send(_ batch: WalkedBatch) async {
+    func send(_ batch: WalkedBatch, bodies: [Int64: [UInt8]] = [:]) async {
         var waves = WalkWaves(jobs: batch.deliveries.map(\.event.job.jobID))
         var outcomes = [FinishedAttempt?](repeating: nil, count: batch.deliveries.count)
         while let wave = waves.next() {
@@ -167,7 +168,7 @@ public struct WebhookDeliveryWorker: Service {
                 outcomes[index] = FinishedAttempt(
                     delivery: batch.deliveries[index], completion: .waiting, statusCode: nil, error: nil, startedAt: now, finishedAt: now)
             }
-            let attempts = await self.attempts(wave.sent.map { batch.deliveries[$0] })
+            let attempts = await self.attempts(wave.sent.map { batch.deliveries[$0] }, bodies: bodies)
             for (index, attempt) in zip(wave.sent, attempts) {
                 outcomes[index] = attempt
                 waves.record(index, succeeded: attempt.completion == .succeeded, gone: attempt.completion == .gone)
@@ -187,13 +188,24 @@ public struct WebhookDeliveryWorker: Service {
         return json.bytes
     }
 
+    /// The body of each event of a walk, built once however many subscriptions take it (the signatures
+    /// differ, the body does not).
+    static func bodies(of batches: [WalkedBatch]) -> [Int64: [UInt8]] {
+        var bodies: [Int64: [UInt8]] = [:]
+        for delivery in batches.lazy.flatMap(\.deliveries) where bodies[delivery.event.eventID] == nil {
+            bodies[delivery.event.eventID] = body(of: delivery.event)
+        }
+        return bodies
+    }
+
     /// Sends one attempt; returns its outcome, to be recorded.
     func attempt(_ delivery: LeasedDelivery) async -> FinishedAttempt {
         await attempts([delivery])[0]
     }
 
-    /// Sends attempts at once, as one batch of the client; returns their outcomes in order.
-    func attempts(_ deliveries: [LeasedDelivery]) async -> [FinishedAttempt] {
+    /// Sends attempts at once, as one batch of the client; returns their outcomes in order. `bodies` holds
+    /// the bodies already built, by event.
+    func attempts(_ deliveries: [LeasedDelivery], bodies: [Int64: [UInt8]] = [:]) async -> [FinishedAttempt] {
         guard !deliveries.isEmpty else { return [] }
         let startedAt = Date()
         let timestamp = Int64(startedAt.timeIntervalSince1970)
@@ -202,7 +214,7 @@ public struct WebhookDeliveryWorker: Service {
         var sent: [Int] = []
         var responses = [WebhookHTTPClient.Response?](repeating: nil, count: deliveries.count)
         for (index, delivery) in deliveries.enumerated() {
-            let body = Self.body(of: delivery.event)
+            let body = bodies[delivery.event.eventID] ?? Self.body(of: delivery.event)
             let id = delivery.event.publicID
             guard let signature = WebhookSigning.signature(secret: delivery.secret, id: id, timestamp: timestamp, body: body) else {
                 responses[index] = .init(status: nil, retryAfterSeconds: nil, error: "the subscription's secret is not a whsec_ secret")
