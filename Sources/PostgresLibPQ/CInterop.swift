@@ -79,7 +79,14 @@ struct EncodedParameters {
 
     private mutating func appendText(_ text: String, operation: String) throws(PostgresError) {
         let utf8 = text.utf8
-        guard !utf8.contains(0) else { throw .nulInText(operation: operation) }
+        // memchr over the string's own bytes: `contains` went a byte at a time, 1.4 % of the service's CPU
+        // at peak ingest (perf).
+        let hasNUL =
+            utf8.withContiguousStorageIfAvailable { bytes in
+                guard let base = bytes.baseAddress, !bytes.isEmpty else { return false }
+                return memchr(base, 0, bytes.count) != nil
+            } ?? utf8.contains(0)
+        guard !hasNUL else { throw .nulInText(operation: operation) }
         self.offsets.append(self.storage.count)
         self.storage.append(contentsOf: utf8)
         self.storage.append(0)

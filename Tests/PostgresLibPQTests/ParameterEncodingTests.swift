@@ -38,13 +38,23 @@ struct ParameterEncodingTests {
         #expect(lengths == [0, 2, 2, 5, Int32(PostgresValue.binaryByteaArray([[7]])!.count)])
     }
 
+    @Test func parameters_textWithoutNUL_isEncodedAsIs() throws {
+        for text in ["", "a", String(repeating: "é", count: 3000)] {
+            let encoded = try EncodedParameters([.text(text)], operation: "test")
+            #expect(encoded.withPointers { values, lengths, _ in String(cString: values![0]!) == text && lengths![0] == Int32(text.utf8.count) })
+        }
+    }
+
     @Test func parameters_emptyBytea_isNotNull() throws {
         let encoded = try EncodedParameters([.bytea([])], operation: "test")
         #expect(encoded.withPointers { values, lengths, _ in values![0] != nil && lengths![0] == 0 })
     }
 
     @Test func parameters_textWithNUL_isRefusedBeforeReachingTheServer() {
-        for bind in [PostgresValue.text("a\u{0}b"), .textArray(["ok", "a\u{0}b"])] {
+        let long = String(repeating: "x", count: 5000)
+        for bind in [
+            PostgresValue.text("a\u{0}b"), .text("\u{0}"), .text(long + "\u{0}"), .text("\u{0}" + long), .textArray(["ok", "a\u{0}b"]),
+        ] {
             do {
                 _ = try EncodedParameters([bind], operation: "test")
                 Issue.record("\(bind) was encoded")
