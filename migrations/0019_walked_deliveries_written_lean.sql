@@ -14,3 +14,15 @@
 --   that a deletion waits for it and then sees its rows, or it sees the deletion and adds none.
 ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_subscription_id_fkey;
 
+-- A walk leases at most as many cursors as the worker's bound on walked deliveries held allows (before, it
+-- took every subscription behind at once, twice WEBHOOK_CONCURRENCY events each, so memory grew with the
+-- number of subscriptions), those walked least recently first, so each subscription behind gets its turn.
+ALTER TABLE webhook_cursors ADD COLUMN last_walked_at timestamptz;
+
+-- One unique index serves both the pair's uniqueness and the lookups by event alone (retention, and the
+-- walk's check for a delivery a replay queued): (event_id, subscription_id) replaces (subscription_id,
+-- event_id) and the index on event_id, one index entry fewer per delivery. ON CONFLICT (subscription_id,
+-- event_id) infers it as before: the order of the columns does not matter there.
+ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_event_subscription_key UNIQUE (event_id, subscription_id);
+ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_subscription_id_event_id_key;
+DROP INDEX webhook_deliveries_event_idx;

@@ -137,7 +137,7 @@ public struct LeasedDelivery: Sendable, Hashable {
     public var probe: Bool = false
     /// The subscription's breaker was closed with no failures when leased: a success needs no breaker update.
     public var breakerUntouched: Bool = true
-    /// Taken by a walk of the subscription's cursor (``JobStore/walkDeliveries(limit:lease:token:)``): the
+    /// Taken by a walk of the subscription's cursor (``JobStore/walkDeliveries(limit:subscriptions:lease:token:)``): the
     /// delivery has no row yet, and recording its attempt writes it.
     public var walked: Bool = false
 }

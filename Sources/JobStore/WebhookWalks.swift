@@ -32,17 +32,20 @@ extension JobStore {
     /// match little still moves on by this much per walk, reading a bounded range.
     public static let walkWindow = 4096
 
-    /// Leases the cursor of every subscription that has events to send and takes each one's next events,
-    /// at most `limit` a subscription, for `lease` (`FOR UPDATE SKIP LOCKED` on the cursor: one replica
-    /// walks a subscription at a time, and every event is sent once). Subscriptions whose circuit breaker is
-    /// open or that are disabled are not walked; their events wait above the cursor.
+    /// Leases the cursors of up to `subscriptions` subscriptions that have events to send, those walked
+    /// least recently first, and takes each one's next events, at most `limit` a subscription, for `lease`
+    /// (`FOR UPDATE SKIP LOCKED` on the cursor: one replica walks a subscription at a time, and every event
+    /// is sent once). So a walk holds at most `subscriptions` × `limit` deliveries however many
+    /// subscriptions are behind, and each gets its turn. Subscriptions whose circuit breaker is open or that
+    /// are disabled are not walked; their events wait above the cursor.
     ///
     /// Per-job order: an event whose job has an older pending delivery to the subscription is not sent; its
     /// row is written here, pending, and the lease of pending rows sends it after the older one. A walk that
     /// finds nothing to send moves its cursor at once.
-    public func walkDeliveries(limit: Int, lease: Duration, token: Int64) async throws -> [WalkedBatch] {
+    public func walkDeliveries(limit: Int, subscriptions: Int, lease: Duration, token: Int64) async throws -> [WalkedBatch] {
         let binds: [PostgresValue] = [
             .text(String(max(limit, 1))), .text(String(lease.inMilliseconds)), .text(String(token)), .text(String(Self.walkWindow)),
+            .text(String(max(subscriptions, 1))),
         ]
         return try await withConnection { connection in
             let rows = try connection.query(SQLQuery(unsafeSQL: WebhookWalkSQL.walk, binds: binds))
@@ -92,7 +95,7 @@ extension JobStore {
 /// The walk's statements.
 enum WebhookWalkSQL {
     /// `$1` most events per subscription, `$2` lease in milliseconds, `$3` the lease's token, `$4` the
-    /// window of feed positions one walk reads. One row per event to send, grouped by subscription in feed
+    /// window of feed positions one walk reads, `$5` most subscriptions. One row per event to send, grouped by subscription in feed
     /// order: `subscription_id, delivery_id, url, secret, breaker_untouched, walked_through, event_id,
     /// feed_position` and ``EventSQL/jobColumns``, these only on an event's first row.
     static let walk = """
@@ -104,6 +107,10 @@ enum WebhookWalkSQL {
             JOIN webhook_subscriptions s ON s.subscription_id = c.subscription_id
             WHERE c.leased_until IS NULL AND s.disabled_at IS NULL AND s.breaker_next_probe_at IS NULL
               AND c.position < (SELECT top FROM top)
+            -- Least recently walked first: with more subscriptions behind than one walk takes, each gets its
+            -- turn (the order among those walked by one statement: their ids).
+            ORDER BY c.last_walked_at NULLS FIRST, c.subscription_id
+            LIMIT $5::integer
             FOR NO KEY UPDATE OF c SKIP LOCKED
         ), picked AS (
             -- One range of the feed's primary key per subscription, bounded by the window and ordered first
@@ -158,6 +165,7 @@ enum WebhookWalkSQL {
             -- A walk with nothing to send moves the cursor at once and leases nothing.
             UPDATE webhook_cursors c
             SET position = CASE WHEN cardinality(w.events) = 0 THEN w.through ELSE c.position END,
+                last_walked_at = now(),
                 leased_until = CASE WHEN cardinality(w.events) > 0 THEN now() + $2::bigint * interval '1 millisecond' END,
                 leased_at = CASE WHEN cardinality(w.events) > 0 THEN now() END,
                 walk_token = CASE WHEN cardinality(w.events) > 0 THEN $3::bigint END,

@@ -221,7 +221,7 @@ struct OutboxPlanTests {
                 """)
             let limit = 100
             let walk = SQLQuery(
-                unsafeSQL: WebhookWalkSQL.walk, binds: [.text(String(limit)), .text("30000"), .text("1"), .text(String(JobStore.walkWindow))])
+                unsafeSQL: WebhookWalkSQL.walk, binds: [.text(String(limit)), .text("30000"), .text("1"), .text(String(JobStore.walkWindow)), .text("16")])
             let plan = try await Self.explainAnalyze(walk, on: service)
             let feed = Self.rowsRead(plan, from: "ci_event_feed")
             let events = Self.rowsRead(plan, from: "ci_job_state_events")

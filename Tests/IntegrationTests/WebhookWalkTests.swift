@@ -46,13 +46,13 @@ struct WebhookWalkTests {
             for job in jobs { try await Self.post(events, job, "Running") }
             try await events.store.sequenceEvents()
 
-            let walked = try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 7)
+            let walked = try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 7)
             let batch = try #require(walked.first)
             #expect(walked.count == 1 && batch.subscriptionID == subscription)
             #expect(batch.deliveries.map(\.event.job.jobID) == jobs)
             #expect(batch.deliveries.allSatisfy { $0.walked && $0.attempt == 1 && $0.scheduleAttempt == 1 })
             #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_deliveries") == "0")
-            #expect(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 8).isEmpty, "the cursor is leased")
+            #expect(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 8).isEmpty, "the cursor is leased")
 
             let inFlight = try #require(try await events.store.deliveries(subscriptionID: subscription, status: .pending, before: nil, limit: 10))
             #expect(Set(inFlight.deliveries.map(\.deliveryID)) == Set(batch.deliveries.map(\.deliveryID)))
@@ -76,7 +76,7 @@ struct WebhookWalkTests {
                 #expect(delivery.attempts.count == 1 && attempt.attempt == 1 && attempt.statusCode == 200 && attempt.error == nil)
                 #expect(attempt.startedAt == delivery.createdAt && attempt.finishedAt == delivery.completedAt && attempt.finishedAt != nil)
             }
-            #expect(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 9).isEmpty, "nothing new above the cursor")
+            #expect(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 9).isEmpty, "nothing new above the cursor")
         }
     }
 
@@ -87,7 +87,7 @@ struct WebhookWalkTests {
             let subscription = try await Self.subscribe(events)
             try await Self.post(events, RequestIDForTests.jobID(), "Running")
             try await events.store.sequenceEvents()
-            let batch = try #require(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 11).first)
+            let batch = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 11).first)
             let delivery = batch.deliveries[0]
             try await events.store.completeDeliveries([Self.answered(delivery, .succeeded, status: 204)], advancing: [Self.advance(batch)])
             let before = try #require(try await events.store.deliveries(subscriptionID: subscription, status: nil, before: nil, limit: 10))
@@ -113,7 +113,7 @@ struct WebhookWalkTests {
             let kept = try await Self.subscribe(events)
             for _ in 0..<2 { try await Self.post(events, RequestIDForTests.jobID(), "Running") }
             try await events.store.sequenceEvents()
-            let batches = try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 12)
+            let batches = try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 12)
             try #require(batches.count == 2)
             // Each event is read once for both subscriptions (its job columns on its first row only).
             #expect(batches[0].deliveries.map(\.event) == batches[1].deliveries.map(\.event))
@@ -135,6 +135,33 @@ struct WebhookWalkTests {
         }
     }
 
+    /// A walk leases at most the subscriptions asked for, however many are behind (its memory is bounded by
+    /// that), those walked least recently first: each subscription behind gets its turn.
+    @Test func walk_ManySubscriptionsBehind_TakesTheLimit_LeastRecentlyWalkedFirst() async throws {
+        try await EventService.with(sequencer: nil) { events in
+            var subscriptions: [String] = []
+            for _ in 0..<3 { subscriptions.append(try await Self.subscribe(events)) }
+            subscriptions.sort()
+            try await Self.post(events, RequestIDForTests.jobID(), "Running")
+            try await events.store.sequenceEvents()
+
+            let first = try await events.store.walkDeliveries(limit: 10, subscriptions: 2, lease: Self.lease, token: 21)
+            #expect(first.map(\.subscriptionID) == Array(subscriptions.prefix(2)))
+            for batch in first {
+                try await events.store.completeDeliveries(
+                    batch.deliveries.map { Self.answered($0, .succeeded, status: 200) }, advancing: [Self.advance(batch)])
+            }
+            try await Self.post(events, RequestIDForTests.jobID(), "Running")
+            try await events.store.sequenceEvents()
+
+            // The third, never walked, goes first now; then the first of the two walked together.
+            let second = try await events.store.walkDeliveries(limit: 10, subscriptions: 2, lease: Self.lease, token: 22)
+            #expect(Set(second.map(\.subscriptionID)) == [subscriptions[2], subscriptions[0]])
+            #expect(second.first { $0.subscriptionID == subscriptions[2] }?.deliveries.count == 2)
+            #expect(second.first { $0.subscriptionID == subscriptions[0] }?.deliveries.count == 1)
+        }
+    }
+
     /// Per-job order across walks: while a job's older delivery waits for a retry, its newer event is not
     /// sent by a walk; it is written pending, behind the older one, and other jobs' events go on.
     @Test func walk_EventWhoseJobHasAnOlderPendingDelivery_IsQueuedBehindItUnsent() async throws {
@@ -144,14 +171,14 @@ struct WebhookWalkTests {
             let other = RequestIDForTests.jobID()
             try await Self.post(events, slow, "Running")
             try await events.store.sequenceEvents()
-            let first = try #require(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 1).first)
+            let first = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 1).first)
             try await events.store.completeDeliveries(
                 [Self.answered(first.deliveries[0], .retry(afterMilliseconds: 60_000), status: 500)], advancing: [Self.advance(first)])
 
             try await Self.post(events, slow, "Success")
             try await Self.post(events, other, "Running")
             try await events.store.sequenceEvents()
-            let second = try #require(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 2).first)
+            let second = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 2).first)
             #expect(second.deliveries.map(\.event.job.jobID) == [other])
             let rows = try await Self.scalar(
                 events,
@@ -169,7 +196,7 @@ struct WebhookWalkTests {
             let subscription = try await Self.subscribe(events)
             try await Self.post(events, RequestIDForTests.jobID(), "Running")
             try await events.store.sequenceEvents()
-            let batch = try #require(try await events.store.walkDeliveries(limit: 10, lease: .milliseconds(1), token: 3).first)
+            let batch = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: .milliseconds(1), token: 3).first)
             #expect(try await eventually { try await events.store.reclaimLapsedWalks() == 1 })
 
             let history = try #require(try await events.store.deliveries(subscriptionID: subscription, status: .pending, before: nil, limit: 10))
@@ -199,14 +226,14 @@ struct WebhookWalkTests {
             let wanted = RequestIDForTests.jobID()
             try await Self.post(events, wanted, "Running", tag: "Animation")
             try await events.store.sequenceEvents()
-            let batch = try #require(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 4).first)
+            let batch = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 4).first)
             #expect(batch.deliveries.map(\.event.job.jobID) == [wanted])
             try await events.store.completeDeliveries(
                 batch.deliveries.map { Self.answered($0, .succeeded, status: 200) }, advancing: [Self.advance(batch)])
             for _ in 0..<3 { try await Self.post(events, RequestIDForTests.jobID(), "Running") }
             try await events.store.sequenceEvents()
             // Nothing matches: the walk moves the cursor at once and leases nothing.
-            #expect(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 5).isEmpty)
+            #expect(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 5).isEmpty)
             #expect(
                 try await Self.scalar(events, "SELECT (position = (SELECT max(feed_position) FROM ci_event_feed) AND leased_until IS NULL)::text FROM webhook_cursors")
                     == "true")
@@ -226,7 +253,7 @@ struct WebhookWalkTests {
             let report = try await RetentionTests.runner(events.service).run(now: EventRetentionTests.monthAhead)
             #expect(report.eventsDeleted == 1, "\(report)")
             #expect(try await Self.scalar(events, "SELECT string_agg(job_id, ',') FROM ci_job_state_events") == wanted)
-            let batch = try #require(try await events.store.walkDeliveries(limit: 10, lease: Self.lease, token: 6).first)
+            let batch = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 6).first)
             #expect(batch.deliveries.map(\.event.job.jobID) == [wanted])
         }
     }

@@ -10,7 +10,7 @@ import TimeUnits
 ///
 /// Two ways in (migration 0018):
 /// - **Walks**, the happy path. Each subscription has a cursor over the event feed; a walk leases it
-///   (``JobStore/walkDeliveries(limit:lease:token:)``: `FOR UPDATE SKIP LOCKED`, so one replica walks a
+///   (``JobStore/walkDeliveries(limit:subscriptions:lease:token:)``: `FOR UPDATE SKIP LOCKED`, so one replica walks a
 ///   subscription at a time), takes its next events, sends them as one batch, and records them with the
 ///   cursor's move in one statement (``JobStore/completeDeliveries(_:advancing:)``): one row per delivery,
 ///   written once, already finished when the consumer answered 2xx. A job's events in one walk go out one
@@ -41,8 +41,9 @@ public struct WebhookDeliveryWorker: Service {
     /// Most events one walk takes per subscription: two of the client's rounds of concurrent requests.
     static func walkLimit(concurrency: Int) -> Int { max(1, concurrency * 2) }
 
-    /// Most walked deliveries held (taken, not yet recorded) at once: enough for a walk of two
-    /// subscriptions in flight while the next is taken.
+    /// Most walked deliveries held (taken, not yet recorded) at once, however many subscriptions are
+    /// behind: a walk takes only as many subscriptions as fit under it. Enough for walks of two
+    /// subscriptions in flight while the next ones are taken.
     static func walkedInFlightLimit(concurrency: Int) -> Int { walkLimit(concurrency: concurrency) * 4 }
 
     /// Most outcomes one recording statement writes.
@@ -111,7 +112,10 @@ public struct WebhookDeliveryWorker: Service {
                         walkWakeUpPending = false
                         let batches: [WalkedBatch]
                         do {
-                            batches = try await self.store.walkDeliveries(limit: walkLimit, lease: lease, token: Int64.random(in: 1...Int64.max))
+                            // As many subscriptions as fit under the bound on walked deliveries held.
+                            batches = try await self.store.walkDeliveries(
+                                limit: walkLimit, subscriptions: (walkedLimit - walking) / walkLimit, lease: lease,
+                                token: Int64.random(in: 1...Int64.max))
                         } catch {
                             self.logger.warning("walking webhook subscriptions failed", metadata: ["error": "\(error)"])
                             batches = []
