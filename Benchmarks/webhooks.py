@@ -275,6 +275,14 @@ class BacklogSampler(threading.Thread):
         return self.samples
 
 
+def drain(service, limit=120):
+    """Waits until no delivery is pending (at most `limit` seconds); returns the seconds it took."""
+    start = time.time()
+    while service.pending() > 0 and time.time() - start < limit:
+        time.sleep(0.2)
+    return time.time() - start
+
+
 def percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
@@ -325,10 +333,7 @@ def measure_ratio(binary, args):
                     # it took to drain (a backlog that grew would flatter the ratio).
                     entry = cpu[side][-1]
                     entry["pending_after"] = service.pending()
-                    drain_start = time.time()
-                    while service.pending() > 0 and time.time() - drain_start < 120:
-                        time.sleep(0.2)
-                    entry["drain_seconds"] = round(time.time() - drain_start, 2)
+                    entry["drain_seconds"] = round(drain(service), 2)
                     log(f"ratio: {entry['pending_after']} deliveries pending when the load stopped, drained in {entry['drain_seconds']} s")
             finally:
                 service.stop()
@@ -354,9 +359,7 @@ def paced_setup(binary, args, rate):
     latency_ms = max(0.0, args.paced_connections * 1000 / max(calibration["rps"], 1) - guess)
     pace = max(0, round(args.paced_connections * 1000 / rate - latency_ms))
     log(f"pacing: {calibration['rps']:.0f}/s at pause {guess} ms, so {latency_ms:.1f} ms per request; pause {pace} ms for {rate:.0f}/s")
-    drain_start = time.time()
-    while service.pending() > 0 and time.time() - drain_start < 120:
-        time.sleep(0.2)
+    drain(service)
     return consumer, service, pace
 
 
@@ -369,10 +372,7 @@ def measure_latency(binary, args, rate):
         sampler.start()
         load = ingest(service, args, args.latency_seconds, int(time.time()), pace_ms=pace, connections=args.paced_connections)
         samples = sampler.stop()
-        drain_start = time.time()
-        while service.pending() > 0 and time.time() - drain_start < 120:
-            time.sleep(0.2)
-        drained = time.time() - drain_start
+        drained = drain(service)
         consumer.stop()  # writes out its buffered log of arrivals
         values, missing = latencies(service, consumer, [f"/hooks/{n}" for n in range(args.subscriptions)], since_event=calibrated_through)
     finally:

@@ -226,10 +226,12 @@ public struct RetentionRunner: Sendable {
     }
 }
 
-/// Retention of the webhook tables (migrations 0008, 0011, 0018). Events follow `CALLBACK_RETENTION`: an
-/// event older than it goes once no delivery refers to it and every enabled subscription it matches has
-/// walked past it, and a delivery goes once it finished (succeeded or failed) that long ago. So a pending delivery keeps its event however old (it can still be sent), every
-/// listed delivery can be retried, and the history shows deliveries for the retention after they finished.
+/// Retention of the webhook tables (migrations 0008, 0011, 0018, 0019). Events follow
+/// `CALLBACK_RETENTION`: an event older than it goes once no delivery refers to it and every enabled
+/// subscription it matches has walked past it, and a delivery (with its attempts) goes once it finished,
+/// succeeded or failed, that long ago. So a pending delivery keeps its event however old (it can still be
+/// sent), every listed delivery can be retried, and the history shows deliveries for the retention after
+/// they finished.
 /// Pending deliveries of a subscription disabled by 410 Gone are never sent: they go once that old too.
 ///
 /// `cutoff` is a ``RetentionRunner/literal(_:)`` made by the runner from a clock, never input.

@@ -20,10 +20,9 @@ public struct WebhookDeliveryConfiguration: Sendable, Hashable {
     /// Response body bytes read; the rest is not read. Default 64 KiB.
     public var maxResponseBytes = 64 * 1024
     /// POSTs in flight at once in this replica (`WEBHOOK_CONCURRENCY`), and the leased pending deliveries
-    /// it holds; a walk takes up to twice this many events of each subscription it leases, and no walk is
-    /// taken while the walked deliveries held would then pass eight times this many
-    /// (``WebhookDeliveryWorker/walkedInFlightLimit(concurrency:)``): one walk over many subscriptions
-    /// may pass it.
+    /// it holds; a walk takes up to twice this many events of each subscription it leases, and leases only
+    /// as many subscriptions as keep the walked deliveries held within eight times this many
+    /// (``WebhookDeliveryWorker/walkedInFlightLimit(concurrency:)``), those walked least recently first.
     /// Default 64.
     ///
     /// A leased attempt holds its slot until its outcome is recorded, two database round trips besides the
