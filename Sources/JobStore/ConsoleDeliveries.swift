@@ -46,23 +46,30 @@ extension JobStore {
     }
 }
 
-/// The job page's delivery statements: the index on `(job_id, delivery_id DESC)` (migration 0010) and the
-/// primary keys of the subscription and the event.
+/// The job page's delivery statements: rows by the index on `(job_id, delivery_id DESC)` (migration 0010),
+/// walks' successes by the index on their `job_ids` (migration 0020), and the primary keys of the
+/// subscription and the event.
 enum ConsoleDeliverySQL {
     static let anySubscription: SQLQuery = "SELECT 1 FROM webhook_subscriptions LIMIT 1"
 
     static func forJob(_ jobID: String, limit: Int) -> SQLQuery {
-        """
-        SELECT d.delivery_id, d.subscription_id, s.url, e.state AS event_state, d.status, d.attempt_count,
-               CASE WHEN d.status = 'pending' THEN \(unsafeRaw: JobStore.rfc3339("d.next_attempt_at")) END AS next_attempt_at,
-               \(unsafeRaw: JobStore.rfc3339("d.created_at")) AS created_at, \(unsafeRaw: JobStore.rfc3339("d.completed_at")) AS completed_at,
-               d.last_status_code, d.last_error
-        FROM webhook_deliveries d
-        JOIN webhook_subscriptions s ON s.subscription_id = d.subscription_id
-        LEFT JOIN ci_job_state_events e ON e.event_id = d.event_id
-        WHERE d.job_id = \(jobID)
-        ORDER BY d.delivery_id DESC
-        LIMIT \(limit)
-        """
+        SQLQuery(
+            unsafeSQL: """
+                (SELECT d.delivery_id, d.subscription_id, s.url, e.state AS event_state, d.status, d.attempt_count,
+                        CASE WHEN d.status = 'pending' THEN \(JobStore.rfc3339("d.next_attempt_at")) END AS next_attempt_at,
+                        \(JobStore.rfc3339("d.created_at")) AS created_at, \(JobStore.rfc3339("d.completed_at")) AS completed_at,
+                        d.last_status_code, d.last_error
+                 FROM webhook_deliveries d
+                 JOIN webhook_subscriptions s ON s.subscription_id = d.subscription_id
+                 LEFT JOIN ci_job_state_events e ON e.event_id = d.event_id
+                 WHERE d.job_id = $1
+                 ORDER BY d.delivery_id DESC
+                 LIMIT $2::integer)
+                UNION ALL
+                (\(WebhookWalkSuccessSQL.forJob))
+                ORDER BY delivery_id DESC
+                LIMIT $2::integer
+                """,
+            binds: [.text(jobID), .text(String(limit))])
     }
 }

@@ -155,9 +155,12 @@ public struct RetentionRunner: Sendable {
             } else {
                 rows = try connection.query(SQLQuery(unsafeSQL: batch))
             }
-            let deleted = Int(try StrictRow(rows[0], read: "retention delete").int64("n"))
+            let row = StrictRow(rows[0], read: "retention delete")
+            let deleted = Int(try row.int64("n"))
             total += deleted
-            if deleted < policy.deleteBatch { return total }
+            // A batch that counts rows of several each (walk rows) says whether it took all it could.
+            let more = rows[0].contains("more") ? try row.bool("more") : false
+            if deleted < policy.deleteBatch, !more { return total }
         }
     }
 
@@ -246,7 +249,27 @@ enum RetentionSQL {
     }
 
     static func countDeliveries(before cutoff: String) -> String {
-        "SELECT count(*)::int8 AS n FROM webhook_deliveries d WHERE \(deliveryExpired("d", before: cutoff))"
+        """
+        SELECT (SELECT count(*) FROM webhook_deliveries d WHERE \(deliveryExpired("d", before: cutoff)))
+               + (SELECT coalesce(sum(cardinality(delivery_ids)), 0) FROM webhook_walk_successes WHERE recorded_at < '\(cutoff)'::timestamptz)
+               AS n
+        """
+    }
+
+    /// The walk rows (migration 0020) one batch deletes, a walk's successes each: a batch of deliveries.
+    static func walkRowsPerBatch(_ limit: Int) -> Int { max(1, limit / 64) }
+
+    /// The highest feed position no walk row kept by retention covers: the lowest `after_position` of the
+    /// oldest kept walk row of each subscription (their feed ranges grow walk by walk). An event at or
+    /// below it is in no kept walk row, so no delivery still listed refers to it.
+    static func walkRowsFloor(before cutoff: String) -> String {
+        """
+        (SELECT coalesce(min(r.after_position), 9223372036854775807)
+         FROM webhook_subscriptions s
+         CROSS JOIN LATERAL (SELECT w.after_position FROM webhook_walk_successes w
+                             WHERE w.subscription_id = s.subscription_id AND w.recorded_at >= '\(cutoff)'::timestamptz
+                             ORDER BY w.through_position LIMIT 1) r)
+        """
     }
 
     /// Finished deliveries first (by the index on `completed_at`), then the never-to-be-sent ones. The
@@ -267,8 +290,15 @@ enum RetentionSQL {
             WHERE d.delivery_id IN (SELECT delivery_id FROM finished UNION ALL SELECT delivery_id FROM abandoned)
               AND (d.status <> 'pending' OR d.delivery_id IN (SELECT delivery_id FROM abandoned))
             RETURNING 1
+        ), walks AS (
+            -- Walks' successes (migration 0020), finished when their row was recorded.
+            DELETE FROM webhook_walk_successes w
+            WHERE w.ctid = ANY (ARRAY(SELECT ctid FROM webhook_walk_successes WHERE recorded_at < '\(cutoff)'::timestamptz
+                                      LIMIT \(walkRowsPerBatch(limit))))
+            RETURNING cardinality(w.delivery_ids) AS n
         )
-        SELECT count(*)::int8 AS n FROM deleted
+        SELECT (SELECT count(*) FROM deleted) + (SELECT coalesce(sum(n), 0) FROM walks) AS n,
+               (SELECT count(*) FROM walks) = \(walkRowsPerBatch(limit)) AS more
         """
     }
 
@@ -287,7 +317,8 @@ enum RetentionSQL {
         """
         SELECT count(*)::int8 AS n FROM ci_job_state_events e
         WHERE e.created_at < '\(cutoff)'::timestamptz
-          AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id AND \(notAboveACursor("f", event: "e")))
+          AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id AND \(notAboveACursor("f", event: "e"))
+                        AND f.feed_position <= \(walkRowsFloor(before: cutoff)))
           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.event_id AND NOT \(deliveryExpired("d", before: cutoff)))
         """
     }
@@ -300,7 +331,8 @@ enum RetentionSQL {
         WITH gone AS (
             SELECT e.event_id FROM ci_job_state_events e
             WHERE e.created_at < '\(cutoff)'::timestamptz
-              AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id AND \(notAboveACursor("f", event: "e")))
+              AND EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id AND \(notAboveACursor("f", event: "e"))
+                            AND f.feed_position <= \(walkRowsFloor(before: cutoff)))
               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.event_id)
             ORDER BY e.created_at LIMIT \(limit)
         ), deleted AS (

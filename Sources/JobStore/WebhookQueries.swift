@@ -268,10 +268,10 @@ extension JobStore {
 
     /// Deletes a subscription and its deliveries; false when there was none.
     ///
-    /// Deliveries have no foreign key on their subscription (migration 0019): they are deleted here, by a
-    /// second statement of the same transaction. The first waits for any statement adding deliveries to the
-    /// subscription (each holds `FOR KEY SHARE` on its row, or the lock of its cursor), so the second, with
-    /// a snapshot of its own, sees what they added.
+    /// Deliveries have no foreign key on their subscription (migrations 0019, 0020): they are deleted here,
+    /// rows and walk rows, by later statements of the same transaction. The first waits for any statement
+    /// adding deliveries to the subscription (each holds `FOR KEY SHARE` on its row, or the lock of its
+    /// cursor), so the later ones, with snapshots of their own, see what they added.
     public func deleteSubscription(_ id: String) async throws -> Bool {
         try await withConnection { connection in
             try connection.transaction { connection in
@@ -279,6 +279,7 @@ extension JobStore {
                     return false
                 }
                 try connection.query("DELETE FROM webhook_deliveries WHERE subscription_id = \(id)")
+                try connection.query("DELETE FROM webhook_walk_successes WHERE subscription_id = \(id)")
                 return true
             }
         }
@@ -292,7 +293,8 @@ extension JobStore {
             guard !(try connection.query("SELECT 1 FROM webhook_subscriptions WHERE subscription_id = \(subscriptionID)")).isEmpty else {
                 return nil
             }
-            // Rows, and the walk in flight (migration 0018): its deliveries have no row until recorded.
+            // Rows, the walks' successes (migration 0020), and the walk in flight (migration 0018): its
+            // deliveries have no row until recorded.
             let rows = try connection.query(
                 """
                 (SELECT d.delivery_id, d.subscription_id, d.event_id, d.job_id, d.status, d.attempt_count,
@@ -331,6 +333,25 @@ extension JobStore {
                   AND (\(status?.rawValue)::text IS NULL OR \(status?.rawValue) = 'pending')
                   AND u.delivery_id < \(cursor ?? Int64.max)
                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.delivery_id = u.delivery_id))
+                UNION ALL
+                (SELECT u.delivery_id, r.subscription_id, u.event_id, u.job_id, 'succeeded', 1, NULL,
+                        \(unsafeRaw: Self.rfc3339("u.started_at")), \(unsafeRaw: Self.rfc3339("u.finished_at")),
+                        json_build_array(json_build_object(
+                            'attempt', 1, 'started_at', \(unsafeRaw: Self.rfc3339("u.started_at")),
+                            'finished_at', \(unsafeRaw: Self.rfc3339("u.finished_at")), 'status_code', u.status_code, 'error', NULL))::text
+                 FROM (SELECT * FROM webhook_walk_successes w
+                       WHERE w.subscription_id = \(subscriptionID)
+                         AND (\(status?.rawValue)::text IS NULL OR \(status?.rawValue) = 'succeeded')
+                         -- The walks wholly below the cursor, and the one it falls in: their id ranges do not overlap.
+                         AND w.last_delivery_id <= coalesce((SELECT min(x.last_delivery_id) FROM webhook_walk_successes x
+                                                             WHERE x.subscription_id = \(subscriptionID)
+                                                               AND x.last_delivery_id >= \(cursor ?? Int64.max)),
+                                                            \(cursor ?? Int64.max))
+                       ORDER BY w.last_delivery_id DESC
+                       -- Each has at least one delivery below the cursor, but the one it falls in.
+                       LIMIT \(limit + 2)) r
+                 CROSS JOIN LATERAL \(unsafeRaw: WebhookWalkSuccessSQL.elements(of: "r"))
+                 WHERE u.delivery_id < \(cursor ?? Int64.max))
                 ORDER BY delivery_id DESC
                 LIMIT \(limit + 1)
                 """
@@ -366,20 +387,24 @@ extension JobStore {
     /// delivery. A pending delivery is made due now.
     public func retryDelivery(subscriptionID: String, deliveryID: Int64) async throws -> Bool {
         try await withConnection { connection in
-            !(try connection.query(
-                """
-                WITH target AS (
-                    SELECT delivery_id FROM webhook_deliveries WHERE subscription_id = \(subscriptionID) AND delivery_id = \(deliveryID)
-                ), implicit AS (
-                    \(unsafeRaw: WebhookSQL.writeImplicitAttempts(joining: "target t USING (delivery_id)"))
-                )
-                UPDATE webhook_deliveries w
-                SET status = 'pending', next_attempt_at = now(), completed_at = NULL, schedule_start = w.attempt_count
-                FROM target t
-                WHERE w.delivery_id = t.delivery_id
-                RETURNING 1
-                """
-            )).isEmpty
+            try connection.transaction { connection in
+                // A walk's success becomes a row first (migration 0020).
+                try connection.query(WebhookWalkSuccessSQL.moveOut(subscriptionID: subscriptionID, deliveryID: deliveryID))
+                return !(try connection.query(
+                    """
+                    WITH target AS (
+                        SELECT delivery_id FROM webhook_deliveries WHERE subscription_id = \(subscriptionID) AND delivery_id = \(deliveryID)
+                    ), implicit AS (
+                        \(unsafeRaw: WebhookSQL.writeImplicitAttempts(joining: "target t USING (delivery_id)"))
+                    )
+                    UPDATE webhook_deliveries w
+                    SET status = 'pending', next_attempt_at = now(), completed_at = NULL, schedule_start = w.attempt_count
+                    FROM target t
+                    WHERE w.delivery_id = t.delivery_id
+                    RETURNING 1
+                    """
+                )).isEmpty
+            }
         }
     }
 
@@ -393,33 +418,10 @@ extension JobStore {
             // Retention must not delete an event between this statement's snapshot and its commit.
             let rows = try connection.transaction { connection in
                 try connection.query(SQLQuery(unsafeSQL: RetentionSQL.eventsLockShared))
-                return try connection.query(
-                    """
-                    WITH s AS (
-                        -- Locked against its deletion while deliveries are added (migration 0019).
-                        SELECT subscription_id, tags, states FROM webhook_subscriptions WHERE subscription_id = \(subscriptionID)
-                        FOR KEY SHARE
-                    ), picked AS (
-                        SELECT e.event_id, e.job_id
-                        FROM ci_job_state_events e, s
-                        WHERE EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id)
-                          AND e.state_changed_at >= 'epoch'::timestamptz + \(sinceMicros)::bigint * interval '1 microsecond'
-                          AND e.state_changed_at < 'epoch'::timestamptz + \(untilMicros)::bigint * interval '1 microsecond'
-                          AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
-                    ), implicit AS (
-                        \(unsafeRaw: WebhookSQL.writeImplicitAttempts(joining: "s ON d.subscription_id = s.subscription_id JOIN picked p ON p.event_id = d.event_id"))
-                    ), queued AS (
-                        INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
-                        SELECT \(subscriptionID), event_id, job_id, now(), now() FROM picked
-                        ON CONFLICT (subscription_id, event_id) DO UPDATE
-                            SET status = 'pending', next_attempt_at = now(), completed_at = NULL,
-                                schedule_start = webhook_deliveries.attempt_count
-                            WHERE webhook_deliveries.status <> 'pending'
-                        RETURNING 1
-                    )
-                    SELECT (SELECT count(*) FROM s) AS found, (SELECT count(*) FROM picked) AS queued
-                    """
-                )
+                let binds: [PostgresValue] = [.text(subscriptionID), .text(String(sinceMicros)), .text(String(untilMicros))]
+                // Walks' successes become rows first (migration 0020), which the statement below starts over.
+                try connection.query(SQLQuery(unsafeSQL: WebhookWalkSuccessSQL.moveOutReplayed, binds: binds))
+                return try connection.query(SQLQuery(unsafeSQL: WebhookSQL.replay, binds: binds))
             }
             let row = StrictRow(rows[0], read: "replay")
             guard try row.int("found") == 1 else { return nil }
@@ -647,6 +649,42 @@ enum WebhookSQL {
         ORDER BY l.delivery_id
         """
 
+    /// A replay's subscription `s`, locked against its deletion while deliveries are added (migration
+    /// 0019), and the events it picks, `picked(event_id, job_id)`: sequenced, their state changed in the
+    /// window, matching the filters. `$1` the subscription, `$2` and `$3` the window in microseconds since
+    /// the epoch. CTEs for a `WITH`.
+    static let replayWindow = """
+        s AS (
+            SELECT subscription_id, tags, states FROM webhook_subscriptions WHERE subscription_id = $1
+            FOR KEY SHARE
+        ), picked AS (
+            SELECT e.event_id, e.job_id
+            FROM ci_job_state_events e, s
+            WHERE EXISTS (SELECT 1 FROM ci_event_feed f WHERE f.event_id = e.event_id)
+              AND e.state_changed_at >= 'epoch'::timestamptz + $2::bigint * interval '1 microsecond'
+              AND e.state_changed_at < 'epoch'::timestamptz + $3::bigint * interval '1 microsecond'
+              AND (s.tags IS NULL OR e.tag = ANY (s.tags)) AND (s.states IS NULL OR e.state = ANY (s.states))
+        )
+        """
+
+    /// A replay (``JobStore/replay(subscriptionID:since:until:)``), with the binds of ``replayWindow``: queues
+    /// the picked events again, new deliveries, finished ones started over (their implicit attempt written
+    /// down first) and pending ones as they are. One row: `found` (the subscription), `queued`.
+    static let replay = """
+        WITH \(replayWindow), implicit AS (
+            \(writeImplicitAttempts(joining: "s ON d.subscription_id = s.subscription_id JOIN picked p ON p.event_id = d.event_id"))
+        ), queued AS (
+            INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
+            SELECT $1, event_id, job_id, now(), now() FROM picked
+            ON CONFLICT (subscription_id, event_id) DO UPDATE
+                SET status = 'pending', next_attempt_at = now(), completed_at = NULL,
+                    schedule_start = webhook_deliveries.attempt_count
+                WHERE webhook_deliveries.status <> 'pending'
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM s) AS found, (SELECT count(*) FROM picked) AS queued
+        """
+
     /// What an attempt without a recorded outcome says in the history.
     static let abandonedAttemptError =
         "'no outcome was recorded: the lease ran out (the replica sending it stopped, or could not reach the database); the consumer may have received it'"
@@ -760,8 +798,9 @@ enum WebhookSQL {
     ///
     /// A leased delivery moves on only if the attempt is still its current one: same attempt number, still
     /// pending and still leased (a completion clears the lease, so recording an attempt twice changes
-    /// nothing). A walked delivery is inserted as its attempt left it, unless its row exists (its walk was
-    /// reclaimed). Per subscription, the outcomes apply in `ord` order: failures after the batch's last
+    /// nothing). A walk's successes become one ``webhook_walk_successes`` row (migration 0020) and its other
+    /// deliveries rows as their attempts left them, while the walk still leases its cursor (not once another
+    /// replica reclaimed it). Per subscription, the outcomes apply in `ord` order: failures after the batch's last
     /// success count on from zero; without a success they add to the stored count. A `waiting` delivery was
     /// not sent: it counts for nothing and has no attempt.
     static let complete = """
@@ -783,40 +822,60 @@ enum WebhookSQL {
             WHERE w.delivery_id = i.delivery_id AND w.attempt_count = i.attempt AND w.status = 'pending' AND w.leased_until IS NOT NULL
               AND NOT coalesce(i.walked, false)
             RETURNING w.delivery_id, w.subscription_id, i.ord, i.outcome
-        ), owners AS (
-            -- Deliveries have no foreign key on their subscription (migration 0019): its row is locked here,
-            -- once, against a deletion, which then deletes what this statement adds.
-            SELECT o.subscription_id FROM webhook_subscriptions o
-            WHERE o.subscription_id IN (SELECT i.subscription_id FROM input i WHERE i.walked)
-            FOR KEY SHARE
+        ), owned AS (
+            -- The cursors of the walks recorded here that those walks still lease: a walk whose lease ran out
+            -- and that another replica reclaimed (its deliveries are pending rows now) records nothing. Locked,
+            -- so deleting a subscription, whose cursor its foreign key cascades to, waits for this statement
+            -- and then deletes what it adds, or this statement finds no cursor and adds nothing (deliveries
+            -- have no foreign key on their subscription, migration 0019).
+            SELECT c.subscription_id, c.position, a.through
+            FROM webhook_cursors c
+            JOIN jsonb_to_recordset($2::jsonb) AS a(subscription_id text, token bigint, through bigint)
+              ON a.subscription_id = c.subscription_id AND a.token = c.walk_token
+            FOR NO KEY UPDATE OF c
         ), inserted AS (
+            -- A walk's other outcomes: rows, as leased deliveries are.
             INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, status, attempt_count, schedule_start,
                                             next_attempt_at, created_at, completed_at, last_status_code, last_error)
             OVERRIDING SYSTEM VALUE
             SELECT i.delivery_id, i.subscription_id, i.event_id, i.job_id,
-                   CASE WHEN i.outcome = 'succeeded' THEN 'succeeded' WHEN i.outcome IN ('retry', 'held', 'waiting') THEN 'pending' ELSE 'failed' END,
+                   CASE WHEN i.outcome IN ('retry', 'held', 'waiting') THEN 'pending' ELSE 'failed' END,
                    CASE WHEN i.outcome = 'waiting' THEN 0 ELSE 1 END,
                    CASE WHEN i.outcome = 'held' THEN 1 ELSE 0 END,
                    CASE WHEN i.outcome = 'retry' THEN now() + i.delay_ms * interval '1 millisecond' ELSE now() END,
                    \(JobUpsertSQL.instant("i.started_us")),
-                   -- A success keeps its attempt's end here: it is that attempt's only record (below).
-                   CASE WHEN i.outcome IN ('retry', 'held', 'waiting') THEN NULL
-                        WHEN i.outcome = 'succeeded' THEN \(JobUpsertSQL.instant("i.finished_us")) ELSE now() END,
+                   CASE WHEN i.outcome IN ('retry', 'held', 'waiting') THEN NULL ELSE now() END,
                    i.status_code, i.error
             FROM input i
-            WHERE i.walked AND i.subscription_id IN (SELECT subscription_id FROM owners)
+            WHERE i.walked AND i.outcome <> 'succeeded' AND i.subscription_id IN (SELECT subscription_id FROM owned)
+            -- A replay queued the event meanwhile: its row sends it.
             ON CONFLICT DO NOTHING
             RETURNING delivery_id
+        ), walk_successes AS (
+            -- A walk's successes: one row for the walk, its attempts side by side (migration 0020).
+            INSERT INTO webhook_walk_successes (subscription_id, first_delivery_id, last_delivery_id, after_position, through_position,
+                                                delivery_ids, event_ids, job_ids, status_codes, started_at, finished_at, recorded_at)
+            SELECT o.subscription_id, min(i.delivery_id), max(i.delivery_id), o.position, o.through,
+                   array_agg(i.delivery_id ORDER BY i.ord), array_agg(i.event_id ORDER BY i.ord), array_agg(i.job_id ORDER BY i.ord),
+                   array_agg(i.status_code ORDER BY i.ord), array_agg(\(JobUpsertSQL.instant("i.started_us")) ORDER BY i.ord),
+                   array_agg(\(JobUpsertSQL.instant("i.finished_us")) ORDER BY i.ord), now()
+            FROM input i JOIN owned o ON o.subscription_id = i.subscription_id
+            WHERE i.walked AND i.outcome = 'succeeded'
+            GROUP BY o.subscription_id, o.position, o.through
+            RETURNING subscription_id
         ), d AS (
             SELECT delivery_id, subscription_id, ord, outcome FROM leased
             UNION ALL
             SELECT i.delivery_id, i.subscription_id, i.ord, i.outcome FROM inserted n JOIN input i USING (delivery_id)
+            UNION ALL
+            SELECT i.delivery_id, i.subscription_id, i.ord, i.outcome FROM input i
+            WHERE i.walked AND i.outcome = 'succeeded' AND i.subscription_id IN (SELECT subscription_id FROM walk_successes)
         ), a AS (
             -- A row already there was written when the attempt was leased, before migration 0013.
             INSERT INTO webhook_attempts (delivery_id, attempt, started_at, finished_at, status_code, error)
             SELECT i.delivery_id, i.attempt, \(JobUpsertSQL.instant("i.started_us")), \(JobUpsertSQL.instant("i.finished_us")), i.status_code, i.error
             FROM input i JOIN d USING (ord)
-            -- A walked success is its row alone (implicitAttempt).
+            -- A walked success is its walk's row alone.
             WHERE i.outcome <> 'waiting' AND NOT (coalesce(i.walked, false) AND i.outcome = 'succeeded')
             ON CONFLICT (delivery_id, attempt) DO UPDATE
                 SET finished_at = EXCLUDED.finished_at, status_code = EXCLUDED.status_code, error = EXCLUDED.error

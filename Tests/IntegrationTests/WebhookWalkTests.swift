@@ -37,14 +37,25 @@ struct WebhookWalkTests {
         CursorAdvance(subscriptionID: batch.subscriptionID, token: batch.token, walkedThrough: batch.walkedThrough)
     }
 
-    /// The happy path writes no row until the consumer has answered, and then one, finished: while the walk
-    /// is in flight the history shows its attempts from the cursor, and no second walk takes its events.
-    @Test func walk_SentEvents_RecordedAsOneFinishedRowEach_AndTheCursorMovesPastThem() async throws {
+    /// Deliveries in `webhook_deliveries` rows and in walk rows (migration 0020), as `status count` by status.
+    static let everyDelivery = """
+        SELECT string_agg(status || ' ' || n, ',' ORDER BY status) FROM (
+            SELECT status, count(*) AS n FROM (
+                SELECT status FROM webhook_deliveries
+                UNION ALL
+                SELECT 'succeeded' FROM webhook_walk_successes, unnest(delivery_ids)) d
+            GROUP BY status) s
+        """
+
+    /// The happy path writes nothing until the consumer has answered, and then one walk row for the walk's
+    /// successes: while the walk is in flight the history shows its attempts from the cursor, and no second
+    /// walk takes its events.
+    @Test func walk_SentEvents_RecordedAsOneWalkRow_AndTheCursorMovesPastThem() async throws {
         try await EventService.with(sequencer: nil) { events in
             let subscription = try await Self.subscribe(events)
             let jobs = (0..<3).map { _ in RequestIDForTests.jobID() }
             for job in jobs { try await Self.post(events, job, "Running") }
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
 
             let walked = try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 7)
             let batch = try #require(walked.first)
@@ -61,16 +72,23 @@ struct WebhookWalkTests {
             let recorded = try await events.store.completeDeliveries(
                 batch.deliveries.map { Self.answered($0, .succeeded, status: 200) }, advancing: [Self.advance(batch)])
             #expect(recorded == [true, true, true])
+            #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_deliveries") == "0")
             #expect(
                 try await Self.scalar(
-                    events, "SELECT string_agg(status || ' ' || attempt_count, ',') FROM webhook_deliveries")
-                    == "succeeded 1,succeeded 1,succeeded 1")
-            #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_attempts") == "0", "a walked success is its row alone")
+                    events,
+                    """
+                    SELECT count(*) || ' ' || min(delivery_ids::text) || ' ' || min(status_codes::text) || ' ' || min(job_ids::text)
+                    FROM webhook_walk_successes
+                    """)
+                    == "1 {\(batch.deliveries.map { String($0.deliveryID) }.joined(separator: ","))} {200,200,200} {\(jobs.joined(separator: ","))}")
+            #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_attempts") == "0", "a walked success is its walk row alone")
             #expect(
                 try await Self.scalar(events, "SELECT (position = \(batch.walkedThrough) AND leased_until IS NULL)::text FROM webhook_cursors")
                     == "true")
             let history = try #require(try await events.store.deliveries(subscriptionID: subscription, status: nil, before: nil, limit: 10))
             #expect(history.deliveries.map(\.status) == [.succeeded, .succeeded, .succeeded])
+            #expect(history.deliveries.map(\.deliveryID) == batch.deliveries.map(\.deliveryID).reversed(), "newest first")
+            #expect(history.deliveries.map(\.jobID) == jobs.reversed())
             for delivery in history.deliveries {
                 let attempt = try #require(delivery.attempts.first)
                 #expect(delivery.attempts.count == 1 && attempt.attempt == 1 && attempt.statusCode == 200 && attempt.error == nil)
@@ -86,7 +104,7 @@ struct WebhookWalkTests {
         try await EventService.with(sequencer: nil) { events in
             let subscription = try await Self.subscribe(events)
             try await Self.post(events, RequestIDForTests.jobID(), "Running")
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
             let batch = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 11).first)
             let delivery = batch.deliveries[0]
             try await events.store.completeDeliveries([Self.answered(delivery, .succeeded, status: 204)], advancing: [Self.advance(batch)])
@@ -105,14 +123,14 @@ struct WebhookWalkTests {
         }
     }
 
-    /// Deliveries have no foreign key on their subscription (migration 0019): deleting the subscription
-    /// deletes them, with their attempts, and its cursor.
+    /// Deliveries have no foreign key on their subscription (migrations 0019, 0020): deleting the
+    /// subscription deletes them, rows and walk rows, with their attempts, and its cursor.
     @Test func deletingASubscription_DeletesItsDeliveriesAttemptsAndCursor() async throws {
         try await EventService.with(sequencer: nil) { events in
             let subscription = try await Self.subscribe(events)
             let kept = try await Self.subscribe(events)
             for _ in 0..<2 { try await Self.post(events, RequestIDForTests.jobID(), "Running") }
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
             let batches = try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 12)
             try #require(batches.count == 2)
             // Each event is read once for both subscriptions (its job columns on its first row only).
@@ -124,11 +142,16 @@ struct WebhookWalkTests {
                     [Self.answered(batch.deliveries[0], .succeeded, status: 200), Self.answered(batch.deliveries[1], .retry(afterMilliseconds: 60_000), status: 500)],
                     advancing: [Self.advance(batch)])
             }
-            #expect(try await Self.scalar(events, "SELECT count(*) || ' ' || (SELECT count(*) FROM webhook_attempts) FROM webhook_deliveries") == "4 2")
+            #expect(try await Self.scalar(events, Self.everyDelivery) == "pending 2,succeeded 2")
+            #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_attempts") == "2")
 
             #expect(try await events.store.deleteSubscription(subscription))
+            #expect(try await Self.scalar(events, Self.everyDelivery) == "pending 1,succeeded 1")
             #expect(
-                try await Self.scalar(events, "SELECT string_agg(DISTINCT subscription_id, ',') || ' ' || count(*) FROM webhook_deliveries") == "\(kept) 2")
+                try await Self.scalar(
+                    events,
+                    "SELECT string_agg(DISTINCT subscription_id, ',') FROM (SELECT subscription_id FROM webhook_deliveries UNION ALL SELECT subscription_id FROM webhook_walk_successes) d"
+                ) == kept)
             #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_attempts") == "1")
             #expect(try await Self.scalar(events, "SELECT string_agg(subscription_id, ',') FROM webhook_cursors") == kept)
             #expect(try await events.store.deleteSubscription(subscription) == false)
@@ -143,7 +166,7 @@ struct WebhookWalkTests {
             for _ in 0..<3 { subscriptions.append(try await Self.subscribe(events)) }
             subscriptions.sort()
             try await Self.post(events, RequestIDForTests.jobID(), "Running")
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
 
             let first = try await events.store.walkDeliveries(limit: 10, subscriptions: 2, lease: Self.lease, token: 21)
             #expect(first.map(\.subscriptionID) == Array(subscriptions.prefix(2)))
@@ -152,7 +175,7 @@ struct WebhookWalkTests {
                     batch.deliveries.map { Self.answered($0, .succeeded, status: 200) }, advancing: [Self.advance(batch)])
             }
             try await Self.post(events, RequestIDForTests.jobID(), "Running")
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
 
             // The third, never walked, goes first now; then the first of the two walked together.
             let second = try await events.store.walkDeliveries(limit: 10, subscriptions: 2, lease: Self.lease, token: 22)
@@ -170,14 +193,14 @@ struct WebhookWalkTests {
             let slow = RequestIDForTests.jobID()
             let other = RequestIDForTests.jobID()
             try await Self.post(events, slow, "Running")
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
             let first = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 1).first)
             try await events.store.completeDeliveries(
                 [Self.answered(first.deliveries[0], .retry(afterMilliseconds: 60_000), status: 500)], advancing: [Self.advance(first)])
 
             try await Self.post(events, slow, "Success")
             try await Self.post(events, other, "Running")
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
             let second = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 2).first)
             #expect(second.deliveries.map(\.event.job.jobID) == [other])
             let rows = try await Self.scalar(
@@ -195,7 +218,7 @@ struct WebhookWalkTests {
         try await EventService.with(sequencer: nil) { events in
             let subscription = try await Self.subscribe(events)
             try await Self.post(events, RequestIDForTests.jobID(), "Running")
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
             let batch = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: .milliseconds(1), token: 3).first)
             #expect(try await eventually { try await events.store.reclaimLapsedWalks() == 1 })
 
@@ -225,19 +248,19 @@ struct WebhookWalkTests {
             for _ in 0..<5 { try await Self.post(events, RequestIDForTests.jobID(), "Running") }
             let wanted = RequestIDForTests.jobID()
             try await Self.post(events, wanted, "Running", tag: "Animation")
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
             let batch = try #require(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 4).first)
             #expect(batch.deliveries.map(\.event.job.jobID) == [wanted])
             try await events.store.completeDeliveries(
                 batch.deliveries.map { Self.answered($0, .succeeded, status: 200) }, advancing: [Self.advance(batch)])
             for _ in 0..<3 { try await Self.post(events, RequestIDForTests.jobID(), "Running") }
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
             // Nothing matches: the walk moves the cursor at once and leases nothing.
             #expect(try await events.store.walkDeliveries(limit: 10, subscriptions: 10, lease: Self.lease, token: 5).isEmpty)
             #expect(
                 try await Self.scalar(events, "SELECT (position = (SELECT max(feed_position) FROM ci_event_feed) AND leased_until IS NULL)::text FROM webhook_cursors")
                     == "true")
-            #expect(try await Self.scalar(events, "SELECT count(*) FROM webhook_deliveries") == "1")
+            #expect(try await Self.scalar(events, Self.everyDelivery) == "succeeded 1")
         }
     }
 
@@ -249,7 +272,7 @@ struct WebhookWalkTests {
             let wanted = RequestIDForTests.jobID()
             try await Self.post(events, wanted, "Running", tag: "Animation")
             try await Self.post(events, RequestIDForTests.jobID(), "Running")
-            try await events.store.sequenceEvents()
+            _ = try await events.store.sequenceEvents()
             let report = try await RetentionTests.runner(events.service).run(now: EventRetentionTests.monthAhead)
             #expect(report.eventsDeleted == 1, "\(report)")
             #expect(try await Self.scalar(events, "SELECT string_agg(job_id, ',') FROM ci_job_state_events") == wanted)

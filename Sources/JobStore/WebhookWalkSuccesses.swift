@@ -1,0 +1,109 @@
+import PostgresLibPQ
+
+/// The statements around `webhook_walk_successes` (migration 0020): a walk's deliveries that succeeded at
+/// their first attempt, one row per walk and subscription, their attempts side by side in arrays. The
+/// completion statement writes them (``WebhookSQL/complete``); the history, the job page and retention read
+/// them; a retry or a replay moves a delivery out of them first (``moveOut(subscriptionID:deliveryID:)``,
+/// ``moveOut(subscriptionID:events:)``), so that it is a row like any other from then on.
+enum WebhookWalkSuccessSQL {
+    /// The walk row `r`'s deliveries as rows `u(delivery_id, event_id, job_id, status_code, started_at,
+    /// finished_at)`, for a `CROSS JOIN LATERAL`.
+    static func elements(of r: String) -> String {
+        """
+        unnest(\(r).delivery_ids, \(r).event_ids, \(r).job_ids, \(r).status_codes, \(r).started_at, \(r).finished_at)
+            AS u(delivery_id, event_id, job_id, status_code, started_at, finished_at)
+        """
+    }
+
+    /// Moves the subscription's delivery `deliveryID`, if a walk row holds it, into a succeeded
+    /// `webhook_deliveries` row with the same id, whose attempt is the row's implicit one
+    /// (``WebhookSQL/implicitAttempt(of:)``). One probe of the primary key: the subscription's walks have
+    /// id ranges that do not overlap, so only the first ending at or above it can hold it.
+    static func moveOut(subscriptionID: String, deliveryID: Int64) -> SQLQuery {
+        """
+        WITH hit AS (
+            SELECT r.subscription_id, r.last_delivery_id, u.*
+            FROM webhook_walk_successes r
+            CROSS JOIN LATERAL \(unsafeRaw: elements(of: "r"))
+            WHERE r.subscription_id = \(subscriptionID)
+              AND r.last_delivery_id = (SELECT min(x.last_delivery_id) FROM webhook_walk_successes x
+                                        WHERE x.subscription_id = \(subscriptionID) AND x.last_delivery_id >= \(deliveryID))
+              AND u.delivery_id = \(deliveryID)
+        )\(unsafeRaw: moving)
+        """
+    }
+
+    /// Moves the deliveries a replay picks (``WebhookSQL/replayWindow``, whose binds this statement takes:
+    /// `$1` the subscription, `$2` and `$3` the window) out of the walk rows, as
+    /// ``moveOut(subscriptionID:deliveryID:)`` does one: reading only the walk rows whose feed range meets
+    /// the events' positions.
+    static let moveOutReplayed = """
+        WITH \(WebhookSQL.replayWindow), positions AS (
+            SELECT p.event_id, f.feed_position FROM picked p JOIN ci_event_feed f ON f.event_id = p.event_id
+        ), span AS (
+            SELECT min(feed_position) AS low, max(feed_position) AS high FROM positions
+        ), hit AS (
+            SELECT r.subscription_id, r.last_delivery_id, u.*
+            FROM webhook_walk_successes r
+            CROSS JOIN LATERAL \(elements(of: "r"))
+            WHERE r.subscription_id = $1
+              AND r.through_position >= (SELECT low FROM span) AND r.after_position < (SELECT high FROM span)
+              -- Feed ranges do not overlap either: none beyond the first that ends at or above the last event.
+              AND r.through_position <= coalesce((SELECT min(x.through_position) FROM webhook_walk_successes x
+                                                  WHERE x.subscription_id = $1 AND x.through_position >= (SELECT high FROM span)),
+                                                 (SELECT high FROM span))
+              AND u.event_id IN (SELECT event_id FROM positions)
+        )\(moving)
+        """
+
+    /// The rest of a move, after the deliveries `hit` (a walk row's `subscription_id, last_delivery_id` and
+    /// one element each): their rows, then their walk rows without them, or deleted once empty. Two moves
+    /// of one delivery at once are safe: the second finds its row (`ON CONFLICT`) and, once the first
+    /// committed, trims or deletes by what the walk row then holds. One row: `moved`.
+    static let moving = """
+        , walks AS (
+            SELECT subscription_id, last_delivery_id, array_agg(delivery_id) AS ids FROM hit GROUP BY subscription_id, last_delivery_id
+        ), moved AS (
+            INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, status, attempt_count, schedule_start,
+                                            next_attempt_at, created_at, completed_at, last_status_code)
+            OVERRIDING SYSTEM VALUE
+            SELECT h.delivery_id, h.subscription_id, h.event_id, h.job_id, 'succeeded', 1, 0, now(), h.started_at, h.finished_at, h.status_code
+            FROM hit h
+            ON CONFLICT DO NOTHING
+        ), trimmed AS (
+            UPDATE webhook_walk_successes r
+            SET delivery_ids = ARRAY(SELECT r.delivery_ids[k] FROM generate_subscripts(r.delivery_ids, 1) k
+                                     WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
+                event_ids = ARRAY(SELECT r.event_ids[k] FROM generate_subscripts(r.delivery_ids, 1) k
+                                  WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
+                job_ids = ARRAY(SELECT r.job_ids[k] FROM generate_subscripts(r.delivery_ids, 1) k
+                                WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
+                status_codes = ARRAY(SELECT r.status_codes[k] FROM generate_subscripts(r.delivery_ids, 1) k
+                                     WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
+                started_at = ARRAY(SELECT r.started_at[k] FROM generate_subscripts(r.delivery_ids, 1) k
+                                   WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
+                finished_at = ARRAY(SELECT r.finished_at[k] FROM generate_subscripts(r.delivery_ids, 1) k
+                                    WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k)
+            FROM walks w
+            WHERE r.subscription_id = w.subscription_id AND r.last_delivery_id = w.last_delivery_id AND NOT (r.delivery_ids <@ w.ids)
+        ), emptied AS (
+            DELETE FROM webhook_walk_successes r
+            USING walks w
+            WHERE r.subscription_id = w.subscription_id AND r.last_delivery_id = w.last_delivery_id AND r.delivery_ids <@ w.ids
+        )
+        SELECT count(*)::int8 AS moved FROM hit
+        """
+
+    /// The job page's deliveries from walk rows (the index on `job_ids`), as the columns of
+    /// ``ConsoleDeliverySQL/forJob(_:limit:)``; `$1` the job.
+    static let forJob = """
+        SELECT u.delivery_id, r.subscription_id, s.url, e.state AS event_state, 'succeeded' AS status, 1 AS attempt_count,
+               NULL AS next_attempt_at, \(JobStore.rfc3339("u.started_at")) AS created_at, \(JobStore.rfc3339("u.finished_at")) AS completed_at,
+               u.status_code AS last_status_code, NULL AS last_error
+        FROM webhook_walk_successes r
+        CROSS JOIN LATERAL \(elements(of: "r"))
+        JOIN webhook_subscriptions s ON s.subscription_id = r.subscription_id
+        LEFT JOIN ci_job_state_events e ON e.event_id = u.event_id
+        WHERE r.job_ids @> ARRAY[$1::text] AND u.job_id = $1::text
+        """
+}
