@@ -20,8 +20,8 @@ public struct WebhookDeliveryConfiguration: Sendable, Hashable {
     /// Response body bytes read; the rest is not read. Default 64 KiB.
     public var maxResponseBytes = 64 * 1024
     /// POSTs in flight at once in this replica (`WEBHOOK_CONCURRENCY`), and the leased pending deliveries
-    /// it holds; a walk takes up to twice this many events of each subscription it leases, and leases only
-    /// as many subscriptions as keep the walked deliveries held within eight times this many
+    /// it holds; a walk takes up to four times this many events of each subscription it leases, and leases
+    /// only as many subscriptions as keep the walked deliveries held within sixteen times this many
     /// (``WebhookDeliveryWorker/walkedInFlightLimit(concurrency:)``), those walked least recently first.
     /// Default 64.
     ///
