@@ -3,7 +3,7 @@
 
     Benchmarks/webhooks.py                      # all three, outage 5 minutes
     Benchmarks/webhooks.py --quick              # all three, short: outage 30 s, fewer seconds each
-    Benchmarks/webhooks.py --only ratio         # one of: ratio, latency, outage
+    Benchmarks/webhooks.py --only ratio         # one of: ratio, latency, outage, drain
 
   ratio    ingest (wrk -c32, ingest.lua) with 2 subscriptions matching every event vs none, each round on
            a fresh cluster, order alternating; goal: with >= 0.85x without.
@@ -14,6 +14,10 @@
            only if the load reached 95 % of the rate wanted.
   outage   the same load; the consumer is stopped for --outage-seconds (default 300), then started
            again: seconds until it has caught up (goal <= 60 s).
+  drain    delivery alone, no load meanwhile (not one of the goals; what a delivery costs): ingest
+           --ingest-seconds with no subscription, then 2 subscriptions whose cursors start at the first
+           event (migration 0018); deliveries per second until both have caught up, and CPU per delivery
+           of the service, PostgreSQL and the consumer. Not run unless asked for (--only drain).
 
 Commit-to-delivery is, per delivery (each subscription, each event), the consumer's arrival time minus
 the event row's created_at, which is the start of the transaction that stored it (a little before its
@@ -429,11 +433,14 @@ def measure_outage(binary, args, rate):
         log(f"outage: caught up after {caught_up} s" if caught_up is not None else "outage: not caught up within the wait")
         wrk_thread.join()
         samples = sampler.stop()
-        # A walked delivery that succeeded at once has no attempt row (migration 0019): its row is the attempt.
+        # A walked delivery that succeeded at once has no attempt row (migration 0019): its row is the attempt;
+        # since migration 0020 it is an element of its walk's row.
+        walk_rows = service.scalar("SELECT to_regclass('webhook_walk_successes') IS NOT NULL").strip() == "t"
+        walked = "(SELECT coalesce(sum(cardinality(delivery_ids)), 0) FROM webhook_walk_successes)" if walk_rows else "0"
         attempts = service.scalar(
             "SELECT (SELECT count(*) FROM webhook_attempts) + (SELECT count(*) FROM webhook_deliveries d WHERE d.status = 'succeeded' "
-            "AND d.attempt_count = 1 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id)) || ' ' || "
-            "(SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL)").split()
+            "AND d.attempt_count = 1 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id)) "
+            f"+ {walked} || ' ' || (SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL)").split()
     finally:
         service.stop()
         consumer.stop()
@@ -447,9 +454,41 @@ def measure_outage(binary, args, rate):
     return result
 
 
+def measure_drain(binary, args):
+    consumer = Consumer(args.consumer_port, RESULTS / "webhooks-consumer.log", args.consumer_kind)
+    consumer.start()
+    service = Service(binary, args)
+    try:
+        if not service.has_cursors():
+            log("drain: this binary has no subscription cursors (migration 0018): not measured")
+            return None
+        ingest(service, args, args.ingest_seconds, int(time.time()))
+        events = int(service.scalar("SELECT count(*) FROM ci_event_feed"))
+        for n in range(2):
+            service.subscribe(f"http://127.0.0.1:{args.consumer_port}/hooks/{n}")
+        before = (bench.proc_cpu_ticks(service.process.pid), bench.postgres_cpu_ticks(), consumer.cpu())
+        start = time.time()
+        service.scalar("UPDATE webhook_cursors SET position = 0")
+        while time.time() - start < 600 and int(service.scalar(
+                "SELECT count(*) FROM webhook_cursors WHERE leased_until IS NOT NULL"
+                " OR position < (SELECT max(feed_position) FROM ci_event_feed)")) > 0:
+            time.sleep(0.05)
+        seconds = time.time() - start
+        after = (bench.proc_cpu_ticks(service.process.pid), bench.postgres_cpu_ticks(), consumer.cpu())
+    finally:
+        service.stop()
+        consumer.stop()
+    deliveries = 2 * events
+    cpu = [round((b - a) * 1e6 / bench.TICKS / deliveries, 1) for a, b in zip(before, after)]
+    result = {"deliveries": deliveries, "seconds": round(seconds, 2), "per_second": round(deliveries / seconds),
+              "cpu_us_per_delivery": {"service": cpu[0], "postgres": cpu[1], "consumer": cpu[2]}, "consumer": args.consumer_kind}
+    log(f"drain: {json.dumps(result)}")
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ratio", "latency", "outage"], action="append", help="run only these (repeatable)")
+    parser.add_argument("--only", choices=["ratio", "latency", "outage", "drain"], action="append", help="run only these (repeatable)")
     parser.add_argument("--quick", action="store_true", help="short durations: ingest 8 s, latency 20 s, outage 30 s")
     parser.add_argument("--rounds", type=int, default=3, help="ratio rounds per side (default 3; medians)")
     parser.add_argument("--rate", type=float, help="the paced load, callbacks/s (default: half the ratio's ingest without subscriptions)")
@@ -499,6 +538,8 @@ def main():
         record["latency"] = measure_latency(binary, args, rate)
     if "outage" in only:
         record["outage"] = measure_outage(binary, args, rate)
+    if "drain" in only:
+        record["drain"] = measure_drain(binary, args)
     with open(RESULTS / "webhooks.jsonl", "a") as results:
         results.write(json.dumps(record) + "\n")
     print(json.dumps(record, indent=2))

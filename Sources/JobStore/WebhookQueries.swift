@@ -458,9 +458,10 @@ extension JobStore {
     /// them instead of at the retry schedule's pace (up to hours apart by then). Within one batch, outcomes
     /// apply to the subscription in the order given, as if recorded one by one.
     ///
-    /// Walked deliveries (``LeasedDelivery/walked``) are written here, finished or pending, and `advancing`
-    /// moves their cursors in the same statement: the walk is recorded whole or not at all. A walked
-    /// delivery whose walk another replica reclaimed meanwhile (its lease ran out) is not written again.
+    /// Walked deliveries (``LeasedDelivery/walked``) are written here, the successes of each walk as one
+    /// walk row (migration 0020) and the others as rows, finished or pending, and `advancing` moves their
+    /// cursors in the same statement: the walk is recorded whole or not at all. A walk that another replica
+    /// reclaimed meanwhile (its lease ran out) is not written again.
     @discardableResult
     public func completeDeliveries(_ attempts: [FinishedAttempt], advancing cursors: [CursorAdvance] = []) async throws -> [Bool] {
         guard !attempts.isEmpty || !cursors.isEmpty else { return [] }
@@ -689,8 +690,9 @@ enum WebhookSQL {
     static let abandonedAttemptError =
         "'no outcome was recorded: the lease ran out (the replica sending it stopped, or could not reach the database); the consumer may have received it'"
 
-    /// A walked delivery that succeeded at its first attempt has no attempt row (migration 0019): its row
-    /// is that attempt, started at `created_at`, finished at `completed_at`, answered `last_status_code`.
+    /// A walked delivery that succeeded at its first attempt has no attempt row (migration 0019; since
+    /// 0020 such a row is one moved out of its walk row): its row is that attempt, started at
+    /// `created_at`, finished at `completed_at`, answered `last_status_code`.
     /// This is that attempt as a row of `attempt, started_at, finished_at, status_code, error`, for the
     /// delivery `alias`; no row for any other delivery.
     static func implicitAttempt(of alias: String) -> String {

@@ -157,7 +157,12 @@ struct WebhookHTTPClientTests {
         #expect(ended[0].status == nil)
         #expect(ended[0].error?.contains("Timeout") == true, "\(ended[0])")
         #expect(Array(ended.dropFirst()) == Array(repeating: .init(status: 200), count: 5))
-        #expect(took >= timeout - .milliseconds(100) && took < timeout + .seconds(3), "took \(took)")
+        // The POST's own time, measured on the sender thread: the test's task, resumed on the cooperative
+        // pool, ran up to 3.3 s later than that while the whole suite shared 2 cores (13.3 s in a CI run,
+        // 10.004 s alone). The task's time only shows the batch did not wait for more than the timeout.
+        let elapsed = try #require(ended[0].elapsed)
+        #expect(elapsed >= timeout - .milliseconds(100) && elapsed < timeout + .seconds(2), "the POST took \(elapsed)")
+        #expect(took >= timeout - .milliseconds(100) && took < timeout * 2, "took \(took)")
     }
 
     @Test func post_ResponseBodyOverTheCap_CountsAsAnswered() async throws {

@@ -12,9 +12,10 @@ import TimeUnits
 /// - **Walks**, the happy path. Each subscription has a cursor over the event feed; a walk leases it
 ///   (``JobStore/walkDeliveries(limit:subscriptions:lease:token:)``: `FOR UPDATE SKIP LOCKED`, so one replica walks a
 ///   subscription at a time), takes its next events, sends them as one batch, and records them with the
-///   cursor's move in one statement (``JobStore/completeDeliveries(_:advancing:)``): one row per delivery,
-///   written once, already finished when the consumer answered 2xx. A job's events in one walk go out one
-///   after another (waves), and one that did not succeed holds back the job's later ones.
+///   cursor's move in one statement (``JobStore/completeDeliveries(_:advancing:)``): the walk's successes
+///   as one walk row (migration 0020), any other outcome as a row of its own, each written once. A job's
+///   events in one walk go out one after another (waves), and one that did not succeed holds back the
+///   job's later ones.
 /// - **Leases of pending rows**: deliveries that failed and wait for a retry, that wait behind an older
 ///   delivery of their job, or that were retried or replayed (``JobStore/leaseDeliveries(limit:lease:)``,
 ///   each job's oldest first). Their outcomes are recorded in batches by one recording task.
