@@ -4,7 +4,7 @@ import PostgresLibPQ
 /// their first attempt, one row per walk and subscription, their attempts side by side in arrays. The
 /// completion statement writes them (``WebhookSQL/complete``); the history, the job page and retention read
 /// them; a retry or a replay moves a delivery out of them first (``moveOut(subscriptionID:deliveryID:)``,
-/// ``moveOut(subscriptionID:events:)``), so that it is a row like any other from then on.
+/// ``moveOutReplayed``), so that it is a row like any other from then on.
 enum WebhookWalkSuccessSQL {
     /// The walk row `r`'s deliveries as rows `u(delivery_id, event_id, job_id, status_code, started_at,
     /// finished_at)`, for a `CROSS JOIN LATERAL`.
@@ -59,17 +59,25 @@ enum WebhookWalkSuccessSQL {
     /// The rest of a move, after the deliveries `hit` (a walk row's `subscription_id, last_delivery_id` and
     /// one element each): their rows, then their walk rows without them, or deleted once empty. Two moves
     /// of one delivery at once are safe: the second finds its row (`ON CONFLICT`) and, once the first
-    /// committed, trims or deletes by what the walk row then holds. One row: `moved`.
-    static let moving = """
-        , walks AS (
-            SELECT subscription_id, last_delivery_id, array_agg(delivery_id) AS ids FROM hit GROUP BY subscription_id, last_delivery_id
-        ), moved AS (
+    /// committed, trims or deletes by what the walk row then holds. One row: `moved`, the deliveries hit.
+    private static let moving = """
+        , moved AS (
             INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, status, attempt_count, schedule_start,
                                             next_attempt_at, created_at, completed_at, last_status_code)
             OVERRIDING SYSTEM VALUE
             SELECT h.delivery_id, h.subscription_id, h.event_id, h.job_id, 'succeeded', 1, 0, now(), h.started_at, h.finished_at, h.status_code
             FROM hit h
             ON CONFLICT DO NOTHING
+            RETURNING delivery_id
+        ), walks AS (
+            -- Only deliveries that are rows now leave their walk row. One whose event already has another
+            -- delivery row to the subscription (a replay queued it while its walk was in flight) stays where
+            -- it is: the conflict is on the event, not on its id.
+            SELECT h.subscription_id, h.last_delivery_id, array_agg(h.delivery_id) AS ids
+            FROM hit h
+            WHERE h.delivery_id IN (SELECT delivery_id FROM moved)
+               OR EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.delivery_id = h.delivery_id)
+            GROUP BY h.subscription_id, h.last_delivery_id
         ), trimmed AS (
             UPDATE webhook_walk_successes r
             SET delivery_ids = ARRAY(SELECT r.delivery_ids[k] FROM generate_subscripts(r.delivery_ids, 1) k

@@ -89,6 +89,29 @@ struct WebhookWalkSuccessTests {
         }
     }
 
+    /// A replay that queued the event while its walk was in flight made a second delivery of it: a retry of
+    /// the walk's success cannot make it a row (the subscription and event have one), and leaves it listed
+    /// in its walk row instead of losing it.
+    @Test func retry_OfAWalkedSuccessWhoseEventHasAnotherRow_KeepsItListed() async throws {
+        try await EventService.with(sequencer: nil) { events in
+            let subscription = try await Walk.subscribe(events)
+            let ids = try await Self.walk(events, jobs: 2, token: 1)
+            _ = try await events.service.query(
+                """
+                INSERT INTO webhook_deliveries (subscription_id, event_id, job_id, next_attempt_at, created_at)
+                SELECT \(subscription), event_ids[1], job_ids[1], now() + interval '1 hour', now() FROM webhook_walk_successes
+                """)
+
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[0]) == false)
+            #expect(try await Walk.scalar(events, "SELECT delivery_ids::text FROM webhook_walk_successes") == "{\(ids[0]),\(ids[1])}")
+            let history = try await Self.pages(events, subscription, status: nil, limit: 10).flatMap { $0 }
+            #expect(history.count == 3 && history.filter { $0.deliveryID == ids[0] }.map(\.status) == [.succeeded])
+            // The other moves out as before.
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[1]))
+            #expect(try await Walk.scalar(events, "SELECT delivery_ids::text FROM webhook_walk_successes") == "{\(ids[0])}")
+        }
+    }
+
     /// A replay queues walked successes again as rows, each under its own id, its first attempt kept.
     @Test func replay_OfWalkedSuccesses_QueuesThemAgainAsRows_SameIDs() async throws {
         try await EventService.with(sequencer: nil) { events in
