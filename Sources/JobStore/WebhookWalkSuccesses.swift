@@ -80,18 +80,13 @@ enum WebhookWalkSuccessSQL {
             GROUP BY h.subscription_id, h.last_delivery_id
         ), trimmed AS (
             UPDATE webhook_walk_successes r
-            SET delivery_ids = ARRAY(SELECT r.delivery_ids[k] FROM generate_subscripts(r.delivery_ids, 1) k
-                                     WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
-                event_ids = ARRAY(SELECT r.event_ids[k] FROM generate_subscripts(r.delivery_ids, 1) k
-                                  WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
-                job_ids = ARRAY(SELECT r.job_ids[k] FROM generate_subscripts(r.delivery_ids, 1) k
-                                WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
-                status_codes = ARRAY(SELECT r.status_codes[k] FROM generate_subscripts(r.delivery_ids, 1) k
-                                     WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
-                started_at = ARRAY(SELECT r.started_at[k] FROM generate_subscripts(r.delivery_ids, 1) k
-                                   WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k),
-                finished_at = ARRAY(SELECT r.finished_at[k] FROM generate_subscripts(r.delivery_ids, 1) k
-                                    WHERE r.delivery_ids[k] <> ALL (w.ids) ORDER BY k)
+            -- The arrays without the moved, read in one pass, in their order (the row keeps at least one).
+            SET (delivery_ids, event_ids, job_ids, status_codes, started_at, finished_at) = (
+                SELECT array_agg(u.delivery_id ORDER BY u.n), array_agg(u.event_id ORDER BY u.n), array_agg(u.job_id ORDER BY u.n),
+                       array_agg(u.status_code ORDER BY u.n), array_agg(u.started_at ORDER BY u.n), array_agg(u.finished_at ORDER BY u.n)
+                FROM unnest(r.delivery_ids, r.event_ids, r.job_ids, r.status_codes, r.started_at, r.finished_at)
+                    WITH ORDINALITY AS u(delivery_id, event_id, job_id, status_code, started_at, finished_at, n)
+                WHERE u.delivery_id <> ALL (w.ids))
             FROM walks w
             WHERE r.subscription_id = w.subscription_id AND r.last_delivery_id = w.last_delivery_id AND NOT (r.delivery_ids <@ w.ids)
         ), emptied AS (
