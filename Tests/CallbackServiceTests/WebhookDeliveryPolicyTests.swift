@@ -29,6 +29,21 @@ struct WebhookDeliveryPolicyTests {
         #expect(configuration.maxAttempts == 10)
     }
 
+    @Test func decide_DrawsTheJitterOnlyForARetry() {
+        // The worker passes `Double.random(in:)`, a getrandom(2) call: a success, the common case, must not pay it.
+        var draws = 0
+        func draw() -> Double {
+            draws += 1
+            return 0.5
+        }
+        #expect(WebhookAttemptDecision.decide(.init(status: 200), attempt: 1, configuration: configuration, random: draw()) == .succeeded)
+        #expect(WebhookAttemptDecision.decide(.init(status: 410), attempt: 1, configuration: configuration, random: draw()) == .gone)
+        #expect(WebhookAttemptDecision.decide(.init(status: 500), attempt: 10, configuration: configuration, random: draw()) == .failed)
+        #expect(draws == 0)
+        #expect(WebhookAttemptDecision.decide(.init(status: 500), attempt: 1, configuration: configuration, random: draw()) == .retry(after: .seconds(5)))
+        #expect(draws == 1)
+    }
+
     @Test func decide_RetryAfter_IsHonouredOn429And503Only_AndCapped() {
         #expect(
             WebhookAttemptDecision.decide(.init(status: 429, retryAfterSeconds: 42), attempt: 1, configuration: configuration, random: 0.9)

@@ -99,9 +99,10 @@ public enum WebhookAttemptDecision: Sendable, Hashable {
 
     /// - Parameters:
     ///   - attempt: 1 for the first attempt of the delivery's current schedule (a manual retry starts a new one).
-    ///   - random: a number in 0..<1 for the jitter (injected, so tests are exact).
+    ///   - random: a number in 0..<1 for the jitter (injected, so tests are exact), drawn only for a retry: the
+    ///     system generator is a getrandom(2) call, which every success paid for.
     public static func decide(
-        _ outcome: Outcome, attempt: Int, configuration: WebhookDeliveryConfiguration, random: Double
+        _ outcome: Outcome, attempt: Int, configuration: WebhookDeliveryConfiguration, random: @autoclosure () -> Double
     ) -> WebhookAttemptDecision {
         if let status = outcome.status {
             if (200...299).contains(status) { return .succeeded }
@@ -112,7 +113,7 @@ public enum WebhookAttemptDecision: Sendable, Hashable {
             return .retry(after: min(.seconds(seconds), configuration.maxRetryAfter))
         }
         let pause = configuration.retrySchedule[attempt - 1]
-        let factor = 1 + configuration.jitter * (2 * min(max(random, 0), 1) - 1)
+        let factor = 1 + configuration.jitter * (2 * min(max(random(), 0), 1) - 1)
         return .retry(after: pause * factor)
     }
 }
