@@ -465,6 +465,12 @@ extension JobStore {
     @discardableResult
     public func completeDeliveries(_ attempts: [FinishedAttempt], advancing cursors: [CursorAdvance] = []) async throws -> [Bool] {
         guard !attempts.isEmpty || !cursors.isEmpty else { return [] }
+        if let recording = WebhookWalkSuccessSQL.recording(attempts, advancing: cursors) {
+            return try await withConnection { connection in
+                let recorded = try StrictRow(try connection.query(recording)[0], read: "walk record").int("recorded") == 1
+                return [Bool](repeating: recorded, count: attempts.count)
+            }
+        }
         let query = WebhookSQL.completion(of: attempts, advancing: cursors)
         return try await withConnection { connection in
             try Self.completed(try connection.query(query), count: attempts.count)

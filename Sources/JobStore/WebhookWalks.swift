@@ -228,9 +228,16 @@ enum WebhookWalkSQL {
     /// through`) while that walk still holds the lease; a lapsed one was reclaimed by another replica.
     static let advance = """
         UPDATE webhook_cursors c
-        SET position = greatest(c.position, a.through), leased_until = NULL, leased_at = NULL, walk_token = NULL,
-            walk_events = NULL, walk_deliveries = NULL, walked_through = NULL
+        SET \(released("a.through"))
         FROM jsonb_to_recordset($2::jsonb) AS a(subscription_id text, token bigint, through bigint)
         WHERE c.subscription_id = a.subscription_id AND c.walk_token = a.token
         """
+
+    /// The `SET` list of a cursor `c` whose walk is recorded: moved to `through` (never back), its lease gone.
+    static func released(_ through: String) -> String {
+        """
+        position = greatest(c.position, \(through)), leased_until = NULL, leased_at = NULL, walk_token = NULL,
+            walk_events = NULL, walk_deliveries = NULL, walked_through = NULL
+        """
+    }
 }

@@ -150,6 +150,26 @@ struct WebhookWalkSuccessTests {
         }
     }
 
+    /// A walk whose every delivery succeeded is recorded by its own lean statement
+    /// (``WebhookWalkSuccessSQL/recording(_:advancing:)``); after failures it still clears the
+    /// subscription's failing flag and makes its deliveries waiting for a later retry due at once.
+    @Test func walkOfSuccesses_AfterAFailure_ClearsTheFailingFlag_AndMakesWaitingRetriesDue() async throws {
+        try await EventService.with(sequencer: nil) { events in
+            _ = try await Walk.subscribe(events)
+            let first = try await Self.walk(events, jobs: 2, failing: [1], token: 1)
+            #expect(try await Walk.scalar(events, "SELECT (consecutive_failures = 1 AND failing_since IS NOT NULL)::text FROM webhook_subscriptions") == "true")
+            #expect(try await Walk.scalar(events, "SELECT (next_attempt_at > now() + interval '30 minutes')::text FROM webhook_deliveries") == "true")
+
+            let second = try await Self.walk(events, jobs: 3, token: 2)
+            #expect(try await Walk.scalar(events, "SELECT (consecutive_failures = 0 AND failing_since IS NULL)::text FROM webhook_subscriptions") == "true")
+            #expect(
+                try await Walk.scalar(events, "SELECT (delivery_id = \(first[1]) AND next_attempt_at <= now())::text FROM webhook_deliveries") == "true")
+            #expect(
+                try await Walk.scalar(events, "SELECT delivery_ids::text FROM webhook_walk_successes ORDER BY last_delivery_id DESC LIMIT 1")
+                    == "{\(second.map(String.init).joined(separator: ","))}")
+        }
+    }
+
     /// A walk row too large for its page's share has its arrays compressed, with lz4 where the server has it
     /// (migration 0021): pglz, the default, was about a tenth of the database's CPU while delivering.
     @Test func walkRow_LargeEnoughToCompress_IsCompressedWithLZ4() async throws {
