@@ -12,44 +12,75 @@ import PackagePlugin
 struct EmbedRepositoryFiles: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: any Target) async throws -> [Command] {
         let root = context.package.directoryURL
-        // What each target compiles in: the constant's name and the package-relative files it holds.
+        // What each target compiles in: the constant's name, and its sources (files, or folders whose files
+        // of some extensions it holds).
         let constant: String
-        let files: [URL]
+        let sources: [EmbeddedSource]
         switch target.name {
         case "JobStore":
             constant = "embeddedMigrationFiles"
-            files = try sqlFiles(in: root.appending(path: "migrations"))
+            sources = [.folder(root.appending(path: "migrations"), extensions: ["sql"])]
         case "CallbackService":
             // The API description, and the console's stylesheet and script (served from the binary, so
             // the console needs no CDN and its Content-Security-Policy can say 'self').
             constant = "embeddedServiceFiles"
-            files = [root.appending(path: "openapi.yaml")] + (try assetFiles(in: root.appending(path: "console")))
+            sources = [.file(root.appending(path: "openapi.yaml")), .folder(root.appending(path: "console"), extensions: ["css", "js"])]
         default:
             throw PluginError("EmbedRepositoryFiles does not know what to embed in target \(target.name)")
         }
         let output = context.pluginWorkDirectoryURL.appending(path: "\(constant).swift")
+        let files = try sources.flatMap { try $0.files() }
         return [
             .buildCommand(
-                displayName: "Embedding \(files.map(\.lastPathComponent).joined(separator: ", ")) in \(target.name)",
+                displayName: "Embedding \(sources.map(\.shownName).joined(separator: ", ")) in \(target.name)",
                 executable: try context.tool(named: "embed-files").url,
-                arguments: [constant, output.path] + files.map(\.path),
-                inputFiles: files,
+                arguments: [constant, output.path] + sources.map(\.argument),
+                // The folders too: SwiftPM keeps this command from build to build, and asks the plugin again
+                // only when the package changes, so a file added to a folder later (a new migration) was not
+                // embedded by an incremental build. A folder's modification time changes when a file is
+                // added, removed or renamed in it, which runs the command again, and the tool lists the
+                // folder then. The files are inputs for their edits.
+                inputFiles: files + sources.compactMap(\.folder),
                 outputFiles: [output]
             )
         ]
     }
+}
 
-    /// Every `.css` and `.js` file of `directory`, sorted by name.
-    private func assetFiles(in directory: URL) throws -> [URL] {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
-        return names.filter { $0.hasSuffix(".css") || $0.hasSuffix(".js") }.sorted().map { directory.appending(path: $0) }
+/// What the plugin embeds: one file, or every file of a folder with one of `extensions`, sorted by name
+/// (naming rules are checked where the files are parsed, e.g. `MigrationSet`, so a misnamed file fails the
+/// tests instead of vanishing here). The tool reads the same form: a path, or `FOLDER/*.EXT[,EXT…]`.
+enum EmbeddedSource {
+    case file(URL)
+    case folder(URL, extensions: [String])
+
+    var argument: String {
+        switch self {
+        case .file(let url): url.path
+        case .folder(let url, let extensions): "\(url.path)/*.\(extensions.joined(separator: ","))"
+        }
     }
 
-    /// Every `.sql` file of `directory`, sorted by name; naming rules are checked where the migrations are
-    /// parsed (`MigrationSet`), so a misnamed file fails the tests instead of vanishing here.
-    private func sqlFiles(in directory: URL) throws -> [URL] {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
-        return names.filter { $0.hasSuffix(".sql") }.sorted().map { directory.appending(path: $0) }
+    /// As the build log shows it: `openapi.yaml`, `migrations/*.sql`.
+    var shownName: String {
+        switch self {
+        case .file(let url): url.lastPathComponent
+        case .folder(let url, let extensions): "\(url.path.split(separator: "/").last ?? "")/*.\(extensions.joined(separator: ","))"
+        }
+    }
+
+    var folder: URL? {
+        if case .folder(let url, _) = self { url } else { nil }
+    }
+
+    func files() throws -> [URL] {
+        switch self {
+        case .file(let url):
+            return [url]
+        case .folder(let url, let extensions):
+            let names = try FileManager.default.contentsOfDirectory(atPath: url.path)
+            return names.filter { extensions.contains(URL(fileURLWithPath: $0).pathExtension) }.sorted().map { url.appending(path: $0) }
+        }
     }
 }
 

@@ -1,7 +1,9 @@
-// embed-files CONSTANT OUTPUT FILE...
+// embed-files CONSTANT OUTPUT SOURCE...
 //
 // Writes OUTPUT, a Swift file declaring `let CONSTANT: [(name: String, text: String)]` that holds each
-// FILE's name and exact UTF-8 text, in the order given. Run by the EmbedRepositoryFiles build-tool plugin.
+// file's name and exact UTF-8 text, in the order given. A SOURCE is a file, or `FOLDER/*.EXT[,EXT…]`: the
+// folder's files with one of those extensions, sorted by name, listed now (not when the build was
+// planned, so a file added since is in). Run by the EmbedRepositoryFiles build-tool plugin.
 import Foundation
 
 /// A Swift string literal whose value is exactly `text`.
@@ -27,12 +29,24 @@ func swiftLiteral(_ text: String, multiline: Bool) -> String {
 
 let arguments = CommandLine.arguments.dropFirst()
 guard arguments.count >= 2 else {
-    FileHandle.standardError.write(Data("usage: embed-files CONSTANT OUTPUT FILE...\n".utf8))
+    FileHandle.standardError.write(Data("usage: embed-files CONSTANT OUTPUT SOURCE...\n".utf8))
     exit(2)
 }
 let constant = arguments[arguments.startIndex]
 let output = arguments[arguments.startIndex + 1]
-let files = arguments.dropFirst(2)
+
+/// The files a SOURCE argument names.
+func files(of source: String) -> [String] {
+    guard let star = source.range(of: "/*.", options: .backwards) else { return [source] }
+    let folder = String(source[..<star.lowerBound])
+    let extensions = source[star.upperBound...].split(separator: ",").map(String.init)
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else {
+        FileHandle.standardError.write(Data("embed-files: cannot list \(folder)\n".utf8))
+        exit(1)
+    }
+    return names.filter { extensions.contains(URL(fileURLWithPath: $0).pathExtension) }.sorted().map { "\(folder)/\($0)" }
+}
+let files = arguments.dropFirst(2).flatMap(files(of:))
 
 var swift = """
     // Generated at build time by the EmbedRepositoryFiles plugin; never committed. Edit the files it names.
