@@ -12,9 +12,10 @@ enum WebhookWalkSuccessSQL {
     /// circuit breaker moves (the caller records breaker moves under their lock, with
     /// ``WebhookSQL/complete``): the walk row, the subscription marked healthy when it was not, and the
     /// cursor moved on, as ``WebhookSQL/complete`` records the same batch, from plain arrays. That statement
-    /// reads the batch as JSON and runs every outcome's CTEs for it; for this batch it cost the database
-    /// about twice as much. Nil for any other batch. One row: `recorded`, 1 when the walk still leased its
-    /// cursor and was written, 0 when another replica reclaimed it (nothing is written then).
+    /// reads the batch as JSON and runs every outcome's CTEs for it: with this one, the database's CPU per
+    /// delivery in a drain fell from 53–60 µs to 41–43 µs. Nil for any other batch. One row: `recorded`, 1
+    /// when the walk still leased its cursor and was written, 0 when another replica reclaimed it (nothing
+    /// is written then).
     static func recording(_ attempts: [FinishedAttempt], advancing cursors: [CursorAdvance]) -> SQLQuery? {
         guard cursors.count == 1, let cursor = cursors.first, !attempts.isEmpty,
             attempts.allSatisfy({ $0.delivery.walked && $0.completion == .succeeded && $0.delivery.subscriptionID == cursor.subscriptionID })
