@@ -14,6 +14,28 @@ public struct WalkedBatch: Sendable, Hashable {
     public var deliveries: [LeasedDelivery]
 }
 
+/// A walk's hold on its subscription's cursor: the cursor, and the token of the walk that leased it.
+public struct WalkLease: Sendable, Hashable {
+    public var subscriptionID: String
+    public var token: Int64
+
+    public init(subscriptionID: String, token: Int64) {
+        self.subscriptionID = subscriptionID
+        self.token = token
+    }
+}
+
+/// A leased delivery's hold on its row: the delivery, and the attempt it was leased for.
+public struct RowLease: Sendable, Hashable {
+    public var deliveryID: Int64
+    public var attempt: Int
+
+    public init(deliveryID: Int64, attempt: Int) {
+        self.deliveryID = deliveryID
+        self.attempt = attempt
+    }
+}
+
 /// Moves a walked subscription's cursor, in the statement that records the walk's attempts.
 public struct CursorAdvance: Sendable, Hashable {
     public var subscriptionID: String
@@ -77,6 +99,37 @@ extension JobStore {
             }
             return batches
         }
+    }
+
+    /// Extends leases this replica still holds to `lease` from now: of `walks` being sent, and of leased
+    /// deliveries (`rows`) whose attempts are not recorded yet. The sender sends the concurrency at once,
+    /// each POST up to the timeout, so a walk of more events than that, or a delivery queued behind one,
+    /// takes longer than one lease. A walk recorded or reclaimed meanwhile (its token gone from the
+    /// cursor), or a delivery recorded or leased again (its attempt or state changed), is left alone; so is
+    /// a row that a statement recording it has locked (`SKIP LOCKED`: no wait, and no deadlock with it).
+    public func renewLeases(walks: [WalkLease], rows: [RowLease], lease: Duration) async throws {
+        guard !walks.isEmpty || !rows.isEmpty else { return }
+        func numbers(_ values: [Int64]) -> PostgresValue { .text("{\(values.map(String.init).joined(separator: ","))}") }
+        let query: SQLQuery = """
+            WITH walks AS (
+                SELECT c.subscription_id FROM webhook_cursors c
+                JOIN unnest(\(PostgresValue.textArray(walks.map(\.subscriptionID)))::text[], \(numbers(walks.map(\.token)))::bigint[]) AS w(subscription_id, token)
+                  ON c.subscription_id = w.subscription_id AND c.walk_token = w.token
+                FOR NO KEY UPDATE OF c SKIP LOCKED
+            ), rows AS (
+                SELECT d.delivery_id FROM webhook_deliveries d
+                JOIN unnest(\(numbers(rows.map(\.deliveryID)))::bigint[], \(numbers(rows.map { Int64($0.attempt) }))::integer[]) AS r(delivery_id, attempt)
+                  ON d.delivery_id = r.delivery_id AND d.attempt_count = r.attempt
+                WHERE d.status = 'pending' AND d.leased_until IS NOT NULL
+                FOR NO KEY UPDATE OF d SKIP LOCKED
+            ), renewed_walks AS (
+                UPDATE webhook_cursors c SET leased_until = now() + \(lease.inMilliseconds)::bigint * interval '1 millisecond'
+                WHERE c.subscription_id IN (SELECT subscription_id FROM walks)
+            )
+            UPDATE webhook_deliveries d SET leased_until = now() + \(lease.inMilliseconds)::bigint * interval '1 millisecond'
+            WHERE d.delivery_id IN (SELECT delivery_id FROM rows)
+            """
+        _ = try await withConnection { connection in try connection.query(query) }
     }
 
     /// Walks whose lease ran out with nothing recorded (the replica walking them stopped, or could not

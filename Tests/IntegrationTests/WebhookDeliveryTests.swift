@@ -286,6 +286,34 @@ struct WebhookDeliveryTests {
         }
     }
 
+    /// A walk of more events than the concurrency, to a consumer that never answers, takes several rounds
+    /// of timeouts to send, longer than one lease. Its lease is renewed while it is sent, so the walk is
+    /// recorded as it happened (a timeout each, then the retry schedule) instead of being reclaimed
+    /// mid-send as if the replica had stopped ("the lease ran out") and sent again beside its own POSTs.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_HangingConsumer_WalkLongerThanALease_KeepsItsLease_RecordsEachTimeout() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try await consumer.start()
+        var delivery = WebhookService.fastDelivery
+        // Walks of up to 8 events, 2 POSTs at a time: 4 rounds of 2 s, against a lease of 2.5 s and a
+        // reclaim every 5 s.
+        delivery.concurrency = 2
+        delivery.timeout = .seconds(2)
+        delivery.leaseMargin = .milliseconds(500)
+        delivery.breakerThreshold = 1000
+        try await WebhookService.with(delivery: delivery) { webhooks in
+            let subscription = try await webhooks.subscribe(consumer, "/hang/x")
+            for _ in 0..<10 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
+            // Every event delivered: its first attempt hung, a retry answered 200.
+            #expect(try await eventually(within: .seconds(120)) { Set(consumer.deliveries(path: "/hang/x").filter { $0.status == "200" }.map(\.id)).count == 10 })
+            let attempts = try await webhooks.deliveries(subscription).flatMap { try #require($0["Attempts"] as? [[String: Any]]) }
+            let errors = attempts.compactMap { $0["Error"] as? String }
+            #expect(!errors.isEmpty)
+            #expect(errors.allSatisfy { !$0.contains("lease ran out") }, "\(errors)")
+        }
+    }
+
     @Test(.timeLimit(.minutes(3)))
     func delivery_ConsumerDownThenBack_EverythingArrivesInOrder() async throws {
         let consumer = try WebhookConsumer()

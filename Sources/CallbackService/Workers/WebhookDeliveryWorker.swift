@@ -51,6 +51,16 @@ public struct WebhookDeliveryWorker: Service {
     /// subscriptions in flight while the next ones are taken.
     static func walkedInFlightLimit(concurrency: Int) -> Int { walkLimit(concurrency: concurrency) * 4 }
 
+    /// The longest the sender can take to end a POST given to it: every walked and leased POST held may be
+    /// queued ahead of it, and the sender sends the concurrency at once, each ended by the timeout. A lease
+    /// is renewed for this long at most (``LeasesHeld``): past it the sender is stuck, and the lease is left
+    /// to run out so that another replica sends the deliveries.
+    static func longestSend(_ configuration: WebhookDeliveryConfiguration) -> Duration {
+        let concurrency = max(1, configuration.concurrency)
+        let rounds = (walkedInFlightLimit(concurrency: concurrency) + concurrency) / concurrency + 1
+        return configuration.timeout * rounds
+    }
+
     /// Most outcomes one recording statement writes.
     static let recordingBatch = 128
 
@@ -66,6 +76,7 @@ public struct WebhookDeliveryWorker: Service {
     public func run() async throws {
         let inFlight = InFlightCount()
         let walkedInFlight = InFlightCount()
+        let leasesHeld = LeasesHeld()
         let finished = FinishedAttempts()
         let walkLimit = Self.walkLimit(concurrency: configuration.concurrency)
         let walkedLimit = Self.walkedInFlightLimit(concurrency: configuration.concurrency)
@@ -79,9 +90,31 @@ public struct WebhookDeliveryWorker: Service {
                             let batch = finished.take(max: Self.recordingBatch)
                             if batch.isEmpty { break }
                             await self.record(batch)
+                            leasesHeld.release(batch.map { RowLease(deliveryID: $0.delivery.deliveryID, attempt: $0.delivery.attempt) })
                             inFlight.value.subtract(batch.count, ordering: .relaxed)
                             // Free slots, and maybe these jobs' next deliveries: look again.
                             self.signal.signal()
+                        }
+                    }
+                }
+                group.addTask {
+                    // The sender sends the concurrency at once, each POST up to the timeout, and queues the
+                    // rest: a walk of more events than the concurrency, or a leased delivery queued behind
+                    // one, takes longer than one lease. Leases held are renewed, a third of a lease before
+                    // they would run out; otherwise they were reclaimed mid-send as if this replica had
+                    // stopped, and sent again beside its own POSTs.
+                    while !Task.isCancelled {
+                        do {
+                            try await Task.sleep(for: lease / 3)
+                        } catch {
+                            return
+                        }
+                        let (walks, rows) = leasesHeld.renewable(at: .now)
+                        guard !walks.isEmpty || !rows.isEmpty else { continue }
+                        do {
+                            try await self.store.renewLeases(walks: walks, rows: rows, lease: lease)
+                        } catch {
+                            self.logger.warning("renewing webhook leases failed", metadata: ["error": "\(error)"])
                         }
                     }
                 }
@@ -129,8 +162,11 @@ public struct WebhookDeliveryWorker: Service {
                         for batch in batches {
                             walkedInFlight.value.add(batch.deliveries.count, ordering: .relaxed)
                             self.metrics.recordWalkedDeliveries(batch.deliveries.count)
+                            let walk = WalkLease(subscriptionID: batch.subscriptionID, token: batch.token)
+                            leasesHeld.hold(walk, until: .now + Self.longestSend(self.configuration))
                             group.addTask {
                                 await self.send(batch, bodies: bodies)
+                                leasesHeld.release(walk)
                                 walkedInFlight.value.subtract(batch.deliveries.count, ordering: .relaxed)
                                 // The subscription's cursor is free again, maybe with more events above it.
                                 self.signal.signal()
@@ -151,6 +187,7 @@ public struct WebhookDeliveryWorker: Service {
                         self.logger.warning("leasing webhook deliveries failed", metadata: ["error": "\(error)"])
                         continue
                     }
+                    leasesHeld.hold(leased.map { RowLease(deliveryID: $0.deliveryID, attempt: $0.attempt) }, until: .now + Self.longestSend(self.configuration))
                     for delivery in leased {
                         inFlight.value.add(1, ordering: .relaxed)
                         group.addTask {
@@ -408,6 +445,41 @@ public struct WebhookDeliveryWorker: Service {
     /// class so the attempts' tasks can hold it).
     private final class InFlightCount: Sendable {
         let value = Atomic<Int>(0)
+    }
+
+    /// The leases this replica holds while it sends, each with the time until which it is renewed
+    /// (``longestSend(_:)`` from when it was taken): walks until sent and recorded, leased deliveries until
+    /// recorded. Written by the walks' tasks, the leasing loop and the recording task, read by the renewing
+    /// task, hence the lock.
+    private final class LeasesHeld: Sendable {
+        private struct Held {
+            var walks: [WalkLease: ContinuousClock.Instant] = [:]
+            var rows: [RowLease: ContinuousClock.Instant] = [:]
+        }
+        private let held = Mutex(Held())
+
+        func hold(_ walk: WalkLease, until deadline: ContinuousClock.Instant) { held.withLock { $0.walks[walk] = deadline } }
+
+        func hold(_ rows: [RowLease], until deadline: ContinuousClock.Instant) {
+            held.withLock { held in
+                for row in rows { held.rows[row] = deadline }
+            }
+        }
+
+        func release(_ walk: WalkLease) { _ = held.withLock { $0.walks.removeValue(forKey: walk) } }
+
+        func release(_ rows: [RowLease]) {
+            held.withLock { held in
+                for row in rows { held.rows.removeValue(forKey: row) }
+            }
+        }
+
+        /// The leases still renewed at `now`.
+        func renewable(at now: ContinuousClock.Instant) -> (walks: [WalkLease], rows: [RowLease]) {
+            held.withLock { held in
+                (held.walks.filter { $0.value > now }.map(\.key), held.rows.filter { $0.value > now }.map(\.key))
+            }
+        }
     }
 
     /// The order of a walk's sends, a state machine with no I/O. Wave `k` holds each job's `k`-th delivery
