@@ -109,16 +109,15 @@ extension JobStore {
     /// a row that a statement recording it has locked (`SKIP LOCKED`: no wait, and no deadlock with it).
     public func renewLeases(walks: [WalkLease], rows: [RowLease], lease: Duration) async throws {
         guard !walks.isEmpty || !rows.isEmpty else { return }
-        func numbers(_ values: [Int64]) -> PostgresValue { .text("{\(values.map(String.init).joined(separator: ","))}") }
         let query: SQLQuery = """
             WITH walks AS (
                 SELECT c.subscription_id FROM webhook_cursors c
-                JOIN unnest(\(PostgresValue.textArray(walks.map(\.subscriptionID)))::text[], \(numbers(walks.map(\.token)))::bigint[]) AS w(subscription_id, token)
+                JOIN unnest(\(PostgresValue.textArray(walks.map(\.subscriptionID)))::text[], \(PostgresValue.integerArray(walks.map(\.token)))::bigint[]) AS w(subscription_id, token)
                   ON c.subscription_id = w.subscription_id AND c.walk_token = w.token
                 FOR NO KEY UPDATE OF c SKIP LOCKED
             ), rows AS (
                 SELECT d.delivery_id FROM webhook_deliveries d
-                JOIN unnest(\(numbers(rows.map(\.deliveryID)))::bigint[], \(numbers(rows.map { Int64($0.attempt) }))::integer[]) AS r(delivery_id, attempt)
+                JOIN unnest(\(PostgresValue.integerArray(rows.map(\.deliveryID)))::bigint[], \(PostgresValue.integerArray(rows.map { Int64($0.attempt) }))::integer[]) AS r(delivery_id, attempt)
                   ON d.delivery_id = r.delivery_id AND d.attempt_count = r.attempt
                 WHERE d.status = 'pending' AND d.leased_until IS NOT NULL
                 FOR NO KEY UPDATE OF d SKIP LOCKED

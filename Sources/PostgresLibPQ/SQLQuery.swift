@@ -15,6 +15,18 @@ public enum PostgresValue: Sendable, Hashable {
     /// A one-dimensional `bytea[]`, in binary format: many byte strings in one parameter, no escaping.
     case byteaArray([[UInt8]])
 
+    /// A one-dimensional integer array as the text `{1,2,NULL}` (nil is `NULL`), for a parameter the SQL casts
+    /// (`$1::bigint[]`, `$1::integer[]`): integers need no quoting, and `array_in` parses them straight to
+    /// their type.
+    public static func integerArray(_ values: some Sequence<Int64?>) -> PostgresValue {
+        .text("{" + values.lazy.map { $0.map(String.init) ?? "NULL" }.joined(separator: ",") + "}")
+    }
+
+    /// The same, for values that are never `NULL`.
+    public static func integerArray(_ values: some Sequence<Int64>) -> PostgresValue {
+        integerArray(values.lazy.map(Optional.some))
+    }
+
     /// `pg_type` OIDs this layer sends: unspecified lets the server infer the type from context.
     static let unspecifiedOID: UInt32 = 0
     static let byteaOID: UInt32 = 17

@@ -20,11 +20,18 @@ struct EmbedFilesToolTests {
         return try String(contentsOf: output, encoding: .utf8)
     }
 
+    /// A new empty folder; the caller removes it.
+    static func temporaryFolder() throws -> URL {
+        let folder = FileManager.default.temporaryDirectory.appending(path: "embed-files-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        return folder
+    }
+
     @Test func folderSource_IsListedWhenTheToolRuns_AFileAddedLaterIsEmbedded_OthersExtensionsNot() throws {
-        let root = FileManager.default.temporaryDirectory.appending(path: "embed-files-\(UUID().uuidString)")
+        let root = try Self.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
         let migrations = root.appending(path: "migrations")
         try FileManager.default.createDirectory(at: migrations, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: root) }
         try "SELECT 1;\n".write(to: migrations.appending(path: "0002_second.sql"), atomically: true, encoding: .utf8)
         try "notes\n".write(to: migrations.appending(path: "README.md"), atomically: true, encoding: .utf8)
         let sources = ["\(migrations.path)/*.sql"]
@@ -42,10 +49,10 @@ struct EmbedFilesToolTests {
     }
 
     @Test func sources_AreEmbeddedInTheOrderGiven_AFoldersFilesByName() throws {
-        let root = FileManager.default.temporaryDirectory.appending(path: "embed-files-\(UUID().uuidString)")
+        let root = try Self.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
         let console = root.appending(path: "console")
         try FileManager.default.createDirectory(at: console, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: root) }
         try "b {}\n".write(to: console.appending(path: "b.css"), atomically: true, encoding: .utf8)
         try "a();\n".write(to: console.appending(path: "a.js"), atomically: true, encoding: .utf8)
         try "openapi: 3.1.0\n".write(to: root.appending(path: "openapi.yaml"), atomically: true, encoding: .utf8)

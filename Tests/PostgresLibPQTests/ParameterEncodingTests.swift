@@ -25,6 +25,12 @@ struct ParameterEncodingTests {
         #expect(PostgresValue.arrayLiteral([]) == "{}")
     }
 
+    @Test func integerArray_isAnArrayLiteral_nilAsNULL_emptyAsEmpty() {
+        #expect(PostgresValue.integerArray([Int64(1), -2, .max]) == .text("{1,-2,9223372036854775807}"))
+        #expect(PostgresValue.integerArray([Int64(200), nil, 503]) == .text("{200,NULL,503}"))
+        #expect(PostgresValue.integerArray([Int64]()) == .text("{}"))
+    }
+
     @Test func parameters_carryTypeFormatAndLengthPerBind() throws {
         let encoded = try EncodedParameters(
             [.null, .text("xy"), .bytea([0, 1]), .textArray(["a"]), .byteaArray([[7]])], operation: "test")
