@@ -45,7 +45,7 @@ public final class JobStore: Sendable {
         let listings = listings.usage
         return StoreStatistics(
             poolSize: pool.size, poolOpen: pool.open, poolInUse: pool.inUse, poolWaiting: pool.waiting,
-            poolWaitSeconds: pool.totalWaitSeconds, poolAcquired: pool.acquired,
+            poolWaitSeconds: pool.totalWaitSeconds, poolAcquired: pool.acquired, statementsPrepared: pool.statementsPrepared,
             ingestQueued: batcher.statistics.queued, lookupsQueued: jobLookups.queued,
             listingsActive: listings.active, listingsWaiting: listings.waiting,
             readPool: readStandby.map { standby in
@@ -401,6 +401,9 @@ public struct StoreStatistics: Sendable, Hashable {
     public var poolWaitSeconds: Double
     /// Jobs that were given a connection since start.
     public var poolAcquired: Int
+    /// Statements prepared by the connections since start (``PostgresPool/Statistics/statementsPrepared``):
+    /// steady once each connection has prepared what it runs.
+    public var statementsPrepared: Int = 0
     /// Callbacks waiting for an ingest batch.
     public var ingestQueued: Int
     /// Lookups by JobId waiting for a lookup batch.

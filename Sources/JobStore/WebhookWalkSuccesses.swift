@@ -55,7 +55,8 @@ enum WebhookWalkSuccessSQL {
                 WHERE ws.subscription_id = (SELECT subscription_id FROM walk_successes)
                   AND (ws.consecutive_failures <> 0 OR ws.failing_since IS NOT NULL)
             ), advanced AS (
-                UPDATE webhook_cursors c SET \(unsafeRaw: WebhookWalkSQL.released("\(cursor.walkedThrough)::bigint"))
+                UPDATE webhook_cursors c SET \(unsafeRaw: WebhookWalkSQL.released("a.through"))
+                FROM (SELECT \(cursor.walkedThrough)::bigint AS through) a
                 WHERE c.subscription_id = \(cursor.subscriptionID) AND c.walk_token = \(cursor.token)::bigint
             )
             SELECT count(*) AS recorded FROM walk_successes

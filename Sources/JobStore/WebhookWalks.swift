@@ -286,6 +286,9 @@ enum WebhookWalkSQL {
         """
 
     /// The `SET` list of a cursor `c` whose walk is recorded: moved to `through` (never back), its lease gone.
+    /// `through` is a column of the statement, never a value spliced into its text: a statement is prepared
+    /// once per connection by its text, and one whose text changed with every walk was parsed and planned
+    /// again each time (its preparation cost more than running it).
     static func released(_ through: String) -> String {
         """
         position = greatest(c.position, \(through)), leased_until = NULL, leased_at = NULL, walk_token = NULL,

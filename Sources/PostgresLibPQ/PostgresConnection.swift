@@ -364,6 +364,12 @@ public final class PostgresConnection {
         return name
     }
 
+    /// Statements this connection has prepared (`PQsendPrepare`), counting one prepared again after its
+    /// eviction from the cache. It levels off once each statement run on the connection has been prepared;
+    /// a count that keeps rising with the work done means a statement whose text changes from call to call,
+    /// parsed and planned again on every run.
+    public var statementsPrepared: Int { self.statementCounter }
+
     func nextStatementName() -> String {
         self.statementCounter += 1
         return "ci_stmt_\(self.statementCounter)"

@@ -59,14 +59,18 @@ public final class PostgresPool: Sendable {
         public var totalWaitSeconds: Double
         /// Jobs that were given a connection since the pool started.
         public var acquired: Int
+        /// Statements the pool's connections have prepared since it started
+        /// (``PostgresConnection/statementsPrepared``, summed over every connection it opened).
+        public var statementsPrepared: Int
 
-        public init(size: Int, open: Int, inUse: Int, waiting: Int, totalWaitSeconds: Double, acquired: Int) {
+        public init(size: Int, open: Int, inUse: Int, waiting: Int, totalWaitSeconds: Double, acquired: Int, statementsPrepared: Int = 0) {
             self.size = size
             self.open = open
             self.inUse = inUse
             self.waiting = waiting
             self.totalWaitSeconds = totalWaitSeconds
             self.acquired = acquired
+            self.statementsPrepared = statementsPrepared
         }
     }
 
@@ -256,6 +260,7 @@ final class PoolCore: @unchecked Sendable {
     private var open = 0
     private var inUse = 0
     private var acquired = 0
+    private var statementsPrepared = 0
     private var totalWait: Duration = .zero
     private var liveThreads = 0
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
@@ -330,7 +335,8 @@ final class PoolCore: @unchecked Sendable {
             inUse: self.inUse,
             waiting: self.queue.count,
             totalWaitSeconds: self.totalWait.inSeconds,
-            acquired: self.acquired
+            acquired: self.acquired,
+            statementsPrepared: self.statementsPrepared
         )
     }
 
@@ -475,7 +481,9 @@ final class PoolCore: @unchecked Sendable {
         }
         self.recordAcquired(waited: ContinuousClock.now - job.enqueuedAt)
 
+        let preparedBefore = connection.statementsPrepared
         let outcome = job.execute(connection)
+        let prepared = connection.statementsPrepared - preparedBefore
 
         if let error = outcome.failure as? PostgresError, error.isConnectionProblem {
             self.discard(&worker, reason: "connection-level failure")
@@ -487,7 +495,7 @@ final class PoolCore: @unchecked Sendable {
         } else if !connection.isHealthy {
             self.discard(&worker, reason: "connection unhealthy after use")
         }
-        self.finishJob()
+        self.finishJob(prepared: prepared)
         outcome.deliver()
     }
 
@@ -556,9 +564,10 @@ final class PoolCore: @unchecked Sendable {
         self.monitor.unlock()
     }
 
-    private func finishJob() {
+    private func finishJob(prepared: Int = 0) {
         self.monitor.lock()
         self.inUse -= 1
+        self.statementsPrepared += prepared
         self.monitor.unlock()
     }
 }

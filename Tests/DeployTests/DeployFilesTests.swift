@@ -445,7 +445,7 @@ import Yams
 private enum ExportedMetrics {
     static let names: Set<String> = [
         "http_requests_total", "http_request_duration_seconds_bucket", "ci_callbacks_total", "ci_callback_jobs_total",
-        "db_commit_duration_seconds_bucket", "db_pool_connections", "db_pool_wait_seconds_total", "db_pool_acquired_total", "http_open_connections",
+        "db_commit_duration_seconds_bucket", "db_pool_connections", "db_pool_wait_seconds_total", "db_pool_acquired_total", "db_statements_prepared_total", "http_open_connections",
         "ci_reconcile_sweeps_total", "ci_callbackd_build_info", "ci_callback_verifications_total", "ci_callback_verifications_pending",
         "ci_callback_verification_oldest_pending_seconds", "http_listener_refusals_total", "http_inflight_body_bytes",
         // Issue 13: events and webhook delivery.

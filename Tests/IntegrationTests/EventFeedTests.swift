@@ -11,12 +11,15 @@ struct EventService {
     let store: JobStore
     private let sequencerTask: Task<Void, Never>
 
-    /// - Parameter configuration: The sequencer's; nil runs none, so that the test alone runs rounds.
+    /// - Parameters:
+    ///   - configuration: The sequencer's; nil runs none, so that the test alone runs rounds.
+    ///   - poolSize: The store's connections.
     static func with<T>(
-        sequencer configuration: EventSequencerConfiguration? = EventSequencerConfiguration(), _ body: (EventService) async throws -> T
+        sequencer configuration: EventSequencerConfiguration? = EventSequencerConfiguration(), poolSize: Int = 4,
+        _ body: (EventService) async throws -> T
     ) async throws -> T {
         let newEvents = WakeSignal()
-        let service = try await ServiceHarness.start(stateEventSignal: newEvents)
+        let service = try await ServiceHarness.start(stateEventSignal: newEvents, poolSize: poolSize)
         let store = service.store
         let sequencer = configuration.map {
             EventSequencer(store: store, signal: newEvents, configuration: $0, metrics: ServiceMetrics(), logger: serviceTestLogger)

@@ -71,6 +71,7 @@ final class ServiceHarness: Sendable {
         metrics: ServiceMetrics = ServiceMetrics(),
         connection: PostgresConnectionSettings? = nil,
         acquireTimeout: Duration? = nil,
+        poolSize: Int = 4,
         logger: Logger = serviceTestLogger,
         configureServer: (inout HTTPServerConfiguration) -> Void = { _ in },
         signals: [String: WakeSignal] = [:],
@@ -84,7 +85,7 @@ final class ServiceHarness: Sendable {
             admin.close()
         }
         var configuration = PostgresPool.Configuration(conninfo: conninfo(databaseURL, searchPath: schema))
-        configuration.size = 4
+        configuration.size = poolSize
         configuration.connectTimeout = .seconds(2)
         if let connection { configuration.connection = connection }
         if let acquireTimeout { configuration.acquireTimeout = acquireTimeout }

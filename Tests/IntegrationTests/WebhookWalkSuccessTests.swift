@@ -4,6 +4,8 @@ import PostgresLibPQ
 import TestSupport
 import Testing
 
+@testable import CallbackService
+
 /// A walk's successes are one row (migration 0020), yet every reader shows each delivery on its own: the
 /// history pages through walk rows and rows alike, a retry or a replay moves a delivery out into a row, the
 /// job page lists them, and retention deletes walk rows before the events they refer to.
@@ -24,6 +26,23 @@ struct WebhookWalkSuccessTests {
         }
         #expect(try await events.store.completeDeliveries(outcomes, advancing: [Walk.advance(batch)]).allSatisfy { $0 })
         return batch.deliveries.map(\.deliveryID)
+    }
+
+    /// A connection prepares each statement of a walk once: walks of other sizes, tokens and cursors, each
+    /// recorded, prepare nothing more (the record once carried its cursor's position in its text, and was
+    /// parsed and planned again on every walk).
+    @Test func walks_OnOneConnection_PrepareTheirStatementsOnce() async throws {
+        try await EventService.with(sequencer: nil, poolSize: 1) { events in
+            _ = try await Walk.subscribe(events)
+            _ = try await Self.walk(events, jobs: 2, token: 1)
+            let prepared = events.store.statistics.statementsPrepared
+            #expect(prepared > 0)
+            for token: Int64 in 2...6 { _ = try await Self.walk(events, jobs: 1 + Int(token) % 3, token: token) }
+            #expect(events.store.statistics.statementsPrepared == prepared)
+            // What /metrics says of it.
+            let page = String(decoding: ServiceMetrics().render(store: events.store.statistics, listener: nil), as: UTF8.self)
+            #expect(page.split(separator: "\n").contains("db_statements_prepared_total \(prepared)"))
+        }
     }
 
     /// Every page of the history, following its cursor.

@@ -16,7 +16,7 @@ public final class ServiceMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
     /// Cumulative pool figures seen at the previous scrape, turned into counter increments.
-    private let lastPoolTotals = Mutex((acquired: 0, waitSeconds: 0.0))
+    private let lastPoolTotals = Mutex((acquired: 0, waitSeconds: 0.0, prepared: 0))
     /// `LogOutput.droppedLines` at the last scrape, so the counter grows by the difference.
     private let lastLogLinesDropped = Mutex(0)
     private let buildVersion: String
@@ -146,11 +146,15 @@ public final class ServiceMetrics: Sendable {
         Gauge(label: "db_queue_depth", dimensions: [("queue", "lookup")], factory: factory).record(store.lookupsQueued)
         Gauge(label: "db_listings", dimensions: [("state", "active")], factory: factory).record(store.listingsActive)
         Gauge(label: "db_listings", dimensions: [("state", "waiting")], factory: factory).record(store.listingsWaiting)
-        let (acquired, waited) = lastPoolTotals.withLock { last in
-            defer { last = (store.poolAcquired, store.poolWaitSeconds) }
-            return (max(0, store.poolAcquired - last.acquired), max(0, store.poolWaitSeconds - last.waitSeconds))
+        let (acquired, waited, prepared) = lastPoolTotals.withLock { last in
+            defer { last = (store.poolAcquired, store.poolWaitSeconds, store.statementsPrepared) }
+            return (
+                max(0, store.poolAcquired - last.acquired), max(0, store.poolWaitSeconds - last.waitSeconds),
+                max(0, store.statementsPrepared - last.prepared)
+            )
         }
         Counter(label: "db_pool_acquired_total", factory: factory).increment(by: acquired)
+        Counter(label: "db_statements_prepared_total", factory: factory).increment(by: prepared)
         if let read = store.readPool {
             Gauge(label: "db_read_pool_connections", dimensions: [("state", "size")], factory: factory).record(read.poolSize)
             Gauge(label: "db_read_pool_connections", dimensions: [("state", "open")], factory: factory).record(read.poolOpen)
