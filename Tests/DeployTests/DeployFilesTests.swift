@@ -451,7 +451,7 @@ private enum ExportedMetrics {
         // Issue 13: events and webhook delivery.
         "ci_events_sequenced_total", "webhook_deliveries_queued_total", "webhook_deliveries_total", "webhook_attempt_duration_seconds_bucket",
         "webhook_pending_deliveries_total", "webhook_pending_deliveries", "webhook_oldest_pending_seconds", "webhook_subscription_failing",
-        "webhook_subscription_disabled", "webhook_subscription_breaker", "webhook_breaker_transitions_total",
+        "webhook_subscription_disabled", "webhook_subscription_breaker", "webhook_breaker_transitions_total", "webhook_worker_errors_total",
     ]
 }
 

@@ -1,9 +1,10 @@
-import CallbackService
 import Foundation
 import JobStore
 import PostgresLibPQ
 import TestSupport
 import Testing
+
+@testable import CallbackService
 
 /// A service with the event sequencer and a delivery worker beside it, as `serve` runs them, on a fast
 /// retry schedule.
@@ -20,6 +21,17 @@ struct WebhookService {
         configuration.pollInterval = .milliseconds(100)
         configuration.breakerCoolDown = .milliseconds(200)
         configuration.breakerMaxCoolDown = .seconds(1)
+        return configuration
+    }()
+
+    /// For a consumer that hangs (`/hang/…`): 2 POSTs at a time, each ended by a 2 s timeout, so a walk
+    /// takes longer than its lease (2.5 s, renewed every third of it while sent); the breaker stays closed.
+    static let slowSends: WebhookDeliveryConfiguration = {
+        var configuration = fastDelivery
+        configuration.concurrency = 2
+        configuration.timeout = .seconds(2)
+        configuration.leaseMargin = .milliseconds(500)
+        configuration.breakerThreshold = 1000
         return configuration
     }()
 
@@ -295,14 +307,8 @@ struct WebhookDeliveryTests {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
         try await consumer.start()
-        var delivery = WebhookService.fastDelivery
-        // Walks of up to 8 events, 2 POSTs at a time: 4 rounds of 2 s, against a lease of 2.5 s and a
-        // reclaim every 5 s.
-        delivery.concurrency = 2
-        delivery.timeout = .seconds(2)
-        delivery.leaseMargin = .milliseconds(500)
-        delivery.breakerThreshold = 1000
-        try await WebhookService.with(delivery: delivery) { webhooks in
+        // 10 events: walks of up to 8, 4 rounds of 2 s, against a lease of 2.5 s and a reclaim every 5 s.
+        try await WebhookService.with(delivery: WebhookService.slowSends) { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/hang/x")
             for _ in 0..<10 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
             // Every event delivered: its first attempt hung, a retry answered 200.
@@ -311,6 +317,35 @@ struct WebhookDeliveryTests {
             let errors = attempts.compactMap { $0["Error"] as? String }
             #expect(!errors.isEmpty)
             #expect(errors.allSatisfy { !$0.contains("lease ran out") }, "\(errors)")
+        }
+    }
+
+    /// The database refuses the worker's statements while a walk is sent to a consumer that hangs: each
+    /// step that failed is counted for `/metrics`, the walk's lease runs out instead of being renewed, and
+    /// once the statements work again every event is delivered.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_DatabaseRefusesTheWorkerMidWalk_CountsTheFailedSteps_ThenDeliversEverything() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try await consumer.start()
+        let metrics = ServiceMetrics()
+        // One walk of 4 events, 2 rounds of 2 s, whose lease of 2.5 s is renewed every 0.8 s.
+        try await WebhookService.with(delivery: WebhookService.slowSends, metrics: metrics) { webhooks in
+            _ = try await webhooks.subscribe(consumer, "/hang/refused")
+            for _ in 0..<4 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
+            #expect(try await eventually { !consumer.deliveries(path: "/hang/refused").isEmpty })
+            _ = try await webhooks.service.query("ALTER TABLE webhook_cursors RENAME COLUMN walk_token TO walk_token_refused")
+            func failures(_ step: WebhookDeliveryWorker.Step) -> Int {
+                let page = String(decoding: metrics.render(store: webhooks.store.statistics, listener: nil), as: UTF8.self)
+                let prefix = "webhook_worker_errors_total{step=\"\(step.rawValue)\"} "
+                return page.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count)) } ?? 0
+            }
+            #expect(try await eventually(within: .seconds(30)) { [WebhookDeliveryWorker.Step.renew, .record, .walk, .reclaim].allSatisfy { failures($0) > 0 } })
+            _ = try await webhooks.service.query("ALTER TABLE webhook_cursors RENAME COLUMN walk_token_refused TO walk_token")
+            #expect(
+                try await eventually(within: .seconds(60)) {
+                    Set(consumer.deliveries(path: "/hang/refused").filter { $0.status == "200" }.map(\.id)).count == 4
+                })
         }
     }
 

@@ -24,6 +24,12 @@ extension ServiceMetrics {
         Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: metricsFactory).recordNanoseconds(duration.inNanoseconds)
     }
 
+    /// A step of the delivery worker that failed against the database. The worker tries it again on its own
+    /// schedule; what it held meanwhile is reclaimed once its lease runs out, and sent again.
+    func recordWorkerFailure(_ step: WebhookDeliveryWorker.Step) {
+        Counter(label: "webhook_worker_errors_total", dimensions: [("step", step.rawValue)], factory: metricsFactory).increment()
+    }
+
     /// A subscription's circuit breaker opened or closed.
     func recordBreakerTransition(_ transition: String) {
         Counter(label: "webhook_breaker_transitions_total", dimensions: [("transition", transition)], factory: metricsFactory).increment()

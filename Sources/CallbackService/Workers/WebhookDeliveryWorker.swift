@@ -32,6 +32,23 @@ public struct WebhookDeliveryWorker: Service {
     let logger: Logger
     private let client: WebhookHTTPClient
 
+    /// The worker's steps that talk to the database, as `/metrics` counts their failures
+    /// (`webhook_worker_errors_total{step}`).
+    public enum Step: String, Sendable, CaseIterable {
+        /// Leasing subscriptions' cursors and taking their next events.
+        case walk
+        /// Leasing pending deliveries (retries, replays, deliveries waiting behind their job's older one).
+        case lease
+        /// Recording attempts, and moving walked cursors.
+        case record
+        /// Renewing the leases of walks and deliveries being sent.
+        case renew
+        /// Queuing again the walks whose lease ran out.
+        case reclaim
+        /// Reading the backlog for the pending-delivery gauges.
+        case backlog
+    }
+
     /// How often the backlog gauges are refreshed and lapsed walks reclaimed.
     static let backlogInterval: Duration = .seconds(5)
 
@@ -114,6 +131,7 @@ public struct WebhookDeliveryWorker: Service {
                         do {
                             try await self.store.renewLeases(walks: walks, rows: rows, lease: lease)
                         } catch {
+                            self.metrics.recordWorkerFailure(.renew)
                             self.logger.warning("renewing webhook leases failed", metadata: ["error": "\(error)"])
                         }
                     }
@@ -155,6 +173,7 @@ public struct WebhookDeliveryWorker: Service {
                                 limit: walkLimit, subscriptions: (walkedLimit - walking) / walkLimit, lease: lease,
                                 token: Int64.random(in: 1...Int64.max))
                         } catch {
+                            self.metrics.recordWorkerFailure(.walk)
                             self.logger.warning("walking webhook subscriptions failed", metadata: ["error": "\(error)"])
                             batches = []
                         }
@@ -184,6 +203,7 @@ public struct WebhookDeliveryWorker: Service {
                     do {
                         leased = try await self.store.leaseDeliveries(limit: free, lease: lease)
                     } catch {
+                        self.metrics.recordWorkerFailure(.lease)
                         self.logger.warning("leasing webhook deliveries failed", metadata: ["error": "\(error)"])
                         continue
                     }
@@ -377,6 +397,7 @@ public struct WebhookDeliveryWorker: Service {
                 }
                 return
             } catch {
+                metrics.recordWorkerFailure(.record)
                 logger.warning(
                     "recording webhook attempts failed",
                     metadata: ["webhook.attempts": "\(batch.count)", "try": "\(attempt)", "error": "\(error)"])
@@ -559,6 +580,7 @@ public struct WebhookDeliveryWorker: Service {
                 signal.signal()
             }
         } catch {
+            metrics.recordWorkerFailure(.reclaim)
             logger.debug("reclaiming lapsed webhook walks failed", metadata: ["error": "\(error)"])
         }
     }
@@ -567,6 +589,7 @@ public struct WebhookDeliveryWorker: Service {
         do {
             metrics.recordWebhookBacklog(try await store.webhookBacklog(failingThreshold: configuration.failingThreshold))
         } catch {
+            metrics.recordWorkerFailure(.backlog)
             logger.debug("reading the webhook backlog failed", metadata: ["error": "\(error)"])
         }
     }
