@@ -157,6 +157,17 @@ public enum DeliveryCompletion: Sendable, Hashable {
     case waiting
 }
 
+/// What ``JobStore/retryDelivery(subscriptionID:deliveryID:)`` did.
+public enum DeliveryRetry: Sendable, Hashable {
+    /// The delivery is pending, due now, with a fresh retry schedule.
+    case queued
+    /// The subscription has no such delivery (or does not exist).
+    case noSuchDelivery
+    /// A walk's success whose event has another delivery to the subscription since (a replay queued it
+    /// while the walk was being sent): that one is the event's to retry; this one stays as it was.
+    case superseded(by: Int64)
+}
+
 /// One finished attempt, as the worker hands it to ``JobStore/completeDeliveries(_:advancing:)``.
 public struct FinishedAttempt: Sendable, Hashable {
     public var delivery: LeasedDelivery
@@ -383,14 +394,14 @@ extension JobStore {
         }
     }
 
-    /// Sends a delivery again from the start of the schedule; false when the subscription has no such
-    /// delivery. A pending delivery is made due now.
-    public func retryDelivery(subscriptionID: String, deliveryID: Int64) async throws -> Bool {
+    /// Sends a delivery again from the start of the schedule. A pending delivery is made due now.
+    public func retryDelivery(subscriptionID: String, deliveryID: Int64) async throws -> DeliveryRetry {
         try await withConnection { connection in
             try connection.transaction { connection in
-                // A walk's success becomes a row first (migration 0020).
-                try connection.query(WebhookWalkSuccessSQL.moveOut(subscriptionID: subscriptionID, deliveryID: deliveryID))
-                return !(try connection.query(
+                // A walk's success becomes a row first (migration 0020), unless its event has a row already.
+                let move = StrictRow(try connection.query(WebhookWalkSuccessSQL.moveOut(subscriptionID: subscriptionID, deliveryID: deliveryID))[0], read: "move out")
+                if let other = try move.optionalInt("superseded_by") { return .superseded(by: Int64(other)) }
+                let queued = !(try connection.query(
                     """
                     WITH target AS (
                         SELECT delivery_id FROM webhook_deliveries WHERE subscription_id = \(subscriptionID) AND delivery_id = \(deliveryID)
@@ -404,6 +415,7 @@ extension JobStore {
                     RETURNING 1
                     """
                 )).isEmpty
+                return queued ? .queued : .noSuchDelivery
             }
         }
     }

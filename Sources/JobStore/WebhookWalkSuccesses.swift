@@ -116,7 +116,9 @@ enum WebhookWalkSuccessSQL {
     /// The rest of a move, after the deliveries `hit` (a walk row's `subscription_id, last_delivery_id` and
     /// one element each): their rows, then their walk rows without them, or deleted once empty. Two moves
     /// of one delivery at once are safe: the second finds its row (`ON CONFLICT`) and, once the first
-    /// committed, trims or deletes by what the walk row then holds. One row: `moved`, the deliveries hit.
+    /// committed, trims or deletes by what the walk row then holds. One row: `moved`, the deliveries hit,
+    /// and `superseded_by`, the lowest id of another delivery row of a hit's event (a replay queued while
+    /// its walk was sent), which keeps that hit in its walk row; NULL when there is none.
     private static let moving = """
         , moved AS (
             INSERT INTO webhook_deliveries (delivery_id, subscription_id, event_id, job_id, status, attempt_count, schedule_start,
@@ -151,7 +153,11 @@ enum WebhookWalkSuccessSQL {
             USING walks w
             WHERE r.subscription_id = w.subscription_id AND r.last_delivery_id = w.last_delivery_id AND r.delivery_ids <@ w.ids
         )
-        SELECT count(*)::int8 AS moved FROM hit
+        SELECT count(*)::int8 AS moved,
+               (SELECT min(d.delivery_id) FROM hit h
+                JOIN webhook_deliveries d ON d.subscription_id = h.subscription_id AND d.event_id = h.event_id AND d.delivery_id <> h.delivery_id
+               ) AS superseded_by
+        FROM hit
         """
 
     /// The job page's deliveries from walk rows (the index on `job_ids`), as the columns of

@@ -58,6 +58,8 @@ struct ConsoleDeliveryTests {
             #expect(after.text.contains("The delivery is due again now") && after.text.contains(#"class="delivery-pending">pending"#))
             let missing = try await client.send("POST", "/console/jobs/\(jobID)/redeliver", form: ["csrf": csrf, "subscription": "sub_other", "delivery": delivery])
             #expect(missing.header("Location") == "/console/jobs/\(jobID)?redelivered=missing")
+            let superseded = try await client.send("GET", "/console/jobs/\(jobID)?redelivered=superseded")
+            #expect(superseded.text.contains("queued again since, as another delivery (a replay): redeliver that one"))
         }
     }
 }

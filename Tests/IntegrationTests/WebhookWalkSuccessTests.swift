@@ -88,7 +88,7 @@ struct WebhookWalkSuccessTests {
             let ids = try await Self.walk(events, jobs: 3, token: 1)
             let before = try await Self.pages(events, subscription, status: nil, limit: 10).flatMap { $0 }
 
-            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[1]))
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[1]) == .queued)
             #expect(try await Walk.scalar(events, "SELECT delivery_ids::text || ' ' || status_codes::text FROM webhook_walk_successes") == "{\(ids[0]),\(ids[2])} {200,200}")
             #expect(try await Walk.scalar(events, Walk.everyDelivery) == "pending 1,succeeded 2")
             let after = try await Self.pages(events, subscription, status: nil, limit: 10).flatMap { $0 }
@@ -98,20 +98,20 @@ struct WebhookWalkSuccessTests {
             #expect(retried.status == .pending && retried.attempts == original.attempts, "its first attempt stays listed")
 
             // A second retry of it finds its row; an id no walk gave is no delivery.
-            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[1]))
-            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[2] + 1000) == false)
-            #expect(try await events.store.retryDelivery(subscriptionID: "sub_none", deliveryID: ids[0]) == false)
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[1]) == .queued)
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[2] + 1000) == .noSuchDelivery)
+            #expect(try await events.store.retryDelivery(subscriptionID: "sub_none", deliveryID: ids[0]) == .noSuchDelivery)
 
-            for id in [ids[0], ids[2]] { #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: id)) }
+            for id in [ids[0], ids[2]] { #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: id) == .queued) }
             #expect(try await Walk.scalar(events, "SELECT count(*) FROM webhook_walk_successes") == "0", "the last one out deletes it")
             #expect(try await Walk.scalar(events, Walk.everyDelivery) == "pending 3")
         }
     }
 
     /// A replay that queued the event while its walk was in flight made a second delivery of it: a retry of
-    /// the walk's success cannot make it a row (the subscription and event have one), and leaves it listed
-    /// in its walk row instead of losing it.
-    @Test func retry_OfAWalkedSuccessWhoseEventHasAnotherRow_KeepsItListed() async throws {
+    /// the walk's success cannot make it a row (the subscription and event have one), names that delivery
+    /// as the one to retry, and leaves it listed in its walk row instead of losing it.
+    @Test func retry_OfAWalkedSuccessWhoseEventHasAnotherRow_NamesThatRow_AndKeepsItListed() async throws {
         try await EventService.with(sequencer: nil) { events in
             let subscription = try await Walk.subscribe(events)
             let ids = try await Self.walk(events, jobs: 2, token: 1)
@@ -121,12 +121,16 @@ struct WebhookWalkSuccessTests {
                 SELECT \(subscription), event_ids[1], job_ids[1], now() + interval '1 hour', now() FROM webhook_walk_successes
                 """)
 
-            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[0]) == false)
+            let other = try #require((try await Walk.scalar(events, "SELECT delivery_id FROM webhook_deliveries")).flatMap { Int64($0) })
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[0]) == .superseded(by: other))
+            let reply = try await events.service.request("POST", "/v1/subscriptions/\(subscription)/deliveries/\(ids[0])/retry")
+            let error = try reply.json()["Error"] as? [String: Any]
+            #expect(reply.status == 409 && error?["Code"] as? String == "DeliverySuperseded" && reply.text.contains("retry \(other)"), "\(reply.text)")
             #expect(try await Walk.scalar(events, "SELECT delivery_ids::text FROM webhook_walk_successes") == "{\(ids[0]),\(ids[1])}")
             let history = try await Self.pages(events, subscription, status: nil, limit: 10).flatMap { $0 }
             #expect(history.count == 3 && history.filter { $0.deliveryID == ids[0] }.map(\.status) == [.succeeded])
             // The other moves out as before.
-            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[1]))
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: ids[1]) == .queued)
             #expect(try await Walk.scalar(events, "SELECT delivery_ids::text FROM webhook_walk_successes") == "{\(ids[0])}")
         }
     }

@@ -111,7 +111,7 @@ struct WebhookWalkTests {
             let before = try #require(try await events.store.deliveries(subscriptionID: subscription, status: nil, before: nil, limit: 10))
             let first = try #require(before.deliveries.first?.attempts.first)
 
-            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: delivery.deliveryID))
+            #expect(try await events.store.retryDelivery(subscriptionID: subscription, deliveryID: delivery.deliveryID) == .queued)
             let leased = try await events.store.leaseDeliveries(limit: 10, lease: Self.lease)
             #expect(leased.map(\.deliveryID) == [delivery.deliveryID] && leased.first?.attempt == 2)
             try await events.store.completeDeliveries(leased.map { Self.answered($0, .succeeded, status: 200) })

@@ -147,8 +147,15 @@ extension CallbackApplication {
     /// `POST /v1/subscriptions/{id}/deliveries/{deliveryId}/retry`: the delivery is due again at once, with
     /// a fresh retry schedule.
     func retryDelivery(_ id: String, deliveryID: String) async throws -> HTTPResponse {
-        guard let number = Int64(deliveryID), number > 0, try await store.retryDelivery(subscriptionID: id, deliveryID: number) else {
-            throw APIError(status: .notFound, code: "NoSuchDelivery", message: "subscription \(id) has no delivery \(deliveryID)")
+        let noSuchDelivery = APIError(status: .notFound, code: "NoSuchDelivery", message: "subscription \(id) has no delivery \(deliveryID)")
+        guard let number = Int64(deliveryID), number > 0 else { throw noSuchDelivery }
+        switch try await store.retryDelivery(subscriptionID: id, deliveryID: number) {
+        case .queued: break
+        case .noSuchDelivery: throw noSuchDelivery
+        case .superseded(let other):
+            throw APIError(
+                status: .conflict, code: "DeliverySuperseded",
+                message: "delivery \(deliveryID) succeeded, and its event has been queued again since as delivery \(other) (a replay); retry \(other)")
         }
         return .json(status: .accepted) { json in
             json.member("DeliveryId", deliveryID)

@@ -332,6 +332,8 @@ extension CallbackApplication {
         switch request.queryItem("redelivered") {
         case "queued": sections.append(#"<p role="status">The delivery is due again now, with a fresh retry schedule.</p>"#)
         case "missing": sections.append(#"<p role="status" class="error">That subscription has no such delivery (any more).</p>"#)
+        case "superseded":
+            sections.append(#"<p role="status" class="error">That delivery's event has been queued again since, as another delivery (a replay): redeliver that one.</p>"#)
         default: break
         }
         if let job {
@@ -434,9 +436,14 @@ extension CallbackApplication {
         guard let subscription = form.first(where: { $0.name == "subscription" })?.value, !subscription.isEmpty,
             let delivery = form.first(where: { $0.name == "delivery" }).flatMap({ Int64($0.value) }), delivery > 0
         else { throw ConsoleError(status: .badRequest, message: "The form names no subscription and delivery; reload the job's page.") }
-        let queued = try await store.retryDelivery(subscriptionID: subscription, deliveryID: delivery)
-        logger.info("console redelivery", metadata: ["job.id": "\(jobID)", "webhook.delivery_id": "\(delivery)", "queued": "\(queued)"])
-        return Self.redirect(ConsoleURL.with(ConsoleURL.job(jobID), [("redelivered", queued ? "queued" : "missing")]))
+        let outcome: String
+        switch try await store.retryDelivery(subscriptionID: subscription, deliveryID: delivery) {
+        case .queued: outcome = "queued"
+        case .noSuchDelivery: outcome = "missing"
+        case .superseded: outcome = "superseded"
+        }
+        logger.info("console redelivery", metadata: ["job.id": "\(jobID)", "webhook.delivery_id": "\(delivery)", "outcome": "\(outcome)"])
+        return Self.redirect(ConsoleURL.with(ConsoleURL.job(jobID), [("redelivered", outcome)]))
     }
 
     /// A history row's body and link cells: what the stored body says, or that retention dropped it.
