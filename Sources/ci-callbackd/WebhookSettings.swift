@@ -66,7 +66,7 @@ struct WebhookSettings {
     static let help = """
           WEBHOOK_DELIVERY        Send webhook deliveries from this replica: true or false (default: true).
           WEBHOOK_TIMEOUT         Time for one delivery attempt (default: \(SettingFormat.duration(ServeDefaults.webhooks.timeout))).
-          WEBHOOK_CONCURRENCY     Webhook POSTs in flight per replica (default: \(ServeDefaults.webhooks.concurrency)).
+          WEBHOOK_CONCURRENCY     Webhook POSTs in flight per replica, at most half of them one subscription's (default: \(ServeDefaults.webhooks.concurrency)).
           WEBHOOK_RETRY_SCHEDULE  Pauses before the 2nd, 3rd, … attempt (default: \(ServeDefaults.webhooks.retrySchedule.map(SettingFormat.duration).joined(separator: ","))).
           WEBHOOK_LEASE_MARGIN    Extra lease beyond WEBHOOK_TIMEOUT before another replica resends (default: \(SettingFormat.duration(ServeDefaults.webhooks.leaseMargin))).
           WEBHOOK_WALK_SPACING    Least time between walks of the subscriptions' cursors: under load one walk sends more (default: \(SettingFormat.duration(ServeDefaults.webhooks.walkSpacing))).

@@ -15,8 +15,9 @@ struct WebhookHTTPClientTests {
         return configuration
     }
 
-    static func request(_ url: String, body: [UInt8] = Array("{}".utf8)) -> WebhookHTTPClient.Request {
-        WebhookHTTPClient.Request(url: url, headers: [("Content-Type", "application/json"), ("webhook-id", "evt_1")], body: body)
+    static func request(_ url: String, body: [UInt8] = Array("{}".utf8), subscription: String = "sub_test") -> WebhookHTTPClient.Request {
+        WebhookHTTPClient.Request(
+            subscriptionID: subscription, url: url, headers: [("Content-Type", "application/json"), ("webhook-id", "evt_1")], body: body)
     }
 
     @Test func post_BatchOfFifty_AnsweredInOrderWithEachStatusAndRetryAfter() async throws {
@@ -59,7 +60,7 @@ struct WebhookHTTPClientTests {
         defer { server.stop() }
         let client = WebhookHTTPClient(configuration: Self.configuration())
         defer { client.finish() }
-        let responses = await client.post([.init(url: server.url("/503/7"), headers: [("webhook-id", "evt_1")], body: [])])
+        let responses = await client.post([.init(subscriptionID: "sub_test", url: server.url("/503/7"), headers: [("webhook-id", "evt_1")], body: [])])
         #expect(responses == [.init(status: 503, retryAfterSeconds: 7)])
         #expect(server.received.first?.headers["webhook-id"] == "evt_1")
     }
@@ -70,13 +71,34 @@ struct WebhookHTTPClientTests {
         let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 4))
         defer { client.finish() }
 
-        async let responses = client.post((0..<12).map { _ in Self.request(server.url("/held")) })
+        // Three subscriptions, so that their shares (half the concurrency each) add up to more than it.
+        async let responses = client.post((0..<12).map { Self.request(server.url("/held"), subscription: "sub_\($0 % 3)") })
         #expect(try await eventually { server.held == 4 })
         server.release()
 
         #expect(await responses == Array(repeating: .init(status: 200), count: 12))
         #expect(server.mostHeld == 4)
         #expect(server.accepted <= 4)
+    }
+
+    /// A consumer that holds every POST (one that never answers, until the timeout) gets half the slots; the
+    /// other subscriptions' POSTs go out and are answered meanwhile instead of queuing behind its own.
+    @Test(.timeLimit(.minutes(1)))
+    func post_OneSubscriptionsPOSTsHeld_HoldHalfTheSlots_AnothersAreAnsweredMeanwhile() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 4))
+        defer { client.finish() }
+
+        async let held = client.post((0..<12).map { _ in Self.request(server.url("/held"), subscription: "sub_hangs") })
+        #expect(try await eventually { server.held == 2 })
+        let others = await client.post((0..<6).map { _ in Self.request(server.url("/200"), subscription: "sub_answers") })
+
+        #expect(others == Array(repeating: .init(status: 200), count: 6))
+        #expect(server.held == 2)
+        server.release()
+        #expect(await held == Array(repeating: .init(status: 200), count: 12))
+        #expect(server.mostHeld == 2)
     }
 
     @Test func post_QueuedBehindTheConcurrency_TimeoutStartsOnlyWhenSent() async throws {

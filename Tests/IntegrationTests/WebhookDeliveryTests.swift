@@ -349,6 +349,39 @@ struct WebhookDeliveryTests {
         }
     }
 
+    /// A consumer that never answers holds at most half of the sender's slots: while its walk hangs,
+    /// another subscription's deliveries go out, instead of waiting for the hanging POSTs' timeouts.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_OneConsumerHangs_AnotherSubscriptionsDeliveriesGoOutMeanwhile() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try await consumer.start()
+        var delivery = WebhookService.fastDelivery
+        // 2 slots, one each; a hanging POST holds its slot for 30 s.
+        delivery.concurrency = 2
+        delivery.timeout = .seconds(30)
+        delivery.breakerThreshold = 1000
+        try await WebhookService.with(delivery: delivery) { webhooks in
+            _ = try await webhooks.subscribe(consumer, "/ok/moving", states: ["Success"])
+            for _ in 0..<4 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
+            #expect(try await eventually { try await webhooks.feed().count == 4 })
+            // A replay hands the hanging subscription all 4 events at once (a walk as the events arrive could
+            // take them one at a time): enough to fill every slot.
+            let stuck = try await webhooks.subscribe(consumer, "/hang/stuck", states: ["Running"])
+            let since = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-3600))
+            let replay = try await webhooks.service.request("POST", "/v1/subscriptions/\(stuck)/replay", body: Array(#"{"Since":"\#(since)"}"#.utf8))
+            let queued = try replay.json()["Queued"] as? Int
+            #expect(replay.status == 202 && queued == 4, "\(replay.text)")
+            #expect(try await eventually { !consumer.deliveries(path: "/hang/stuck").isEmpty })
+            for _ in 0..<4 { try await webhooks.post(RequestIDForTests.jobID(), "Success") }
+            #expect(try await eventually(within: .seconds(20)) { consumer.deliveries(path: "/ok/moving").count == 4 })
+            // Meanwhile the hanging subscription held one slot: its first POST, still hanging.
+            #expect(consumer.deliveries(path: "/hang/stuck").map(\.status) == ["hung"])
+            // Its other POSTs fail at once from here on, so the worker stops without waiting for timeouts.
+            await consumer.kill()
+        }
+    }
+
     @Test(.timeLimit(.minutes(3)))
     func delivery_ConsumerDownThenBack_EverythingArrivesInOrder() async throws {
         let consumer = try WebhookConsumer()

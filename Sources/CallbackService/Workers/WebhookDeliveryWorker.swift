@@ -69,12 +69,14 @@ public struct WebhookDeliveryWorker: Service {
     static func walkedInFlightLimit(concurrency: Int) -> Int { walkLimit(concurrency: concurrency) * 4 }
 
     /// The longest the sender can take to end a POST given to it: every walked and leased POST held may be
-    /// queued ahead of it, and the sender sends the concurrency at once, each ended by the timeout. A lease
-    /// is renewed for this long at most (``LeasesHeld``): past it the sender is stuck, and the lease is left
+    /// queued ahead of it, and the sender sends them a subscription's share of the concurrency at a time
+    /// (``WebhookSenderThread/perSubscriptionLimit(concurrency:)``), each ended by the timeout. A lease is
+    /// renewed for this long at most (``LeasesHeld``): past it the sender is stuck, and the lease is left
     /// to run out so that another replica sends the deliveries.
     static func longestSend(_ configuration: WebhookDeliveryConfiguration) -> Duration {
         let concurrency = max(1, configuration.concurrency)
-        let rounds = (walkedInFlightLimit(concurrency: concurrency) + concurrency) / concurrency + 1
+        let share = WebhookSenderThread.perSubscriptionLimit(concurrency: concurrency)
+        let rounds = (walkedInFlightLimit(concurrency: concurrency) + concurrency) / share + 1
         return configuration.timeout * rounds
     }
 
@@ -288,7 +290,7 @@ public struct WebhookDeliveryWorker: Service {
             }
             requests.append(
                 WebhookHTTPClient.Request(
-                    url: delivery.url,
+                    subscriptionID: delivery.subscriptionID, url: delivery.url,
                     headers: [
                         ("Content-Type", "application/json"), ("webhook-id", id), ("webhook-timestamp", String(timestamp)),
                         ("webhook-signature", signature),

@@ -31,6 +31,8 @@ struct WebhookHTTPClient: Sendable {
 
     /// One POST of a batch.
     struct Request: Sendable {
+        /// The subscription it is for: one subscription's POSTs hold at most half the concurrency.
+        var subscriptionID: String
         var url: String
         var headers: [(String, String)]
         var body: [UInt8]
@@ -59,8 +61,9 @@ struct WebhookHTTPClient: Sendable {
     }
 
     /// Sends every request concurrently and returns their responses in the same order, once all have ended.
-    /// At most ``WebhookDeliveryConfiguration/concurrency`` POSTs of the process are in flight at once; the
-    /// others wait their turn, first given first sent, and each one's timeout starts when it is sent.
+    /// At most ``WebhookDeliveryConfiguration/concurrency`` POSTs of the process are in flight at once, at
+    /// most half of them one subscription's; the others wait their turn (the subscriptions in turn, each
+    /// one's first given first sent), and each one's timeout starts when it is sent.
     func post(_ requests: [Request]) async -> [Response] {
         if requests.isEmpty { return [] }
         // Header lines are laid out here, on the caller's task: the one sender thread does only libcurl's work.

@@ -4,7 +4,8 @@ import Synchronization
 import TimeUnits
 
 /// The one thread that sends every webhook POST of a ``WebhookHTTPClient``, all at once, with libcurl's
-/// multi interface: it starts queued POSTs while fewer than the concurrency are in flight, waits in
+/// multi interface: it starts queued POSTs while fewer than the concurrency are in flight, each
+/// subscription's at most half of them and the subscriptions in turn (``WebhookSendQueue``), waits in
 /// `curl_multi_poll` for any of their sockets (or a new batch), and answers each batch when its last POST
 /// has ended.
 ///
@@ -27,20 +28,28 @@ final class WebhookSenderThread: Sendable {
     /// The most POSTs in flight at once.
     let concurrency: Int
 
+    /// The most POSTs of one subscription in flight at once: half the concurrency, so that a consumer that
+    /// never answers leaves the other half to everyone else.
+    static func perSubscriptionLimit(concurrency: Int) -> Int { max(1, concurrency / 2) }
+
     init(configuration: WebhookDeliveryConfiguration, idleLifetime: Duration = defaultIdleLifetime) {
         self.configuration = configuration
         self.idleLifetime = idleLifetime
         self.concurrency = max(1, configuration.concurrency)
+        self.shared = Mutex(Shared(waiting: WebhookSendQueue(perSubscriptionLimit: Self.perSubscriptionLimit(concurrency: concurrency))))
     }
 
     /// A POST made ready for libcurl.
     struct PreparedPost: Sendable {
+        /// Whose POST it is: its share of the slots (``WebhookSendQueue``).
+        let subscriptionID: String
         let url: String
         /// The header lines ("Name: value"), each ended by a NUL, one after another.
         let headerLines: [CChar]
         let body: [UInt8]
 
         init(_ request: WebhookHTTPClient.Request) {
+            subscriptionID = request.subscriptionID
             url = request.url
             var lines: [CChar] = []
             for (name, value) in request.headers {
@@ -80,6 +89,8 @@ final class WebhookSenderThread: Sendable {
     struct Queued {
         let batch: Batch
         let index: Int
+
+        var post: PreparedPost { batch.posts[index] }
     }
 
     /// The thread's multi handle (a `cwh_sender`), as callers see it. `@unchecked Sendable`: the one call
@@ -99,30 +110,14 @@ final class WebhookSenderThread: Sendable {
 
     /// What callers and the thread share.
     struct Shared {
-        /// POSTs waiting for their turn, first given first sent: the timeout of each starts only when it is
-        /// sent (libcurl's own queue, `CURLMOPT_MAX_TOTAL_CONNECTIONS`, would count the wait against it).
-        var queue: [Queued] = []
-        /// Index of the next POST in `queue`: taking from the front without shifting the array each time.
-        var head = 0
+        /// POSTs waiting for their turn: the timeout of each starts only when it is sent (libcurl's own
+        /// queue, `CURLMOPT_MAX_TOTAL_CONNECTIONS`, would count the wait against it).
+        var waiting: WebhookSendQueue<Queued>
         var finished = false
         var thread: ThreadState = .stopped
 
         mutating func enqueue(_ batch: Batch) {
-            queue.append(contentsOf: batch.posts.indices.map { Queued(batch: batch, index: $0) })
-        }
-
-        /// Takes up to `count` POSTs from the front of the queue.
-        mutating func dequeue(max count: Int) -> ArraySlice<Queued> {
-            let taken = queue[head..<head + min(queue.count - head, max(0, count))]
-            head = taken.endIndex
-            if head == queue.count {
-                queue.removeAll(keepingCapacity: true)
-                head = 0
-            } else if head >= 1024 {
-                queue.removeFirst(head)
-                head = 0
-            }
-            return taken
+            for (index, post) in batch.posts.enumerated() { waiting.append(Queued(batch: batch, index: index), subscription: post.subscriptionID) }
         }
     }
 
@@ -131,7 +126,7 @@ final class WebhookSenderThread: Sendable {
     /// that finds `.stopped` and starts a new thread. A mutex and not a condition variable: the thread
     /// waits in `curl_multi_poll`, for its sockets and new work at once, and a caller wakes it with
     /// `curl_multi_wakeup`, under this lock so that the handle is not freed meanwhile.
-    private let shared = Mutex(Shared())
+    private let shared: Mutex<Shared>
 
     /// Queues the batch's POSTs, and wakes or starts the thread for them.
     func send(_ batch: Batch) {
@@ -219,15 +214,19 @@ final class WebhookSenderThread: Sendable {
         var lastActive = ContinuousClock.now
         var ended = cwh_result()
         var endedTag: UInt = 0
+        // Subscriptions whose POSTs ended since the last turns were taken: their slots are free.
+        var freed: [String] = []
         while true {
             let idle = lastActive.duration(to: .now) >= idleLifetime
-            guard let turns = takeTurns(room: concurrency - inFlight.count, nothingInFlight: inFlight.count == 0, idle: idle) else { return }
+            guard let turns = takeTurns(room: concurrency - inFlight.count, freed: freed, nothingInFlight: inFlight.count == 0, idle: idle) else { return }
+            freed.removeAll(keepingCapacity: true)
             // Whether a POST ended (or could not start) in this round, making room for a queued one.
             var anyEnded = false
             for queued in turns {
                 let tag = inFlight.add(queued)
-                if let failure = start(queued.batch.posts[queued.index], tag: tag, on: sender, timeoutMilliseconds: timeoutMilliseconds) {
+                if let failure = start(queued.post, tag: tag, on: sender, timeoutMilliseconds: timeoutMilliseconds) {
                     _ = inFlight.remove(tag)
+                    freed.append(queued.post.subscriptionID)
                     queued.batch.answer(queued.index, with: .init(failure))
                     anyEnded = true
                 }
@@ -237,6 +236,7 @@ final class WebhookSenderThread: Sendable {
             while cwh_sender_take_ended(sender, &endedTag, &ended) == 1 {
                 anyEnded = true
                 guard let queued = inFlight.remove(Int(endedTag)) else { continue }
+                freed.append(queued.post.subscriptionID)
                 queued.batch.answer(queued.index, with: .init(ended))
             }
             if anyEnded {
@@ -249,11 +249,13 @@ final class WebhookSenderThread: Sendable {
         }
     }
 
-    /// The queued POSTs to start now, at most `room`; nil when the thread is to end: nothing to start,
-    /// nothing in flight, and finished or idle long enough.
-    private func takeTurns(room: Int, nothingInFlight: Bool, idle: Bool) -> ArraySlice<Queued>? {
+    /// The queued POSTs to start now, at most `room`, once the slots of the POSTs of `freed` (one entry
+    /// each) are given back; nil when the thread is to end: nothing to start, nothing in flight, and
+    /// finished or idle long enough.
+    private func takeTurns(room: Int, freed: [String], nothingInFlight: Bool, idle: Bool) -> [Queued]? {
         shared.withLock { shared in
-            let turns = shared.dequeue(max: room)
+            for subscription in freed { shared.waiting.ended(subscription: subscription) }
+            let turns = shared.waiting.take(room: room).map(\.item)
             if turns.isEmpty, nothingInFlight, shared.finished || idle {
                 shared.thread = .stopped
                 return nil
@@ -280,8 +282,14 @@ final class WebhookSenderThread: Sendable {
     /// Without a multi handle (libcurl could not make one), every POST queued fails at once, and the thread ends.
     private func answerWithoutSender() {
         let failure = WebhookHTTPClient.Response(status: nil, retryAfterSeconds: nil, error: "cannot create a libcurl multi handle")
-        while let turns = takeTurns(room: .max, nothingInFlight: true, idle: true) {
-            for queued in turns { queued.batch.answer(queued.index, with: failure) }
+        while true {
+            let queued: [Queued]? = shared.withLock { shared in
+                let all = shared.waiting.takeAll()
+                if all.isEmpty { shared.thread = .stopped }
+                return all.isEmpty ? nil : all
+            }
+            guard let queued else { return }
+            for post in queued { post.batch.answer(post.index, with: failure) }
         }
     }
 }
