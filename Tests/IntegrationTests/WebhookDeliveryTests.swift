@@ -320,6 +320,42 @@ struct WebhookDeliveryTests {
         }
     }
 
+    /// An attempt's `Time` is when its POST was sent, not when it was handed to the sender: one that waits
+    /// for its subscription's turn behind a hanging POST shows the wait.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_QueuedBehindItsSubscriptionsShare_AttemptTimeIsWhenItWasSent() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try await consumer.start()
+        // One slot for the subscription: the second POST waits for the first one's 2 s timeout.
+        try await WebhookService.with(delivery: WebhookService.slowSends) { webhooks in
+            for _ in 0..<2 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
+            #expect(try await eventually { try await webhooks.feed().count == 2 })
+            // A replay hands both to the sender at once (a walk as the events arrive could take one at a time).
+            let subscription = try await webhooks.subscribe(consumer, "/hang/queued")
+            let since = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-3600))
+            let replay = try await webhooks.service.request(
+                "POST", "/v1/subscriptions/\(subscription)/replay", body: Array(#"{"Since":"\#(since)"}"#.utf8))
+            #expect(replay.status == 202, "\(replay.text)")
+            let parser = ISO8601DateFormatter()
+            parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            var firstAttempts: [Date] = []
+            #expect(
+                try await eventually(within: .seconds(30)) {
+                    // Recorded ones only: until then the history shows an attempt from its lease.
+                    firstAttempts = try await webhooks.deliveries(subscription).compactMap { delivery in
+                        let first = (delivery["Attempts"] as? [[String: Any]])?.first { $0["Attempt"] as? Int == 1 && $0["FinishedTime"] is String }
+                        return (first?["Time"] as? String).flatMap(parser.date)
+                    }
+                    return firstAttempts.count == 2
+                })
+            // Sent one after the other: the second after the first's 2 s timeout.
+            let gap = (firstAttempts.max() ?? .distantPast).timeIntervalSince(firstAttempts.min() ?? .distantPast)
+            #expect(gap >= 1.5, "first attempts sent \(gap) s apart")
+            await consumer.kill()
+        }
+    }
+
     /// The database refuses the worker's statements while a walk is sent to a consumer that hangs: each
     /// step that failed is counted for `/metrics`, the walk's lease runs out instead of being renewed, and
     /// once the statements work again every event is delivered.

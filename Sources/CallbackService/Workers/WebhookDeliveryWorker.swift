@@ -313,9 +313,13 @@ public struct WebhookDeliveryWorker: Service {
                 case .gone: .gone
                 }
             let error = response.error ?? response.status.flatMap { (200...299).contains($0) ? nil : "HTTP \($0)" }
+            // The attempt's times are the POST's own: it may have waited in the sender's queue for its
+            // subscription's turn long after the batch was given.
+            let finishedAt = startedAt.addingTimeInterval(started.duration(to: response.endedAt ?? started + elapsed).inSeconds)
+            let sentAt = max(startedAt, finishedAt.addingTimeInterval(-(response.elapsed ?? elapsed).inSeconds))
             return FinishedAttempt(
                 delivery: delivery, completion: completion, statusCode: response.status, retryAfterSeconds: response.retryAfterSeconds, error: error,
-                startedAt: startedAt, finishedAt: startedAt.addingTimeInterval((response.elapsed ?? elapsed).inSeconds))
+                startedAt: sentAt, finishedAt: finishedAt)
         }
     }
 

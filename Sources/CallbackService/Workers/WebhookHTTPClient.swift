@@ -48,6 +48,9 @@ struct WebhookHTTPClient: Sendable {
         /// How long the POST took, from its start on a connection slot; nil when it was never started. A
         /// measurement, not part of the answer: equality leaves it out.
         var elapsed: Duration? = nil
+        /// When the sender saw it end; nil when it was never given to the sender. With ``elapsed``, when it
+        /// was sent: a POST may wait for its turn long after its batch was given. Left out of equality too.
+        var endedAt: ContinuousClock.Instant? = nil
 
         static func == (lhs: Self, rhs: Self) -> Bool {
             lhs.status == rhs.status && lhs.retryAfterSeconds == rhs.retryAfterSeconds && lhs.error == rhs.error
@@ -89,13 +92,13 @@ extension WebhookHTTPClient.Response {
         if result.answered != 0 {
             self.init(
                 status: result.status, retryAfterSeconds: result.retry_after_seconds >= 0 ? result.retry_after_seconds : nil, error: nil,
-                elapsed: elapsed)
+                elapsed: elapsed, endedAt: .now)
             return
         }
         let message = withUnsafeBytes(of: result.error) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
-        self.init(status: nil, retryAfterSeconds: nil, error: message.isEmpty ? "request failed" : message, elapsed: elapsed)
+        self.init(status: nil, retryAfterSeconds: nil, error: message.isEmpty ? "request failed" : message, elapsed: elapsed, endedAt: .now)
     }
 }
 
