@@ -83,6 +83,15 @@ struct WebhookService {
         #expect(status == 200)
     }
 
+    /// Replays the subscription's last hour: every event of the feed it matches is queued again, all at
+    /// once. Returns how many the service says it queued.
+    func replayLastHour(_ subscriptionID: String) async throws -> Int? {
+        let since = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-3600))
+        let reply = try await service.request("POST", "/v1/subscriptions/\(subscriptionID)/replay", body: Array(#"{"Since":"\#(since)"}"#.utf8))
+        #expect(reply.status == 202, "\(reply.text)")
+        return try reply.json()["Queued"] as? Int
+    }
+
     /// The whole feed, one page.
     func feed() async throws -> [FeedEvent] {
         let json = try await service.get("/v1/events?limit=1000").json()
@@ -333,10 +342,7 @@ struct WebhookDeliveryTests {
             #expect(try await eventually { try await webhooks.feed().count == 2 })
             // A replay hands both to the sender at once (a walk as the events arrive could take one at a time).
             let subscription = try await webhooks.subscribe(consumer, "/hang/queued")
-            let since = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-3600))
-            let replay = try await webhooks.service.request(
-                "POST", "/v1/subscriptions/\(subscription)/replay", body: Array(#"{"Since":"\#(since)"}"#.utf8))
-            #expect(replay.status == 202, "\(replay.text)")
+            #expect(try await webhooks.replayLastHour(subscription) == 2)
             let parser = ISO8601DateFormatter()
             parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
             var firstAttempts: [Date] = []
@@ -404,10 +410,7 @@ struct WebhookDeliveryTests {
             // A replay hands the hanging subscription all 4 events at once (a walk as the events arrive could
             // take them one at a time): enough to fill every slot.
             let stuck = try await webhooks.subscribe(consumer, "/hang/stuck", states: ["Running"])
-            let since = ISO8601DateFormatter().string(from: Date().addingTimeInterval(-3600))
-            let replay = try await webhooks.service.request("POST", "/v1/subscriptions/\(stuck)/replay", body: Array(#"{"Since":"\#(since)"}"#.utf8))
-            let queued = try replay.json()["Queued"] as? Int
-            #expect(replay.status == 202 && queued == 4, "\(replay.text)")
+            #expect(try await webhooks.replayLastHour(stuck) == 4)
             #expect(try await eventually { !consumer.deliveries(path: "/hang/stuck").isEmpty })
             for _ in 0..<4 { try await webhooks.post(RequestIDForTests.jobID(), "Success") }
             #expect(try await eventually(within: .seconds(20)) { consumer.deliveries(path: "/ok/moving").count == 4 })
