@@ -4,6 +4,8 @@
     Benchmarks/webhooks.py                      # all three, outage 5 minutes
     Benchmarks/webhooks.py --quick              # all three, short: outage 30 s, fewer seconds each
     Benchmarks/webhooks.py --only ratio         # one of: ratio, latency, outage, drain
+    Benchmarks/webhooks.py --only ratio --baseline-binary /tmp/main/ci-callbackd
+                                                # A/B: both binaries in every round, order alternating
 
   ratio    ingest (wrk -c32, ingest.lua) with 2 subscriptions matching every event vs none, each round on
            a fresh cluster, order alternating; goal: with >= 0.85x without.
@@ -18,6 +20,12 @@
            --ingest-seconds with no subscription, then 2 subscriptions whose cursors start at the first
            event (migration 0018); deliveries per second until both have caught up, and CPU per delivery
            of the service, PostgreSQL and the consumer. Not run unless asked for (--only drain).
+
+With --baseline-binary (ratio and drain only), both binaries run in every round, order alternating:
+  ratio    each binary's ratio, and candidate/baseline of each side's medians. The "without" side moves by
+           ±15 % from round to round on a shared machine, and each ratio with it; the "with" sides of the
+           two binaries, measured in the same rounds, compare what delivery costs ingest directly.
+  drain    --rounds pairs.
 
 Commit-to-delivery is, per delivery (each subscription, each event), the consumer's arrival time minus
 the event row's created_at, which is the start of the transaction that stored it (a little before its
@@ -312,41 +320,73 @@ def latencies(service, consumer, paths, since_event=0):
 # MARK: The three measurements
 
 
+def ratio_side(binary, side, args, label):
+    """One ratio round's side on a fresh cluster: ingest callbacks/s, and CPU per callback."""
+    consumer = Consumer(args.consumer_port, RESULTS / "webhooks-consumer.log", args.consumer_kind)
+    service = Service(binary, args)
+    try:
+        if side == "with":
+            consumer.start()
+            for n in range(2):
+                service.subscribe(f"http://127.0.0.1:{args.consumer_port}/hooks/{n}")
+        log(f"ratio {label}: {side} subscriptions")
+        consumer_before = consumer.cpu()
+        result = ingest(service, args, args.ingest_seconds, int(time.time()))
+        cpu = {key: result[key] for key in ("server_cpu_ms_per_req", "pg_cpu_ms_per_req")}
+        if side == "with":
+            cpu["consumer_cpu_ms_per_req"] = (consumer.cpu() - consumer_before) * 1000 / bench.TICKS / max(result["requests"], 1)
+            log(f"ratio: consumer {cpu['consumer_cpu_ms_per_req']:.3f} ms CPU per callback ({args.consumer_kind})")
+            # Whether deliveries kept up with the ingest: what was left when it stopped, and how long it took
+            # to drain (a backlog that grew would flatter the ratio).
+            cpu["pending_after"] = service.pending()
+            cpu["drain_seconds"] = round(drain(service), 2)
+            log(f"ratio: {cpu['pending_after']} deliveries pending when the load stopped, drained in {cpu['drain_seconds']} s")
+        return result["rps"], cpu
+    finally:
+        service.stop()
+        consumer.stop()
+
+
+def ratio_summary(rounds, cpu, args):
+    without, with_subscriptions = statistics.median(rounds["without"]), statistics.median(rounds["with"])
+    ratio = with_subscriptions / without
+    return {"without_rps": without, "with_rps": with_subscriptions, "ratio": ratio, "rounds": rounds, "cpu_per_callback": cpu,
+            "consumer": args.consumer_kind, "goal": 0.85, "met": ratio >= 0.85}
+
+
 def measure_ratio(binary, args):
     rounds = {"without": [], "with": []}
     cpu = {"without": [], "with": []}
     for index in range(args.rounds):
-        order = ["without", "with"] if index % 2 == 0 else ["with", "without"]
-        for side in order:
-            consumer = Consumer(args.consumer_port, RESULTS / "webhooks-consumer.log", args.consumer_kind)
-            service = Service(binary, args)
-            try:
-                if side == "with":
-                    consumer.start()
-                    for n in range(2):
-                        service.subscribe(f"http://127.0.0.1:{args.consumer_port}/hooks/{n}")
-                log(f"ratio round {index + 1}/{args.rounds}: {side} subscriptions")
-                consumer_before = consumer.cpu()
-                result = ingest(service, args, args.ingest_seconds, int(time.time()))
-                rounds[side].append(result["rps"])
-                cpu[side].append({key: result[key] for key in ("server_cpu_ms_per_req", "pg_cpu_ms_per_req")})
-                if side == "with":
-                    cpu[side][-1]["consumer_cpu_ms_per_req"] = (consumer.cpu() - consumer_before) * 1000 / bench.TICKS / max(result["requests"], 1)
-                    log(f"ratio: consumer {cpu[side][-1]['consumer_cpu_ms_per_req']:.3f} ms CPU per callback ({args.consumer_kind})")
-                    # Whether deliveries kept up with the ingest: what was left when it stopped, and how long
-                    # it took to drain (a backlog that grew would flatter the ratio).
-                    entry = cpu[side][-1]
-                    entry["pending_after"] = service.pending()
-                    entry["drain_seconds"] = round(drain(service), 2)
-                    log(f"ratio: {entry['pending_after']} deliveries pending when the load stopped, drained in {entry['drain_seconds']} s")
-            finally:
-                service.stop()
-                consumer.stop()
-    without, with_subscriptions = statistics.median(rounds["without"]), statistics.median(rounds["with"])
-    ratio = with_subscriptions / without
+        for side in (["without", "with"] if index % 2 == 0 else ["with", "without"]):
+            rps, used = ratio_side(binary, side, args, f"round {index + 1}/{args.rounds}")
+            rounds[side].append(rps)
+            cpu[side].append(used)
     log(f"ratio: without {rounds['without']}, with {rounds['with']}")
-    return {"without_rps": without, "with_rps": with_subscriptions, "ratio": ratio, "rounds": rounds, "cpu_per_callback": cpu,
-            "consumer": args.consumer_kind, "goal": 0.85, "met": ratio >= 0.85}
+    return ratio_summary(rounds, cpu, args)
+
+
+def measure_ratio_ab(candidate, baseline, args):
+    """Both binaries in every round, binaries and sides in alternating order. On a shared machine the
+    "without" side alone moves by ±15 % from round to round, and each binary's ratio with it; the "with"
+    sides of the two binaries, measured in the same rounds, compare the delivery cost directly."""
+    binaries = {"candidate": candidate, "baseline": baseline}
+    rounds = {name: {"without": [], "with": []} for name in binaries}
+    cpu = {name: {"without": [], "with": []} for name in binaries}
+    for index in range(args.rounds):
+        names = ["candidate", "baseline"] if index % 2 == 0 else ["baseline", "candidate"]
+        sides = ["without", "with"] if index % 2 == 0 else ["with", "without"]
+        for name in names:
+            for side in sides:
+                rps, used = ratio_side(binaries[name], side, args, f"round {index + 1}/{args.rounds}, {name}")
+                rounds[name][side].append(rps)
+                cpu[name][side].append(used)
+    result = {name: ratio_summary(rounds[name], cpu[name], args) for name in binaries}
+    for side in ("without", "with"):
+        result[f"{side}_candidate_over_baseline"] = result["candidate"][f"{side}_rps"] / result["baseline"][f"{side}_rps"]
+    log(f"ratio A/B: candidate {result['candidate']['ratio']:.3f}, baseline {result['baseline']['ratio']:.3f}; "
+        f"candidate/baseline: with {result['with_candidate_over_baseline']:.3f}, without {result['without_candidate_over_baseline']:.3f}")
+    return result
 
 
 def paced_setup(binary, args, rate):
@@ -505,6 +545,7 @@ def main():
     parser.add_argument("--consumer-port", type=int, default=18090)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--binary", help="this ci-callbackd instead of building the checkout's release binary")
+    parser.add_argument("--baseline-binary", help="A/B for ratio and drain: this binary too, in the same rounds, order alternating")
     parser.add_argument("--consumer-kind", choices=["nginx", "asyncio"], default="nginx", help="the consumer process (default nginx)")
     parser.add_argument("--consumer", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -525,7 +566,14 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=bench.REPO, capture_output=True, text=True).stdout.strip()
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit, "binary": str(binary), "quick": args.quick}
     rate = args.rate
-    if "ratio" in only:
+    baseline = Path(args.baseline_binary) if args.baseline_binary else None
+    if baseline:
+        record["baseline_binary"] = str(baseline)
+        if only - {"ratio", "drain"}:
+            raise SystemExit("webhooks: --baseline-binary is for ratio and drain only")
+    if "ratio" in only and baseline:
+        record["ratio_ab"] = measure_ratio_ab(binary, baseline, args)
+    elif "ratio" in only:
         record["ratio"] = measure_ratio(binary, args)
         rate = rate or record["ratio"]["without_rps"] / 2
     if rate is None and only & {"latency", "outage"}:
@@ -538,7 +586,14 @@ def main():
         record["latency"] = measure_latency(binary, args, rate)
     if "outage" in only:
         record["outage"] = measure_outage(binary, args, rate)
-    if "drain" in only:
+    if "drain" in only and baseline:
+        # Pairs, order alternating; --rounds pairs.
+        record["drain_ab"] = {"candidate": [], "baseline": []}
+        for index in range(args.rounds):
+            for name in (["candidate", "baseline"] if index % 2 == 0 else ["baseline", "candidate"]):
+                log(f"drain pair {index + 1}/{args.rounds}: {name}")
+                record["drain_ab"][name].append(measure_drain(binary if name == "candidate" else baseline, args))
+    elif "drain" in only:
         record["drain"] = measure_drain(binary, args)
     with open(RESULTS / "webhooks.jsonl", "a") as results:
         results.write(json.dumps(record) + "\n")
