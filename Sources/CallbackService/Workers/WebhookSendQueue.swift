@@ -17,6 +17,7 @@ struct WebhookSendQueue<Item> {
         /// Index of the next item: taking from the front without shifting the array each time.
         var head = 0
 
+        var count: Int { items.count - head }
         var isEmpty: Bool { head == items.count }
 
         mutating func popFirst() -> Item {
@@ -44,7 +45,7 @@ struct WebhookSendQueue<Item> {
     }
 
     /// POSTs waiting, of every subscription.
-    private(set) var count = 0
+    var count: Int { waiting.values.reduce(0) { $0 + $1.count } }
 
     /// Slots the subscription's POSTs hold now.
     func inFlight(of subscription: String) -> Int { inFlight[subscription, default: 0] }
@@ -54,7 +55,6 @@ struct WebhookSendQueue<Item> {
         // A subscription has its turn exactly while it has POSTs waiting.
         if waiting[subscription] == nil { turns.append(subscription) }
         waiting[subscription, default: Waiting()].items.append(item)
-        count += 1
     }
 
     /// Takes up to `room` POSTs to start, one subscription after another, skipping those at their limit;
@@ -74,7 +74,6 @@ struct WebhookSendQueue<Item> {
             passedOver = 0
             taken.append((waiting[subscription]!.popFirst(), subscription))
             inFlight[subscription, default: 0] += 1
-            count -= 1
             if waiting[subscription]!.isEmpty {
                 waiting[subscription] = nil
                 turns.remove(at: turn)  // the next subscription moves into this turn
@@ -97,7 +96,6 @@ struct WebhookSendQueue<Item> {
         waiting = [:]
         turns = []
         turn = 0
-        count = 0
         return all
     }
 }
