@@ -114,6 +114,39 @@ struct WebhookHTTPClientTests {
         #expect(server.accepted == 1)
     }
 
+    /// A signed POST that waits for its turn into a later second is signed again for the second it is sent,
+    /// with a signature of that timestamp; one sent in the second it was given keeps its signature.
+    @Test func post_SentInALaterSecondThanSigned_IsSignedForTheSecondItIsSent() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 1, timeout: .seconds(5)))
+        defer { client.finish() }
+        let key = Array("a key of the subscription's secret".utf8)
+        let body = Array(#"{"type":"job.state_changed"}"#.utf8)
+        let signedAt = WebhookSignature.now()
+        // One at a time, 0.6 s each: the third is sent at least 1.2 s after it was signed.
+        let requests = (0..<3).map { index in
+            WebhookHTTPClient.Request(
+                subscriptionID: "sub_test", url: server.url("/slow/600"), headers: [("Content-Type", "application/json")],
+                signature: WebhookSignature(key: key, id: "evt_\(index)", timestamp: signedAt, body: body), body: body)
+        }
+
+        #expect(await client.post(requests) == Array(repeating: .init(status: 200), count: 3))
+
+        let received = server.received
+        try #require(received.count == 3)
+        for request in received {
+            let id = try #require(request.headers["webhook-id"])
+            let timestamp = try #require(request.headers["webhook-timestamp"].flatMap { Int64($0) })
+            #expect(request.headers["webhook-signature"] == WebhookSigning.signature(key: key, id: id, timestamp: timestamp, body: body))
+            #expect(request.headers["content-type"] == "application/json")
+        }
+        let first = try #require(received.first { $0.headers["webhook-id"] == "evt_0" }?.headers["webhook-timestamp"].flatMap { Int64($0) })
+        let last = try #require(received.first { $0.headers["webhook-id"] == "evt_2" }?.headers["webhook-timestamp"].flatMap { Int64($0) })
+        #expect(first - signedAt <= 1, "sent at once, in the second it was signed or the next")
+        #expect(last - signedAt >= 1, "sent 1.2 s after it was signed, yet stamped \(last - signedAt) s later")
+    }
+
     @Test func post_TwoBatches_SecondReusesTheFirstsConnections() async throws {
         let server = try LoopbackHTTPServer()
         defer { server.stop() }

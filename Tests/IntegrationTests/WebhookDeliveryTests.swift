@@ -329,10 +329,12 @@ struct WebhookDeliveryTests {
         }
     }
 
-    /// An attempt's `Time` is when its POST was sent, not when it was handed to the sender: one that waits
-    /// for its subscription's turn behind a hanging POST shows the wait.
+    /// An attempt's `Time` and its `webhook-timestamp` are when its POST was sent, not when it was handed
+    /// to the sender: one that waits for its subscription's turn behind a hanging POST shows the wait, and
+    /// is signed for the second it goes out (a wait of several timeouts could otherwise put it outside a
+    /// consumer's tolerance, 5 minutes in `standardwebhooks`).
     @Test(.timeLimit(.minutes(3)))
-    func delivery_QueuedBehindItsSubscriptionsShare_AttemptTimeIsWhenItWasSent() async throws {
+    func delivery_QueuedBehindItsSubscriptionsShare_AttemptTimeAndTimestampAreWhenItWasSent() async throws {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
         try await consumer.start()
@@ -358,6 +360,10 @@ struct WebhookDeliveryTests {
             // Sent one after the other: the second after the first's 2 s timeout.
             let gap = (firstAttempts.max() ?? .distantPast).timeIntervalSince(firstAttempts.min() ?? .distantPast)
             #expect(gap >= 1.5, "first attempts sent \(gap) s apart")
+            let received = consumer.deliveries(path: "/hang/queued").prefix(2)
+            #expect(received.count == 2 && received.allSatisfy(\.verified))
+            let stamps = received.map(\.timestamp)
+            #expect((stamps.max() ?? 0) - (stamps.min() ?? 0) >= 1, "webhook-timestamps \(stamps) of POSTs sent \(gap) s apart")
             await consumer.kill()
         }
     }

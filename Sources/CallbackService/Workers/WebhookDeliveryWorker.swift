@@ -278,24 +278,25 @@ public struct WebhookDeliveryWorker: Service {
         let startedAt = Date()
         let timestamp = Int64(startedAt.timeIntervalSince1970)
         let started = ContinuousClock.now
+        // One decoding of a subscription's secret per batch, not per POST: a walk is one subscription's.
+        var keys: [String: [UInt8]?] = [:]
         var requests: [WebhookHTTPClient.Request] = []
         var sent: [Int] = []
         var responses = [WebhookHTTPClient.Response?](repeating: nil, count: deliveries.count)
         for (index, delivery) in deliveries.enumerated() {
             let body = bodies[delivery.event.eventID] ?? Self.body(of: delivery.event)
             let id = delivery.event.publicID
-            guard let signature = WebhookSigning.signature(secret: delivery.secret, id: id, timestamp: timestamp, body: body) else {
+            let key = keys[delivery.secret] ?? WebhookSigning.key(of: delivery.secret)
+            keys[delivery.secret] = key
+            guard let key else {
                 responses[index] = .init(status: nil, retryAfterSeconds: nil, error: "the subscription's secret is not a whsec_ secret")
                 continue
             }
+            // Signed here, on the caller's task; the sender signs again only a POST that waited into a later second.
             requests.append(
                 WebhookHTTPClient.Request(
-                    subscriptionID: delivery.subscriptionID, url: delivery.url,
-                    headers: [
-                        ("Content-Type", "application/json"), ("webhook-id", id), ("webhook-timestamp", String(timestamp)),
-                        ("webhook-signature", signature),
-                    ],
-                    body: body))
+                    subscriptionID: delivery.subscriptionID, url: delivery.url, headers: [("Content-Type", "application/json")],
+                    signature: WebhookSignature(key: key, id: id, timestamp: timestamp, body: body), body: body))
             sent.append(index)
         }
         for (index, response) in zip(sent, await client.post(requests)) { responses[index] = response }

@@ -34,7 +34,11 @@ struct WebhookHTTPClient: Sendable {
         /// The subscription it is for: one subscription's POSTs hold at most half the concurrency.
         var subscriptionID: String
         var url: String
+        /// Its headers but the signature's.
         var headers: [(String, String)]
+        /// Its Standard Webhooks headers, signed again by the sender if it is sent in a later second; nil
+        /// for a POST without them.
+        var signature: WebhookSignature? = nil
         var body: [UInt8]
     }
 

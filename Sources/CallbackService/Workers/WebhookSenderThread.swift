@@ -44,20 +44,44 @@ final class WebhookSenderThread: Sendable {
         /// Whose POST it is: its share of the slots (``WebhookSendQueue``).
         let subscriptionID: String
         let url: String
-        /// The header lines ("Name: value"), each ended by a NUL, one after another.
+        /// The header lines but the signature's ("Name: value"), each ended by a NUL, one after another.
+        let unsignedLines: [CChar]
+        let signature: WebhookSignature?
+        /// ``unsignedLines`` and then the signature's lines.
         let headerLines: [CChar]
         let body: [UInt8]
 
         init(_ request: WebhookHTTPClient.Request) {
             subscriptionID = request.subscriptionID
             url = request.url
+            body = request.body
+            unsignedLines = Self.lines(request.headers)
+            signature = request.signature
+            headerLines = unsignedLines + Self.lines(signature?.headers ?? [])
+        }
+
+        private init(_ post: PreparedPost, signature: WebhookSignature) {
+            subscriptionID = post.subscriptionID
+            url = post.url
+            body = post.body
+            unsignedLines = post.unsignedLines
+            self.signature = signature
+            headerLines = unsignedLines + Self.lines(signature.headers)
+        }
+
+        /// This POST as sent at `timestamp` (a unix second): itself unless it was signed for an earlier second.
+        func signed(at timestamp: Int64) -> PreparedPost {
+            guard let signature, signature.timestamp != timestamp else { return self }
+            return PreparedPost(self, signature: signature.renewed(at: timestamp, body: body))
+        }
+
+        private static func lines(_ headers: [(String, String)]) -> [CChar] {
             var lines: [CChar] = []
-            for (name, value) in request.headers {
+            for (name, value) in headers {
                 lines.append(contentsOf: "\(name): \(value)".utf8.map { CChar(bitPattern: $0) })
                 lines.append(0)
             }
-            headerLines = lines
-            body = request.body
+            return lines
         }
     }
 
@@ -266,6 +290,7 @@ final class WebhookSenderThread: Sendable {
 
     /// Starts `post`; returns why it could not be started, or nil.
     private func start(_ post: PreparedPost, tag: Int, on sender: OpaquePointer, timeoutMilliseconds: Int) -> cwh_result? {
+        let post = post.signed(at: WebhookSignature.now())
         var failure = cwh_result()
         let started = post.url.withCString { url in
             post.headerLines.withUnsafeBufferPointer { headers in

@@ -24,8 +24,46 @@ public enum WebhookSigning {
 
     /// The `webhook-signature` value for one attempt; nil when `secret` is not a `whsec_` secret.
     public static func signature(secret: String, id: String, timestamp: Int64, body: [UInt8]) -> String? {
-        guard let key = key(of: secret) else { return nil }
+        key(of: secret).map { signature(key: $0, id: id, timestamp: timestamp, body: body) }
+    }
+
+    /// The `webhook-signature` value for one attempt, signed with a secret's key bytes.
+    public static func signature(key: [UInt8], id: String, timestamp: Int64, body: [UInt8]) -> String {
         let message = Array("\(id).\(timestamp).".utf8) + body
         return "v1," + Data(Digest.hmacSHA256(key: key, message: message)).base64EncodedString()
     }
+}
+
+/// One POST's Standard Webhooks signature, for the second it is sent: `webhook-timestamp` is when the
+/// attempt was made, and a POST may wait for its subscription's turn in the sender for several timeouts
+/// after it was signed. A consumer refuses a timestamp outside its tolerance (5 minutes in
+/// `standardwebhooks`), so the sender signs it again when the second has moved on (``renewed(at:body:)``).
+struct WebhookSignature: Sendable {
+    let key: [UInt8]
+    /// The event's `webhook-id`.
+    let id: String
+    /// The unix second it is signed for: `webhook-timestamp`.
+    let timestamp: Int64
+    /// `webhook-signature`.
+    let value: String
+
+    init(key: [UInt8], id: String, timestamp: Int64, body: [UInt8]) {
+        self.key = key
+        self.id = id
+        self.timestamp = timestamp
+        self.value = WebhookSigning.signature(key: key, id: id, timestamp: timestamp, body: body)
+    }
+
+    /// This signature at `timestamp`: itself when that is its second, else signed again.
+    func renewed(at timestamp: Int64, body: [UInt8]) -> WebhookSignature {
+        timestamp == self.timestamp ? self : WebhookSignature(key: key, id: id, timestamp: timestamp, body: body)
+    }
+
+    /// Its headers: `webhook-id`, `webhook-timestamp` and `webhook-signature`.
+    var headers: [(String, String)] {
+        [("webhook-id", id), ("webhook-timestamp", String(timestamp)), ("webhook-signature", value)]
+    }
+
+    /// The current unix second.
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
 }
