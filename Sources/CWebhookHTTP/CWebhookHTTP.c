@@ -22,6 +22,8 @@ typedef struct cwh_transfer {
     void *filter_context;
     size_t max_bytes;
     uintptr_t tag;
+    /// Whether the handle has the options every POST shares (set once: the handle keeps them from POST to POST).
+    int configured;
     cwh_result result;
     /// The next one in the sender's list of unused transfers.
     struct cwh_transfer *next_unused;
@@ -101,13 +103,15 @@ void cwh_sender_free(cwh_sender *sender) {
     free(sender);
 }
 
+static void cwh_configure(CURL *curl, cwh_transfer *transfer);
+
 static cwh_transfer *cwh_take_unused(cwh_sender *sender) {
     cwh_transfer *transfer = sender->unused;
     if (transfer) {
         sender->unused = transfer->next_unused;
         sender->unused_count--;
-        /* Every option back to its default: each POST sets all of its own again. */
-        curl_easy_reset(transfer->curl);
+        /* Not reset: it keeps the options every POST shares, and each POST sets its own (URL, headers, body)
+           again. Resetting it and setting them all each time was a share of a POST's CPU. */
         return transfer;
     }
     transfer = calloc(1, sizeof(*transfer));
@@ -169,15 +173,13 @@ int cwh_sender_start(cwh_sender *sender, const char *url, const char *headers, s
     transfer->headers = list;
 
     CURL *curl = transfer->curl;
-    curl_easy_setopt(curl, CURLOPT_PRIVATE, (char *)transfer);
+    if (!transfer->configured) {
+        cwh_configure(curl, transfer);
+        transfer->configured = 1;
+    }
     curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(curl, CURLOPT_PROXY, "");
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_POST, 1L);
     /* Copied: the caller's buffer is gone before the POST ends. An empty body is a static "": with no
        POSTFIELDS at all, libcurl would read the body from its read callback (stdin by default). */
     if (body_length > 0) {
@@ -188,6 +190,23 @@ int cwh_sender_start(cwh_sender *sender, const char *url, const char *headers, s
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
     }
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+
+    CURLMcode added = curl_multi_add_handle(sender->multi, curl);
+    if (added != CURLM_OK) {
+        cwh_fail(result, curl_multi_strerror(added));
+        cwh_give_back(sender, transfer);
+        return -1;
+    }
+    return 0;
+}
+
+static void cwh_configure(CURL *curl, cwh_transfer *transfer) {
+    curl_easy_setopt(curl, CURLOPT_PRIVATE, (char *)transfer);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
     curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, cwh_open_socket);
     curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, transfer);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, cwh_write);
@@ -201,14 +220,6 @@ int cwh_sender_start(cwh_sender *sender, const char *url, const char *headers, s
        detaches that thread instead; it frees its data when getaddrinfo returns. */
     curl_easy_setopt(curl, CURLOPT_QUICK_EXIT, 1L);
 #endif
-
-    CURLMcode added = curl_multi_add_handle(sender->multi, curl);
-    if (added != CURLM_OK) {
-        cwh_fail(result, curl_multi_strerror(added));
-        cwh_give_back(sender, transfer);
-        return -1;
-    }
-    return 0;
 }
 
 int cwh_sender_perform(cwh_sender *sender) {

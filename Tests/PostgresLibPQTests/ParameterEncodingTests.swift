@@ -27,6 +27,7 @@ struct ParameterEncodingTests {
 
     @Test func integerArray_isAnArrayLiteral_nilAsNULL_emptyAsEmpty() {
         #expect(PostgresValue.integerArray([Int64(1), -2, .max]) == .text("{1,-2,9223372036854775807}"))
+        #expect(PostgresValue.integerArray([Int64(0), .min, 1_796_527_063_206_123, -10]) == .text("{0,-9223372036854775808,1796527063206123,-10}"))
         #expect(PostgresValue.integerArray([Int64(200), nil, 503]) == .text("{200,NULL,503}"))
         #expect(PostgresValue.integerArray([Int64]()) == .text("{}"))
     }

@@ -26,6 +26,10 @@ public final class ServiceMetrics: Sendable {
     private let requestHandles = Mutex<[RequestSeries: (CoreMetrics.Counter, CoreMetrics.Timer)]>([:])
     /// `http_listener_refusals_total` handles, made once each; bounded by the fixed reasons and statuses.
     private let refusalHandles = Mutex<[RefusalSeries: CoreMetrics.Counter]>([:])
+    /// `webhook_deliveries_total` by outcome, and `webhook_attempt_duration_seconds`, made once: asked of the
+    /// factory for every attempt, they were a share of a delivery's CPU. The outcomes are a fixed set.
+    let deliveryAttemptCounters: [String: CoreMetrics.Counter]
+    let deliveryAttemptDuration: CoreMetrics.Timer
     /// Subscriptions that have webhook backlog series, so a deleted one's are set to 0 (written by the
     /// delivery worker's refresh, which may run in several tasks over time: hence the lock).
     let webhookSeries = Mutex<Set<String>>([])
@@ -43,6 +47,11 @@ public final class ServiceMetrics: Sendable {
         factory.valueHistogramBuckets[IngestBatcher.MetricLabel.batchSize] = [1, 2, 4, 8, 16, 32, 64]
         self.factory = factory
         self.buildVersion = buildVersion
+        deliveryAttemptCounters = Dictionary(
+            uniqueKeysWithValues: Self.deliveryOutcomes.map { outcome in
+                (outcome, Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: factory) as CoreMetrics.Counter)
+            })
+        deliveryAttemptDuration = Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: factory)
         Gauge(label: "ci_callbackd_build_info", dimensions: [("version", buildVersion)], factory: factory).record(1)
         // The capacity series exist from the start, at 0, so an alert on their increase sees the first refusal.
         for (reason, status) in [(HTTPRefusal.Reason.atCapacity, HTTPStatus.serviceUnavailable), (.atCapacityUnanswered, nil)] {

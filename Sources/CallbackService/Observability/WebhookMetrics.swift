@@ -18,10 +18,14 @@ extension ServiceMetrics {
 }
 
 extension ServiceMetrics {
-    /// One recorded delivery attempt: its outcome (succeeded, retried, held, failed, gone) and how long it took.
+    /// The outcomes of ``recordDeliveryAttempt(outcome:duration:)``.
+    static let deliveryOutcomes = ["succeeded", "retried", "held", "failed", "gone"]
+
+    /// One recorded delivery attempt: its outcome (one of ``deliveryOutcomes``) and how long it took.
     func recordDeliveryAttempt(outcome: String, duration: Duration) {
-        Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: metricsFactory).increment()
-        Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: metricsFactory).recordNanoseconds(duration.inNanoseconds)
+        let counter = deliveryAttemptCounters[outcome] ?? Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: metricsFactory)
+        counter.increment()
+        deliveryAttemptDuration.recordNanoseconds(duration.inNanoseconds)
     }
 
     /// A step of the delivery worker that failed against the database. The worker tries it again on its own
