@@ -17,6 +17,12 @@ struct WebhookSettings {
         delivery.concurrency = try resolver.required(
             flag: nil, flagName: "", env: "WEBHOOK_CONCURRENCY", default: delivery.concurrency, parse: SettingParsers.positiveInt,
             expected: "a positive whole number")
+        delivery.subscriptionConcurrency = try resolver.value(
+            flag: nil, flagName: "", env: "WEBHOOK_SUBSCRIPTION_CONCURRENCY", default: nil, parse: SettingParsers.positiveInt,
+            expected: "a positive whole number")
+        if let share = delivery.subscriptionConcurrency, share > delivery.concurrency {
+            throw ValidationError("WEBHOOK_SUBSCRIPTION_CONCURRENCY (\(share)) must be at most WEBHOOK_CONCURRENCY (\(delivery.concurrency))")
+        }
         delivery.retrySchedule = try resolver.required(
             flag: nil, flagName: "", env: "WEBHOOK_RETRY_SCHEDULE", default: delivery.retrySchedule,
             parse: { text in
@@ -66,7 +72,9 @@ struct WebhookSettings {
     static let help = """
           WEBHOOK_DELIVERY        Send webhook deliveries from this replica: true or false (default: true).
           WEBHOOK_TIMEOUT         Time for one delivery attempt (default: \(SettingFormat.duration(ServeDefaults.webhooks.timeout))).
-          WEBHOOK_CONCURRENCY     Webhook POSTs in flight per replica, at most half of them one subscription's (default: \(ServeDefaults.webhooks.concurrency)).
+          WEBHOOK_CONCURRENCY     Webhook POSTs in flight per replica (default: \(ServeDefaults.webhooks.concurrency)).
+          WEBHOOK_SUBSCRIPTION_CONCURRENCY
+                                  Most of them one subscription's: what a consumer that never answers holds (default: half of WEBHOOK_CONCURRENCY).
           WEBHOOK_RETRY_SCHEDULE  Pauses before the 2nd, 3rd, … attempt (default: \(ServeDefaults.webhooks.retrySchedule.map(SettingFormat.duration).joined(separator: ","))).
           WEBHOOK_LEASE_MARGIN    Extra lease beyond WEBHOOK_TIMEOUT before another replica resends (default: \(SettingFormat.duration(ServeDefaults.webhooks.leaseMargin))).
           WEBHOOK_WALK_SPACING    Least time between walks of the subscriptions' cursors: under load one walk sends more (default: \(SettingFormat.duration(ServeDefaults.webhooks.walkSpacing))).

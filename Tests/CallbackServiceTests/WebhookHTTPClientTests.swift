@@ -8,9 +8,10 @@ import Testing
 /// concurrency cap, connections kept and then closed, the address policy, the timeout, and finishing.
 @Suite("Webhook HTTP client")
 struct WebhookHTTPClientTests {
-    static func configuration(concurrency: Int = 8, timeout: Duration = .seconds(15)) -> WebhookDeliveryConfiguration {
+    static func configuration(concurrency: Int = 8, subscriptionConcurrency: Int? = nil, timeout: Duration = .seconds(15)) -> WebhookDeliveryConfiguration {
         var configuration = WebhookDeliveryConfiguration()
         configuration.concurrency = concurrency
+        configuration.subscriptionConcurrency = subscriptionConcurrency
         configuration.timeout = timeout
         return configuration
     }
@@ -99,6 +100,27 @@ struct WebhookHTTPClientTests {
         server.release()
         #expect(await held == Array(repeating: .init(status: 200), count: 12))
         #expect(server.mostHeld == 2)
+    }
+
+    /// A share set below half (`WEBHOOK_SUBSCRIPTION_CONCURRENCY`) is what one subscription holds.
+    @Test(.timeLimit(.minutes(1)))
+    func post_SubscriptionShareSetToOne_OneSubscriptionsPOSTsHoldOneSlot() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 4, subscriptionConcurrency: 1))
+        defer { client.finish() }
+
+        async let held = client.post((0..<3).map { _ in Self.request(server.url("/held"), subscription: "sub_hangs") })
+        async let alsoHeld = client.post((0..<3).map { _ in Self.request(server.url("/held"), subscription: "sub_hangs_too") })
+        #expect(try await eventually { server.held == 2 })
+        let others = await client.post((0..<6).map { _ in Self.request(server.url("/200"), subscription: "sub_answers") })
+
+        #expect(others == Array(repeating: .init(status: 200), count: 6))
+        #expect(server.held == 2)
+        server.release()
+        #expect(await held == Array(repeating: .init(status: 200), count: 3))
+        #expect(await alsoHeld == Array(repeating: .init(status: 200), count: 3))
+        #expect(server.mostHeld == 2, "one slot each for the two held subscriptions")
     }
 
     @Test func post_QueuedBehindTheConcurrency_TimeoutStartsOnlyWhenSent() async throws {

@@ -29,6 +29,19 @@ public struct WebhookDeliveryConfiguration: Sendable, Hashable {
     /// POST; with 16 slots that cycle capped delivery near 600/s against a fast consumer (Benchmarks/webhooks.py,
     /// latency: the backlog grew without end at 1,000 deliveries/s wanted).
     public var concurrency = 64
+    /// Most of one subscription's POSTs in flight at once in this replica (`WEBHOOK_SUBSCRIPTION_CONCURRENCY`);
+    /// nil: half of ``concurrency``. A consumer that never answers holds this many slots for a whole
+    /// ``timeout`` at a time, and the others are everyone else's: with many subscriptions, a smaller share
+    /// keeps a few hanging consumers from taking every slot between them. At most ``concurrency``
+    /// (``subscriptionShare``).
+    public var subscriptionConcurrency: Int? = nil
+
+    /// The most POSTs of one subscription in flight at once: ``subscriptionConcurrency``, or half of
+    /// ``concurrency``; at least 1 and at most ``concurrency``.
+    public var subscriptionShare: Int {
+        let concurrency = max(1, concurrency)
+        return min(concurrency, max(1, subscriptionConcurrency ?? concurrency / 2))
+    }
     /// How long a leased attempt is kept from other replicas beyond ``timeout``: a replica killed mid-attempt
     /// is replaced after `timeout + leaseMargin`. Default 15 s.
     public var leaseMargin: Duration = .seconds(15)

@@ -70,12 +70,12 @@ public struct WebhookDeliveryWorker: Service {
 
     /// The longest the sender can take to end a POST given to it: every walked and leased POST held may be
     /// queued ahead of it, and the sender sends them a subscription's share of the concurrency at a time
-    /// (``WebhookSenderThread/perSubscriptionLimit(concurrency:)``), each ended by the timeout. A lease is
+    /// (``WebhookDeliveryConfiguration/subscriptionShare``), each ended by the timeout. A lease is
     /// renewed for this long at most (``LeasesHeld``): past it the sender is stuck, and the lease is left
     /// to run out so that another replica sends the deliveries.
     static func longestSend(_ configuration: WebhookDeliveryConfiguration) -> Duration {
         let concurrency = max(1, configuration.concurrency)
-        let share = WebhookSenderThread.perSubscriptionLimit(concurrency: concurrency)
+        let share = configuration.subscriptionShare
         let rounds = (walkedInFlightLimit(concurrency: concurrency) + concurrency) / share + 1
         return configuration.timeout * rounds
     }

@@ -5,7 +5,7 @@ import TimeUnits
 
 /// The one thread that sends every webhook POST of a ``WebhookHTTPClient``, all at once, with libcurl's
 /// multi interface: it starts queued POSTs while fewer than the concurrency are in flight, each
-/// subscription's at most half of them and the subscriptions in turn (``WebhookSendQueue``), waits in
+/// subscription's at most its share (``WebhookDeliveryConfiguration/subscriptionShare``) and the subscriptions in turn (``WebhookSendQueue``), waits in
 /// `curl_multi_poll` for any of their sockets (or a new batch), and answers each batch when its last POST
 /// has ended.
 ///
@@ -28,15 +28,11 @@ final class WebhookSenderThread: Sendable {
     /// The most POSTs in flight at once.
     let concurrency: Int
 
-    /// The most POSTs of one subscription in flight at once: half the concurrency, so that a consumer that
-    /// never answers leaves the other half to everyone else.
-    static func perSubscriptionLimit(concurrency: Int) -> Int { max(1, concurrency / 2) }
-
     init(configuration: WebhookDeliveryConfiguration, idleLifetime: Duration = defaultIdleLifetime) {
         self.configuration = configuration
         self.idleLifetime = idleLifetime
         self.concurrency = max(1, configuration.concurrency)
-        self.shared = Mutex(Shared(waiting: WebhookSendQueue(perSubscriptionLimit: Self.perSubscriptionLimit(concurrency: concurrency))))
+        self.shared = Mutex(Shared(waiting: WebhookSendQueue(perSubscriptionLimit: configuration.subscriptionShare)))
     }
 
     /// A POST made ready for libcurl.
