@@ -123,6 +123,37 @@ struct WebhookHTTPClientTests {
         #expect(server.mostHeld == 2, "one slot each for the two held subscriptions")
     }
 
+    /// A POST that times out gives up its subscription's waiting POSTs that allow it: they are answered
+    /// skipped at once, not sent a share at a time, each after a whole timeout. POSTs that do not allow it,
+    /// and other subscriptions' POSTs, are still sent.
+    @Test(.timeLimit(.minutes(1)))
+    func post_TimesOut_ItsSubscriptionsWaitingSkippablePOSTsAreSkipped_OthersStillSent() async throws {
+        let server = try LoopbackHTTPServer()
+        defer { server.stop() }
+        let client = WebhookHTTPClient(configuration: Self.configuration(concurrency: 4, subscriptionConcurrency: 1, timeout: .seconds(1)))
+        defer { client.finish() }
+        func request(_ path: String, subscription: String, skips: Bool) -> WebhookHTTPClient.Request {
+            var request = Self.request(server.url(path), subscription: subscription)
+            request.skipsAfterEndpointFailure = skips
+            return request
+        }
+
+        let started = ContinuousClock.now
+        async let hanging = client.post(
+            [request("/never", subscription: "sub_hangs", skips: true)] + (0..<5).map { _ in request("/200", subscription: "sub_hangs", skips: true) }
+                + [request("/200", subscription: "sub_hangs", skips: false)])
+        async let other = client.post((0..<3).map { _ in request("/200", subscription: "sub_answers", skips: true) })
+
+        let responses = await hanging
+        let elapsed = started.duration(to: .now)
+        #expect(responses[0].status == nil && !responses[0].skipped, "the first times out")
+        #expect(responses[1...5].allSatisfy { $0.skipped && $0.status == nil && ($0.error ?? "").hasPrefix("not sent") })
+        #expect(responses[6] == .init(status: 200), "one that does not skip is still sent")
+        #expect(await other == Array(repeating: .init(status: 200), count: 3))
+        #expect(elapsed < .seconds(3), "one timeout, not six: \(elapsed)")
+        #expect(server.received.filter { $0.path == "/200" }.count == 4, "the skipped ones were never sent")
+    }
+
     @Test func post_QueuedBehindTheConcurrency_TimeoutStartsOnlyWhenSent() async throws {
         let server = try LoopbackHTTPServer()
         defer { server.stop() }

@@ -51,4 +51,27 @@ struct WebhookSendQueueTests {
         #expect(queue.takeAll().sorted() == ["a2", "b1"])
         #expect(queue.count == 0 && queue.take(room: 5).isEmpty)
     }
+
+    @Test func remove_TakesOnlyThePickedPOSTsOfThatSubscription_TheOthersKeepTheirOrderAndTurns() {
+        var queue = Self.queue(limit: 10, [("a", ["a1", "a2"]), ("b", ["b1", "b2 kept", "b3", "b4 kept"]), ("c", ["c1"])])
+        #expect(queue.take(room: 2).map(\.item) == ["a1", "b1"])
+        #expect(queue.remove(subscription: "b") { !$0.hasSuffix("kept") } == ["b3"])
+        #expect(queue.remove(subscription: "c") { _ in false }.isEmpty)
+        #expect(queue.remove(subscription: "none") { _ in true }.isEmpty)
+        #expect(queue.take(room: 10).map(\.item) == ["c1", "a2", "b2 kept", "b4 kept"])
+    }
+
+    @Test func remove_EveryWaitingPOSTOfASubscription_ItsTurnGoes_TheNextSubscriptionStaysNext() {
+        var queue = Self.queue(limit: 10, [("a", ["a1", "a2"]), ("b", ["b1", "b2"]), ("c", ["c1", "c2"])])
+        #expect(queue.take(room: 2).map(\.item) == ["a1", "b1"])
+        // "c" is next; removing "a" (before it in turn order) leaves it next.
+        #expect(queue.remove(subscription: "a") { _ in true } == ["a2"])
+        #expect(queue.take(room: 1).map(\.item) == ["c1"])
+        // "b" is next now; removing it leaves "c", whose turn it becomes.
+        #expect(queue.remove(subscription: "b") { _ in true } == ["b2"])
+        #expect(queue.take(room: 10).map(\.item) == ["c2"])
+        #expect(queue.count == 0)
+        queue.append("a3", subscription: "a")
+        #expect(queue.take(room: 10).map(\.item) == ["a3"], "a subscription removed whole can queue again")
+    }
 }

@@ -368,6 +368,49 @@ struct WebhookDeliveryTests {
         }
     }
 
+    /// A walk to a consumer that hangs ends after one timeout, not one per round of the subscription's
+    /// share: the first POST's timeout gives up the walk's other POSTs, unsent. They are written pending
+    /// with no attempt (none of their schedule used), behind the circuit breaker the timeout opened.
+    @Test(.timeLimit(.minutes(3)))
+    func delivery_WalkToAConsumerThatHangs_EndsAfterOneTimeout_ItsOtherEventsWaitUnsentWithNoAttempt() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try await consumer.start()
+        var delivery = WebhookService.slowSends  // one slot for the subscription, 2 s timeout
+        delivery.breakerThreshold = 1
+        delivery.breakerCoolDown = .seconds(120)
+        delivery.breakerMaxCoolDown = .seconds(120)
+        try await WebhookService.with(delivery: delivery) { webhooks in
+            for _ in 0..<6 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
+            #expect(try await eventually { try await webhooks.feed().count == 6 })
+            let subscription = try await webhooks.subscribe(consumer, "/hang/walk")
+            func count(_ condition: String) async throws -> Int {
+                let rows = try await webhooks.service.query(
+                    SQLQuery(unsafeSQL: "SELECT count(*)::int8 FROM webhook_deliveries WHERE subscription_id = $1 AND \(condition)", binds: [.text(subscription)]))
+                return Int(rows.first?[0].string ?? "") ?? -1
+            }
+            // One walk takes all six: the cursor goes back to before them.
+            let started = ContinuousClock.now
+            _ = try await webhooks.service.query(
+                SQLQuery(unsafeSQL: "UPDATE webhook_cursors SET position = 0 WHERE subscription_id = $1", binds: [.text(subscription)]))
+
+            #expect(try await eventually(within: .seconds(30)) { try await count("true") == 6 })
+            let recorded = started.duration(to: .now)
+            #expect(recorded < .seconds(5), "the walk was recorded \(recorded) after it began: one 2 s timeout, not six")
+            #expect(try await count("status = 'pending' AND attempt_count = 0") == 5, "five not sent: no attempt used")
+            #expect(try await count("status = 'pending' AND attempt_count = 1 AND last_error IS NOT NULL") == 1, "the one sent timed out")
+            let attempts = try await webhooks.service.query(
+                SQLQuery(
+                    unsafeSQL: "SELECT count(*)::int8 FROM webhook_attempts a JOIN webhook_deliveries d USING (delivery_id) WHERE d.subscription_id = $1",
+                    binds: [.text(subscription)]))
+            #expect(attempts.first?[0].string == "1")
+            #expect(consumer.deliveries(path: "/hang/walk").count == 1, "only the first was POSTed")
+            let breaker = try await webhooks.service.get("/v1/subscriptions/\(subscription)").json()["CircuitBreaker"] as? [String: Any]
+            #expect(breaker?["State"] as? String == "open", "\(String(describing: breaker))")
+            await consumer.kill()
+        }
+    }
+
     /// The database refuses the worker's statements while a walk is sent to a consumer that hangs: each
     /// step that failed is counted for `/metrics`, the walk's lease runs out instead of being renewed, and
     /// once the statements work again every event is delivered.

@@ -296,13 +296,20 @@ public struct WebhookDeliveryWorker: Service {
             requests.append(
                 WebhookHTTPClient.Request(
                     subscriptionID: delivery.subscriptionID, url: delivery.url, headers: [("Content-Type", "application/json")],
-                    signature: WebhookSignature(key: key, id: id, timestamp: timestamp, body: body), body: body))
+                    signature: WebhookSignature(key: key, id: id, timestamp: timestamp, body: body), body: body,
+                    skipsAfterEndpointFailure: delivery.walked))
             sent.append(index)
         }
         for (index, response) in zip(sent, await client.post(requests)) { responses[index] = response }
         let elapsed = started.duration(to: .now)
         return zip(deliveries, responses).map { delivery, response in
             let response = response ?? .init(status: nil, retryAfterSeconds: nil, error: "not sent")
+            if response.skipped {
+                // Not sent (an earlier POST of the walk found the endpoint unanswering): pending, no attempt,
+                // due at once, behind the circuit breaker that the POSTs sent may have opened.
+                let now = Date()
+                return FinishedAttempt(delivery: delivery, completion: .waiting, statusCode: nil, error: nil, startedAt: now, finishedAt: now)
+            }
             let decision = WebhookAttemptDecision.decide(
                 .init(status: response.status, retryAfterSeconds: response.retryAfterSeconds), attempt: delivery.scheduleAttempt,
                 configuration: configuration, random: Double.random(in: 0..<1))

@@ -40,6 +40,11 @@ struct WebhookHTTPClient: Sendable {
         /// for a POST without them.
         var signature: WebhookSignature? = nil
         var body: [UInt8]
+        /// Given up on, not sent, when a POST of the same subscription ends without an answer (a timeout, a
+        /// refused connection) while this one waits for its turn: answered ``Response/skipped``. A walk's
+        /// deliveries are, so that a walk of hundreds of events to a consumer that hangs takes one timeout,
+        /// not one per round of the subscription's share; they are written pending, with no attempt.
+        var skipsAfterEndpointFailure = false
     }
 
     /// How an attempt went.
@@ -55,22 +60,35 @@ struct WebhookHTTPClient: Sendable {
         /// When the sender saw it end; nil when it was never given to the sender. With ``elapsed``, when it
         /// was sent: a POST may wait for its turn long after its batch was given. Left out of equality too.
         var endedAt: ContinuousClock.Instant? = nil
+        /// Not sent: an earlier POST of its subscription ended without an answer while it waited for its
+        /// turn (``Request/skipsAfterEndpointFailure``).
+        var skipped = false
 
         static func == (lhs: Self, rhs: Self) -> Bool {
-            lhs.status == rhs.status && lhs.retryAfterSeconds == rhs.retryAfterSeconds && lhs.error == rhs.error
+            lhs.status == rhs.status && lhs.retryAfterSeconds == rhs.retryAfterSeconds && lhs.error == rhs.error && lhs.skipped == rhs.skipped
         }
 
         func hash(into hasher: inout Hasher) {
             hasher.combine(status)
             hasher.combine(retryAfterSeconds)
             hasher.combine(error)
+            hasher.combine(skipped)
+        }
+
+        /// The answer of a POST given up on after `failure`, another POST of its subscription, ended unanswered.
+        static func skipped(after failure: Response) -> Response {
+            Response(
+                status: nil, retryAfterSeconds: nil, error: "not sent: an earlier POST to the endpoint failed (\(failure.error ?? "no answer"))",
+                endedAt: .now, skipped: true)
         }
     }
 
     /// Sends every request concurrently and returns their responses in the same order, once all have ended.
     /// At most ``WebhookDeliveryConfiguration/concurrency`` POSTs of the process are in flight at once, at
     /// most half of them one subscription's; the others wait their turn (the subscriptions in turn, each
-    /// one's first given first sent), and each one's timeout starts when it is sent.
+    /// one's first given first sent), and each one's timeout starts when it is sent. A POST that ends
+    /// unanswered skips its subscription's POSTs still waiting that allow it
+    /// (``Request/skipsAfterEndpointFailure``).
     func post(_ requests: [Request]) async -> [Response] {
         if requests.isEmpty { return [] }
         // Header lines are laid out here, on the caller's task: the one sender thread does only libcurl's work.

@@ -90,6 +90,27 @@ struct WebhookSendQueue<Item> {
         inFlight[subscription] = held > 1 ? held - 1 : nil
     }
 
+    /// Takes the subscription's waiting POSTs that `isTaken` picks (they are to be answered without being
+    /// sent), leaving its others in their order and its turn.
+    mutating func remove(subscription: String, where isTaken: (Item) -> Bool) -> [Item] {
+        guard let queue = waiting[subscription] else { return [] }
+        let left = queue.items[queue.head...]
+        let taken = left.filter(isTaken)
+        guard !taken.isEmpty else { return [] }
+        let kept = left.filter { !isTaken($0) }
+        if !kept.isEmpty {
+            waiting[subscription] = Waiting(items: Array(kept))
+            return taken
+        }
+        waiting[subscription] = nil
+        if let index = turns.firstIndex(of: subscription) {
+            turns.remove(at: index)
+            // The same subscription stays next; one at `turn` leaves the next one in its place.
+            if index < turn { turn -= 1 }
+        }
+        return taken
+    }
+
     /// Takes every waiting POST at once, limits aside (they are to be answered without being sent).
     mutating func takeAll() -> [Item] {
         let all = turns.flatMap { subscription in waiting[subscription].map { Array($0.items[$0.head...]) } ?? [] }

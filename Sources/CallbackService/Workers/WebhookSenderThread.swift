@@ -46,11 +46,13 @@ final class WebhookSenderThread: Sendable {
         /// ``unsignedLines`` and then the signature's lines.
         let headerLines: [CChar]
         let body: [UInt8]
+        let skipsAfterEndpointFailure: Bool
 
         init(_ request: WebhookHTTPClient.Request) {
             subscriptionID = request.subscriptionID
             url = request.url
             body = request.body
+            skipsAfterEndpointFailure = request.skipsAfterEndpointFailure
             unsignedLines = Self.lines(request.headers)
             signature = request.signature
             headerLines = unsignedLines + Self.lines(signature?.headers ?? [])
@@ -60,6 +62,7 @@ final class WebhookSenderThread: Sendable {
             subscriptionID = post.subscriptionID
             url = post.url
             body = post.body
+            skipsAfterEndpointFailure = post.skipsAfterEndpointFailure
             unsignedLines = post.unsignedLines
             self.signature = signature
             headerLines = unsignedLines + Self.lines(signature.headers)
@@ -257,7 +260,9 @@ final class WebhookSenderThread: Sendable {
                 anyEnded = true
                 guard let queued = inFlight.remove(Int(endedTag)) else { continue }
                 freed.append(queued.post.subscriptionID)
-                queued.batch.answer(queued.index, with: .init(ended))
+                let response = WebhookHTTPClient.Response(ended)
+                queued.batch.answer(queued.index, with: response)
+                if response.status == nil { skipWaiting(of: queued.post.subscriptionID, after: response) }
             }
             if anyEnded {
                 lastActive = .now
@@ -282,6 +287,16 @@ final class WebhookSenderThread: Sendable {
             }
             return turns
         }
+    }
+
+    /// Answers the subscription's waiting POSTs that skip after an endpoint failure, without sending them:
+    /// one of its POSTs just ended with `failure`, no answer. A consumer that hangs would otherwise hold the
+    /// subscription's share for a whole timeout per round until its walk was through.
+    private func skipWaiting(of subscription: String, after failure: WebhookHTTPClient.Response) {
+        let skipped = shared.withLock { $0.waiting.remove(subscription: subscription) { $0.post.skipsAfterEndpointFailure } }
+        guard !skipped.isEmpty else { return }
+        let response = WebhookHTTPClient.Response.skipped(after: failure)
+        for queued in skipped { queued.batch.answer(queued.index, with: response) }
     }
 
     /// Starts `post`; returns why it could not be started, or nil.
