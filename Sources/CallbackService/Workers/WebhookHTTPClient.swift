@@ -31,7 +31,8 @@ struct WebhookHTTPClient: Sendable {
 
     /// One POST of a batch.
     struct Request: Sendable {
-        /// The subscription it is for: one subscription's POSTs hold at most half the concurrency.
+        /// The subscription it is for: one subscription's POSTs hold at most its share of the concurrency
+        /// (``WebhookDeliveryConfiguration/subscriptionShare``).
         var subscriptionID: String
         var url: String
         /// Its headers but the signature's.
@@ -85,10 +86,10 @@ struct WebhookHTTPClient: Sendable {
 
     /// Sends every request concurrently and returns their responses in the same order, once all have ended.
     /// At most ``WebhookDeliveryConfiguration/concurrency`` POSTs of the process are in flight at once, at
-    /// most half of them one subscription's; the others wait their turn (the subscriptions in turn, each
-    /// one's first given first sent), and each one's timeout starts when it is sent. A POST that ends
-    /// unanswered skips its subscription's POSTs still waiting that allow it
-    /// (``Request/skipsAfterEndpointFailure``).
+    /// most ``WebhookDeliveryConfiguration/subscriptionShare`` of them one subscription's; the others wait
+    /// their turn (the subscriptions in turn, each one's first given first sent), and each one's timeout
+    /// starts when it is sent. A POST that ends unanswered skips its subscription's POSTs still waiting
+    /// that allow it (``Request/skipsAfterEndpointFailure``).
     func post(_ requests: [Request]) async -> [Response] {
         if requests.isEmpty { return [] }
         // Header lines are laid out here, on the caller's task: the one sender thread does only libcurl's work.

@@ -5,9 +5,9 @@ import TimeUnits
 
 /// The one thread that sends every webhook POST of a ``WebhookHTTPClient``, all at once, with libcurl's
 /// multi interface: it starts queued POSTs while fewer than the concurrency are in flight, each
-/// subscription's at most its share (``WebhookDeliveryConfiguration/subscriptionShare``) and the subscriptions in turn (``WebhookSendQueue``), waits in
-/// `curl_multi_poll` for any of their sockets (or a new batch), and answers each batch when its last POST
-/// has ended.
+/// subscription's at most its share (``WebhookDeliveryConfiguration/subscriptionShare``) and the
+/// subscriptions in turn (``WebhookSendQueue``), waits in `curl_multi_poll` for any of their sockets (or a
+/// new batch), and answers each batch when its last POST has ended.
 ///
 /// One thread for every POST, not one blocking POST per thread: each POST handed to a thread and its
 /// answer handed back were two thread wake-ups, most of the service's CPU per delivery. Every libcurl call
@@ -46,6 +46,7 @@ final class WebhookSenderThread: Sendable {
         /// ``unsignedLines`` and then the signature's lines.
         let headerLines: [CChar]
         let body: [UInt8]
+        /// ``WebhookHTTPClient/Request/skipsAfterEndpointFailure``.
         let skipsAfterEndpointFailure: Bool
 
         init(_ request: WebhookHTTPClient.Request) {
