@@ -449,7 +449,7 @@ private enum ExportedMetrics {
         "ci_reconcile_sweeps_total", "ci_callbackd_build_info", "ci_callback_verifications_total", "ci_callback_verifications_pending",
         "ci_callback_verification_oldest_pending_seconds", "http_listener_refusals_total", "http_inflight_body_bytes",
         // Issue 13: events and webhook delivery.
-        "ci_events_sequenced_total", "webhook_deliveries_queued_total", "webhook_deliveries_total", "webhook_attempt_duration_seconds_bucket",
+        "ci_events_sequenced_total", "webhook_deliveries_queued_total", "webhook_deliveries_skipped_total", "webhook_deliveries_total", "webhook_attempt_duration_seconds_bucket",
         "webhook_pending_deliveries_total", "webhook_pending_deliveries", "webhook_oldest_pending_seconds", "webhook_subscription_failing",
         "webhook_subscription_disabled", "webhook_subscription_breaker", "webhook_breaker_transitions_total", "webhook_worker_errors_total",
     ]

@@ -370,7 +370,8 @@ struct WebhookDeliveryTests {
 
     /// A walk to a consumer that hangs ends after one timeout, not one per round of the subscription's
     /// share: the first POST's timeout gives up the walk's other POSTs, unsent. They are written pending
-    /// with no attempt (none of their schedule used), behind the circuit breaker the timeout opened.
+    /// with no attempt (none of their schedule used), behind the circuit breaker the timeout opened, and
+    /// counted for `/metrics` as skipped, not as attempts.
     @Test(.timeLimit(.minutes(3)))
     func delivery_WalkToAConsumerThatHangs_EndsAfterOneTimeout_ItsOtherEventsWaitUnsentWithNoAttempt() async throws {
         let consumer = try WebhookConsumer()
@@ -380,7 +381,8 @@ struct WebhookDeliveryTests {
         delivery.breakerThreshold = 1
         delivery.breakerCoolDown = .seconds(120)
         delivery.breakerMaxCoolDown = .seconds(120)
-        try await WebhookService.with(delivery: delivery) { webhooks in
+        let metrics = ServiceMetrics()
+        try await WebhookService.with(delivery: delivery, metrics: metrics) { webhooks in
             for _ in 0..<6 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
             #expect(try await eventually { try await webhooks.feed().count == 6 })
             let subscription = try await webhooks.subscribe(consumer, "/hang/walk")
@@ -404,6 +406,16 @@ struct WebhookDeliveryTests {
             #expect(try await count("status = 'pending' AND attempt_count = 1 AND last_error IS NOT NULL") == 1, "the one sent timed out")
             #expect(try await count("true", join: "JOIN webhook_attempts a USING (delivery_id)") == 1, "one attempt row")
             #expect(consumer.deliveries(path: "/hang/walk").count == 1, "only the first was POSTed")
+            // Counted once recorded, which is just after the rows are visible: wait for it.
+            var counted: [Substring] = []
+            #expect(
+                try await eventually {
+                    let page = String(decoding: metrics.render(store: webhooks.store.statistics, listener: nil), as: UTF8.self)
+                    counted = page.split(separator: "\n").filter { $0.hasPrefix("webhook_deliveries_") && !$0.hasSuffix(" 0") }
+                    return counted.contains { $0.hasPrefix("webhook_deliveries_total{") }
+                })
+            #expect(counted.filter { $0.hasPrefix("webhook_deliveries_total{") }.count == 1, "one attempt counted: \(counted)")
+            #expect(counted.contains("webhook_deliveries_skipped_total 5"), "five skipped: \(counted)")
             let breaker = try await webhooks.service.get("/v1/subscriptions/\(subscription)").json()["CircuitBreaker"] as? [String: Any]
             #expect(breaker?["State"] as? String == "open", "\(String(describing: breaker))")
             await consumer.kill()

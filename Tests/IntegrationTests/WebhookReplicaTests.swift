@@ -14,15 +14,17 @@ struct WebhookReplicaTests {
         let log: URL
         var base: String { "http://127.0.0.1:\(port)" }
 
-        init(schema: String) async throws {
+        /// - Parameter settings: environment settings in place of, or besides, the defaults below.
+        init(schema: String, settings: [String: String] = [:]) async throws {
             port = try freeLoopbackPort()
             log = FileManager.default.temporaryDirectory.appendingPathComponent("webhook-replica-\(UUID().uuidString).log")
+            let defaults = [
+                "DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema), "WEBHOOK_TIMEOUT": "2s", "WEBHOOK_LEASE_MARGIN": "1s",
+                "WEBHOOK_RETRY_SCHEDULE": "200ms,400ms,1s,2s,2s", "LOG_LEVEL": "warning",
+            ]
             child = try ChildProcess(
                 try builtServiceBinary().path, ["serve", "--host", "127.0.0.1", "--port", "\(port)"],
-                environment: [
-                    "DATABASE_URL": conninfo(testDatabaseURL, searchPath: schema), "WEBHOOK_TIMEOUT": "2s", "WEBHOOK_LEASE_MARGIN": "1s",
-                    "WEBHOOK_RETRY_SCHEDULE": "200ms,400ms,1s,2s,2s", "LOG_LEVEL": "warning",
-                ], standardOutput: .file(log.path))
+                environment: defaults.merging(settings) { $1 }, standardOutput: .file(log.path))
             // Generous: it waits its turn at the database's one migration lock behind the rest of the suite's
             // services (see ServiceProcess).
             let deadline = ContinuousClock.now + .seconds(240)
@@ -120,9 +122,55 @@ struct WebhookReplicaTests {
 
     /// The first delivery in a subscription's history, as the API lists it.
     static func onlyDelivery(_ base: String, _ subscription: String) async throws -> [String: Any] {
+        try await deliveries(base, subscription).first ?? [:]
+    }
+
+    /// A subscription's delivery history's first page, as the API lists it.
+    static func deliveries(_ base: String, _ subscription: String) async throws -> [[String: Any]] {
         let history = try await ServiceBinaryTests.fetch("GET", base + "/v1/subscriptions/\(subscription)/deliveries")
         let json = try JSONSerialization.jsonObject(with: Data(history.text.utf8)) as? [String: Any]
-        return (json?["Deliveries"] as? [[String: Any]])?.first ?? [:]
+        return json?["Deliveries"] as? [[String: Any]] ?? []
+    }
+
+    /// A consumer that hangs, with two replicas: each attempt is sent by one replica, once. The consumer
+    /// hangs on each event's first POST (answering the next), and with one slot for the subscription a
+    /// replica's leased deliveries wait in its sender behind each other's 2 s timeouts, longer than their
+    /// 3 s lease; the lease is renewed meanwhile, so the other replica neither takes them again (no attempt
+    /// cut short as "the lease ran out") nor sends them a second time.
+    @Test(.timeLimit(.minutes(8)))
+    func twoReplicas_ConsumerHangs_EachAttemptIsSentOnceByOneReplica() async throws {
+        let consumer = try WebhookConsumer()
+        defer { consumer.stop() }
+        try await consumer.start()
+        try await Self.withSchema { schema in
+            // No circuit breaker in the way: every timed-out delivery is retried, at once.
+            let settings = ["WEBHOOK_SUBSCRIPTION_CONCURRENCY": "1", "WEBHOOK_RETRY_SCHEDULE": "200ms", "WEBHOOK_BREAKER_AFTER": "1000"]
+            let first = try await Replica(schema: schema, settings: settings)
+            defer { first.stop() }
+            let second = try await Replica(schema: schema, settings: settings)
+            defer { second.stop() }
+            let subscription = try await first.subscribe(consumer, "/hang/replicas")
+            let events = 6
+            for _ in 0..<events { try await first.post(RequestIDForTests.jobID(), "Running") }
+            var deliveries: [[String: Any]] = []
+            #expect(
+                try await eventually(within: .seconds(120), every: .milliseconds(500)) {
+                    deliveries = try await Self.deliveries(second.base, subscription)
+                    return deliveries.count == events && deliveries.allSatisfy { $0["Status"] as? String == "succeeded" }
+                }, "\(deliveries.map { $0["Status"] ?? "-" })")
+            // The consumer logs a POST when it arrives, and every attempt has ended by now.
+            let received = consumer.deliveries(path: "/hang/replicas")
+            #expect(received.allSatisfy { $0.verified })
+            for delivery in deliveries {
+                let attempts = delivery["Attempts"] as? [[String: Any]] ?? []
+                let id = delivery["EventId"] as? String
+                #expect(attempts.map { $0["StatusCode"] as? Int } == [nil, 200], "\(id ?? "-"): \(attempts)")
+                let cut = attempts.filter { ($0["Error"] as? String)?.contains("the lease ran out") == true }
+                #expect(cut.isEmpty, "\(id ?? "-"): attempts taken again by the other replica: \(cut)")
+                #expect(received.filter { $0.id == id }.map(\.status) == ["hung", "200"], "\(id ?? "-"): one POST per attempt")
+            }
+            #expect(received.count == events * 2)
+        }
     }
 
     /// Two replicas deliver together: every event arrives exactly once (no attempt is sent twice), each

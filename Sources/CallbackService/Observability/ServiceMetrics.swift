@@ -30,6 +30,8 @@ public final class ServiceMetrics: Sendable {
     /// factory for every attempt, they were a share of a delivery's CPU. The outcomes are a fixed set.
     let deliveryAttemptCounters: [String: CoreMetrics.Counter]
     let deliveryAttemptDuration: CoreMetrics.Timer
+    /// `webhook_deliveries_skipped_total`, made once, like the attempts' counters.
+    let deliverySkippedCounter: CoreMetrics.Counter
     /// Subscriptions that have webhook backlog series, so a deleted one's are set to 0 (written by the
     /// delivery worker's refresh, which may run in several tasks over time: hence the lock).
     let webhookSeries = Mutex<Set<String>>([])
@@ -52,6 +54,7 @@ public final class ServiceMetrics: Sendable {
                 (outcome, Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: factory) as CoreMetrics.Counter)
             })
         deliveryAttemptDuration = Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: factory)
+        deliverySkippedCounter = Counter(label: "webhook_deliveries_skipped_total", factory: factory)
         Gauge(label: "ci_callbackd_build_info", dimensions: [("version", buildVersion)], factory: factory).record(1)
         // The capacity series exist from the start, at 0, so an alert on their increase sees the first refusal.
         for (reason, status) in [(HTTPRefusal.Reason.atCapacity, HTTPStatus.serviceUnavailable), (.atCapacityUnanswered, nil)] {

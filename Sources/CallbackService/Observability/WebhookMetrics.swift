@@ -28,6 +28,14 @@ extension ServiceMetrics {
         deliveryAttemptDuration.recordNanoseconds(duration.inNanoseconds)
     }
 
+    /// Walked deliveries given up on unsent: an earlier POST of their walk to the same endpoint ended with no
+    /// answer (``WebhookHTTPClient/Response/skipped``). Not attempts: they wait, pending, with none of their
+    /// retry schedule used, so `webhook_deliveries_total` leaves them out.
+    func recordSkippedDeliveries(_ count: Int) {
+        guard count > 0 else { return }
+        deliverySkippedCounter.increment(by: count)
+    }
+
     /// A step of the delivery worker that failed against the database. The worker tries it again on its own
     /// schedule; what it held meanwhile is reclaimed once its lease runs out, and sent again.
     func recordWorkerFailure(_ step: WebhookDeliveryWorker.Step) {

@@ -302,6 +302,7 @@ public struct WebhookDeliveryWorker: Service {
         }
         for (index, response) in zip(sent, await client.post(requests)) { responses[index] = response }
         let elapsed = started.duration(to: .now)
+        metrics.recordSkippedDeliveries(responses.reduce(0) { $0 + ($1?.skipped == true ? 1 : 0) })
         return zip(deliveries, responses).map { delivery, response in
             let response = response ?? .init(status: nil, retryAfterSeconds: nil, error: "not sent")
             if response.skipped {

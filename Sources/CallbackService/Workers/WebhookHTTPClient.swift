@@ -141,6 +141,6 @@ extension IPAddress {
         default:
             return nil
         }
-        self.init(String(cString: text))
+        self.init(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 }
