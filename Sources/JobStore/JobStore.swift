@@ -50,7 +50,9 @@ public final class JobStore: Sendable {
             listingsActive: listings.active, listingsWaiting: listings.waiting,
             readPool: readStandby.map { standby in
                 let pool = standby.pool.statistics
-                return ReadPoolStatistics(poolSize: pool.size, poolOpen: pool.open, poolInUse: pool.inUse, poolWaiting: pool.waiting, standby: standby.status)
+                return ReadPoolStatistics(
+                    poolSize: pool.size, poolOpen: pool.open, poolInUse: pool.inUse, poolWaiting: pool.waiting,
+                    statementsPrepared: pool.statementsPrepared, standby: standby.status)
             })
     }
 
@@ -422,6 +424,9 @@ public struct ReadPoolStatistics: Sendable, Hashable {
     public var poolOpen: Int
     public var poolInUse: Int
     public var poolWaiting: Int
+    /// Statements its connections prepared since start, as ``StoreStatistics/statementsPrepared`` is the
+    /// primary pool's.
+    public var statementsPrepared: Int
     public var standby: ReadStandby.Status
 }
 

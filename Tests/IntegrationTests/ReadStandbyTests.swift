@@ -191,7 +191,7 @@ struct ReadStandbyTests {
         }
     }
 
-    @Test func readStandby_InSync_LookupsListsAndHistoryReadTheStandby() async throws {
+    @Test func readStandby_InSync_LookupsListsAndHistoryReadTheStandby_ItsPreparedStatementsCountedApart() async throws {
         try await Self.withService(maxLag: .seconds(10)) { service, _ in
             let jobID = Self.newJobID()
             #expect(try await service.post("/v1/callbacks", Self.callback(jobID, "Success")).status == 200)
@@ -202,6 +202,10 @@ struct ReadStandbyTests {
             let history = try await service.get("/v1/jobs/\(jobID)/callbacks").json()
             let bodyURL = try #require((history["Callbacks"] as? [[String: Any]])?.first?["BodyUrl"] as? String)
             #expect(try await eventually { try await Self.servedByStandby(service, bodyURL) })
+            // The standby's connections prepared the statements they ran, and say so apart from the primary's.
+            let metrics = try await service.get("/metrics").text.split(separator: "\n")
+            let prepared = metrics.first { $0.hasPrefix("db_read_statements_prepared_total ") }.flatMap { Double($0.split(separator: " ")[1]) }
+            #expect((prepared ?? 0) >= 1, "\(metrics.filter { $0.contains("prepared") })")
         }
     }
 

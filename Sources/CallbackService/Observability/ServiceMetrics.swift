@@ -17,6 +17,8 @@ public final class ServiceMetrics: Sendable {
     private let factory: PrometheusMetricsFactory
     /// Cumulative pool figures seen at the previous scrape, turned into counter increments.
     private let lastPoolTotals = Mutex((acquired: 0, waitSeconds: 0.0, prepared: 0))
+    /// The read standby pool's statements prepared at the previous scrape, likewise.
+    private let lastReadPrepared = Mutex(0)
     /// `LogOutput.droppedLines` at the last scrape, so the counter grows by the difference.
     private let lastLogLinesDropped = Mutex(0)
     private let buildVersion: String
@@ -179,6 +181,11 @@ public final class ServiceMetrics: Sendable {
             if let lag = read.standby.lagSeconds {
                 Gauge(label: "db_read_standby_lag_seconds", factory: factory).record(lag)
             }
+            let readPrepared = lastReadPrepared.withLock { last in
+                defer { last = read.statementsPrepared }
+                return max(0, read.statementsPrepared - last)
+            }
+            Counter(label: "db_read_statements_prepared_total", factory: factory).increment(by: readPrepared)
         }
         FloatingPointCounter(label: "db_pool_wait_seconds_total", factory: factory).increment(by: waited)
         if let listener {
