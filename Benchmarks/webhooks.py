@@ -3,7 +3,7 @@
 
     Benchmarks/webhooks.py                      # all three, outage 5 minutes
     Benchmarks/webhooks.py --quick              # all three, short: outage 30 s, fewer seconds each
-    Benchmarks/webhooks.py --only ratio         # one of: ratio, latency, outage, drain
+    Benchmarks/webhooks.py --only ratio         # one of: ratio, latency, outage, drain, bound
     Benchmarks/webhooks.py --only ratio --baseline-binary /tmp/main/ci-callbackd
                                                 # A/B: both binaries in every round, order alternating
 
@@ -20,6 +20,12 @@
            --ingest-seconds with no subscription, then 2 subscriptions whose cursors start at the first
            event (migration 0018); deliveries per second until both have caught up, and CPU per delivery
            of the service, PostgreSQL and the consumer. Not run unless asked for (--only drain).
+  bound    the ratio's ceiling on this machine, whatever the service does (not one of the goals): ingest
+           with no subscription, against ingest while wrk (webhook-posts.lua), not the service, POSTs
+           deliveries to the same consumer at twice the ingest rate: a body the service built and Standard
+           Webhooks headers, with no delivery work at all (no event read, nothing signed or recorded).
+           What the POSTs and the consumer alone take from ingest. --rounds pairs, order alternating; the
+           rate is set from the last ingest measured alone. Not run unless asked for (--only bound).
 
 With --baseline-binary (ratio and drain only), both binaries run in every round, order alternating:
   ratio    each binary's ratio, and candidate/baseline of each side's medians. The "without" side moves by
@@ -389,6 +395,67 @@ def measure_ratio_ab(candidate, baseline, args):
     return result
 
 
+def delivery_body(binary, args):
+    """A delivery's body for a callback of the load, as the issue defines it: `data` is the job's lookup
+    body, which the service answers for a job that one second of ingest stored."""
+    service = Service(binary, args)
+    try:
+        ingest(service, args, 1, int(time.time()))
+        job = service.scalar("SELECT job_id FROM ci_jobs ORDER BY job_id LIMIT 1").strip()
+        with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/v1/jobs/{job}", timeout=10) as response:
+            data = response.read()
+    finally:
+        service.stop()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    return b'{"type":"job.state_changed","timestamp":"' + stamp.encode() + b'","data":' + data + b"}"
+
+
+def measure_bound(binary, args):
+    """Pairs of ingest alone and ingest beside wrk's POSTs to the consumer at twice the ingest rate."""
+    body = Path(tempfile.mkdtemp(prefix="webhooks-bound-"), "body.json")
+    body.write_bytes(delivery_body(binary, args))
+    body_bytes = body.stat().st_size
+    pause_ms = 2
+    rounds = {"alone": [], "with_posts": [], "posts": []}
+    try:
+        for index in range(args.rounds):
+            for side in (["alone", "with_posts"] if index % 2 == 0 else ["with_posts", "alone"]):
+                consumer = Consumer(args.consumer_port, RESULTS / "webhooks-consumer.log", args.consumer_kind)
+                consumer.start()
+                service = Service(binary, args)
+                try:
+                    log(f"bound round {index + 1}/{args.rounds}: {side}")
+                    if side == "alone":
+                        rounds["alone"].append(ingest(service, args, args.ingest_seconds, int(time.time()))["rps"])
+                        continue
+                    # Each connection: pause, then one POST of about 0.4 ms under this load.
+                    target = 2 * (rounds["alone"][-1] if rounds["alone"] else 3000)
+                    connections = max(2, round(target * (pause_ms + 0.4) / 1000))
+                    posts = {}
+                    poster = threading.Thread(target=lambda: posts.update(bench.wrk(
+                        bench.BENCH / "webhook-posts.lua", args.consumer_port, args.ingest_seconds + 2, connections,
+                        {"BENCH_POST_BODY": str(body), "BENCH_DELAY_MS": str(pause_ms)})))
+                    poster.start()
+                    time.sleep(1)
+                    result = ingest(service, args, args.ingest_seconds, int(time.time()))
+                    poster.join()
+                    posts_rps = posts["requests"] / (posts["duration_us"] / 1e6)
+                    rounds["with_posts"].append(result["rps"])
+                    rounds["posts"].append(posts_rps)
+                    log(f"bound: {posts_rps:.0f} POSTs/s ({posts['non2xx']} not 2xx), {posts_rps / result['rps']:.2f} per callback")
+                finally:
+                    service.stop()
+                    consumer.stop()
+    finally:
+        shutil.rmtree(body.parent, ignore_errors=True)
+    pairs = [w / a for a, w in zip(rounds["alone"], rounds["with_posts"])]
+    result = {"rounds": rounds, "body_bytes": body_bytes, "pair_ratios": pairs,
+              "median_pair_ratio": statistics.median(pairs), "posts_per_callback": statistics.median(
+                  p / w for p, w in zip(rounds["posts"], rounds["with_posts"])), "goal_of_ratio": 0.85}
+    log(f"bound: ingest beside the POSTs over ingest alone, per pair {[round(p, 3) for p in pairs]}, median {result['median_pair_ratio']:.3f}")
+    return result
+
+
 def paced_setup(binary, args, rate):
     consumer = Consumer(args.consumer_port, RESULTS / "webhooks-consumer.log", args.consumer_kind)
     consumer.start()
@@ -528,7 +595,7 @@ def measure_drain(binary, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ratio", "latency", "outage", "drain"], action="append", help="run only these (repeatable)")
+    parser.add_argument("--only", choices=["ratio", "latency", "outage", "drain", "bound"], action="append", help="run only these (repeatable)")
     parser.add_argument("--quick", action="store_true", help="short durations: ingest 8 s, latency 20 s, outage 30 s")
     parser.add_argument("--rounds", type=int, default=3, help="ratio rounds per side (default 3; medians)")
     parser.add_argument("--rate", type=float, help="the paced load, callbacks/s (default: half the ratio's ingest without subscriptions)")
@@ -595,6 +662,8 @@ def main():
                 record["drain_ab"][name].append(measure_drain(binary if name == "candidate" else baseline, args))
     elif "drain" in only:
         record["drain"] = measure_drain(binary, args)
+    if "bound" in only:
+        record["bound"] = measure_bound(binary, args)
     with open(RESULTS / "webhooks.jsonl", "a") as results:
         results.write(json.dumps(record) + "\n")
     print(json.dumps(record, indent=2))
