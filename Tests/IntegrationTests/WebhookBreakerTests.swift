@@ -100,11 +100,10 @@ struct WebhookBreakerTests {
         delivery.breakerThreshold = 1
         delivery.breakerCoolDown = .seconds(60)
         delivery.breakerMaxCoolDown = .seconds(60)
-        let metrics = ServiceMetrics()
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
         try await consumer.start()
-        try await WebhookService.with(delivery: delivery, metrics: metrics) { webhooks in
+        try await WebhookService.with(delivery: delivery) { webhooks in
             let subscription = try await webhooks.subscribe(consumer, "/ok/last")
             await consumer.kill()
             try await webhooks.post(RequestIDForTests.jobID(), "Success")
@@ -113,9 +112,8 @@ struct WebhookBreakerTests {
             #expect(try await Self.count(webhooks, "webhook_deliveries WHERE status = 'failed'") == 0)
             let breaker = try await webhooks.service.get("/v1/subscriptions/\(subscription)").json()["CircuitBreaker"] as? [String: Any]
             #expect(breaker?["State"] as? String == "open", "\(String(describing: breaker))")
-            let page = String(decoding: metrics.render(store: webhooks.store.statistics, listener: nil), as: UTF8.self)
             // Every outcome's series exists from the start, at 0.
-            let counted = page.split(separator: "\n").filter { $0.hasPrefix("webhook_deliveries_total") && !$0.hasSuffix(" 0") }
+            let counted = webhooks.nonZeroSeries("webhook_deliveries_total")
             #expect(counted == [#"webhook_deliveries_total{outcome="held"} 1"#], "\(counted)")
         }
     }

@@ -11,6 +11,8 @@ import Testing
 struct WebhookService {
     let service: ServiceHarness
     let store: JobStore
+    /// The delivery worker's metrics.
+    let metrics: ServiceMetrics
     private let tasks: [Task<Void, Never>]
 
     static let fastDelivery: WebhookDeliveryConfiguration = {
@@ -36,8 +38,9 @@ struct WebhookService {
     }()
 
     static func with<T>(
-        delivery: WebhookDeliveryConfiguration = fastDelivery, metrics: ServiceMetrics = ServiceMetrics(), _ body: (WebhookService) async throws -> T
+        delivery: WebhookDeliveryConfiguration = fastDelivery, _ body: (WebhookService) async throws -> T
     ) async throws -> T {
+        let metrics = ServiceMetrics()
         let newEvents = WakeSignal()
         let newDeliveries = WakeSignal()
         let service = try await ServiceHarness.start(stateEventSignal: newEvents, signals: [JobStore.sequencedEventsChannel: newDeliveries])
@@ -46,8 +49,7 @@ struct WebhookService {
             store: store, signal: newEvents, configuration: EventSequencerConfiguration(), metrics: ServiceMetrics(), logger: serviceTestLogger)
         let worker = WebhookDeliveryWorker(store: store, signal: newDeliveries, configuration: delivery, metrics: metrics, logger: serviceTestLogger)
         let tasks = [Task { _ = try? await sequencer.run() }, Task { _ = try? await worker.run() }]
-        let webhooks = WebhookService(service: service, store: store, tasks: tasks)
-        defer {}
+        let webhooks = WebhookService(service: service, store: store, metrics: metrics, tasks: tasks)
         do {
             let result = try await body(webhooks)
             await webhooks.stop()
@@ -63,6 +65,13 @@ struct WebhookService {
         for task in tasks { await task.value }
         await service.stop()
         try? service.dropSchema()
+    }
+
+    /// The `/metrics` lines that start with `prefix` and are not 0 (the worker's counters exist from the
+    /// start, at 0).
+    func nonZeroSeries(_ prefix: String) -> [Substring] {
+        String(decoding: metrics.render(store: store.statistics, listener: nil), as: UTF8.self)
+            .split(separator: "\n").filter { $0.hasPrefix(prefix) && !$0.hasSuffix(" 0") }
     }
 
     /// Creates a subscription to `consumer`'s `path` and tells the consumer its secret.
@@ -381,8 +390,7 @@ struct WebhookDeliveryTests {
         delivery.breakerThreshold = 1
         delivery.breakerCoolDown = .seconds(120)
         delivery.breakerMaxCoolDown = .seconds(120)
-        let metrics = ServiceMetrics()
-        try await WebhookService.with(delivery: delivery, metrics: metrics) { webhooks in
+        try await WebhookService.with(delivery: delivery) { webhooks in
             for _ in 0..<6 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
             #expect(try await eventually { try await webhooks.feed().count == 6 })
             let subscription = try await webhooks.subscribe(consumer, "/hang/walk")
@@ -410,8 +418,7 @@ struct WebhookDeliveryTests {
             var counted: [Substring] = []
             #expect(
                 try await eventually {
-                    let page = String(decoding: metrics.render(store: webhooks.store.statistics, listener: nil), as: UTF8.self)
-                    counted = page.split(separator: "\n").filter { $0.hasPrefix("webhook_deliveries_") && !$0.hasSuffix(" 0") }
+                    counted = webhooks.nonZeroSeries("webhook_deliveries_")
                     return counted.contains { $0.hasPrefix("webhook_deliveries_total{") }
                 })
             #expect(counted.filter { $0.hasPrefix("webhook_deliveries_total{") }.count == 1, "one attempt counted: \(counted)")
@@ -430,19 +437,16 @@ struct WebhookDeliveryTests {
         let consumer = try WebhookConsumer()
         defer { consumer.stop() }
         try await consumer.start()
-        let metrics = ServiceMetrics()
         // One walk of 4 events, 2 rounds of 2 s, whose lease of 2.5 s is renewed every 0.8 s.
-        try await WebhookService.with(delivery: WebhookService.slowSends, metrics: metrics) { webhooks in
+        try await WebhookService.with(delivery: WebhookService.slowSends) { webhooks in
             _ = try await webhooks.subscribe(consumer, "/hang/refused")
             for _ in 0..<4 { try await webhooks.post(RequestIDForTests.jobID(), "Running") }
             #expect(try await eventually { !consumer.deliveries(path: "/hang/refused").isEmpty })
             _ = try await webhooks.service.query("ALTER TABLE webhook_cursors RENAME COLUMN walk_token TO walk_token_refused")
-            func failures(_ step: WebhookDeliveryWorker.Step) -> Int {
-                let page = String(decoding: metrics.render(store: webhooks.store.statistics, listener: nil), as: UTF8.self)
-                let prefix = "webhook_worker_errors_total{step=\"\(step.rawValue)\"} "
-                return page.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count)) } ?? 0
+            func failed(_ step: WebhookDeliveryWorker.Step) -> Bool {
+                !webhooks.nonZeroSeries("webhook_worker_errors_total{step=\"\(step.rawValue)\"} ").isEmpty
             }
-            #expect(try await eventually(within: .seconds(30)) { [WebhookDeliveryWorker.Step.renew, .record, .walk, .reclaim].allSatisfy { failures($0) > 0 } })
+            #expect(try await eventually(within: .seconds(30)) { [WebhookDeliveryWorker.Step.renew, .record, .walk, .reclaim].allSatisfy(failed) })
             _ = try await webhooks.service.query("ALTER TABLE webhook_cursors RENAME COLUMN walk_token_refused TO walk_token")
             #expect(
                 try await eventually(within: .seconds(60)) {

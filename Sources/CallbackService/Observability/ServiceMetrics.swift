@@ -30,7 +30,7 @@ public final class ServiceMetrics: Sendable {
     private let refusalHandles = Mutex<[RefusalSeries: CoreMetrics.Counter]>([:])
     /// `webhook_deliveries_total` by outcome, and `webhook_attempt_duration_seconds`, made once: asked of the
     /// factory for every attempt, they were a share of a delivery's CPU. The outcomes are a fixed set.
-    let deliveryAttemptCounters: [String: CoreMetrics.Counter]
+    let deliveryAttemptCounters: [DeliveryOutcome: CoreMetrics.Counter]
     let deliveryAttemptDuration: CoreMetrics.Timer
     /// `webhook_deliveries_skipped_total`, made once, like the attempts' counters.
     let deliverySkippedCounter: CoreMetrics.Counter
@@ -52,8 +52,8 @@ public final class ServiceMetrics: Sendable {
         self.factory = factory
         self.buildVersion = buildVersion
         deliveryAttemptCounters = Dictionary(
-            uniqueKeysWithValues: Self.deliveryOutcomes.map { outcome in
-                (outcome, Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: factory) as CoreMetrics.Counter)
+            uniqueKeysWithValues: DeliveryOutcome.allCases.map { outcome in
+                (outcome, Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome.rawValue)], factory: factory) as CoreMetrics.Counter)
             })
         deliveryAttemptDuration = Metrics.Timer(label: "webhook_attempt_duration_seconds", factory: factory)
         deliverySkippedCounter = Counter(label: "webhook_deliveries_skipped_total", factory: factory)

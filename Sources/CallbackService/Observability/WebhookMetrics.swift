@@ -18,13 +18,15 @@ extension ServiceMetrics {
 }
 
 extension ServiceMetrics {
-    /// The outcomes of ``recordDeliveryAttempt(outcome:duration:)``.
-    static let deliveryOutcomes = ["succeeded", "retried", "held", "failed", "gone"]
+    /// What became of a recorded attempt's delivery: the `outcome` label of `webhook_deliveries_total`.
+    enum DeliveryOutcome: String, CaseIterable, Sendable {
+        case succeeded, retried, held, failed, gone
+    }
 
-    /// One recorded delivery attempt: its outcome (one of ``deliveryOutcomes``) and how long it took.
-    func recordDeliveryAttempt(outcome: String, duration: Duration) {
-        let counter = deliveryAttemptCounters[outcome] ?? Counter(label: "webhook_deliveries_total", dimensions: [("outcome", outcome)], factory: metricsFactory)
-        counter.increment()
+    /// One recorded delivery attempt: its outcome and how long it took.
+    func recordDeliveryAttempt(outcome: DeliveryOutcome, duration: Duration) {
+        // Every outcome's counter is made in `init`.
+        deliveryAttemptCounters[outcome]?.increment()
         deliveryAttemptDuration.recordNanoseconds(duration.inNanoseconds)
     }
 

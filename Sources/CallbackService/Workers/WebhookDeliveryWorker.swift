@@ -337,13 +337,13 @@ public struct WebhookDeliveryWorker: Service {
     /// letter, then).
     func report(_ attempts: [FinishedAttempt]) {
         for attempt in attempts {
-            let outcome: String
+            let outcome: ServiceMetrics.DeliveryOutcome
             switch attempt.completion {
-            case .succeeded: outcome = "succeeded"
-            case .retry: outcome = "retried"
-            case .heldBack: outcome = "held"
-            case .failed: outcome = "failed"
-            case .gone: outcome = "gone"
+            case .succeeded: outcome = .succeeded
+            case .retry: outcome = .retried
+            case .heldBack: outcome = .held
+            case .failed: outcome = .failed
+            case .gone: outcome = .gone
             case .waiting: continue  // not sent: no attempt
             }
             let elapsed = Duration.seconds(attempt.finishedAt.timeIntervalSince(attempt.startedAt))
@@ -355,7 +355,7 @@ public struct WebhookDeliveryWorker: Service {
                 var metadata: Logger.Metadata = [
                     "webhook.subscription": "\(attempt.delivery.subscriptionID)", "webhook.delivery": "\(attempt.delivery.deliveryID)",
                     "webhook.event": "\(attempt.delivery.event.publicID)", "webhook.attempt": "\(attempt.delivery.attempt)",
-                    "webhook.outcome": "\(outcome)", "http.status": "\(attempt.statusCode.map(String.init) ?? "-")",
+                    "webhook.outcome": "\(outcome.rawValue)", "http.status": "\(attempt.statusCode.map(String.init) ?? "-")",
                     "webhook.duration_ms": "\(CallbackApplication.milliseconds(elapsed))",
                 ]
                 if let error { metadata["error"] = "\(error)" }

@@ -42,9 +42,9 @@ final class WebhookSenderThread: Sendable {
         let url: String
         /// The header lines but the signature's ("Name: value"), each ended by a NUL, one after another.
         let unsignedLines: [CChar]
-        let signature: WebhookSignature?
+        private(set) var signature: WebhookSignature?
         /// ``unsignedLines`` and then the signature's lines.
-        let headerLines: [CChar]
+        private(set) var headerLines: [CChar]
         let body: [UInt8]
         /// ``WebhookHTTPClient/Request/skipsAfterEndpointFailure``.
         let skipsAfterEndpointFailure: Bool
@@ -59,20 +59,14 @@ final class WebhookSenderThread: Sendable {
             headerLines = unsignedLines + Self.lines(signature?.headers ?? [])
         }
 
-        private init(_ post: PreparedPost, signature: WebhookSignature) {
-            subscriptionID = post.subscriptionID
-            url = post.url
-            body = post.body
-            skipsAfterEndpointFailure = post.skipsAfterEndpointFailure
-            unsignedLines = post.unsignedLines
-            self.signature = signature
-            headerLines = unsignedLines + Self.lines(signature.headers)
-        }
-
         /// This POST as sent at `timestamp` (a unix second): itself unless it was signed for an earlier second.
         func signed(at timestamp: Int64) -> PreparedPost {
             guard let signature, signature.timestamp != timestamp else { return self }
-            return PreparedPost(self, signature: signature.renewed(at: timestamp, body: body))
+            var post = self
+            let renewed = WebhookSignature(key: signature.key, id: signature.id, timestamp: timestamp, body: body)
+            post.signature = renewed
+            post.headerLines = unsignedLines + Self.lines(renewed.headers)
+            return post
         }
 
         private static func lines(_ headers: [(String, String)]) -> [CChar] {

@@ -37,7 +37,8 @@ public enum WebhookSigning {
 /// One POST's Standard Webhooks signature, for the second it is sent: `webhook-timestamp` is when the
 /// attempt was made, and a POST may wait for its subscription's turn in the sender for several timeouts
 /// after it was signed. A consumer refuses a timestamp outside its tolerance (5 minutes in
-/// `standardwebhooks`), so the sender signs it again when the second has moved on (``renewed(at:body:)``).
+/// `standardwebhooks`), so the sender signs it again when the second has moved on
+/// (``WebhookSenderThread/PreparedPost/signed(at:)``).
 struct WebhookSignature: Sendable {
     let key: [UInt8]
     /// The event's `webhook-id`.
@@ -52,11 +53,6 @@ struct WebhookSignature: Sendable {
         self.id = id
         self.timestamp = timestamp
         self.value = WebhookSigning.signature(key: key, id: id, timestamp: timestamp, body: body)
-    }
-
-    /// This signature at `timestamp`: itself when that is its second, else signed again.
-    func renewed(at timestamp: Int64, body: [UInt8]) -> WebhookSignature {
-        timestamp == self.timestamp ? self : WebhookSignature(key: key, id: id, timestamp: timestamp, body: body)
     }
 
     /// Its headers: `webhook-id`, `webhook-timestamp` and `webhook-signature`.
